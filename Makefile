@@ -1,0 +1,44 @@
+# Two commands for a fresh machine (python3, pip, node/npm):
+#   make run   - create the environment and run the default federation
+#   make test  - create the environment and run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+NODE_STAMP := node_modules/.installed-stamp
+
+.PHONY: env run test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+env: $(STAMP) $(NODE_STAMP)
+
+run: env
+	$(PY) -m experiments.run $(ARGS)
+
+test: env
+	$(PY) -m pytest $(ARGS)
+
+test-fast: env
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: env
+	$(PY) benchmarks/bench_dp.py
+	$(PY) benchmarks/bench_ckks.py
+	$(PY) benchmarks/bench_masking.py
+	$(PY) benchmarks/bench_gas.py
+
+clean:
+	rm -rf $(VENV) node_modules outputs multirun .pytest_cache .mypy_cache .ruff_cache
