@@ -1,0 +1,41 @@
+"""Hydra schemas of the ``secagg`` config group, and the name -> scheme registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from secagg._scheme import PlainScheme, ProtectionScheme
+
+
+@dataclass
+class PlainSchema:
+    """``secagg=plain``: no protection (the aggregator sees each update)."""
+
+    name: str = "plain"
+
+
+def _build_plain(schema: Any) -> ProtectionScheme:
+    return PlainScheme()
+
+
+# name -> (schema dataclass, factory from a schema instance to a scheme)
+SCHEMES: dict[str, tuple[type, Callable[[Any], ProtectionScheme]]] = {
+    "plain": (PlainSchema, _build_plain),
+}
+
+
+def build_scheme(schema: Any) -> ProtectionScheme:
+    """Build the protection scheme a ``secagg`` schema instance names."""
+    _, factory = SCHEMES[schema.name]
+    return factory(schema)
+
+
+def register_configs(store: ConfigStore | None = None) -> None:
+    """Register every ``secagg`` option in Hydra's ConfigStore."""
+    store = store or ConfigStore.instance()
+    for name, (schema, _) in SCHEMES.items():
+        store.store(group="secagg", name=name, node=schema)
