@@ -1,0 +1,251 @@
+"""Pure privacy-accounting maths: no training state, no I/O.
+
+Every mechanism this package runs is a (Poisson-)subsampled Gaussian mechanism: per-sample
+DP-SGD steps (``"dpsgd-sample"``, sample rate = expected batch / records) and DP-FedAvg
+rounds (``"dp-fedavg-client"``, sample rate = client sampling rate). A history is a list of
+:class:`Segment` objects ``(sample_rate, noise_multiplier, steps, poisson_sampling)``; the
+epsilon of a history is the epsilon of the composition of all its steps, at one ``delta``.
+
+The numerical analyses are Opacus's (``opacus.accountants.analysis``): RDP (Mironov et al.
+2019, the default and the tightest sound bound for integer/fractional orders here), PRV
+(Gopi et al. 2021, the reported value is the upper end of its error interval), and GDP
+(Dong et al. 2019; the CLT approximation, which Opacus warns can *underestimate* epsilon:
+prefer ``rdp`` or ``prv`` for claims an auditor must rely on).
+
+Segments with the same ``(sample_rate, noise_multiplier, poisson_sampling)`` are merged
+before the analysis (composition is commutative), so R rounds of T steps and one run of
+R*T steps give the same epsilon with every accountant.
+
+Without Poisson sampling no amplification-by-sampling is claimed: each step is accounted as
+an unsampled Gaussian mechanism with replace-one sensitivity 2C, i.e. sample rate 1 and
+noise multiplier sigma/2. That is sound for any batch selection (shuffling, fixed-size
+batches), at the price of a far larger epsilon.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+from opacus.accountants.analysis import gdp as gdp_analysis
+from opacus.accountants.analysis import rdp as rdp_analysis
+from opacus.accountants.prv import PRVAccountant
+from opacus.accountants.rdp import RDPAccountant
+
+from dp._config import ACCOUNTANTS
+from dp._errors import InvalidDPConfigError
+
+__all__ = [
+    "MECHANISMS",
+    "RDP_ORDERS",
+    "Mechanism",
+    "Segment",
+    "accounted_parameters",
+    "calibrate_noise",
+    "compose_epsilon",
+    "epsilon_for",
+    "merge_segments",
+]
+
+Mechanism = Literal["dpsgd-sample", "dp-fedavg-client"]
+MECHANISMS: tuple[str, ...] = get_args(Mechanism)
+
+#: RDP orders searched for the RDP -> (epsilon, delta) conversion (Opacus's defaults).
+RDP_ORDERS: tuple[float, ...] = tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
+
+_MAX_SIGMA = 1e6
+
+
+@dataclass(frozen=True, kw_only=True)
+class Segment:
+    """``steps`` consecutive steps of one subsampled Gaussian mechanism.
+
+    ``noise_multiplier`` is the noise std divided by the sensitivity (clip norm), and
+    ``sample_rate`` the probability that a record (client) takes part in a step (round).
+    """
+
+    sample_rate: float
+    noise_multiplier: float
+    steps: int
+    poisson_sampling: bool = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.sample_rate, int | float) and 0.0 < self.sample_rate <= 1.0):
+            raise InvalidDPConfigError(f"sample_rate must be in (0, 1], got {self.sample_rate!r}")
+        if not (
+            isinstance(self.noise_multiplier, int | float)
+            and math.isfinite(self.noise_multiplier)
+            and self.noise_multiplier > 0
+        ):
+            raise InvalidDPConfigError(
+                f"noise_multiplier must be > 0 and finite, got {self.noise_multiplier!r}"
+            )
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise InvalidDPConfigError(f"steps must be an int >= 0, got {self.steps!r}")
+        if not isinstance(self.poisson_sampling, bool):
+            raise InvalidDPConfigError(
+                f"poisson_sampling must be a bool, got {self.poisson_sampling!r}"
+            )
+
+
+def accounted_parameters(segment: Segment) -> tuple[float, float]:
+    """The ``(sample_rate, noise_multiplier)`` the analysis uses for ``segment``.
+
+    With Poisson sampling these are the segment's own values; without it, ``(1.0, sigma/2)``
+    (no amplification, replace-one sensitivity 2C).
+    """
+    if segment.poisson_sampling:
+        return float(segment.sample_rate), float(segment.noise_multiplier)
+    return 1.0, float(segment.noise_multiplier) / 2.0
+
+
+def merge_segments(segments: Iterable[Segment]) -> list[tuple[float, float, int]]:
+    """Group steps by accounted ``(sample_rate, noise_multiplier)``; drop empty segments.
+
+    Returns ``(sample_rate, noise_multiplier, steps)`` triples in first-seen order.
+    """
+    merged: dict[tuple[float, float], int] = {}
+    for segment in segments:
+        if segment.steps == 0:
+            continue
+        key = accounted_parameters(segment)
+        merged[key] = merged.get(key, 0) + segment.steps
+    return [(q, sigma, steps) for (q, sigma), steps in merged.items()]
+
+
+def _check_delta(delta: float) -> None:
+    if not (isinstance(delta, int | float) and 0.0 < delta < 1.0):
+        raise InvalidDPConfigError(f"delta must be in (0, 1), got {delta!r}")
+
+
+def _check_accountant(accountant: str) -> None:
+    if accountant not in ACCOUNTANTS:
+        raise InvalidDPConfigError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
+
+
+def _rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    rdp = np.zeros(len(RDP_ORDERS))
+    for q, sigma, steps in history:
+        rdp = rdp + np.asarray(
+            rdp_analysis.compute_rdp(
+                q=q, noise_multiplier=sigma, steps=steps, orders=list(RDP_ORDERS)
+            )
+        )
+    eps, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp, delta=delta)
+    return float(eps)
+
+
+def _prv_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    accountant = PRVAccountant()
+    accountant.history = [(sigma, q, steps) for q, sigma, steps in history]
+    return float(accountant.get_epsilon(delta=delta))
+
+
+def _gdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    mu_squared = 0.0
+    for q, sigma, steps in history:
+        if q >= 1.0:
+            mu = math.sqrt(steps) / sigma  # exact: T-fold Gaussian mechanism is sqrt(T)/sigma-GDP
+        else:
+            mu = gdp_analysis.compute_mu_poisson(steps=steps, noise_multiplier=sigma, sample_rate=q)
+        mu_squared += float(mu) ** 2
+    mu_total = math.sqrt(mu_squared)
+    if gdp_analysis.delta_eps_mu(eps=0.0, mu=mu_total) <= delta:
+        return 0.0
+    return float(gdp_analysis.eps_from_mu(mu=mu_total, delta=delta))
+
+
+_ANALYSES = {"rdp": _rdp_epsilon, "prv": _prv_epsilon, "gdp": _gdp_epsilon}
+
+
+def compose_epsilon(segments: Iterable[Segment], *, delta: float, accountant: str) -> float:
+    """Epsilon at ``delta`` of the composition of every step in ``segments``.
+
+    An empty history (or one with zero steps) spends nothing and returns 0.0.
+    """
+    _check_delta(delta)
+    _check_accountant(accountant)
+    history = merge_segments(segments)
+    if not history:
+        return 0.0
+    return _ANALYSES[accountant](history, float(delta))
+
+
+def epsilon_for(
+    *,
+    mechanism: str,
+    sample_rate: float,
+    noise_multiplier: float,
+    steps: int,
+    delta: float,
+    accountant: str,
+    poisson_sampling: bool = True,
+) -> float:
+    """Epsilon at ``delta`` after ``steps`` steps of one subsampled Gaussian ``mechanism``.
+
+    ``mechanism`` is ``"dpsgd-sample"`` (sample rate = expected batch size / records) or
+    ``"dp-fedavg-client"`` (sample rate = client sampling rate per round); both are analysed
+    as a Poisson-subsampled Gaussian mechanism with the given noise multiplier.
+    """
+    if mechanism not in MECHANISMS:
+        raise InvalidDPConfigError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
+    segment = Segment(
+        sample_rate=sample_rate,
+        noise_multiplier=noise_multiplier,
+        steps=steps,
+        poisson_sampling=poisson_sampling,
+    )
+    return compose_epsilon([segment], delta=delta, accountant=accountant)
+
+
+def calibrate_noise(
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str,
+    poisson_sampling: bool = True,
+    prior: Sequence[Segment] = (),
+    rel_tolerance: float = 1e-3,
+) -> float:
+    """The smallest noise multiplier (to ``rel_tolerance``) whose total epsilon is <= target.
+
+    The total is the composition of ``prior`` (steps already spent) and ``steps`` new steps
+    at ``sample_rate`` with the returned sigma. The returned sigma is the upper end of a
+    bisection, so its epsilon is verified to be at or below ``target_epsilon``.
+    Raises :class:`InvalidDPConfigError` when the target cannot be reached (the prior alone
+    exceeds it, or sigma would have to exceed 1e6).
+    """
+    if not (isinstance(target_epsilon, int | float) and target_epsilon > 0):
+        raise InvalidDPConfigError(f"target_epsilon must be > 0, got {target_epsilon!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InvalidDPConfigError(f"steps must be an int >= 1, got {steps!r}")
+
+    def total(sigma: float) -> float:
+        new = Segment(
+            sample_rate=sample_rate,
+            noise_multiplier=sigma,
+            steps=steps,
+            poisson_sampling=poisson_sampling,
+        )
+        return compose_epsilon([*prior, new], delta=delta, accountant=accountant)
+
+    sigma_low, sigma_high = 0.0, 1.0
+    while total(sigma_high) > target_epsilon:
+        sigma_low, sigma_high = sigma_high, 2.0 * sigma_high
+        if sigma_high > _MAX_SIGMA:
+            raise InvalidDPConfigError(
+                f"target_epsilon={target_epsilon} is unreachable for {steps} steps at "
+                f"sample_rate={sample_rate} and delta={delta} (sigma would exceed {_MAX_SIGMA:g})"
+            )
+    while sigma_high - sigma_low > rel_tolerance * sigma_high:
+        sigma = 0.5 * (sigma_low + sigma_high)
+        if total(sigma) <= target_epsilon:
+            sigma_high = sigma
+        else:
+            sigma_low = sigma
+    return sigma_high

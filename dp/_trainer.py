@@ -1,0 +1,422 @@
+"""Sample-level DP-SGD for one client with Opacus, and the client's persistent accountant.
+
+Privacy guarantee: record-level (epsilon, delta)-DP of everything the client releases (its
+trained parameters or update), under add/remove-one-record adjacency within the client's
+data set, composed over every step of every round. It assumes what the loop does: each
+step samples every record independently with probability ``sample_rate = batch_size /
+n_records`` (Opacus's ``DPDataLoader``, Poisson sampling), clips per-sample gradients to
+``max_grad_norm`` and adds Gaussian noise of std ``noise_multiplier * max_grad_norm``.
+Empty Poisson batches are still noisy optimizer steps and are accounted as steps.
+
+The training loss reported in :class:`LocalTrainingResult` is computed on the raw data
+without noise: it is a local diagnostic and is NOT covered by the DP guarantee.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from dp._accounting import Segment, calibrate_noise, compose_epsilon
+from dp._config import DPConfig
+from dp._errors import (
+    DPError,
+    InvalidDPConfigError,
+    NonFiniteLossError,
+    PrivacyBudgetExceededError,
+    SecureModeUnavailableError,
+    UnsupportedModelError,
+)
+from dp._events import GENESIS_DIGEST, PrivacyEvent, recompute_epsilon
+
+__all__ = [
+    "GRAD_SAMPLE_MODES",
+    "LocalTrainingResult",
+    "SampleLevelDPClient",
+    "prepare_model",
+]
+
+GRAD_SAMPLE_MODES: tuple[str, ...] = ("hooks", "functorch", "ew")
+_OPTIMIZERS = ("sgd", "adam")
+_STATE_FORMAT = "secagg-fl/dp-client/v1"
+
+
+def prepare_model(model: nn.Module, *, fix: bool = False) -> nn.Module:
+    """Return a model Opacus can train with per-sample gradients, or raise.
+
+    With ``fix=True`` unsupported layers are replaced (``ModuleValidator.fix``: BatchNorm
+    becomes GroupNorm) and the fixed copy is returned; call this once on the *global* model
+    before the federation starts so every client and the aggregator share the same layout.
+    With ``fix=False`` an unsupported model raises :class:`UnsupportedModelError`.
+    """
+    if fix:
+        model = ModuleValidator.fix(model)
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        reasons = "; ".join(str(e) for e in errors)
+        raise UnsupportedModelError(
+            f"model cannot be trained with per-sample DP-SGD: {reasons} "
+            "(use prepare_model(model, fix=True) to replace BatchNorm with GroupNorm)"
+        )
+    return model
+
+
+def _flat_parameters(model: nn.Module) -> np.ndarray:
+    vector = torch.nn.utils.parameters_to_vector(model.parameters())
+    out: np.ndarray = vector.detach().cpu().to(torch.float64).numpy().copy()
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalTrainingResult:
+    """Outcome of one DP round of one client.
+
+    ``parameters`` is the trained model's parameters and ``update`` their difference from
+    the incoming parameters, both flat float64 vectors in ``model.parameters()`` order
+    (buffers are not included). ``steps`` counts noisy optimizer steps (``empty_batches``
+    of them had no record); ``mean_loss`` is the mean training loss over non-empty batches
+    (NOT differentially private: keep it local). ``event`` is the round's privacy event.
+    """
+
+    parameters: np.ndarray
+    update: np.ndarray
+    steps: int
+    empty_batches: int
+    mean_loss: float
+    event: PrivacyEvent
+
+
+class SampleLevelDPClient:
+    """One client's DP-SGD trainer and its accountant, which persists across rounds.
+
+    The accountant is the client's chain of :class:`PrivacyEvent` objects; the cumulative
+    epsilon composes every step of every round. Save and restore it with
+    :meth:`state_dict` / :meth:`load_state_dict`; each round may use a fresh model copy
+    and a fresh Opacus engine while the accountant carries over.
+
+    In target-epsilon mode sigma is calibrated once, at construction, for
+    ``planned_rounds * steps_per_round`` steps; the budget (``epsilon_budget`` or else the
+    target) then refuses any round that would exceed it.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        config: DPConfig,
+        n_records: int,
+        batch_size: int,
+        planned_rounds: int,
+        steps_per_round: int,
+        grad_sample_mode: str = "hooks",
+    ) -> None:
+        if not isinstance(client_id, str) or not client_id:
+            raise InvalidDPConfigError(f"client_id must be a non-empty str, got {client_id!r}")
+        if not isinstance(config, DPConfig):
+            raise InvalidDPConfigError(f"config must be a DPConfig, got {type(config).__name__}")
+        config.validate_for(n_records)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise InvalidDPConfigError(f"batch_size must be an int, got {batch_size!r}")
+        if not 1 <= batch_size <= n_records:
+            raise InvalidDPConfigError(
+                f"batch_size must be in [1, n_records={n_records}], got {batch_size}"
+            )
+        counts = (("planned_rounds", planned_rounds), ("steps_per_round", steps_per_round))
+        for name, value in counts:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidDPConfigError(f"{name} must be an int >= 1, got {value!r}")
+        if grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise InvalidDPConfigError(
+                f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}"
+            )
+        if config.secure_mode:
+            try:
+                import torchcsprng  # noqa: F401
+            except ImportError as exc:
+                raise SecureModeUnavailableError(
+                    "secure_mode=True needs the torchcsprng package, which is not installed"
+                ) from exc
+        self.client_id = client_id
+        self.config = config
+        self.n_records = n_records
+        self.batch_size = batch_size
+        self.planned_rounds = planned_rounds
+        self.steps_per_round = steps_per_round
+        self.grad_sample_mode = grad_sample_mode
+        self.sample_rate = batch_size / n_records
+        if config.noise_multiplier is not None:
+            self.noise_multiplier = float(config.noise_multiplier)
+        else:
+            target = config.target_epsilon
+            if target is None:  # unreachable: DPConfig enforces exactly one
+                raise InvalidDPConfigError("target_epsilon is missing")
+            self.noise_multiplier = calibrate_noise(
+                target_epsilon=target,
+                delta=config.delta,
+                sample_rate=self.sample_rate,
+                steps=planned_rounds * steps_per_round,
+                accountant=config.accountant,
+                poisson_sampling=config.poisson_sampling,
+            )
+        self._events: list[PrivacyEvent] = []
+
+    # ----------------------------------------------------------------- accounting
+
+    @property
+    def events(self) -> tuple[PrivacyEvent, ...]:
+        """Every privacy event of this client, oldest first (a hash-linked chain)."""
+        return tuple(self._events)
+
+    @property
+    def epsilon(self) -> float:
+        """Cumulative epsilon over every round so far (0.0 before the first round)."""
+        return self._events[-1].cumulative_epsilon if self._events else 0.0
+
+    @property
+    def total_steps(self) -> int:
+        """Noisy optimizer steps taken over all rounds."""
+        return self._events[-1].cumulative_steps if self._events else 0
+
+    def _segments(self, extra_steps: int = 0) -> list[Segment]:
+        segments = [
+            Segment(
+                sample_rate=e.sample_rate,
+                noise_multiplier=e.noise_multiplier,
+                steps=e.steps,
+                poisson_sampling=e.poisson_sampling,
+            )
+            for e in self._events
+        ]
+        if extra_steps:
+            segments.append(
+                Segment(
+                    sample_rate=self.sample_rate,
+                    noise_multiplier=self.noise_multiplier,
+                    steps=extra_steps,
+                    poisson_sampling=self.config.poisson_sampling,
+                )
+            )
+        return segments
+
+    def projected_epsilon(self, steps: int) -> float:
+        """Cumulative epsilon if ``steps`` more steps were taken now."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise InvalidDPConfigError(f"steps must be an int >= 0, got {steps!r}")
+        return compose_epsilon(
+            self._segments(steps), delta=self.config.delta, accountant=self.config.accountant
+        )
+
+    def steps_for(self, *, local_steps: int | None, local_epochs: int | None) -> int:
+        """Steps of a round: ``local_steps``, or ``round(local_epochs / sample_rate)``."""
+        if (local_steps is None) == (local_epochs is None):
+            raise InvalidDPConfigError("exactly one of local_steps and local_epochs must be set")
+        value = local_steps if local_steps is not None else local_epochs
+        name = "local_steps" if local_steps is not None else "local_epochs"
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidDPConfigError(f"{name} must be an int >= 1, got {value!r}")
+        if local_steps is not None:
+            return local_steps
+        return max(1, round(value / self.sample_rate))
+
+    def check_budget(self, steps: int) -> float:
+        """Raise :class:`PrivacyBudgetExceededError` if ``steps`` more would pass the budget.
+
+        Returns the projected cumulative epsilon otherwise.
+        """
+        projected = self.projected_epsilon(steps)
+        if projected > self.config.budget:
+            raise PrivacyBudgetExceededError(
+                f"client {self.client_id}: {steps} more steps would bring epsilon from "
+                f"{self.epsilon:.4g} to {projected:.4g}, above its budget {self.config.budget:.4g}"
+            )
+        return projected
+
+    # ----------------------------------------------------------------- training
+
+    def train_round(
+        self,
+        *,
+        model: nn.Module,
+        dataset: TensorDataset,
+        round_id: int,
+        local_steps: int | None = None,
+        local_epochs: int | None = None,
+        lr: float,
+        optimizer: str = "sgd",
+        device: torch.device | str = "cpu",
+        criterion: nn.Module | None = None,
+        generator: torch.Generator | None = None,
+    ) -> LocalTrainingResult:
+        """Train a private copy of ``model`` for one round and account it.
+
+        The budget is checked before any training; a refused or failed round (non-finite
+        loss, unsupported model) leaves the accountant unchanged and releases nothing. The
+        caller's ``model`` is not modified. ``generator`` seeds Poisson sampling and noise
+        (tests only; refused in ``secure_mode``).
+        """
+        if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 0:
+            raise InvalidDPConfigError(f"round_id must be an int >= 0, got {round_id!r}")
+        if self._events and round_id <= self._events[-1].round_id:
+            raise InvalidDPConfigError(
+                f"round_id must increase: got {round_id} after {self._events[-1].round_id}"
+            )
+        if len(dataset) != self.n_records:
+            raise InvalidDPConfigError(
+                f"dataset has {len(dataset)} records, the client was set up for {self.n_records}"
+            )
+        if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+            raise InvalidDPConfigError(f"lr must be > 0, got {lr!r}")
+        if optimizer not in _OPTIMIZERS:
+            raise InvalidDPConfigError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
+        if generator is not None and self.config.secure_mode:
+            raise InvalidDPConfigError("a seeded generator is not allowed in secure_mode")
+        steps = self.steps_for(local_steps=local_steps, local_epochs=local_epochs)
+        projected = self.check_budget(steps)
+        prepare_model(model, fix=False)
+
+        device = torch.device(device)
+        incoming = _flat_parameters(model)
+        private_model = copy.deepcopy(model).to(device)
+        private_model.train()
+        base_optimizer: torch.optim.Optimizer
+        if optimizer == "sgd":
+            base_optimizer = torch.optim.SGD(private_model.parameters(), lr=lr)
+        else:
+            base_optimizer = torch.optim.Adam(private_model.parameters(), lr=lr)
+        loader = DPDataLoader(dataset, sample_rate=self.sample_rate, generator=generator)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            engine = PrivacyEngine(accountant="rdp", secure_mode=self.config.secure_mode)
+            dp_model, dp_optimizer, dp_loader = engine.make_private(
+                module=private_model,
+                optimizer=base_optimizer,
+                data_loader=loader,
+                noise_multiplier=self.noise_multiplier,
+                max_grad_norm=self.config.max_grad_norm,
+                poisson_sampling=False,  # the loader already samples with our exact rate
+                grad_sample_mode=self.grad_sample_mode,
+                noise_generator=generator,
+            )
+        if not isinstance(dp_loader, DPDataLoader) or dp_loader.sample_rate != self.sample_rate:
+            raise DPError("Opacus replaced the Poisson data loader; refusing to account")
+        dp_model.forbid_grad_accumulation()
+        # Opacus derives this from len(loader) (floor of 1/q); the noisy sum must be
+        # divided by the true expected batch size q*n.
+        dp_optimizer.expected_batch_size = self.sample_rate * self.n_records
+        loss_fn = criterion if criterion is not None else nn.CrossEntropyLoss()
+
+        losses: list[float] = []
+        empty = 0
+        taken = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            while taken < steps:
+                for features, targets in dp_loader:
+                    if taken >= steps:
+                        break
+                    features = features.to(device)
+                    targets = targets.to(device)
+                    dp_optimizer.zero_grad(set_to_none=True)
+                    loss = loss_fn(dp_model(features), targets)
+                    if len(targets) == 0:
+                        empty += 1
+                    else:
+                        value = float(loss.detach())
+                        if not math.isfinite(value):
+                            raise NonFiniteLossError(
+                                f"client {self.client_id} round {round_id}: loss {value} at step "
+                                f"{taken}; the round is discarded and not accounted"
+                            )
+                        losses.append(value)
+                    loss.backward()
+                    dp_optimizer.step()
+                    taken += 1
+        engine_steps = sum(s for _, _, s in engine.accountant.history)
+        if engine_steps != taken:
+            raise DPError(f"Opacus counted {engine_steps} noisy steps, the loop took {taken}")
+        parameters = _flat_parameters(private_model)
+        if not np.all(np.isfinite(parameters)):
+            raise NonFiniteLossError(
+                f"client {self.client_id} round {round_id}: non-finite parameters after training"
+            )
+        update = parameters - incoming
+        update.flags.writeable = False
+
+        event = PrivacyEvent(
+            client_id=self.client_id,
+            round_id=round_id,
+            mechanism="dpsgd-sample",
+            sample_rate=self.sample_rate,
+            noise_multiplier=self.noise_multiplier,
+            steps=taken,
+            max_grad_norm=self.config.max_grad_norm,
+            delta=self.config.delta,
+            accountant=self.config.accountant,
+            poisson_sampling=self.config.poisson_sampling,
+            cumulative_steps=self.total_steps + taken,
+            cumulative_epsilon=projected,
+            epsilon_budget=None if math.isinf(self.config.budget) else self.config.budget,
+            previous_digest=self._events[-1].digest_hex() if self._events else GENESIS_DIGEST,
+            note=f"empty_batches={empty}",
+        )
+        self._events.append(event)
+        return LocalTrainingResult(
+            parameters=parameters,
+            update=update,
+            steps=taken,
+            empty_batches=empty,
+            mean_loss=float(np.mean(losses)) if losses else math.nan,
+            event=event,
+        )
+
+    # ----------------------------------------------------------------- persistence
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accountant state: the client's identity, sigma, sample rate and event chain."""
+        return {
+            "format": _STATE_FORMAT,
+            "client_id": self.client_id,
+            "sample_rate": repr(self.sample_rate),
+            "noise_multiplier": repr(self.noise_multiplier),
+            "events": [e.canonical_bytes().decode("ascii") for e in self._events],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the accountant; the chain is verified and its epsilon recomputed.
+
+        Raises :class:`InvalidDPConfigError` if the state belongs to another client or to
+        other parameters; the current state is kept on any error.
+        """
+        if state.get("format") != _STATE_FORMAT:
+            raise InvalidDPConfigError(f"state format must be {_STATE_FORMAT!r}")
+        if state.get("client_id") != self.client_id:
+            raise InvalidDPConfigError(
+                f"state of client {state.get('client_id')!r} loaded into {self.client_id!r}"
+            )
+        if float(state["sample_rate"]) != self.sample_rate:
+            raise InvalidDPConfigError("state sample_rate differs from this client's")
+        if float(state["noise_multiplier"]) != self.noise_multiplier:
+            raise InvalidDPConfigError("state noise_multiplier differs from this client's")
+        events = [PrivacyEvent.from_bytes(raw.encode("ascii")) for raw in state["events"]]
+        if events:
+            recomputed = recompute_epsilon(events)
+            if not math.isclose(recomputed, events[-1].cumulative_epsilon, rel_tol=1e-9):
+                raise InvalidDPConfigError(
+                    f"state claims epsilon {events[-1].cumulative_epsilon}, "
+                    f"its events give {recomputed}"
+                )
+            if events[-1].client_id != self.client_id:
+                raise InvalidDPConfigError("state events belong to another client")
+        self._events = events
