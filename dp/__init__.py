@@ -104,6 +104,7 @@ __all__ = [
     "prepare_model",
     "recompute_epsilon",
     "register_configs",
+    "require_secure_aggregation",
     "to_dp_config",
     "to_dp_setup",
     "verify_event_chain",
