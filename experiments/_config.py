@@ -1,0 +1,303 @@
+"""Structured-config schemas of the federation runner, their registration, and validation.
+
+The schemas are dataclasses registered in Hydra's ConfigStore; YAML in ``conf/`` only
+selects and overrides them. :func:`validate` checks every value once, at start, and raises
+:class:`~experiments._errors.ConfigError` naming the bad field and the allowed range.
+Names (dataset, model, scheme) map to code through our own registries: no ``_target_``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from experiments._errors import ConfigError
+
+# The choice made for each config group when nothing is overridden.
+DEFAULTS: list[Any] = [
+    "_self_",
+    {"dataset": "breast_cancer"},
+    {"model": "logreg"},
+    {"federation": "default"},
+    {"dp": "off"},
+    {"secagg": "plain"},
+    {"chain": "none"},
+]
+
+OPTIMIZERS = ("sgd", "adam")
+PARTITIONS = ("iid", "dirichlet", "quantity")
+DEVICES = ("auto", "cpu", "cuda")
+MEDMNIST_SUBSETS = ("breastmnist", "pneumoniamnist")
+
+
+@dataclass
+class FederationConfig:
+    """How the federation runs: clients, rounds, local training, sampling and partition."""
+
+    clients: int = 5
+    rounds: int = 20
+    local_epochs: int = 1
+    local_steps: int | None = None  # null: train ``local_epochs`` full passes instead
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    batch_size: int = 32
+    client_fraction: float = 1.0
+    seed: int = 0
+    partition: str = "iid"
+    alpha: float = 0.5  # Dirichlet concentration for partition=dirichlet|quantity
+    dropout: float = 0.0  # share of the selected clients that drop mid-round
+    device: str = "auto"
+
+
+@dataclass
+class BreastCancerConfig:
+    """Wisconsin Diagnostic Breast Cancer (569 x 30, shipped in scikit-learn)."""
+
+    name: str = "breast_cancer"
+    test_fraction: float = 0.2
+    standardize: bool = True  # z-score with each client's own training statistics
+
+
+@dataclass
+class HeartDiseaseConfig:
+    """UCI Heart Disease, four hospitals, preprocessed as FLamby's Fed-Heart-Disease."""
+
+    name: str = "heart_disease"
+    data_dir: str | None = None  # else $SECAGG_DATA_DIR/heart_disease, else ../shared/data
+    verify_checksums: bool = True
+
+
+@dataclass
+class MedMNISTConfig:
+    """A MedMNIST v2 28x28 binary task (BreastMNIST or PneumoniaMNIST) from ``.npz``."""
+
+    name: str = "medmnist"
+    subset: str = "breastmnist"
+    data_dir: str | None = None  # else $SECAGG_DATA_DIR/medmnist, else ../shared/data
+    verify_checksums: bool = True
+
+
+@dataclass
+class SyntheticConfig:
+    """A seeded synthetic classification task of any size (scikit-learn's generator)."""
+
+    name: str = "synthetic"
+    n_samples: int = 1000
+    n_features: int = 20
+    n_classes: int = 2
+    n_informative: int = 10
+    test_fraction: float = 0.2
+
+
+@dataclass
+class LogRegConfig:
+    """Multinomial logistic regression: one linear layer to the class logits."""
+
+    name: str = "logreg"
+
+
+@dataclass
+class MLPConfig:
+    """A multi-layer perceptron with ReLU activations."""
+
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.0
+
+
+@dataclass
+class CNNConfig:
+    """A small CNN for 1x28x28 images, GroupNorm after each convolution (Opacus-safe)."""
+
+    name: str = "cnn"
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    groups: int = 4  # GroupNorm groups; must divide every entry of ``channels``
+    hidden: int = 64
+
+
+@dataclass
+class RunConfig:
+    """Top-level config of one federation run (``python -m experiments.run``)."""
+
+    defaults: list[Any] = field(default_factory=lambda: list(DEFAULTS))
+    dataset: Any = MISSING
+    model: Any = MISSING
+    federation: FederationConfig = MISSING
+    dp: Any = MISSING
+    secagg: Any = MISSING
+    chain: Any = MISSING
+
+
+DATASET_SCHEMAS: dict[str, type] = {
+    "breast_cancer": BreastCancerConfig,
+    "heart_disease": HeartDiseaseConfig,
+    "medmnist": MedMNISTConfig,
+    "synthetic": SyntheticConfig,
+}
+MODEL_SCHEMAS: dict[str, type] = {
+    "logreg": LogRegConfig,
+    "mlp": MLPConfig,
+    "cnn": CNNConfig,
+}
+# Datasets with a natural split: the number of clients is fixed by the data.
+NATURAL_CLIENTS: dict[str, int] = {"heart_disease": 4}
+# Models that need image input of this shape.
+IMAGE_MODELS: dict[str, tuple[int, int, int]] = {"cnn": (1, 28, 28)}
+IMAGE_DATASETS = ("medmnist",)
+
+
+def register_configs(store: ConfigStore | None = None) -> None:
+    """Register every schema of the runner, and the dp, secagg and chain groups."""
+    from chain._hydra import register_configs as register_chain
+    from dp._hydra import register_configs as register_dp
+    from secagg._hydra import register_configs as register_secagg
+
+    store = store or ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(group="federation", name="default", node=FederationConfig)
+    for name, schema in DATASET_SCHEMAS.items():
+        store.store(group="dataset", name=name, node=schema)
+    for name, schema in MODEL_SCHEMAS.items():
+        store.store(group="model", name=name, node=schema)
+    register_dp(store)
+    register_secagg(store)
+    register_chain(store)
+
+
+def _fail(field_name: str, requirement: str, value: Any) -> ConfigError:
+    return ConfigError(f"{field_name} must be {requirement}, got {value!r}")
+
+
+def _check_int(field_name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(field_name, f"an integer >= {minimum}", value)
+
+
+def _check_float(
+    field_name: str, value: Any, low: float, high: float, *, low_open: bool, high_open: bool
+) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (
+            value < high if high_open else value <= high
+        )
+    if not ok:
+        interval = ("(" if low_open else "[") + f"{low}, {high}" + (")" if high_open else "]")
+        raise _fail(field_name, f"in {interval}", value)
+
+
+def _check_choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _fail(field_name, f"one of {list(choices)}", value)
+
+
+def validate_federation(fed: FederationConfig) -> None:
+    """Check every federation value; raise :class:`ConfigError` naming the field."""
+    _check_int("federation.clients", fed.clients, 1)
+    _check_int("federation.rounds", fed.rounds, 1)
+    _check_int("federation.local_epochs", fed.local_epochs, 1)
+    if fed.local_steps is not None:
+        _check_int("federation.local_steps", fed.local_steps, 1)
+    _check_choice("federation.optimizer", fed.optimizer, OPTIMIZERS)
+    _check_float("federation.lr", fed.lr, 0.0, math.inf, low_open=True, high_open=True)
+    _check_int("federation.batch_size", fed.batch_size, 1)
+    _check_float(
+        "federation.client_fraction", fed.client_fraction, 0.0, 1.0, low_open=True, high_open=False
+    )
+    _check_int("federation.seed", fed.seed, 0)
+    _check_choice("federation.partition", fed.partition, PARTITIONS)
+    _check_float("federation.alpha", fed.alpha, 0.0, math.inf, low_open=True, high_open=True)
+    _check_float("federation.dropout", fed.dropout, 0.0, 1.0, low_open=False, high_open=True)
+    _check_choice("federation.device", fed.device, DEVICES)
+
+
+def validate_dataset(dataset: Any) -> None:
+    """Check a dataset schema instance; raise :class:`ConfigError` naming the field."""
+    name = str(getattr(dataset, "name", None))
+    _check_choice("dataset.name", name, tuple(DATASET_SCHEMAS))
+    if not isinstance(dataset, DATASET_SCHEMAS[name]):
+        raise _fail("dataset", f"a {DATASET_SCHEMAS[name].__name__}", type(dataset).__name__)
+    if isinstance(dataset, BreastCancerConfig | SyntheticConfig):
+        _check_float(
+            "dataset.test_fraction",
+            dataset.test_fraction,
+            0.0,
+            1.0,
+            low_open=True,
+            high_open=True,
+        )
+    if isinstance(dataset, SyntheticConfig):
+        _check_int("dataset.n_samples", dataset.n_samples, 10)
+        _check_int("dataset.n_features", dataset.n_features, 1)
+        _check_int("dataset.n_classes", dataset.n_classes, 2)
+        _check_int("dataset.n_informative", dataset.n_informative, 1)
+        if dataset.n_informative > dataset.n_features:
+            raise _fail(
+                "dataset.n_informative",
+                f"<= dataset.n_features ({dataset.n_features})",
+                dataset.n_informative,
+            )
+        if dataset.n_classes > 2**dataset.n_informative:
+            raise _fail(
+                "dataset.n_classes",
+                f"<= 2**dataset.n_informative ({2**dataset.n_informative})",
+                dataset.n_classes,
+            )
+    if isinstance(dataset, MedMNISTConfig):
+        _check_choice("dataset.subset", dataset.subset, MEDMNIST_SUBSETS)
+
+
+def validate_model(model: Any) -> None:
+    """Check a model schema instance; raise :class:`ConfigError` naming the field."""
+    name = str(getattr(model, "name", None))
+    _check_choice("model.name", name, tuple(MODEL_SCHEMAS))
+    if not isinstance(model, MODEL_SCHEMAS[name]):
+        raise _fail("model", f"a {MODEL_SCHEMAS[name].__name__}", type(model).__name__)
+    if isinstance(model, MLPConfig):
+        if not model.hidden:
+            raise _fail("model.hidden", "a non-empty list of layer widths", model.hidden)
+        for index, width in enumerate(model.hidden):
+            _check_int(f"model.hidden[{index}]", width, 1)
+        _check_float("model.dropout", model.dropout, 0.0, 1.0, low_open=False, high_open=True)
+    if isinstance(model, CNNConfig):
+        if not model.channels:
+            raise _fail("model.channels", "a non-empty list of channel counts", model.channels)
+        _check_int("model.groups", model.groups, 1)
+        _check_int("model.hidden", model.hidden, 1)
+        for index, channels in enumerate(model.channels):
+            _check_int(f"model.channels[{index}]", channels, 1)
+            if channels % model.groups:
+                raise _fail(
+                    f"model.channels[{index}]",
+                    f"a multiple of model.groups ({model.groups})",
+                    channels,
+                )
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check a whole run config once, at start; raise :class:`ConfigError` naming the field."""
+    from secagg._hydra import SCHEMES
+
+    validate_federation(cfg.federation)
+    validate_dataset(cfg.dataset)
+    validate_model(cfg.model)
+    natural = NATURAL_CLIENTS.get(cfg.dataset.name)
+    if natural is not None and cfg.federation.clients != natural:
+        raise ConfigError(
+            f"federation.clients must be {natural} for dataset={cfg.dataset.name} "
+            f"(one client per hospital), got {cfg.federation.clients}; "
+            f"add federation.clients={natural} or federation={cfg.dataset.name}"
+        )
+    if cfg.model.name in IMAGE_MODELS and cfg.dataset.name not in IMAGE_DATASETS:
+        raise ConfigError(
+            f"model={cfg.model.name} needs 28x28 images (dataset one of "
+            f"{list(IMAGE_DATASETS)}), got dataset={cfg.dataset.name}"
+        )
+    _check_choice("secagg.name", getattr(cfg.secagg, "name", None), tuple(SCHEMES))
+    for group in ("dp", "chain"):
+        if not isinstance(getattr(getattr(cfg, group), "name", None), str):
+            raise _fail(f"{group}.name", "a string", getattr(getattr(cfg, group), "name", None))

@@ -1,0 +1,310 @@
+"""The federated round loop: select clients, train locally, aggregate securely, evaluate.
+
+:class:`Federation` simulates K clients in one process. Each step is a small method that
+a subclass (or the wiring of the dp, secagg and chain layers) can override:
+:meth:`~Federation.select_clients`, :meth:`~Federation.select_dropouts`,
+:meth:`~Federation.train_client`, :meth:`~Federation.aggregate`,
+:meth:`~Federation.apply_update`, :meth:`~Federation.round_extras`.
+
+Aggregation is FedAvg weighted by sample counts, and always goes through the configured
+:class:`~secagg._scheme.ProtectionScheme`: each surviving client protects its *weighted*
+update, the aggregator combines the blobs blindly, and only the sum is revealed. Threat
+model: that of the scheme in use (``plain`` protects nothing; it is the baseline).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from experiments._config import FederationConfig
+from experiments._datasets import FederatedData
+from experiments._training import Evaluation, LocalTrainer, SGDTrainer, evaluate
+from secagg._scheme import PhaseStats, ProtectionScheme
+
+# Tags that keep the random streams of different purposes apart (derive_seed).
+SEED_DATA, SEED_MODEL, SEED_SELECT, SEED_DROPOUT, SEED_TRAIN = range(1, 6)
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed derived from the run seed and integer keys (purpose, round, client)."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class RoundSeconds:
+    """Seconds per stage of one round, summed over clients (``chain`` None without a ledger)."""
+
+    train: float
+    protect: float
+    combine: float
+    reveal: float
+    chain: float | None = None
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One entry of ``results.json``'s ``rounds``. Metrics are on the pooled test set;
+    ``n_clients`` is how many updates were aggregated; ``dropped`` lists the ids of the
+    selected clients that dropped out; layer-specific fields are None when unused."""
+
+    round: int
+    accuracy: float
+    auc: float | None
+    loss: float
+    n_clients: int
+    dropped: list[int]
+    bytes_up: int
+    bytes_down: int
+    seconds: RoundSeconds
+    epsilon: float | None = None
+    gas_used: int | None = None
+
+
+@dataclass(frozen=True)
+class FinalRecord:
+    """``results.json``'s ``final``: the last model on the pooled and per-client test sets."""
+
+    accuracy: float
+    auc: float | None
+    per_client_accuracy: dict[str, float]
+    mean_client_accuracy: float
+    epsilon: float | None
+    delta: float | None
+    wall_seconds: float
+    bytes_up_total: int
+    gas_total: int | None
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """Everything ``results.json`` holds."""
+
+    config: dict[str, Any]
+    rounds: list[RoundRecord]
+    final: FinalRecord
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """The revealed weighted-mean update of one round and the scheme's cost accounting."""
+
+    mean_update: np.ndarray | None  # None when no client survived
+    included: list[int]
+    stats: PhaseStats = field(default_factory=PhaseStats)
+
+
+@dataclass(frozen=True)
+class RoundExtras:
+    """Fields that the dp and chain layers contribute to a round record."""
+
+    epsilon: float | None = None
+    gas_used: int | None = None
+    chain_seconds: float | None = None
+
+
+class Federation:
+    """K simulated clients and one global model, driven round by round."""
+
+    def __init__(
+        self,
+        *,
+        config: FederationConfig,
+        data: FederatedData,
+        model: nn.Module,
+        scheme: ProtectionScheme,
+        trainer: LocalTrainer | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.device = device or resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.scheme = scheme
+        self.trainer: LocalTrainer = trainer or SGDTrainer(config)
+        self.dim = int(parameters_to_vector(self.model.parameters()).numel())
+
+    # ----- steps a subclass may override ---------------------------------------------
+    def select_clients(self, round_id: int) -> list[int]:
+        """``max(1, round(client_fraction * clients))`` clients, seeded per round."""
+        n_clients = len(self.data.clients)
+        n_selected = max(1, round(self.config.client_fraction * n_clients))
+        if n_selected >= n_clients:
+            return list(range(n_clients))
+        rng = np.random.default_rng(derive_seed(self.config.seed, SEED_SELECT, round_id))
+        return sorted(int(c) for c in rng.choice(n_clients, size=n_selected, replace=False))
+
+    def select_dropouts(self, round_id: int, selected: Sequence[int]) -> list[int]:
+        """``floor(dropout * len(selected))`` of the selected clients, seeded per round."""
+        n_dropped = math.floor(self.config.dropout * len(selected))
+        if n_dropped == 0:
+            return []
+        rng = np.random.default_rng(derive_seed(self.config.seed, SEED_DROPOUT, round_id))
+        return sorted(int(c) for c in rng.choice(list(selected), size=n_dropped, replace=False))
+
+    def train_client(self, client_id: int, round_id: int) -> tuple[np.ndarray, int, dict[str, Any]]:
+        """Train a copy of the global model on one client's data.
+
+        Returns the flat update (trained minus global weights, float64), the number of
+        training samples (the FedAvg weight), and an info dict (steps, mean loss, ...).
+        """
+        client = self.data.clients[client_id]
+        local_model = copy.deepcopy(self.model)
+        seed = derive_seed(self.config.seed, SEED_TRAIN, round_id, client_id)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            result = self.trainer.train(
+                local_model,
+                client.train,
+                client_id=client_id,
+                round_id=round_id,
+                generator=generator,
+                device=self.device,
+            )
+        with torch.no_grad():
+            delta = parameters_to_vector(local_model.parameters()) - parameters_to_vector(
+                self.model.parameters()
+            )
+        info = {"steps": result.steps, "loss": result.mean_loss, **result.info}
+        return delta.double().cpu().numpy(), client.n_train, info
+
+    def aggregate(
+        self, round_id: int, deltas: Mapping[int, np.ndarray], weights: Mapping[int, float]
+    ) -> AggregationResult:
+        """Securely compute the weighted mean of the surviving clients' updates.
+
+        ``weights`` covers every selected client and sums to 1; clients in ``weights``
+        but not in ``deltas`` dropped out. Each survivor protects ``weight * delta``; the
+        revealed sum is divided by the total weight of the clients actually included.
+        """
+        selected = sorted(weights)
+        survivors = sorted(deltas)
+        dropped = [c for c in selected if c not in deltas]
+        session = self.scheme.start_round(round_id=round_id, client_ids=selected, dim=self.dim)
+        session.setup(dropouts=dropped)
+        if not survivors:
+            return AggregationResult(mean_update=None, included=[], stats=session.stats)
+        blobs = {c: session.protect(c, weights[c] * deltas[c]) for c in survivors}
+        aggregate_blob = session.combine(blobs)
+        total = session.reveal(aggregate_blob, survivors=survivors)
+        included_weight = math.fsum(weights[c] for c in survivors)
+        return AggregationResult(
+            mean_update=total / included_weight, included=survivors, stats=session.stats
+        )
+
+    def apply_update(self, mean_update: np.ndarray) -> None:
+        """Add the mean update to the global weights (server learning rate 1)."""
+        with torch.no_grad():
+            current = parameters_to_vector(self.model.parameters())
+            update = torch.as_tensor(mean_update, dtype=current.dtype, device=current.device)
+            vector_to_parameters(current + update, self.model.parameters())
+
+    def round_extras(self, round_id: int) -> RoundExtras:
+        """Epsilon spent so far, gas used and ledger seconds: None without dp and chain."""
+        return RoundExtras()
+
+    def privacy_spent(self) -> tuple[float | None, float | None]:
+        """Final (epsilon, delta): None without dp."""
+        return None, None
+
+    # ----- the loop -----------------------------------------------------------------
+    def run_round(self, round_id: int) -> RoundRecord:
+        """One full round; returns its record."""
+        selected = self.select_clients(round_id)
+        dropped = self.select_dropouts(round_id, selected)
+        sizes = {c: self.data.clients[c].n_train for c in selected}
+        total_size = sum(sizes.values())
+        weights = {c: sizes[c] / total_size for c in selected}
+        deltas: dict[int, np.ndarray] = {}
+        train_seconds = 0.0
+        for client_id in selected:
+            if client_id in dropped:
+                continue
+            start = time.perf_counter()
+            deltas[client_id], _, _ = self.train_client(client_id, round_id)
+            train_seconds += time.perf_counter() - start
+        result = self.aggregate(round_id, deltas, weights)
+        if result.mean_update is not None:
+            self.apply_update(result.mean_update)
+        evaluation = self.evaluate_pooled()
+        extras = self.round_extras(round_id)
+        stats = result.stats
+        return RoundRecord(
+            round=round_id,
+            accuracy=evaluation.accuracy,
+            auc=evaluation.auc,
+            loss=evaluation.loss,
+            n_clients=len(result.included),
+            dropped=list(dropped),
+            bytes_up=int(sum(stats.bytes_up.values())),
+            bytes_down=int(sum(stats.bytes_down.values())),
+            seconds=RoundSeconds(
+                train=train_seconds,
+                protect=stats.seconds.get("setup", 0.0) + stats.seconds.get("protect", 0.0),
+                combine=stats.seconds.get("combine", 0.0),
+                reveal=stats.seconds.get("reveal", 0.0),
+                chain=extras.chain_seconds,
+            ),
+            epsilon=extras.epsilon,
+            gas_used=extras.gas_used,
+        )
+
+    def run(
+        self, *, on_round: Callable[[RoundRecord], None] | None = None
+    ) -> tuple[list[RoundRecord], FinalRecord]:
+        """Run every round (1-based ids), then evaluate the final model."""
+        start = time.perf_counter()
+        records = []
+        for round_id in range(1, self.config.rounds + 1):
+            record = self.run_round(round_id)
+            records.append(record)
+            if on_round is not None:
+                on_round(record)
+        pooled = self.evaluate_pooled()
+        per_client = self.evaluate_clients()
+        epsilon, delta = self.privacy_spent()
+        gas = [r.gas_used for r in records if r.gas_used is not None]
+        final = FinalRecord(
+            accuracy=pooled.accuracy,
+            auc=pooled.auc,
+            per_client_accuracy={name: ev.accuracy for name, ev in per_client.items()},
+            mean_client_accuracy=float(np.mean([ev.accuracy for ev in per_client.values()])),
+            epsilon=epsilon,
+            delta=delta,
+            wall_seconds=time.perf_counter() - start,
+            bytes_up_total=sum(r.bytes_up for r in records),
+            gas_total=sum(gas) if gas else None,
+        )
+        return records, final
+
+    def evaluate_pooled(self) -> Evaluation:
+        """The global model on the pooled test set."""
+        return evaluate(self.model, self.data.pooled_test, device=self.device)
+
+    def evaluate_clients(self) -> dict[str, Evaluation]:
+        """The global model on each client's own test set."""
+        return {
+            client.name: evaluate(self.model, client.test, device=self.device)
+            for client in self.data.clients
+        }

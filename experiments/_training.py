@@ -1,0 +1,130 @@
+"""Local training of one client, and evaluation of a model on a test set.
+
+:class:`LocalTrainer` is the strategy the federation calls for each selected client; the
+plain :class:`SGDTrainer` runs non-private SGD or Adam. A DP trainer (Opacus) replaces it
+by implementing the same protocol, without touching the round loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from experiments._config import FederationConfig
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """What local training reports besides the trained weights."""
+
+    steps: int
+    mean_loss: float
+    info: dict[str, Any]
+
+
+class LocalTrainer(Protocol):
+    """Trains ``model`` in place on one client's data for one round."""
+
+    def train(
+        self,
+        model: nn.Module,
+        data: TensorDataset,
+        *,
+        client_id: int,
+        round_id: int,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> LocalResult:
+        """Train in place; ``generator`` is the only source of batch-order randomness."""
+        ...
+
+
+def make_optimizer(name: str, parameters: Any, *, lr: float) -> torch.optim.Optimizer:
+    """The optimiser a ``federation.optimizer`` value names."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr)
+    raise ValueError(f"federation.optimizer must be 'sgd' or 'adam', got {name!r}")
+
+
+class SGDTrainer:
+    """Plain (non-private) local training: ``local_steps`` mini-batch steps if set,
+    else ``local_epochs`` shuffled passes. A fresh optimiser is made every round."""
+
+    def __init__(self, config: FederationConfig) -> None:
+        self.config = config
+
+    def train(
+        self,
+        model: nn.Module,
+        data: TensorDataset,
+        *,
+        client_id: int,
+        round_id: int,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> LocalResult:
+        config = self.config
+        loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator)
+        optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr)
+        loss_fn = nn.CrossEntropyLoss()
+        model.train()
+        total_loss, steps = 0.0, 0
+        max_steps = config.local_steps or config.local_epochs * len(loader)
+        while steps < max_steps:
+            for features, labels in loader:
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(features.to(device)), labels.to(device))
+                loss.backward()
+                optimizer.step()
+                total_loss += float(loss.detach())
+                steps += 1
+                if steps >= max_steps:
+                    break
+        return LocalResult(steps=steps, mean_loss=total_loss / max(steps, 1), info={})
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of a model on one test set. ``auc`` is None when it is undefined
+    (a single class present in the labels)."""
+
+    accuracy: float
+    auc: float | None
+    loss: float
+    n_samples: int
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: TensorDataset, *, device: torch.device, batch_size: int = 1024
+) -> Evaluation:
+    """Accuracy, ROC AUC (binary: P(class 1); multiclass: one-vs-rest) and mean
+    cross-entropy of ``model`` on ``data``."""
+    model.eval()
+    logits_parts = []
+    labels_parts = []
+    for features, labels in DataLoader(data, batch_size=batch_size, shuffle=False):
+        logits_parts.append(model(features.to(device)).float().cpu())
+        labels_parts.append(labels)
+    logits = torch.cat(logits_parts)
+    labels = torch.cat(labels_parts)
+    loss = float(nn.functional.cross_entropy(logits, labels))
+    probabilities = torch.softmax(logits, dim=1).double().numpy()
+    truth = labels.numpy()
+    accuracy = float((logits.argmax(dim=1) == labels).double().mean())
+    auc: float | None = None
+    present = np.unique(truth)
+    if len(present) > 1:
+        if probabilities.shape[1] == 2:
+            auc = float(roc_auc_score(truth, probabilities[:, 1]))
+        elif len(present) == probabilities.shape[1]:
+            auc = float(roc_auc_score(truth, probabilities, multi_class="ovr"))
+    return Evaluation(accuracy=accuracy, auc=auc, loss=loss, n_samples=len(truth))
