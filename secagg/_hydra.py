@@ -9,6 +9,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from secagg._scheme import PlainScheme, ProtectionScheme
+from secagg.ckks import CKKSSchema, build_ckks_scheme
 
 
 @dataclass
@@ -25,6 +26,7 @@ def _build_plain(schema: Any) -> ProtectionScheme:
 # name -> (schema dataclass, factory from a schema instance to a scheme)
 SCHEMES: dict[str, tuple[type, Callable[[Any], ProtectionScheme]]] = {
     "plain": (PlainSchema, _build_plain),
+    "ckks": (CKKSSchema, build_ckks_scheme),
 }
 
 

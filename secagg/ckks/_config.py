@@ -1,0 +1,57 @@
+"""Hydra schema of ``secagg=ckks`` and its conversion into a :class:`CKKSScheme`.
+
+Overrides: ``secagg.preset`` (aggregation | compat), optional explicit
+``secagg.poly_modulus_degree`` / ``secagg.coeff_mod_bit_sizes`` / ``secagg.scale_bits``
+(each replaces the preset's value), ``secagg.min_clients``, ``secagg.precision_bits`` and
+``secagg.flood_std_bits`` (the key holder floods with std 2^-flood_std_bits and rounds to
+2^-precision_bits before release).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from secagg._errors import InsecureParametersError
+from secagg.ckks._params import CKKSParams, RevealPolicy, preset_params
+from secagg.ckks._session import CKKSScheme
+
+
+@dataclass
+class CKKSSchema:
+    """``secagg=ckks``: CKKS blind aggregation (TenSEAL/SEAL)."""
+
+    name: str = "ckks"
+    preset: str = "aggregation"
+    poly_modulus_degree: int | None = None
+    coeff_mod_bit_sizes: list[int] | None = None
+    scale_bits: int | None = None
+    min_clients: int = 2
+    precision_bits: int = 24
+    flood_std_bits: int = 24
+
+
+def params_from_schema(schema: Any) -> CKKSParams:
+    """The preset's parameters with any explicit field replacing the preset's value."""
+    params = preset_params(str(schema.preset))
+    overrides: dict[str, Any] = {}
+    if schema.poly_modulus_degree is not None:
+        overrides["poly_modulus_degree"] = int(schema.poly_modulus_degree)
+    if schema.coeff_mod_bit_sizes is not None:
+        overrides["coeff_mod_bit_sizes"] = tuple(int(bits) for bits in schema.coeff_mod_bit_sizes)
+    if schema.scale_bits is not None:
+        overrides["scale_bits"] = int(schema.scale_bits)
+    return dataclasses.replace(params, **overrides) if overrides else params
+
+
+def build_ckks_scheme(schema: Any) -> CKKSScheme:
+    """Validate a :class:`CKKSSchema` instance and build the scheme (keys are generated)."""
+    if schema.name != "ckks":
+        raise InsecureParametersError(f"name must be 'ckks', got {schema.name!r}")
+    policy = RevealPolicy(
+        min_clients=int(schema.min_clients),
+        precision_bits=int(schema.precision_bits),
+        flood_std_bits=int(schema.flood_std_bits),
+    )
+    return CKKSScheme(params=params_from_schema(schema), policy=policy)

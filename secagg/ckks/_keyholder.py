@@ -1,0 +1,82 @@
+"""Key holder role: owns the secret key, decrypts aggregates only, floods and rounds.
+
+Threat model: honest-but-curious and not colluding with the aggregator. The key holder
+creates the SEAL keys, hands out only the :class:`~secagg.ckks._context.PublicContext`
+(public key, no secret/relinearization/Galois keys) and never receives a client blob: it
+refuses anything that is not an aggregate blob, and aggregates that list fewer than
+``min_clients`` distinct client-blob digests.
+
+Release (Li and Micciancio, EUROCRYPT 2021). A CKKS decryption returns m + e, where e
+depends linearly on the secret key; whoever knows the ciphertext and m (for example an
+aggregator that builds an "aggregate" from ciphertexts it encrypted itself, which the
+public key lets it do) can collect such equations and recover the key. Before release
+the key holder therefore adds Gaussian noise of std ``2**-flood_std_bits`` (CSPRNG) and
+rounds to the grid ``2**-precision_bits``.
+
+Residual risk, stated plainly: with the aggregation preset the CKKS error of a 100-client
+sum has a std of about 2^-27 and a fresh single ciphertext about 2^-30, while the
+defaults flood with std 2^-24 and round to 2^-24. That makes each released coordinate's
+distribution depend on e only through a shift of 2^-3..2^-6 of the flooding std, a small
+but *not* negligible statistical distance per coordinate; provable IND-CPA^D security
+would need flooding ~2^(lambda/2) times the error, i.e. tens of extra bits of modulus and
+an error far above 1e-6. Many decryptions of attacker-chosen aggregates can therefore
+still accumulate information about the key. Mitigations outside this module: the key
+holder decrypts only aggregates whose input digests match ledger commitments of selected
+clients, the auditor recombines the committed blobs and compares digests after the fact,
+keys are rotated (a fresh :class:`KeyHolder`) when the number of decryptions grows, and
+local DP bounds what any leak reveals about training data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from secagg._errors import BlobFormatError, DuplicateClientError, InsufficientClientsError
+from secagg.ckks._blob import parse_blob
+from secagg.ckks._context import PublicContext
+from secagg.ckks._flooding import flood_and_round
+from secagg.ckks._params import CKKSParams, RevealPolicy
+from secagg.ckks._seal import SecretSealKeys
+
+
+class NotAnAggregateError(BlobFormatError):
+    """The key holder was handed a client blob (it decrypts aggregates only)."""
+
+
+class KeyHolder:
+    """Creates the CKKS keys; exports the public context; reveals aggregates only."""
+
+    def __init__(self, *, params: CKKSParams, policy: RevealPolicy) -> None:
+        self.params = params
+        self.policy = policy
+        self._keys = SecretSealKeys(params)
+        self.public_context = PublicContext(params=params, public_key=self._keys.public_key_bytes)
+        self.context_digest = self.public_context.digest
+        self.decryptions = 0
+
+    def public_context_bytes(self) -> bytes:
+        """The serialized public context: parameters and public key, no secret material."""
+        return self.public_context.to_bytes()
+
+    def reveal(self, aggregate: bytes) -> np.ndarray:
+        """Decrypt an aggregate blob; return the flooded, rounded sum (float64).
+
+        Raises :class:`NotAnAggregateError` for a client blob,
+        :class:`InsufficientClientsError` below ``min_clients`` inputs,
+        :class:`DuplicateClientError` when the aggregate lists a blob twice, and the
+        blob parser's errors (other key or parameters: :class:`ParameterMismatchError`).
+        """
+        parsed = parse_blob(aggregate, self.params, context_digest=self.context_digest)
+        header = parsed.header
+        if not header.is_aggregate:
+            raise NotAnAggregateError("the key holder decrypts aggregate blobs only")
+        if len(set(header.inputs)) != len(header.inputs):
+            raise DuplicateClientError("aggregate lists the same client blob more than once")
+        if len(header.inputs) < self.policy.min_clients:
+            raise InsufficientClientsError(
+                f"aggregate combines {len(header.inputs)} client blobs, fewer than "
+                f"min_clients={self.policy.min_clients}"
+            )
+        decrypted = self._keys.decrypt(parsed.coefficients)[: header.element_count]
+        self.decryptions += 1
+        return flood_and_round(decrypted, flood_std=self.policy.flood_std, grid=self.policy.grid)

@@ -1,0 +1,180 @@
+"""The only module that imports TenSEAL (``tenseal.sealapi``, i.e. Microsoft SEAL).
+
+It turns :class:`~secagg.ckks._params.CKKSParams` into a SEAL context, generates keys,
+encrypts packed float vectors under a *public* key and decrypts under the secret key.
+Ciphertexts cross this boundary only as numpy arrays of RNS coefficients at the last
+level (one prime), shape ``(chunks, 2, N)``; everything else (wire format, additions)
+is pure numpy elsewhere.
+
+Threat model: :class:`PublicSealKeys` holds the public key only (no relinearization or
+Galois keys: only additions happen), so a party holding it cannot decrypt. The secret key
+lives only inside :class:`SecretSealKeys`, in memory; it is never serialized or written to
+disk. SEAL's ``save``/``load`` take file paths, so public keys and ciphertexts pass through
+a private temporary directory (``/dev/shm`` when present) that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import tenseal.sealapi as seal
+
+from secagg._errors import ParameterMismatchError
+from secagg.ckks._params import CKKSParams
+
+_SEAL_MAGIC = 0xA15E
+_SEAL_HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compr, rsvd, size
+
+
+def _scratch_base() -> str | None:
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+@contextmanager
+def _scratch_path() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="secagg-ckks-", dir=_scratch_base()) as folder:
+        yield os.path.join(folder, "obj.bin")
+
+
+class _Ring:
+    """A SEAL context for one parameter set, and the last (wire) level's parms id."""
+
+    def __init__(self, params: CKKSParams) -> None:
+        self.params = params
+        encryption_params = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
+        encryption_params.set_poly_modulus_degree(params.poly_modulus_degree)
+        encryption_params.set_coeff_modulus(
+            seal.CoeffModulus.Create(params.poly_modulus_degree, list(params.coeff_mod_bit_sizes))
+        )
+        self.context = seal.SEALContext(encryption_params, True, seal.SEC_LEVEL_TYPE.TC128)
+        if not self.context.parameters_set():
+            raise ParameterMismatchError(
+                f"SEAL refused the parameters: {self.context.parameters_error_message()}"
+            )
+        self.wire_parms_id = self.context.last_parms_id()
+        self.wire_prime = int(self.context.last_context_data().parms().coeff_modulus()[0].value())
+        self.encoder = seal.CKKSEncoder(self.context)
+        self.version = self._seal_version()
+        # Ciphertexts (never keys) are loaded through this private folder; removed on GC.
+        self._scratch = tempfile.TemporaryDirectory(prefix="secagg-ckks-", dir=_scratch_base())
+        self._ciphertext_path = os.path.join(self._scratch.name, "ciphertext.bin")
+
+    def _seal_version(self) -> tuple[int, int]:
+        probe = seal.Plaintext()
+        with _scratch_path() as path:
+            probe.save(path)
+            with open(path, "rb") as handle:
+                header = handle.read(_SEAL_HEADER.size)
+        _, _, major, minor, _, _, _ = _SEAL_HEADER.unpack(header)
+        return major, minor
+
+    def ciphertext_from_coefficients(self, coefficients: np.ndarray) -> seal.Ciphertext:
+        """Rebuild a SEAL ciphertext (NTT form, last level) from a ``(2, N)`` array."""
+        degree = self.params.poly_modulus_degree
+        payload = np.ascontiguousarray(coefficients, dtype="<u8").tobytes()
+        array_body = struct.pack("<Q", 2 * degree) + payload
+        array_bytes = self._header(len(array_body)) + array_body
+        members = (
+            struct.pack("<4Q", *self.wire_parms_id)
+            + b"\x01"
+            + struct.pack("<QQQdQ", 2, degree, 1, self.params.scale, 1)
+            + array_bytes
+        )
+        ciphertext = seal.Ciphertext()
+        with open(self._ciphertext_path, "wb") as handle:
+            handle.write(self._header(len(members)) + members)
+        ciphertext.load(self.context, self._ciphertext_path)
+        return ciphertext
+
+    def _header(self, body_size: int) -> bytes:
+        major, minor = self.version
+        return _SEAL_HEADER.pack(
+            _SEAL_MAGIC, _SEAL_HEADER.size, major, minor, 0, 0, _SEAL_HEADER.size + body_size
+        )
+
+
+def _coefficients(ciphertext: seal.Ciphertext, degree: int) -> np.ndarray:
+    data = ciphertext.dyn_array()
+    count = 2 * degree
+    return np.fromiter(map(data.__getitem__, range(count)), dtype=np.uint64, count=count).reshape(
+        2, degree
+    )
+
+
+class PublicSealKeys:
+    """Encrypt-only: a SEAL context and a public key. Cannot decrypt."""
+
+    def __init__(self, params: CKKSParams, public_key_bytes: bytes) -> None:
+        self._ring = _Ring(params)
+        public_key = seal.PublicKey()
+        try:
+            with _scratch_path() as path:
+                with open(path, "wb") as handle:
+                    handle.write(public_key_bytes)
+                public_key.load(self._ring.context, path)
+        except (RuntimeError, ValueError) as error:
+            raise ParameterMismatchError(
+                f"public key does not load under these parameters: {error}"
+            ) from error
+        self._encryptor = seal.Encryptor(self._ring.context, public_key)
+
+    @property
+    def wire_prime(self) -> int:
+        return self._ring.wire_prime
+
+    def encrypt(self, values: np.ndarray) -> np.ndarray:
+        """Encrypt float64 ``values`` (length a multiple of N) two reals per complex slot.
+
+        Returns the last-level RNS coefficients, shape ``(len(values) // N, 2, N)``.
+        """
+        ring = self._ring
+        degree = ring.params.poly_modulus_degree
+        chunks = values.reshape(-1, degree)
+        out = np.empty((chunks.shape[0], 2, degree), dtype=np.uint64)
+        plaintext = seal.Plaintext()
+        ciphertext = seal.Ciphertext()
+        for index, chunk in enumerate(chunks):
+            packed = (chunk[0::2] + 1j * chunk[1::2]).tolist()
+            ring.encoder.encode(packed, ring.wire_parms_id, ring.params.scale, plaintext)
+            self._encryptor.encrypt(plaintext, ciphertext)
+            out[index] = _coefficients(ciphertext, degree)
+        return out
+
+
+class SecretSealKeys:
+    """The key holder's SEAL material: context, secret key, decryptor. Never serialized."""
+
+    def __init__(self, params: CKKSParams) -> None:
+        self._ring = _Ring(params)
+        generator = seal.KeyGenerator(self._ring.context)
+        public_key = seal.PublicKey()
+        generator.create_public_key(public_key)
+        with _scratch_path() as path:
+            public_key.save(path)
+            with open(path, "rb") as handle:
+                self.public_key_bytes = handle.read()
+        self._decryptor = seal.Decryptor(self._ring.context, generator.secret_key())
+
+    @property
+    def wire_prime(self) -> int:
+        return self._ring.wire_prime
+
+    def decrypt(self, coefficients: np.ndarray) -> np.ndarray:
+        """Decrypt ``(chunks, 2, N)`` last-level coefficients to ``chunks * N`` float64."""
+        ring = self._ring
+        degree = ring.params.poly_modulus_degree
+        out = np.empty((coefficients.shape[0], degree), dtype=np.float64)
+        plaintext = seal.Plaintext()
+        for index, pair in enumerate(coefficients):
+            ciphertext = ring.ciphertext_from_coefficients(pair)
+            self._decryptor.decrypt(ciphertext, plaintext)
+            slots = np.asarray(ring.encoder.decode_complex(plaintext), dtype=np.complex128)
+            out[index, 0::2] = slots.real
+            out[index, 1::2] = slots.imag
+        return out.reshape(-1)
