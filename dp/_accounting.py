@@ -141,7 +141,8 @@ def _rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> f
 def _prv_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
     accountant = PRVAccountant()
     accountant.history = [(sigma, q, steps) for q, sigma, steps in history]
-    return float(accountant.get_epsilon(delta=delta))
+    with np.errstate(divide="ignore"):  # log(1 - q) at q = 1 is -inf, which the PRV handles
+        return float(accountant.get_epsilon(delta=delta))
 
 
 def _gdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
@@ -234,6 +235,12 @@ def calibrate_noise(
         )
         return compose_epsilon([*prior, new], delta=delta, accountant=accountant)
 
+    spent = compose_epsilon(prior, delta=delta, accountant=accountant)
+    if spent >= target_epsilon:
+        raise InvalidDPConfigError(
+            f"target_epsilon={target_epsilon} is unreachable: the prior steps already spend "
+            f"epsilon {spent:.4g}"
+        )
     sigma_low, sigma_high = 0.0, 1.0
     while total(sigma_high) > target_epsilon:
         sigma_low, sigma_high = sigma_high, 2.0 * sigma_high
