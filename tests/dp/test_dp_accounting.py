@@ -80,7 +80,9 @@ def test_heterogeneous_composition_agrees_with_dp_accounting() -> None:
     google_event = dp_event.ComposedDpEvent([_google_event(*h) for h in history])
     google_rdp = rdp.RdpAccountant().compose(google_event).get_epsilon(DELTA)
     google_pld = (
-        pld.PLDAccountant(value_discretization_interval=1e-3).compose(google_event).get_epsilon(DELTA)
+        pld.PLDAccountant(value_discretization_interval=1e-3)
+        .compose(google_event)
+        .get_epsilon(DELTA)
     )
     assert compose_epsilon(segments, delta=DELTA, accountant="rdp") == pytest.approx(
         google_rdp, rel=0.01
@@ -149,7 +151,12 @@ def test_unreachable_target_is_a_named_error() -> None:
     prior = [Segment(sample_rate=1.0, noise_multiplier=0.5, steps=100)]
     with pytest.raises(InvalidDPConfigError, match="unreachable"):
         calibrate_noise(
-            target_epsilon=0.1, delta=DELTA, sample_rate=0.1, steps=10, accountant="rdp", prior=prior
+            target_epsilon=0.1,
+            delta=DELTA,
+            sample_rate=0.1,
+            steps=10,
+            accountant="rdp",
+            prior=prior,
         )
 
 
@@ -178,7 +185,11 @@ def test_gdp_exact_for_unsampled_gaussian() -> None:
         delta=DELTA,
         accountant="gdp",
     )
-    google = pld.PLDAccountant(value_discretization_interval=1e-4).compose(_google_event(1.0, 5.0, 10)).get_epsilon(DELTA)
+    google = (
+        pld.PLDAccountant(value_discretization_interval=1e-4)
+        .compose(_google_event(1.0, 5.0, 10))
+        .get_epsilon(DELTA)
+    )
     assert ours == pytest.approx(google, rel=0.01)
 
 
