@@ -105,9 +105,9 @@ def test_hydra_errors_name_the_override(tmp_path: Path) -> None:
     cfg = _compose(["dp=sample", "dp.noise_multiplier=-1"], tmp_path)
     with pytest.raises(InvalidDPConfigError, match=r"^dp\.noise_multiplier must be > 0"):
         to_dp_setup(cfg.dp)  # type: ignore[attr-defined]
-    with pytest.raises(InvalidDPConfigError, match="exactly one of dp.noise_multiplier"):
+    with pytest.raises(InvalidDPConfigError, match=r"exactly one of dp\.noise_multiplier"):
         to_dp_setup(DPSampleSchema())
-    with pytest.raises(InvalidDPConfigError, match="dp.grad_sample_mode"):
+    with pytest.raises(InvalidDPConfigError, match=r"dp\.grad_sample_mode"):
         to_dp_setup(DPSampleSchema(noise_multiplier=1.0, grad_sample_mode="magic"))
-    with pytest.raises(InvalidDPConfigError, match="dp.max_grad_norm"):
+    with pytest.raises(InvalidDPConfigError, match=r"dp\.max_grad_norm"):
         to_dp_setup({"name": "client", "noise_multiplier": 1.0, "max_grad_norm": 0})
