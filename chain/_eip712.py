@@ -1,0 +1,80 @@
+"""EIP-712 typed data of a batched commit, signed locally by the client's key.
+
+Domain: name ``SecAggConsortiumLedger``, version ``1``, chain id, verifying contract.
+Message: ``Commit(uint256 round,address client,bytes32 blobDigest,bytes32 eventDigest,
+uint64 epsilon)``. A signature is therefore bound to one chain, one ledger contract and one
+round; the contract also rejects high-s (malleable) signatures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+
+from chain._errors import ChainConfigError
+from chain._types import Address, SignedCommit, as_digest, epsilon_to_fixed
+
+DOMAIN_NAME = "SecAggConsortiumLedger"
+DOMAIN_VERSION = "1"
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+COMMIT_TYPES: dict[str, Any] = {
+    "Commit": [
+        {"name": "round", "type": "uint256"},
+        {"name": "client", "type": "address"},
+        {"name": "blobDigest", "type": "bytes32"},
+        {"name": "eventDigest", "type": "bytes32"},
+        {"name": "epsilon", "type": "uint64"},
+    ]
+}
+
+
+def sign_commit(
+    account: LocalAccount,
+    *,
+    chain_id: int,
+    verifying_contract: str,
+    round_id: int,
+    blob_digest: bytes,
+    event_digest: bytes,
+    epsilon: float,
+) -> SignedCommit:
+    """Sign a commitment for ``round_id`` of the ledger at ``verifying_contract``.
+
+    ``epsilon`` is the claimed cumulative epsilon, rounded up to micro-epsilon.
+    """
+    if round_id < 0:
+        raise ChainConfigError(f"round_id must be >= 0, got {round_id}")
+    if chain_id <= 0:
+        raise ChainConfigError(f"chain_id must be > 0, got {chain_id}")
+    blob = as_digest(blob_digest, field="blob_digest")
+    event = as_digest(event_digest, field="event_digest")
+    eps = epsilon_to_fixed(epsilon)
+    domain = {
+        "name": DOMAIN_NAME,
+        "version": DOMAIN_VERSION,
+        "chainId": chain_id,
+        "verifyingContract": to_checksum_address(verifying_contract),
+    }
+    message = {
+        "round": round_id,
+        "client": account.address,
+        "blobDigest": blob,
+        "eventDigest": event,
+        "epsilon": eps,
+    }
+    signable = encode_typed_data(domain_data=domain, message_types=COMMIT_TYPES, message_data=message)
+    sig = account.sign_message(signable)
+    return SignedCommit(
+        round_id=round_id,
+        client=Address(account.address),
+        blob_digest=blob,
+        event_digest=event,
+        epsilon_fixed=eps,
+        v=int(sig.v),
+        r=int(sig.r).to_bytes(32, "big"),
+        s=int(sig.s).to_bytes(32, "big"),
+    )

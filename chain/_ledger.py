@@ -1,0 +1,541 @@
+"""Typed web3.py client of the ``ConsortiumLedger`` contract.
+
+Every transaction is built here, signed locally by an ``eth_account`` LocalAccount (the same
+code path on every backend) and awaited; a revert is decoded from its 4-byte selector into
+the ``LedgerRevertError`` subclass named after the contract's custom error.
+
+Threat model: the contract, not this client, enforces roles, deadlines, budgets and
+signatures; the client only validates inputs early and decodes failures. Only digests and
+fixed-point numbers are sent; no key material leaves the signing account.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from eth_abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+from eth_tester.exceptions import TransactionFailed as _TesterTransactionFailed
+from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
+
+from chain._build import load_artifact
+from chain._eip712 import sign_commit as _sign_commit
+from chain._errors import (
+    REVERT_CLASSES,
+    ChainConfigError,
+    LedgerRevertError,
+    NotSelected,
+    TransactionFailedError,
+)
+from chain._types import (
+    Address,
+    Commitment,
+    Digest,
+    LedgerEvent,
+    Reputation,
+    Role,
+    RoundInfo,
+    RoundStatus,
+    SignedCommit,
+    TxResult,
+    as_digest,
+    budget_to_fixed,
+    epsilon_to_fixed,
+)
+
+CONTRACT_NAME = "ConsortiumLedger"
+_REVERT_ERRORS = (ContractCustomError, ContractLogicError, Web3RPCError, _TesterTransactionFailed)
+_TESTER_PREFIX = "execution reverted: "
+PRIORITY_FEE_WEI = 10**9
+GAS_MARGIN = 1.2
+
+
+class SupportsWeb3(Protocol):
+    """Anything holding a connected ``Web3`` (every backend)."""
+
+    @property
+    def w3(self) -> Web3: ...
+
+
+@dataclass(frozen=True)
+class LedgerInfo:
+    """Where the ledger lives (safe to write into results: no URL credentials, no keys)."""
+
+    backend: str
+    url: str | None
+    chain_id: int
+    address: Address
+
+
+def _address(value: str, *, field: str = "address") -> Address:
+    try:
+        return Address(to_checksum_address(value))
+    except (ValueError, TypeError) as exc:
+        raise ChainConfigError(f"{field} must be a 20-byte hex address, got {value!r}") from exc
+
+
+def _sort_addresses(addresses: Sequence[str]) -> list[Address]:
+    return sorted((_address(a, field="clients") for a in addresses), key=lambda a: int(a, 16))
+
+
+def list_hash(addresses: Sequence[str]) -> Digest:
+    """keccak256 of the addresses, each left-padded to 32 bytes (abi.encodePacked(address[]))."""
+    return Digest(keccak(b"".join(bytes.fromhex(a[2:]).rjust(32, b"\0") for a in addresses)))
+
+
+def _error_table(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str], list[str]]]:
+    table = {}
+    for entry in abi:
+        if entry.get("type") != "error":
+            continue
+        types = [i["type"] for i in entry["inputs"]]
+        names = [i["name"] for i in entry["inputs"]]
+        selector = keccak(text=f"{entry['name']}({','.join(types)})")[:4]
+        table[selector] = (entry["name"], types, names)
+    return table
+
+
+def _fee_fields(w3: Web3) -> dict[str, int]:
+    base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+    return {"maxFeePerGas": 2 * base + PRIORITY_FEE_WEI, "maxPriorityFeePerGas": PRIORITY_FEE_WEI}
+
+
+def send_signed(w3: Web3, sender: LocalAccount, tx: dict[str, Any]) -> Any:
+    """Fill nonce/fees/chain id, sign ``tx`` with ``sender`` and return the mined receipt."""
+    tx = dict(tx)
+    tx.setdefault("chainId", w3.eth.chain_id)
+    tx["nonce"] = w3.eth.get_transaction_count(sender.address, "pending")
+    tx["from"] = sender.address
+    tx.update(_fee_fields(w3))
+    signed = sender.sign_transaction(tx)
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+
+
+class Ledger:
+    """Client of one deployed ``ConsortiumLedger``.
+
+    Writes take the signing account as keyword ``sender`` and return a frozen ``TxResult``
+    (hash, block, ``gas_used``). ``history`` keeps ``(round_id, TxResult)`` of every write.
+    """
+
+    def __init__(self, w3: Web3, address: str, *, backend: Any = None) -> None:
+        art = load_artifact(CONTRACT_NAME)
+        self._w3 = w3
+        self._backend = backend
+        self._abi: list[dict[str, Any]] = art["abi"]
+        self._errors = _error_table(self._abi)
+        self.address: Address = _address(address)
+        self.contract = w3.eth.contract(address=self.address, abi=self._abi)
+        self.chain_id: int = int(w3.eth.chain_id)
+        self._clients_cache: dict[int, tuple[Address, ...]] = {}
+        self.history: list[tuple[int | None, TxResult]] = []
+
+    def __repr__(self) -> str:
+        return f"Ledger(address={self.address}, chain_id={self.chain_id})"
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def deploy(
+        cls, backend: SupportsWeb3, *, admin: LocalAccount, epsilon_budget: float
+    ) -> Ledger:
+        """Deploy a new ledger whose admin is ``admin``; ``epsilon_budget`` per client."""
+        w3 = backend.w3
+        art = load_artifact(CONTRACT_NAME)
+        factory = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+        budget = budget_to_fixed(epsilon_budget)
+        tx = factory.constructor(budget).build_transaction(
+            {"from": admin.address, "nonce": 0, **_fee_fields(w3)}
+        )
+        receipt = send_signed(w3, admin, tx)
+        if receipt["status"] != 1 or not receipt.get("contractAddress"):
+            raise TransactionFailedError("ledger deployment failed")
+        ledger = cls(w3, receipt["contractAddress"], backend=backend)
+        ledger.deploy_gas = int(receipt["gasUsed"])
+        return ledger
+
+    deploy_gas: int = 0
+
+    @classmethod
+    def attach(cls, backend_or_w3: SupportsWeb3 | Web3, address: str) -> Ledger:
+        """Client of an existing ledger (checks code is deployed at ``address``)."""
+        if isinstance(backend_or_w3, Web3):
+            w3, backend = backend_or_w3, None
+        else:
+            w3, backend = backend_or_w3.w3, backend_or_w3
+        if not w3.eth.get_code(_address(address)):
+            raise ChainConfigError(f"no contract code at address {address}")
+        return cls(w3, address, backend=backend)
+
+    @property
+    def w3(self) -> Web3:
+        """The connected Web3 instance."""
+        return self._w3
+
+    def info(self) -> LedgerInfo:
+        """Backend name, redacted URL, chain id and address (for results.json)."""
+        name = getattr(self._backend, "name", "web3")
+        url = getattr(self._backend, "public_url", None)
+        return LedgerInfo(backend=name, url=url, chain_id=self.chain_id, address=self.address)
+
+    # ---------------------------------------------------------------- transactions
+    def _decode_revert(self, data: Any) -> LedgerRevertError | None:
+        if isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, bytes):
+            data = "0x" + data.hex()
+        if not isinstance(data, str) or len(data) < 10:
+            return None
+        raw = bytes.fromhex(data[2:] if data.startswith("0x") else data)
+        entry = self._errors.get(raw[:4])
+        if entry is None:
+            return None
+        name, types, names = entry
+        values = abi_decode(types, raw[4:])
+        args = {
+            n: (to_checksum_address(v) if t == "address" else v)
+            for n, t, v in zip(names, types, values, strict=True)
+        }
+        return REVERT_CLASSES.get(name, LedgerRevertError)(name, args)
+
+    def _raise_from(self, exc: Exception, function: str) -> None:
+        data = getattr(exc, "data", None)
+        if data is None and exc.args and isinstance(exc.args[0], str):
+            message = exc.args[0]
+            if message.startswith(_TESTER_PREFIX):  # web3's eth-tester provider: bytes repr
+                try:
+                    data = ast.literal_eval(message[len(_TESTER_PREFIX) :])
+                except (ValueError, SyntaxError):
+                    data = None
+        decoded = self._decode_revert(data)
+        if decoded is not None:
+            raise decoded from None
+        raise TransactionFailedError(f"{function} failed: {exc}") from exc
+
+    def _transact(
+        self, function: str, args: Sequence[Any], sender: LocalAccount, round_id: int | None
+    ) -> TxResult:
+        fn = self.contract.functions[function](*args)
+        try:
+            gas = fn.estimate_gas({"from": sender.address})
+        except _REVERT_ERRORS as exc:
+            self._raise_from(exc, function)
+            raise  # unreachable: _raise_from always raises
+        tx = fn.build_transaction(
+            {"from": sender.address, "gas": int(gas * GAS_MARGIN) + 10_000, **_fee_fields(self._w3)}
+        )
+        receipt = send_signed(self._w3, sender, tx)
+        if receipt["status"] != 1:
+            try:
+                self._w3.eth.call(
+                    {"from": sender.address, "to": self.address, "data": tx["data"]},
+                    block_identifier=receipt["blockNumber"] - 1,
+                )
+            except _REVERT_ERRORS as exc:
+                self._raise_from(exc, function)
+            raise TransactionFailedError(f"{function} reverted (tx {receipt['transactionHash']})")
+        result = TxResult(
+            tx_hash=bytes(receipt["transactionHash"]),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            function=function,
+        )
+        self.history.append((round_id, result))
+        return result
+
+    def _call(self, function: str, *args: Any) -> Any:
+        try:
+            return self.contract.functions[function](*args).call()
+        except _REVERT_ERRORS as exc:
+            self._raise_from(exc, function)
+            raise
+
+    # -------------------------------------------------------------------- registry
+    def set_roles(self, accounts: Sequence[str], roles: Role | int, *, sender: LocalAccount) -> TxResult:
+        """Set (replace) the role bits of ``accounts``; ``Role(0)`` revokes every role."""
+        addrs = [_address(a, field="accounts") for a in accounts]
+        if not addrs:
+            raise ChainConfigError("accounts must not be empty")
+        return self._transact("setRoles", [addrs, int(roles)], sender, None)
+
+    def register(self, role: Role | int, addresses: str | Sequence[str], *, sender: LocalAccount) -> TxResult:
+        """Give ``role`` to one address or many in one transaction (admin only)."""
+        addrs = [addresses] if isinstance(addresses, str) else list(addresses)
+        return self.set_roles(addrs, role, sender=sender)
+
+    def roles_of(self, address: str) -> Role:
+        """Role bits of ``address``."""
+        return Role(int(self._call("rolesOf", _address(address))))
+
+    def set_epsilon_budget(self, epsilon_budget: float, *, sender: LocalAccount) -> TxResult:
+        """Set the per-client cumulative epsilon budget (applies to rounds opened later)."""
+        return self._transact("setEpsilonBudget", [budget_to_fixed(epsilon_budget)], sender, None)
+
+    def epsilon_budget_fixed(self) -> int:
+        """Current per-client budget in micro-epsilon."""
+        return int(self._call("epsilonBudget"))
+
+    @property
+    def admin(self) -> Address:
+        """The admin account."""
+        return Address(self._call("admin"))
+
+    # ---------------------------------------------------------------------- rounds
+    def block_number(self) -> int:
+        """Current block number (deadlines are block numbers, inclusive)."""
+        return int(self._w3.eth.block_number)
+
+    def open_round(
+        self,
+        round_id: int,
+        *,
+        config_digest: bytes,
+        clients: Sequence[str],
+        deadline: int,
+        batched: bool = False,
+        sender: LocalAccount,
+    ) -> TxResult:
+        """Open ``round_id`` for ``clients`` until block ``deadline`` (inclusive).
+
+        The clients are stored in ascending address order; that order defines the indices
+        used by batched commits. ``batched`` selects the commit path of the whole round.
+        """
+        _check_round(round_id)
+        digest = as_digest(config_digest, field="config_digest")
+        ordered = _sort_addresses(clients)
+        if not ordered:
+            raise ChainConfigError("clients must not be empty")
+        if deadline < 0:
+            raise ChainConfigError(f"deadline must be a block number >= 0, got {deadline}")
+        result = self._transact(
+            "openRound", [round_id, digest, ordered, deadline, batched], sender, round_id
+        )
+        self._clients_cache[round_id] = tuple(ordered)
+        return result
+
+    def commit(
+        self,
+        round_id: int,
+        *,
+        blob_digest: bytes,
+        event_digest: bytes,
+        epsilon: float,
+        sender: LocalAccount,
+    ) -> TxResult:
+        """Direct commit by the selected client ``sender`` (epsilon rounded up)."""
+        _check_round(round_id)
+        args = [
+            round_id,
+            as_digest(blob_digest, field="blob_digest"),
+            as_digest(event_digest, field="event_digest"),
+            epsilon_to_fixed(epsilon),
+        ]
+        return self._transact("commit", args, sender, round_id)
+
+    def sign_commit(
+        self,
+        account: LocalAccount,
+        *,
+        round_id: int,
+        blob_digest: bytes,
+        event_digest: bytes,
+        epsilon: float,
+    ) -> SignedCommit:
+        """EIP-712 signature of a commitment, bound to this chain, contract and round."""
+        return _sign_commit(
+            account,
+            chain_id=self.chain_id,
+            verifying_contract=self.address,
+            round_id=round_id,
+            blob_digest=blob_digest,
+            event_digest=event_digest,
+            epsilon=epsilon,
+        )
+
+    def commit_batch(
+        self, round_id: int, commits: Sequence[SignedCommit], *, sender: LocalAccount
+    ) -> TxResult:
+        """Submit many clients' signed commitments in one transaction (aggregator only)."""
+        _check_round(round_id)
+        if not commits:
+            raise ChainConfigError("commits must not be empty")
+        clients = self.selected_clients(round_id)
+        index = {c: i for i, c in enumerate(clients)}
+        rows = []
+        for c in commits:
+            client = _address(c.client)
+            if client not in index:
+                raise NotSelected("NotSelected", {"round": round_id, "client": client})
+            meta = index[client] | (c.epsilon_fixed << 16) | (c.v << 80)
+            rows.append((c.blob_digest, c.event_digest, c.r, c.s, meta))
+        return self._transact("commitBatch", [round_id, list(clients), rows], sender, round_id)
+
+    def publish_aggregate(
+        self,
+        round_id: int,
+        *,
+        aggregate_digest: bytes,
+        participants: Sequence[str],
+        sender: LocalAccount,
+    ) -> TxResult:
+        """Publish the aggregate's digest and its participants; closes the round to commits."""
+        _check_round(round_id)
+        args = [
+            round_id,
+            as_digest(aggregate_digest, field="aggregate_digest"),
+            _sort_addresses(participants),
+        ]
+        return self._transact("publishAggregate", args, sender, round_id)
+
+    def attest_reveal(self, round_id: int, *, reveal_digest: bytes, sender: LocalAccount) -> TxResult:
+        """Key holder attests the digest of what it revealed."""
+        _check_round(round_id)
+        digest = as_digest(reveal_digest, field="reveal_digest")
+        return self._transact("attestReveal", [round_id, digest], sender, round_id)
+
+    def finalize(self, round_id: int, *, sender: LocalAccount) -> TxResult:
+        """Finalize: reputation +1 for each timely committer, -1 for each selected no-show."""
+        _check_round(round_id)
+        clients = list(self.selected_clients(round_id))
+        return self._transact("finalize", [round_id, clients], sender, round_id)
+
+    def flag(self, client: str, round_id: int, reason_code: int, *, sender: LocalAccount) -> TxResult:
+        """An auditor flags ``client`` in ``round_id`` (negative reputation event)."""
+        _check_round(round_id)
+        if not 0 <= reason_code < 2**32:
+            raise ChainConfigError(f"reason_code must be in [0, 2**32), got {reason_code}")
+        return self._transact("flag", [_address(client), round_id, reason_code], sender, round_id)
+
+    # --------------------------------------------------------------------- readers
+    def selected_clients(self, round_id: int) -> tuple[Address, ...]:
+        """The round's selected clients in on-chain (ascending) order, from RoundOpened."""
+        cached = self._clients_cache.get(round_id)
+        if cached is not None:
+            return cached
+        events = list(self.events("RoundOpened", argument_filters={"round": round_id}))
+        if not events:
+            raise _wrong_round(round_id)
+        clients = tuple(_address(a) for a in events[0].args["clients"])  # type: ignore[attr-defined]
+        self._clients_cache[round_id] = clients
+        return clients
+
+    def round_info(self, round_id: int) -> RoundInfo:
+        """The round's state and its opening/aggregate events."""
+        deadline, budget, _n, status, batched = self._call("roundHeader", round_id)
+        if status == RoundStatus.NONE:
+            raise _wrong_round(round_id)
+        cfg, clients_hash, acc, agg, parts_hash, reveal, committed, missed = self._call(
+            "roundDigests", round_id
+        )
+        participants = None
+        if status >= RoundStatus.AGGREGATED:
+            ev = list(self.events("AggregatePublished", argument_filters={"round": round_id}))
+            participants = tuple(_address(a) for a in ev[0].args["participants"])  # type: ignore[attr-defined]
+        aggregated = status >= RoundStatus.AGGREGATED
+        return RoundInfo(
+            round_id=round_id,
+            status=RoundStatus(status),
+            batched=bool(batched),
+            config_digest=Digest(bytes(cfg)),
+            clients=self.selected_clients(round_id),
+            clients_hash=Digest(bytes(clients_hash)),
+            deadline=int(deadline),
+            epsilon_budget_fixed=int(budget),
+            accumulator=Digest(bytes(acc)) if batched else None,
+            aggregate_digest=Digest(bytes(agg)) if aggregated else None,
+            participants=participants,
+            participants_hash=Digest(bytes(parts_hash)) if aggregated else None,
+            reveal_digest=Digest(bytes(reveal)) if status >= RoundStatus.REVEALED else None,
+            committed=int(committed),
+            missed=int(missed),
+        )
+
+    def commitment_hash(self, round_id: int, client: str) -> Digest:
+        """Direct rounds: keccak256(blob, event, epsilon) stored for ``client`` (0/1 if none)."""
+        return Digest(bytes(self._call("commitment", round_id, _address(client))))
+
+    def commitments(self, round_id: int, *, page_size: int = 1000) -> list[Commitment]:
+        """Every ``Committed`` event of ``round_id`` in chain order."""
+        out = []
+        for ev in self.events("Committed", argument_filters={"round": round_id}, page_size=page_size):
+            a = ev.args
+            out.append(
+                Commitment(
+                    round_id=round_id,
+                    client=_address(str(a["client"])),
+                    blob_digest=Digest(bytes(a["blobDigest"])),  # type: ignore[arg-type]
+                    event_digest=Digest(bytes(a["eventDigest"])),  # type: ignore[arg-type]
+                    epsilon_fixed=int(a["epsilon"]),  # type: ignore[call-overload]
+                    block_number=ev.block_number,
+                    tx_hash=ev.tx_hash,
+                )
+            )
+        return out
+
+    def reputation(self, address: str) -> Reputation:
+        """Positive/negative counts and score (fixed point, REPUTATION_SCALE)."""
+        p, n, score = self._call("reputation", _address(address))
+        return Reputation(positive=int(p), negative=int(n), score_fixed=int(score))
+
+    def filter_by_reputation(self, clients: Sequence[str], *, threshold: float) -> list[Address]:
+        """Clients whose reputation score is >= ``threshold`` (in [0, 1]), input order kept."""
+        if not 0.0 <= threshold <= 1.0:
+            raise ChainConfigError(f"threshold must be in [0, 1], got {threshold}")
+        return [
+            _address(c) for c in clients if self.reputation(c).score >= threshold
+        ]
+
+    def events(
+        self,
+        name: str,
+        *,
+        from_block: int = 0,
+        to_block: int | None = None,
+        page_size: int = 1000,
+        argument_filters: dict[str, Any] | None = None,
+    ) -> Iterator[LedgerEvent]:
+        """Decoded ``name`` events in block ranges of ``page_size`` blocks (full-node logs)."""
+        if page_size < 1:
+            raise ChainConfigError(f"page_size must be >= 1, got {page_size}")
+        try:
+            event = self.contract.events[name]
+        except Exception as exc:
+            raise ChainConfigError(f"unknown event {name!r}") from exc
+        last = self.block_number() if to_block is None else to_block
+        start = from_block
+        while start <= last:
+            end = min(start + page_size - 1, last)
+            logs = event().get_logs(
+                from_block=start, to_block=end, argument_filters=argument_filters
+            )
+            for log in logs:
+                yield LedgerEvent(
+                    name=name,
+                    args=dict(log["args"]),
+                    block_number=int(log["blockNumber"]),
+                    tx_hash=bytes(log["transactionHash"]),
+                    log_index=int(log["logIndex"]),
+                )
+            start = end + 1
+
+    def gas_by_round(self, round_id: int) -> dict[str, int]:
+        """Gas used per contract function by this client's writes for ``round_id``."""
+        totals: dict[str, int] = {}
+        for rid, res in self.history:
+            if rid == round_id:
+                totals[res.function] = totals.get(res.function, 0) + res.gas_used
+        return totals
+
+
+def _check_round(round_id: int) -> None:
+    if not isinstance(round_id, int) or round_id < 0 or round_id >= 2**256:
+        raise ChainConfigError(f"round_id must be an integer in [0, 2**256), got {round_id!r}")
+
+
+def _wrong_round(round_id: int) -> LedgerRevertError:
+    return REVERT_CLASSES["WrongRound"]("WrongRound", {"round": round_id, "status": 0})

@@ -1,0 +1,181 @@
+"""Typed values of the ledger: digests, roles, epsilon fixed point, and frozen results.
+
+Epsilon goes on chain as an unsigned integer in micro-epsilon (``EPSILON_SCALE`` = 1e6).
+A claim is rounded UP (``epsilon_to_fixed``) so that the on-chain budget check is never
+laxer than the real claim; a budget is rounded DOWN (``budget_to_fixed``) for the same reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import NewType
+
+from chain._errors import ChainConfigError
+
+Digest = NewType("Digest", bytes)
+"""A 32-byte keccak256 digest."""
+
+Address = NewType("Address", str)
+"""A checksummed 20-byte account address (``0x`` + 40 hex digits)."""
+
+EPSILON_SCALE = 1_000_000
+"""On-chain epsilon unit: micro-epsilon."""
+
+REPUTATION_SCALE = 1_000_000
+"""Fixed-point scale of the on-chain reputation score."""
+
+MAX_UINT64 = 2**64 - 1
+
+
+class Role(enum.IntFlag):
+    """Role bits of the consortium registry (must match the contract constants)."""
+
+    CLIENT = 1
+    AGGREGATOR = 2
+    KEY_HOLDER = 4
+    AUDITOR = 8
+
+
+class RoundStatus(enum.IntEnum):
+    """Life cycle of a round on chain."""
+
+    NONE = 0
+    OPEN = 1
+    AGGREGATED = 2
+    REVEALED = 3
+    FINALIZED = 4
+
+
+def as_digest(value: bytes, *, field: str = "digest") -> Digest:
+    """Check ``value`` is exactly 32 bytes and return it as a ``Digest``."""
+    if not isinstance(value, bytes | bytearray) or len(value) != 32:
+        raise ChainConfigError(f"{field} must be 32 bytes (a keccak256 digest), got {value!r:.80}")
+    return Digest(bytes(value))
+
+
+def epsilon_to_fixed(epsilon: float, *, field: str = "epsilon") -> int:
+    """Claimed epsilon -> micro-epsilon, rounded UP (never understates the claim)."""
+    if not math.isfinite(epsilon) or epsilon < 0:
+        raise ChainConfigError(f"{field} must be a finite number >= 0, got {epsilon!r}")
+    fixed = math.ceil(round(epsilon * EPSILON_SCALE, 6))
+    if fixed > MAX_UINT64:
+        raise ChainConfigError(f"{field} must be <= {MAX_UINT64 / EPSILON_SCALE}, got {epsilon}")
+    return fixed
+
+
+def budget_to_fixed(budget: float, *, field: str = "epsilon_budget") -> int:
+    """Epsilon budget -> micro-epsilon, rounded DOWN (never loosens the budget)."""
+    if not math.isfinite(budget) or budget < 0:
+        raise ChainConfigError(f"{field} must be a finite number >= 0, got {budget!r}")
+    fixed = math.floor(round(budget * EPSILON_SCALE, 6))
+    if fixed > MAX_UINT64:
+        raise ChainConfigError(f"{field} must be <= {MAX_UINT64 / EPSILON_SCALE}, got {budget}")
+    return fixed
+
+
+def epsilon_from_fixed(fixed: int) -> float:
+    """Micro-epsilon -> epsilon."""
+    return fixed / EPSILON_SCALE
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """Outcome of one mined ledger transaction."""
+
+    tx_hash: bytes
+    block_number: int
+    gas_used: int
+    function: str
+
+
+@dataclass(frozen=True)
+class SignedCommit:
+    """A client's EIP-712 signature over (round, client, blob, event, epsilon) for one ledger.
+
+    The typed-data domain binds the chain id and the ledger address, the message binds the
+    round: a signature is useless in another round, on another contract or on another chain.
+    """
+
+    round_id: int
+    client: Address
+    blob_digest: Digest
+    event_digest: Digest
+    epsilon_fixed: int
+    v: int
+    r: bytes
+    s: bytes
+
+
+@dataclass(frozen=True)
+class Commitment:
+    """One client's commitment as recorded by a ``Committed`` event."""
+
+    round_id: int
+    client: Address
+    blob_digest: Digest
+    event_digest: Digest
+    epsilon_fixed: int
+    block_number: int
+    tx_hash: bytes
+
+    @property
+    def epsilon(self) -> float:
+        """Claimed cumulative epsilon (float)."""
+        return epsilon_from_fixed(self.epsilon_fixed)
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """A round as recorded on chain (state plus the RoundOpened/AggregatePublished events).
+
+    ``accumulator`` is the running commitment hash of batched rounds (None for direct ones,
+    whose per-client commitment hashes are read with ``Ledger.commitment_hash``).
+    """
+
+    round_id: int
+    status: RoundStatus
+    batched: bool
+    config_digest: Digest
+    clients: tuple[Address, ...]
+    clients_hash: Digest
+    deadline: int
+    epsilon_budget_fixed: int
+    accumulator: Digest | None
+    aggregate_digest: Digest | None
+    participants: tuple[Address, ...] | None
+    participants_hash: Digest | None
+    reveal_digest: Digest | None
+    committed: int
+    missed: int
+
+    @property
+    def finalized(self) -> bool:
+        """Whether the round is finalized."""
+        return self.status is RoundStatus.FINALIZED
+
+
+@dataclass(frozen=True)
+class Reputation:
+    """Subjective-logic reputation of one account (Kang et al. 2019)."""
+
+    positive: int
+    negative: int
+    score_fixed: int
+
+    @property
+    def score(self) -> float:
+        """Score b + a*u in [0, 1]."""
+        return self.score_fixed / REPUTATION_SCALE
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One decoded contract event (from a paged reader)."""
+
+    name: str
+    args: dict[str, object]
+    block_number: int
+    tx_hash: bytes
+    log_index: int
