@@ -1,0 +1,390 @@
+"""Typed wire messages of the four stages and their canonical binary encoding.
+
+Every message starts with one header: ``MAGIC | version u8 | kind u8 | round u64 |
+params_digest[32] | sender u64`` (little-endian). Decoding is strict: a truncated or
+padded message, an unknown kind or a field out of range is a :class:`MessageFormatError`;
+a valid message of another stage is a :class:`StageError`; another round or other
+parameters is a :class:`~secagg._errors.ParameterMismatchError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from secagg._errors import ParameterMismatchError
+from secagg.masking._constants import (
+    COMMITMENT_BYTES,
+    DTYPE_UINT32,
+    FORMAT_VERSION,
+    MAGIC,
+    NONCE_BYTES,
+    PUBLIC_KEY_BYTES,
+    SERVER_ID,
+    SHARE_BYTES,
+    TAG_BYTES,
+    MessageKind,
+)
+from secagg.masking._errors import MaskedInputError, MessageFormatError, StageError
+
+_HEADER = struct.Struct("<4sBBQ32sQ")
+SEALED_SHARES_BYTES = 2 * SHARE_BYTES + TAG_BYTES
+"""Ciphertext||tag of one (self-mask share, masking-key share) pair."""
+
+
+class _Reader:
+    """Bounds-checked cursor over a message body."""
+
+    def __init__(self, data: bytes, offset: int) -> None:
+        self._data = data
+        self._offset = offset
+
+    def take(self, size: int) -> bytes:
+        end = self._offset + size
+        if size < 0 or end > len(self._data):
+            raise MessageFormatError(f"message truncated: needed {size} more bytes")
+        chunk = self._data[self._offset : end]
+        self._offset = end
+        return bytes(chunk)
+
+    def u32(self) -> int:
+        return int(struct.unpack("<I", self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack("<Q", self.take(8))[0])
+
+    def ids(self) -> tuple[int, ...]:
+        count = self.u32()
+        if count > (len(self._data) - self._offset) // 8:
+            raise MessageFormatError(f"id list of {count} entries does not fit the message")
+        values = tuple(self.u64() for _ in range(count))
+        if len(set(values)) != len(values):
+            raise MessageFormatError("id list contains duplicates")
+        return values
+
+    def remaining(self) -> int:
+        return len(self._data) - self._offset
+
+    def finish(self) -> None:
+        if self._offset != len(self._data):
+            raise MessageFormatError(f"{len(self._data) - self._offset} trailing bytes")
+
+
+def _ids(values: tuple[int, ...]) -> bytes:
+    return struct.pack(f"<I{len(values)}Q", len(values), *values)
+
+
+@dataclass(frozen=True)
+class Header:
+    """Fields common to every message."""
+
+    round_id: int
+    params_digest: bytes
+    sender: int
+
+
+def _encode_header(kind: MessageKind, header: Header) -> bytes:
+    return _HEADER.pack(
+        MAGIC, FORMAT_VERSION, int(kind), header.round_id, header.params_digest, header.sender
+    )
+
+
+def peek_kind(data: bytes) -> MessageKind:
+    """Check magic and version and return the message kind (raises MessageFormatError)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MessageFormatError(f"a message must be bytes, got {type(data).__name__}")
+    if len(data) < _HEADER.size:
+        raise MessageFormatError(f"message of {len(data)} bytes is shorter than its header")
+    magic, version, kind, _, _, _ = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise MessageFormatError(f"bad magic {magic!r}, expected {MAGIC!r}")
+    if version != FORMAT_VERSION:
+        raise MessageFormatError(f"format version {version}, expected {FORMAT_VERSION}")
+    try:
+        return MessageKind(kind)
+    except ValueError:
+        raise MessageFormatError(f"unknown message kind {kind}") from None
+
+
+def _open(
+    data: bytes, kind: MessageKind, *, round_id: int, params_digest: bytes
+) -> tuple[Header, _Reader]:
+    actual = peek_kind(data)
+    if actual != kind:
+        raise StageError(f"expected a {kind.name} message, got {actual.name}")
+    _, _, _, message_round, digest, sender = _HEADER.unpack_from(data)
+    if message_round != round_id:
+        raise ParameterMismatchError(f"message is for round {message_round}, not {round_id}")
+    if digest != params_digest:
+        raise ParameterMismatchError("message was made under other round parameters")
+    return Header(message_round, digest, sender), _Reader(bytes(data), _HEADER.size)
+
+
+@dataclass(frozen=True)
+class AdvertiseKeys:
+    """Stage 0, client -> server: two X25519 public keys and a commitment to the self-mask seed."""
+
+    kind: ClassVar[MessageKind] = MessageKind.ADVERTISE_KEYS
+    header: Header
+    encryption_key: bytes
+    masking_key: bytes
+    self_mask_commitment: bytes
+
+    def encode(self) -> bytes:
+        return (
+            _encode_header(self.kind, self.header)
+            + self.encryption_key
+            + self.masking_key
+            + self.self_mask_commitment
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> AdvertiseKeys:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        message = cls(
+            header,
+            reader.take(PUBLIC_KEY_BYTES),
+            reader.take(PUBLIC_KEY_BYTES),
+            reader.take(COMMITMENT_BYTES),
+        )
+        reader.finish()
+        return message
+
+
+@dataclass(frozen=True)
+class PeerKeys:
+    """One neighbour's advertised public keys."""
+
+    client_id: int
+    encryption_key: bytes
+    masking_key: bytes
+
+
+@dataclass(frozen=True)
+class KeysBroadcast:
+    """Stage 1, server -> one client: the public keys of its neighbours that advertised."""
+
+    kind: ClassVar[MessageKind] = MessageKind.KEYS_BROADCAST
+    header: Header
+    recipient: int
+    peers: tuple[PeerKeys, ...]
+
+    def encode(self) -> bytes:
+        body = struct.pack("<QI", self.recipient, len(self.peers))
+        body += b"".join(
+            struct.pack("<Q", peer.client_id) + peer.encryption_key + peer.masking_key
+            for peer in self.peers
+        )
+        return _encode_header(self.kind, self.header) + body
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> KeysBroadcast:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        _require_server(header)
+        recipient = reader.u64()
+        count = reader.u32()
+        entry = 8 + 2 * PUBLIC_KEY_BYTES
+        if count * entry != reader.remaining():
+            raise MessageFormatError(f"keys broadcast of {count} peers has the wrong length")
+        peers = tuple(
+            PeerKeys(reader.u64(), reader.take(PUBLIC_KEY_BYTES), reader.take(PUBLIC_KEY_BYTES))
+            for _ in range(count)
+        )
+        _require_unique(peer.client_id for peer in peers)
+        return cls(header, recipient, peers)
+
+
+@dataclass(frozen=True)
+class EncryptedShares:
+    """AES-GCM sealed shares; ``peer`` is the receiver (upload) or the sender (delivery)."""
+
+    peer: int
+    nonce: bytes
+    sealed: bytes
+
+    def encode(self) -> bytes:
+        return struct.pack("<Q", self.peer) + self.nonce + self.sealed
+
+
+def _read_shares(reader: _Reader) -> tuple[EncryptedShares, ...]:
+    count = reader.u32()
+    entry = 8 + NONCE_BYTES + SEALED_SHARES_BYTES
+    if count * entry != reader.remaining():
+        raise MessageFormatError(f"share list of {count} entries has the wrong length")
+    shares = tuple(
+        EncryptedShares(reader.u64(), reader.take(NONCE_BYTES), reader.take(SEALED_SHARES_BYTES))
+        for _ in range(count)
+    )
+    _require_unique(item.peer for item in shares)
+    return shares
+
+
+@dataclass(frozen=True)
+class ShareKeys:
+    """Stage 1, client -> server: its secrets' shares, sealed for each neighbour."""
+
+    kind: ClassVar[MessageKind] = MessageKind.SHARE_KEYS
+    header: Header
+    shares: tuple[EncryptedShares, ...]
+
+    def encode(self) -> bytes:
+        body = struct.pack("<I", len(self.shares)) + b"".join(s.encode() for s in self.shares)
+        return _encode_header(self.kind, self.header) + body
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> ShareKeys:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        return cls(header, _read_shares(reader))
+
+
+@dataclass(frozen=True)
+class SharesDelivery:
+    """Stage 2, server -> one client: the sealed shares its neighbours addressed to it."""
+
+    kind: ClassVar[MessageKind] = MessageKind.SHARES_DELIVERY
+    header: Header
+    recipient: int
+    shares: tuple[EncryptedShares, ...]
+
+    def encode(self) -> bytes:
+        body = struct.pack("<QI", self.recipient, len(self.shares))
+        body += b"".join(s.encode() for s in self.shares)
+        return _encode_header(self.kind, self.header) + body
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> SharesDelivery:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        _require_server(header)
+        recipient = reader.u64()
+        return cls(header, recipient, _read_shares(reader))
+
+
+@dataclass(frozen=True)
+class MaskedInput:
+    """Stage 2, client -> server: the masked vector, and the neighbours whose shares it rejected."""
+
+    kind: ClassVar[MessageKind] = MessageKind.MASKED_INPUT
+    header: Header
+    rejected: tuple[int, ...]
+    vector: np.ndarray
+
+    def encode(self) -> bytes:
+        vector = np.ascontiguousarray(self.vector, dtype="<u4")
+        body = struct.pack("<IB", vector.size, DTYPE_UINT32) + _ids(self.rejected)
+        return _encode_header(self.kind, self.header) + body + vector.tobytes()
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes, dim: int) -> MaskedInput:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        length = reader.u32()
+        dtype_code = reader.take(1)[0]
+        if dtype_code != DTYPE_UINT32:
+            raise MaskedInputError(
+                f"masked vector of client {header.sender} has element type code {dtype_code}, "
+                f"expected {DTYPE_UINT32} (uint32)"
+            )
+        if length != dim:
+            raise MaskedInputError(
+                f"masked vector of client {header.sender} has length {length}, expected {dim}"
+            )
+        rejected = reader.ids()
+        payload = reader.take(reader.remaining())
+        if len(payload) != 4 * dim:
+            raise MaskedInputError(
+                f"masked vector of client {header.sender} carries {len(payload)} bytes, "
+                f"expected {4 * dim}"
+            )
+        return cls(header, rejected, np.frombuffer(payload, dtype="<u4"))
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    """Stage 3, server -> one survivor: whose self-mask seeds and whose masking keys to reveal."""
+
+    kind: ClassVar[MessageKind] = MessageKind.UNMASK_REQUEST
+    header: Header
+    recipient: int
+    seed_owners: tuple[int, ...]
+    key_owners: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        body = struct.pack("<Q", self.recipient) + _ids(self.seed_owners) + _ids(self.key_owners)
+        return _encode_header(self.kind, self.header) + body
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> UnmaskRequest:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        _require_server(header)
+        message = cls(header, reader.u64(), reader.ids(), reader.ids())
+        reader.finish()
+        return message
+
+
+@dataclass(frozen=True)
+class UnmaskResponse:
+    """Stage 3, survivor -> server: the requested shares as (owner id, share bytes)."""
+
+    kind: ClassVar[MessageKind] = MessageKind.UNMASK_RESPONSE
+    header: Header
+    seed_shares: tuple[tuple[int, bytes], ...]
+    key_shares: tuple[tuple[int, bytes], ...]
+
+    def encode(self) -> bytes:
+        parts = [_encode_header(self.kind, self.header)]
+        for group in (self.seed_shares, self.key_shares):
+            parts.append(struct.pack("<I", len(group)))
+            parts.extend(struct.pack("<Q", owner) + share for owner, share in group)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> UnmaskResponse:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        groups = []
+        for _ in range(2):
+            count = reader.u32()
+            if count * (8 + SHARE_BYTES) > reader.remaining():
+                raise MessageFormatError(f"share list of {count} entries does not fit")
+            group = tuple((reader.u64(), reader.take(SHARE_BYTES)) for _ in range(count))
+            _require_unique(owner for owner, _ in group)
+            groups.append(group)
+        reader.finish()
+        return cls(header, groups[0], groups[1])
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The server's combination: included client ids and the modular sum of their vectors."""
+
+    kind: ClassVar[MessageKind] = MessageKind.AGGREGATE
+    header: Header
+    included: tuple[int, ...]
+    vector: np.ndarray
+
+    def encode(self) -> bytes:
+        vector = np.ascontiguousarray(self.vector, dtype="<u4")
+        body = _ids(self.included) + struct.pack("<I", vector.size) + vector.tobytes()
+        return _encode_header(self.kind, self.header) + body
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes, dim: int) -> Aggregate:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        _require_server(header)
+        included = reader.ids()
+        if reader.u32() != dim or reader.remaining() != 4 * dim:
+            raise MessageFormatError(f"aggregate vector does not have length {dim}")
+        return cls(header, included, np.frombuffer(reader.take(4 * dim), dtype="<u4"))
+
+
+def _require_server(header: Header) -> None:
+    if header.sender != SERVER_ID:
+        raise MessageFormatError(f"server message with sender {header.sender}")
+
+
+def _require_unique(values: Iterable[int]) -> None:
+    seen = list(values)
+    if len(set(seen)) != len(seen):
+        raise MessageFormatError("message lists the same client twice")

@@ -1,0 +1,166 @@
+"""The masking scheme behind the runner's interface: all parties simulated in-process.
+
+:class:`MaskingSession` plays the server and every client of one round, passing only
+serialized messages between them (exactly what a deployment would send over a network),
+and records bytes and seconds per phase. Stage mapping:
+
+* ``setup(dropouts=...)``: advertise keys, then share keys; ``dropouts`` advertise their
+  keys and vanish before sending shares (``advertise_dropouts`` vanish before advertising).
+* ``protect``: the masked-input message of one client.
+* ``combine``: the server's modular sum of the valid masked inputs (deterministic).
+* ``reveal(aggregate, survivors=...)``: unmask with the shares of ``survivors``.
+
+Clients that sent masked input stay in the sum even if they miss the unmask stage (their
+self-mask seed is reconstructed); clients that did not are excluded (their masking key is
+reconstructed). :attr:`MaskingSession.included`, :attr:`excluded` and :attr:`misbehaving`
+say who is in the sum and why the others are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+
+from secagg._errors import EmptyAggregateError, ParameterMismatchError
+from secagg._scheme import ProtectionScheme, RoundSession
+from secagg.masking._client import MaskingClient
+from secagg.masking._constants import Stage
+from secagg.masking._errors import BelowThresholdError, StageError, UnknownClientError
+from secagg.masking._params import MaskingParams, RoundPlan, plan_round
+from secagg.masking._server import MaskingServer
+
+
+class MaskingSession(RoundSession):
+    """One round of pairwise-masking secure aggregation (SecAgg / SecAgg+)."""
+
+    def __init__(
+        self, params: MaskingParams, *, round_id: int, client_ids: Sequence[int], dim: int
+    ) -> None:
+        super().__init__(round_id=round_id, client_ids=client_ids, dim=dim)
+        self.params = params
+        self.plan: RoundPlan = plan_round(params, round_id=round_id, client_ids=client_ids, dim=dim)
+        self.server = MaskingServer(self.plan)
+        self.clients = {client: MaskingClient(self.plan, client) for client in self.plan.client_ids}
+        self._deliveries: dict[int, bytes] = {}
+        self._dropped: dict[int, str] = {}
+        self._aggregate: bytes | None = None
+
+    def _check_known(self, clients: Collection[int], what: str) -> None:
+        unknown = set(clients) - set(self.plan.client_ids)
+        if unknown:
+            raise UnknownClientError(f"{what} {sorted(unknown)} are not in this round")
+
+    def setup(
+        self, *, dropouts: Collection[int] = (), advertise_dropouts: Collection[int] = ()
+    ) -> None:
+        """Advertise keys, then share keys; see the module docstring for the dropouts."""
+        self._check_known(dropouts, "dropouts")
+        self._check_known(advertise_dropouts, "advertise_dropouts")
+        if self.server.stage != Stage.ADVERTISE_KEYS:
+            raise StageError("setup already ran for this round")
+        stats = self.stats
+        with stats.timed("setup"):
+            adverts = {
+                client: self.clients[client].advertise_keys()
+                for client in self.plan.client_ids
+                if client not in advertise_dropouts
+            }
+            stats.bytes_up["setup"] += sum(map(len, adverts.values()))
+            self.server.collect(self.server.receive_advertise, adverts)
+            broadcasts = self.server.broadcast_keys()
+            stats.bytes_down["setup"] += sum(map(len, broadcasts.values()))
+            uploads = {}
+            for client, broadcast in broadcasts.items():
+                if client in dropouts:
+                    continue
+                try:
+                    uploads[client] = self.clients[client].share_keys(broadcast)
+                except BelowThresholdError as error:
+                    self._dropped[client] = f"aborted in share keys: {error}"
+            stats.bytes_up["setup"] += sum(map(len, uploads.values()))
+            self.server.collect(self.server.receive_share_keys, uploads)
+            self._deliveries = self.server.deliver_shares()
+            stats.bytes_down["setup"] += sum(map(len, self._deliveries.values()))
+        for client in advertise_dropouts:
+            self._dropped[client] = "dropped before advertising keys"
+        for client in dropouts:
+            self._dropped[client] = "dropped before sharing keys"
+
+    def protect(self, client_id: int, update: np.ndarray) -> bytes:
+        """The masked-input message of ``client_id`` (after :meth:`setup`)."""
+        self._check_known([client_id], "client")
+        delivery = self._deliveries.get(client_id)
+        if delivery is None:
+            raise StageError(f"client {client_id} did not complete setup (or setup did not run)")
+        with self.stats.timed("protect"):
+            blob = self.clients[client_id].masked_input(delivery, self.check_update(update))
+        self.stats.bytes_down["protect"] += len(delivery)
+        self.stats.bytes_up["protect"] += len(blob)
+        return blob
+
+    def combine(self, blobs: Mapping[int, bytes]) -> bytes:
+        """The server's modular sum of the valid masked inputs (same blobs, same bytes)."""
+        if not blobs:
+            raise EmptyAggregateError("no masked inputs to combine")
+        with self.stats.timed("combine"):
+            if self._aggregate is None:
+                self._aggregate = self.server.receive_masked_inputs(blobs)
+                return self._aggregate
+            return self.server.combine(blobs).aggregate
+
+    def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:
+        """Unmask with the shares of ``survivors``; returns the float sum of included updates."""
+        if self._aggregate is None:
+            raise StageError("reveal before combine")
+        if bytes(aggregate) != self._aggregate:
+            raise ParameterMismatchError("aggregate differs from the one this round combined")
+        stats = self.stats
+        with stats.timed("reveal"):
+            requests = self.server.unmask_requests(survivors)
+            stats.bytes_down["reveal"] += sum(map(len, requests.values()))
+            responses = {}
+            for client, request in requests.items():
+                responses[client] = self.clients[client].unmask(request)
+            stats.bytes_up["reveal"] += sum(map(len, responses.values()))
+            self.server.collect(self.server.receive_unmask_response, responses)
+            return self.server.finish()
+
+    @property
+    def included(self) -> tuple[int, ...]:
+        """Clients whose updates are in the revealed sum."""
+        return self.server.included
+
+    @property
+    def misbehaving(self) -> dict[int, str]:
+        """Clients caught sending bad input, with the named error."""
+        return self.server.misbehaving
+
+    @property
+    def excluded(self) -> dict[int, str]:
+        """Every selected client not in the sum, with why (dropout or misbehaviour)."""
+        included = set(self.included)
+        reasons = {**self._dropped, **self.misbehaving}
+        out = {}
+        for client in self.plan.client_ids:
+            if client in included:
+                continue
+            out[client] = reasons.get(client, "sent no masked input")
+        return out
+
+
+class MaskingScheme(ProtectionScheme):
+    """Pairwise-masking secure aggregation: no key holder; the server learns only the sum.
+
+    Trust model: the server is honest-but-curious and colludes with fewer than ``t`` of any
+    client's neighbours (guaranteed with probability ``1 - 2^-security_bits`` for up to
+    ``max_corrupt_fraction`` corrupt clients); see :mod:`secagg.masking._graph`.
+    """
+
+    name = "masking"
+
+    def __init__(self, params: MaskingParams | None = None) -> None:
+        self.params = params or MaskingParams()
+
+    def start_round(self, *, round_id: int, client_ids: Sequence[int], dim: int) -> MaskingSession:
+        return MaskingSession(self.params, round_id=round_id, client_ids=client_ids, dim=dim)

@@ -1,0 +1,91 @@
+"""Shamir t-of-k secret sharing of 256-bit secrets over GF(2^521 - 1).
+
+Evaluation points are ``x = client_id + 1`` (never 0). Coefficients come from the OS
+CSPRNG. Any ``t`` shares determine the secret; ``t - 1`` shares are independent of it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+
+from secagg.masking._constants import FIELD_PRIME, SECRET_BYTES, SHARE_BYTES
+from secagg.masking._errors import ShareReconstructionError
+
+
+def split(secret: bytes, *, threshold: int, points: Iterable[int]) -> dict[int, int]:
+    """Share ``secret`` so that any ``threshold`` of the returned ``{x: y}`` recover it."""
+    xs = list(points)
+    if len(secret) != SECRET_BYTES:
+        raise ValueError(f"secret must be {SECRET_BYTES} bytes, got {len(secret)}")
+    if not 1 <= threshold <= len(xs):
+        raise ValueError(f"threshold must be in [1, {len(xs)}], got {threshold}")
+    if len(set(xs)) != len(xs) or any(not 0 < x < FIELD_PRIME for x in xs):
+        raise ValueError("share points must be distinct and in [1, p)")
+    coefficients = [int.from_bytes(secret, "big")]
+    coefficients += [secrets.randbelow(FIELD_PRIME) for _ in range(threshold - 1)]
+    shares = {}
+    for x in xs:
+        y = 0
+        for coefficient in reversed(coefficients):
+            y = (y * x + coefficient) % FIELD_PRIME
+        shares[x] = y
+    return shares
+
+
+def interpolate_at_zero(shares: Mapping[int, int]) -> int:
+    """Lagrange interpolation at 0 of the polynomial through ``shares`` (all of them)."""
+    xs = list(shares)
+    result = 0
+    for i, x_i in enumerate(xs):
+        numerator, denominator = 1, 1
+        for j, x_j in enumerate(xs):
+            if i != j:
+                numerator = numerator * x_j % FIELD_PRIME
+                denominator = denominator * (x_j - x_i) % FIELD_PRIME
+        result += shares[x_i] * numerator * pow(denominator, -1, FIELD_PRIME)
+    return result % FIELD_PRIME
+
+
+def combine(shares: Mapping[int, int], *, threshold: int) -> bytes:
+    """Recover the secret from the first ``threshold`` shares (sorted by x).
+
+    Raises :class:`ShareReconstructionError` with fewer than ``threshold`` shares, or when
+    the result is not a 256-bit value (a sign of a bad share).
+    """
+    if len(shares) < threshold:
+        raise ShareReconstructionError(f"need {threshold} shares to reconstruct, got {len(shares)}")
+    chosen = {x: shares[x] for x in sorted(shares)[:threshold]}
+    value = interpolate_at_zero(chosen)
+    if value >= 2 ** (8 * SECRET_BYTES):
+        raise ShareReconstructionError("shares are inconsistent (result is not a 256-bit secret)")
+    return value.to_bytes(SECRET_BYTES, "big")
+
+
+def encode_share(y: int) -> bytes:
+    """Fixed-width big-endian bytes of one share value."""
+    return y.to_bytes(SHARE_BYTES, "big")
+
+
+def decode_share(data: bytes) -> int:
+    """Inverse of :func:`encode_share`; rejects values outside the field."""
+    if len(data) != SHARE_BYTES:
+        raise ValueError(f"a share is {SHARE_BYTES} bytes, got {len(data)}")
+    y = int.from_bytes(data, "big")
+    if y >= FIELD_PRIME:
+        raise ValueError("share value outside GF(p)")
+    return y
+
+
+def interpolate_at(shares: Mapping[int, int], x: int) -> int:
+    """Evaluate at ``x`` the polynomial through ``shares`` (to check further shares)."""
+    xs = list(shares)
+    result = 0
+    for i, x_i in enumerate(xs):
+        numerator, denominator = 1, 1
+        for j, x_j in enumerate(xs):
+            if i != j:
+                numerator = numerator * (x - x_j) % FIELD_PRIME
+                denominator = denominator * (x_i - x_j) % FIELD_PRIME
+        result += shares[x_i] * numerator * pow(denominator, -1, FIELD_PRIME)
+    return result % FIELD_PRIME
