@@ -10,6 +10,7 @@ from hydra.core.config_store import ConfigStore
 
 from secagg._scheme import PlainScheme, ProtectionScheme
 from secagg.ckks import CKKSSchema, build_ckks_scheme
+from secagg.masking import MaskingSchema, build_masking_scheme
 
 
 @dataclass
@@ -27,6 +28,7 @@ def _build_plain(schema: Any) -> ProtectionScheme:
 SCHEMES: dict[str, tuple[type, Callable[[Any], ProtectionScheme]]] = {
     "plain": (PlainSchema, _build_plain),
     "ckks": (CKKSSchema, build_ckks_scheme),
+    "masking": (MaskingSchema, build_masking_scheme),
 }
 
 

@@ -42,7 +42,7 @@ from secagg.masking._messages import (
 )
 from secagg.masking._params import MaskingParams, MaskingSchema, RoundPlan, plan_round
 from secagg.masking._server import CombineResult, MaskingServer
-from secagg.masking._session import MaskingScheme, MaskingSession
+from secagg.masking._session import MaskingScheme, MaskingSession, build_masking_scheme
 
 __all__ = [
     "AdvertiseKeys",
@@ -77,5 +77,6 @@ __all__ = [
     "UnmaskResponse",
     "WeakGraphError",
     "WrapAroundError",
+    "build_masking_scheme",
     "plan_round",
 ]

@@ -19,6 +19,7 @@ say who is in the sum and why the others are not.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -164,3 +165,8 @@ class MaskingScheme(ProtectionScheme):
 
     def start_round(self, *, round_id: int, client_ids: Sequence[int], dim: int) -> MaskingSession:
         return MaskingSession(self.params, round_id=round_id, client_ids=client_ids, dim=dim)
+
+
+def build_masking_scheme(schema: Any) -> MaskingScheme:
+    """Factory for the ``secagg`` registry: a ``MaskingSchema`` -> a validated scheme."""
+    return MaskingScheme(MaskingParams.from_schema(schema))
