@@ -79,8 +79,9 @@ class CKKSAggregator:
             self._sum = parsed.coefficients.copy()
         else:
             total = self._sum
-            np.add(total, parsed.coefficients, out=total)
-            np.subtract(total, self._prime, out=total, where=total >= self._prime)
+            np.add(total, parsed.coefficients, out=total)  # < 2q < 2^61: no overflow
+            # reduce mod q: where total < q, total - q wraps around above it
+            np.minimum(total, total - self._prime, out=total)
         self._inputs.append(digest)
         if client_id is not None:
             self._client_ids.add(client_id)

@@ -10,12 +10,13 @@ Layout (big-endian integers)::
     elements   8   number of real values encoded
     chunks     4   number of ciphertexts = ceil(elements / N)
     [aggregate only] inputs 4, then inputs x 32-byte keccak256 digests of the client blobs
-    payload        chunks x 2 polynomials x N coefficients mod q, each packed in
-                   bit_length(q) bits: first the low whole bytes of every coefficient
-                   (little-endian), then the remaining high bits, bit-packed, zero-padded
+    payload        chunks x 2 polynomials x N coefficients mod q (RNS, NTT form, the
+                   last level's single prime), coefficient i in bits [i*b, (i+1)*b) of a
+                   little-endian bit string, b = bit_length(q); N is a multiple of 8, so
+                   the payload is exactly chunks * 2 * N * b / 8 bytes, with no padding
 
-Every coefficient must be < q and the padding must be zero, so a blob has exactly one
-valid encoding and its digest, keccak256 of its bytes, is canonical.
+Every coefficient must be < q, so a blob has exactly one valid encoding and its digest,
+keccak256 of its bytes, is canonical.
 """
 
 from __future__ import annotations
@@ -165,30 +166,48 @@ def encode_blob(
     return head + pack_coefficients(coefficients.reshape(-1), bits)
 
 
+def _window(buffer: np.ndarray, offset: int, stride: int, count: int, dtype: str) -> np.ndarray:
+    """A strided view of ``count`` items of ``dtype`` starting at byte ``offset``."""
+    return np.ndarray(
+        shape=(count,), dtype=dtype, buffer=buffer.data, offset=offset, strides=(stride,)
+    )
+
+
 def pack_coefficients(values: np.ndarray, bits: int) -> bytes:
-    """Pack uint64 ``values`` (each < 2**bits) in ``bits`` bits each, canonically."""
-    whole, rest = divmod(bits, 8)
-    as_bytes = np.ascontiguousarray(values, dtype="<u8").view(np.uint8).reshape(-1, 8)
-    low = as_bytes[:, :whole].tobytes()
-    if rest == 0:
-        return low
-    high_bits = np.unpackbits(as_bytes[:, whole : whole + 1], axis=1, bitorder="little")
-    return low + np.packbits(high_bits[:, :rest], bitorder="little").tobytes()
+    """Pack uint64 ``values`` (each < 2**bits, count a multiple of 8) in ``bits`` bits each.
+
+    Value ``i`` occupies bits ``[i * bits, (i + 1) * bits)`` of the little-endian bit
+    string; eight values fill exactly ``bits`` bytes, so there is no padding.
+    """
+    flat = np.ascontiguousarray(values, dtype=np.uint64).reshape(-1, 8)
+    groups = flat.shape[0]
+    out = np.zeros(groups * bits + 16, dtype=np.uint8)
+    for lane in range(8):
+        offset, shift = divmod(lane * bits, 8)
+        column = flat[:, lane]
+        window = _window(out, offset, bits, groups, "<u8")
+        window |= column << np.uint64(shift)
+        if shift + bits > 64:  # the top bits spill into the ninth byte
+            spill = _window(out, offset + 8, bits, groups, "u1")
+            spill |= (column >> np.uint64(64 - shift)).astype(np.uint8)
+    return out[: groups * bits].tobytes()
 
 
 def unpack_coefficients(payload: memoryview | bytes, count: int, bits: int) -> np.ndarray:
-    """Inverse of :func:`pack_coefficients`; rejects non-zero padding bits."""
-    whole, rest = divmod(bits, 8)
-    low = np.frombuffer(payload, dtype=np.uint8, count=count * whole).reshape(count, whole)
-    widened = np.zeros((count, 8), dtype=np.uint8)
-    widened[:, :whole] = low
-    values = widened.view("<u8").reshape(count).astype(np.uint64)
-    if rest:
-        high_bytes = np.frombuffer(payload, dtype=np.uint8, offset=count * whole)
-        high_bits = np.unpackbits(high_bytes, bitorder="little")
-        if np.any(high_bits[count * rest :]):
-            raise BlobFormatError("blob payload has non-zero padding bits")
-        table = high_bits[: count * rest].reshape(count, rest)
-        high = np.packbits(table, axis=1, bitorder="little").reshape(count).astype(np.uint64)
-        values |= high << np.uint64(8 * whole)
-    return values
+    """Inverse of :func:`pack_coefficients` for ``count`` values (a multiple of 8)."""
+    if count % 8:
+        raise BlobFormatError(f"coefficient count {count} is not a multiple of 8")
+    groups = count // 8
+    size = groups * bits
+    buffer = np.zeros(size + 16, dtype=np.uint8)
+    buffer[:size] = np.frombuffer(payload, dtype=np.uint8, count=size)
+    out = np.empty((groups, 8), dtype=np.uint64)
+    mask = np.uint64((1 << bits) - 1)
+    for lane in range(8):
+        offset, shift = divmod(lane * bits, 8)
+        column = _window(buffer, offset, bits, groups, "<u8") >> np.uint64(shift)
+        if shift + bits > 64:
+            spill = _window(buffer, offset + 8, bits, groups, "u1").astype(np.uint64)
+            column |= spill << np.uint64(64 - shift)
+        out[:, lane] = column & mask
+    return out.reshape(count)

@@ -1,0 +1,213 @@
+"""Benchmark of ``secagg.ckks`` against the usual TenSEAL way, measured in the same run.
+
+Prints JSON. For P in {1e5, 1e6} parameters and n in {10, 100} clients it measures our
+scheme end to end over all n clients (every update encrypted for real, combined streaming,
+revealed with flooding and rounding) and the usual approach as baseline: N = 8192,
+[60, 40, 40], scale 2^40, one ``ts.ckks_vector`` per model tensor (4 tensors), serialized
+with ``.serialize()``, in two variants: public-key encryption (clients hold a public
+context) and symmetric encryption (every client holds the secret key). The baseline is
+timed on ``--baseline-clients`` clients per configuration (its cost per client does not
+depend on n); its list conversion is done outside the timer, which favours the baseline.
+
+Targets (ratios, not absolute times): bytes per client <= 0.5x the symmetric baseline's;
+client encrypt+serialize seconds and aggregator combine seconds per client <= 0.5x the
+public-key baseline's; max abs error of the n-client sum <= 1e-6 (updates in [-1, 1]).
+
+Usage: ``python benchmarks/bench_ckks.py [--sizes 100000 1000000] [--clients 10 100]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tenseal as ts
+
+from secagg.ckks import (
+    CKKSAggregator,
+    CKKSClient,
+    KeyHolder,
+    RevealPolicy,
+    aggregation_params,
+)
+
+TENSOR_FRACTIONS = (0.6, 0.3, 0.09, 0.01)  # a model of four tensors (weights and biases)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """TenSEAL prints warnings on stdout (C++); keep stdout for the JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _tensor_sizes(size: int) -> list[int]:
+    sizes = [int(size * fraction) for fraction in TENSOR_FRACTIONS[:-1]]
+    return [*sizes, size - sum(sizes)]
+
+
+def _update(rng: np.random.Generator, size: int) -> np.ndarray:
+    return rng.uniform(-1.0, 1.0, size=size)
+
+
+def bench_ours(size: int, clients: int, seed: int) -> dict[str, Any]:
+    params = aggregation_params()
+    policy = RevealPolicy(min_clients=2)
+    start = time.perf_counter()
+    holder = KeyHolder(params=params, policy=policy)
+    context = holder.public_context_bytes()
+    encryptor = CKKSClient(context)
+    aggregator = CKKSAggregator(context, element_count=size)
+    setup_seconds = time.perf_counter() - start
+    rng = np.random.default_rng(seed)
+    exact = np.zeros(size)
+    protect_seconds = combine_seconds = 0.0
+    blob_bytes = 0
+    for _ in range(clients):
+        update = _update(rng, size)
+        exact += update
+        start = time.perf_counter()
+        blob = encryptor.protect(update)
+        protect_seconds += time.perf_counter() - start
+        blob_bytes = len(blob)
+        start = time.perf_counter()
+        aggregator.add(blob)
+        combine_seconds += time.perf_counter() - start
+    start = time.perf_counter()
+    aggregate = aggregator.aggregate()
+    combine_seconds += time.perf_counter() - start
+    start = time.perf_counter()
+    revealed = holder.reveal(aggregate)
+    reveal_seconds = time.perf_counter() - start
+    return {
+        "params": {
+            "poly_modulus_degree": params.poly_modulus_degree,
+            "coeff_mod_bit_sizes": list(params.coeff_mod_bit_sizes),
+            "scale_bits": params.scale_bits,
+            "precision_bits": policy.precision_bits,
+            "flood_std_bits": policy.flood_std_bits,
+        },
+        "setup_seconds": setup_seconds,
+        "public_context_bytes": len(context),
+        "client_encrypt_serialize_seconds": protect_seconds / clients,
+        "bytes_per_client": blob_bytes,
+        "expansion_over_float32": blob_bytes / (4 * size),
+        "aggregator_combine_seconds_per_client": combine_seconds / clients,
+        "aggregate_bytes": len(aggregate),
+        "reveal_seconds": reveal_seconds,
+        "max_abs_error": float(np.max(np.abs(revealed - exact))),
+    }
+
+
+def bench_baseline(size: int, clients: int, seed: int, *, symmetric: bool) -> dict[str, Any]:
+    encryption = ts.ENCRYPTION_TYPE.SYMMETRIC if symmetric else ts.ENCRYPTION_TYPE.ASYMMETRIC
+    secret = ts.context(
+        ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40], encryption_type=encryption
+    )
+    secret.global_scale = 2**40
+    if symmetric:
+        client_context = secret  # every client holds the secret key
+        aggregator_context = secret
+    else:
+        public = secret.copy()
+        public.make_context_public()
+        client_context = ts.context_from(public.serialize())
+        aggregator_context = ts.context_from(public.serialize())
+    rng = np.random.default_rng(seed)
+    sizes = _tensor_sizes(size)
+    exact = np.zeros(size)
+    accumulator: list[Any] | None = None
+    protect_seconds = combine_seconds = 0.0
+    blob_bytes = 0
+    for _ in range(clients):
+        update = _update(rng, size)
+        exact += update
+        tensors = [chunk.tolist() for chunk in np.split(update, np.cumsum(sizes)[:-1])]
+        start = time.perf_counter()
+        blobs = [ts.ckks_vector(client_context, tensor).serialize() for tensor in tensors]
+        protect_seconds += time.perf_counter() - start
+        blob_bytes = sum(len(blob) for blob in blobs)
+        start = time.perf_counter()
+        vectors = [ts.ckks_vector_from(aggregator_context, blob) for blob in blobs]
+        if accumulator is None:
+            accumulator = vectors
+        else:
+            for total, vector in zip(accumulator, vectors, strict=True):
+                total.add_(vector)
+        combine_seconds += time.perf_counter() - start
+    assert accumulator is not None
+    start = time.perf_counter()
+    aggregate = [vector.serialize() for vector in accumulator]
+    combine_seconds += time.perf_counter() - start
+    decrypted = np.concatenate(
+        [np.asarray(ts.ckks_vector_from(secret, blob).decrypt()) for blob in aggregate]
+    )
+    return {
+        "clients_timed": clients,
+        "client_encrypt_serialize_seconds": protect_seconds / clients,
+        "bytes_per_client": blob_bytes,
+        "expansion_over_float32": blob_bytes / (4 * size),
+        "aggregator_combine_seconds_per_client": combine_seconds / clients,
+        "max_abs_error_of_timed_sum": float(np.max(np.abs(decrypted - exact))),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--baseline-clients", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    results = []
+    with _stdout_to_stderr():
+        for size in args.sizes:
+            timed = args.baseline_clients
+            public = bench_baseline(size, timed, args.seed, symmetric=False)
+            symmetric = bench_baseline(size, timed, args.seed, symmetric=True)
+            for clients in args.clients:
+                ours = bench_ours(size, clients, args.seed)
+                ratios = {
+                    "bytes_vs_symmetric": ours["bytes_per_client"] / symmetric["bytes_per_client"],
+                    "encrypt_vs_public": ours["client_encrypt_serialize_seconds"]
+                    / public["client_encrypt_serialize_seconds"],
+                    "combine_vs_public": ours["aggregator_combine_seconds_per_client"]
+                    / public["aggregator_combine_seconds_per_client"],
+                }
+                targets = {
+                    "bytes_le_0.5x_symmetric": ratios["bytes_vs_symmetric"] <= 0.5,
+                    "encrypt_le_0.5x_public": ratios["encrypt_vs_public"] <= 0.5,
+                    "combine_le_0.5x_public": ratios["combine_vs_public"] <= 0.5,
+                    "error_le_1e-6": ours["max_abs_error"] <= 1e-6,
+                }
+                results.append(
+                    {
+                        "parameters": size,
+                        "clients": clients,
+                        "ours": ours,
+                        "baseline_public_key": public,
+                        "baseline_symmetric": symmetric,
+                        "ratios": ratios,
+                        "targets_met": targets,
+                    }
+                )
+                print(json.dumps(results[-1]), file=sys.stderr)
+    print(json.dumps({"benchmark": "ckks", "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
