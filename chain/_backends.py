@@ -115,10 +115,12 @@ class InProcessBackend(_BaseBackend):
 
     def __init__(self) -> None:
         provider = EthereumTesterProvider()
-        w3 = Web3(provider)
-        key = provider.ethereum_tester.backend.account_keys[0]
-        super().__init__(w3, Account.from_key(bytes(key.to_bytes())))
-        self._tester = provider.ethereum_tester
+        tester = provider.ethereum_tester
+        if tester is None:
+            raise BackendError("eth-tester did not start")
+        key = tester.backend.account_keys[0]
+        super().__init__(Web3(provider), Account.from_key(bytes(key.to_bytes())))
+        self._tester = tester
 
     def mine(self, blocks: int = 1) -> None:
         """Mine ``blocks`` empty blocks."""
@@ -184,7 +186,7 @@ class AnvilBackend(_BaseBackend):
                 cmd += ["--chain-id", str(chain_id)]
             if self.state_file is not None:
                 cmd += ["--state", str(self.state_file)]
-            self._stderr = tempfile.TemporaryFile()
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in _stop_process)
             self._proc = subprocess.Popen(  # anvil prints dev keys on stdout: discard it
                 cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, stdin=subprocess.DEVNULL
             )
@@ -239,7 +241,7 @@ class RpcBackend(_BaseBackend):
             raise ChainConfigError(f"key_env: environment variable {key_env} is not set")
         try:
             account = Account.from_key(key)
-        except Exception as exc:
+        except Exception:
             raise ChainConfigError(f"key_env: {key_env} does not hold a private key") from None
         w3 = Web3(HTTPProvider(url))
         if not w3.is_connected():

@@ -77,7 +77,9 @@ def _settings() -> dict[str, Any]:
         "evmVersion": EVM_VERSION,
         "viaIR": True,
         "metadata": {"bytecodeHash": "none", "appendCBOR": False},
-        "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
+        "outputSelection": {
+            "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}
+        },
     }
 
 

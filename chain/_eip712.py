@@ -66,7 +66,9 @@ def sign_commit(
         "eventDigest": event,
         "epsilon": eps,
     }
-    signable = encode_typed_data(domain_data=domain, message_types=COMMIT_TYPES, message_data=message)
+    signable = encode_typed_data(
+        domain_data=domain, message_types=COMMIT_TYPES, message_data=message
+    )
     sig = account.sign_message(signable)
     return SignedCommit(
         round_id=round_id,

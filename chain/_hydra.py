@@ -71,7 +71,9 @@ def validate_options(cfg: _LedgerOptions) -> None:
     if cfg.deadline_blocks < 1:
         raise ChainConfigError(f"deadline_blocks must be >= 1, got {cfg.deadline_blocks}")
     if not (math.isfinite(cfg.epsilon_budget) and cfg.epsilon_budget > 0):
-        raise ChainConfigError(f"epsilon_budget must be a finite number > 0, got {cfg.epsilon_budget}")
+        raise ChainConfigError(
+            f"epsilon_budget must be a finite number > 0, got {cfg.epsilon_budget}"
+        )
     if not 0.0 <= cfg.reputation_threshold <= 1.0:
         raise ChainConfigError(
             f"reputation_threshold must be in [0, 1], got {cfg.reputation_threshold}"
@@ -90,7 +92,9 @@ def open_backend(cfg: LedgerSchema) -> Iterator[Backend]:
     elif isinstance(cfg, ChainInProcessSchema):
         backend = InProcessBackend()
     else:
-        raise ChainConfigError(f"chain: no backend for {type(cfg).__name__} (use none/inprocess/anvil/rpc)")
+        raise ChainConfigError(
+            f"chain: no backend for {type(cfg).__name__} (use none/inprocess/anvil/rpc)"
+        )
     try:
         yield backend
     finally:

@@ -12,16 +12,17 @@ fixed-point numbers are sent; no key material leaves the signing account.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
+from eth_tester.exceptions import TransactionFailed as _TesterTransactionFailed
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
-from eth_tester.exceptions import TransactionFailed as _TesterTransactionFailed
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
+from web3.types import TxParams
 
 from chain._build import load_artifact
 from chain._eip712 import sign_commit as _sign_commit
@@ -105,9 +106,9 @@ def _fee_fields(w3: Web3) -> dict[str, int]:
     return {"maxFeePerGas": 2 * base + PRIORITY_FEE_WEI, "maxPriorityFeePerGas": PRIORITY_FEE_WEI}
 
 
-def send_signed(w3: Web3, sender: LocalAccount, tx: dict[str, Any]) -> Any:
-    """Fill nonce/fees/chain id, sign ``tx`` with ``sender`` and return the mined receipt."""
-    tx = dict(tx)
+def send_signed(w3: Web3, sender: LocalAccount, params: Mapping[str, Any]) -> Any:
+    """Fill nonce/fees/chain id, sign ``params`` with ``sender`` and return the mined receipt."""
+    tx = dict(params)
     tx.setdefault("chainId", w3.eth.chain_id)
     tx["nonce"] = w3.eth.get_transaction_count(sender.address, "pending")
     tx["from"] = sender.address
@@ -141,17 +142,14 @@ class Ledger:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def deploy(
-        cls, backend: SupportsWeb3, *, admin: LocalAccount, epsilon_budget: float
-    ) -> Ledger:
+    def deploy(cls, backend: SupportsWeb3, *, admin: LocalAccount, epsilon_budget: float) -> Ledger:
         """Deploy a new ledger whose admin is ``admin``; ``epsilon_budget`` per client."""
         w3 = backend.w3
         art = load_artifact(CONTRACT_NAME)
         factory = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
         budget = budget_to_fixed(epsilon_budget)
-        tx = factory.constructor(budget).build_transaction(
-            {"from": admin.address, "nonce": 0, **_fee_fields(w3)}
-        )
+        params = {"from": admin.address} | _fee_fields(w3)
+        tx = factory.constructor(budget).build_transaction(cast(TxParams, params))
         receipt = send_signed(w3, admin, tx)
         if receipt["status"] != 1 or not receipt.get("contractAddress"):
             raise TransactionFailedError("ledger deployment failed")
@@ -203,7 +201,7 @@ class Ledger:
         }
         return REVERT_CLASSES.get(name, LedgerRevertError)(name, args)
 
-    def _raise_from(self, exc: Exception, function: str) -> None:
+    def _raise_from(self, exc: Exception, function: str) -> NoReturn:
         data = getattr(exc, "data", None)
         if data is None and exc.args and isinstance(exc.args[0], str):
             message = exc.args[0]
@@ -225,10 +223,8 @@ class Ledger:
             gas = fn.estimate_gas({"from": sender.address})
         except _REVERT_ERRORS as exc:
             self._raise_from(exc, function)
-            raise  # unreachable: _raise_from always raises
-        tx = fn.build_transaction(
-            {"from": sender.address, "gas": int(gas * GAS_MARGIN) + 10_000, **_fee_fields(self._w3)}
-        )
+        params = {"from": sender.address, "gas": int(gas * GAS_MARGIN) + 10_000}
+        tx = fn.build_transaction(cast(TxParams, params | _fee_fields(self._w3)))
         receipt = send_signed(self._w3, sender, tx)
         if receipt["status"] != 1:
             try:
@@ -253,17 +249,20 @@ class Ledger:
             return self.contract.functions[function](*args).call()
         except _REVERT_ERRORS as exc:
             self._raise_from(exc, function)
-            raise
 
     # -------------------------------------------------------------------- registry
-    def set_roles(self, accounts: Sequence[str], roles: Role | int, *, sender: LocalAccount) -> TxResult:
+    def set_roles(
+        self, accounts: Sequence[str], roles: Role | int, *, sender: LocalAccount
+    ) -> TxResult:
         """Set (replace) the role bits of ``accounts``; ``Role(0)`` revokes every role."""
         addrs = [_address(a, field="accounts") for a in accounts]
         if not addrs:
             raise ChainConfigError("accounts must not be empty")
         return self._transact("setRoles", [addrs, int(roles)], sender, None)
 
-    def register(self, role: Role | int, addresses: str | Sequence[str], *, sender: LocalAccount) -> TxResult:
+    def register(
+        self, role: Role | int, addresses: str | Sequence[str], *, sender: LocalAccount
+    ) -> TxResult:
         """Give ``role`` to one address or many in one transaction (admin only)."""
         addrs = [addresses] if isinstance(addresses, str) else list(addresses)
         return self.set_roles(addrs, role, sender=sender)
@@ -392,7 +391,9 @@ class Ledger:
         ]
         return self._transact("publishAggregate", args, sender, round_id)
 
-    def attest_reveal(self, round_id: int, *, reveal_digest: bytes, sender: LocalAccount) -> TxResult:
+    def attest_reveal(
+        self, round_id: int, *, reveal_digest: bytes, sender: LocalAccount
+    ) -> TxResult:
         """Key holder attests the digest of what it revealed."""
         _check_round(round_id)
         digest = as_digest(reveal_digest, field="reveal_digest")
@@ -404,7 +405,9 @@ class Ledger:
         clients = list(self.selected_clients(round_id))
         return self._transact("finalize", [round_id, clients], sender, round_id)
 
-    def flag(self, client: str, round_id: int, reason_code: int, *, sender: LocalAccount) -> TxResult:
+    def flag(
+        self, client: str, round_id: int, reason_code: int, *, sender: LocalAccount
+    ) -> TxResult:
         """An auditor flags ``client`` in ``round_id`` (negative reputation event)."""
         _check_round(round_id)
         if not 0 <= reason_code < 2**32:
@@ -420,7 +423,7 @@ class Ledger:
         events = list(self.events("RoundOpened", argument_filters={"round": round_id}))
         if not events:
             raise _wrong_round(round_id)
-        clients = tuple(_address(a) for a in events[0].args["clients"])  # type: ignore[attr-defined]
+        clients = tuple(_address(a) for a in events[0].args["clients"])
         self._clients_cache[round_id] = clients
         return clients
 
@@ -435,7 +438,7 @@ class Ledger:
         participants = None
         if status >= RoundStatus.AGGREGATED:
             ev = list(self.events("AggregatePublished", argument_filters={"round": round_id}))
-            participants = tuple(_address(a) for a in ev[0].args["participants"])  # type: ignore[attr-defined]
+            participants = tuple(_address(a) for a in ev[0].args["participants"])
         aggregated = status >= RoundStatus.AGGREGATED
         return RoundInfo(
             round_id=round_id,
@@ -460,22 +463,68 @@ class Ledger:
         return Digest(bytes(self._call("commitment", round_id, _address(client))))
 
     def commitments(self, round_id: int, *, page_size: int = 1000) -> list[Commitment]:
-        """Every ``Committed`` event of ``round_id`` in chain order."""
-        out = []
-        for ev in self.events("Committed", argument_filters={"round": round_id}, page_size=page_size):
-            a = ev.args
-            out.append(
-                Commitment(
-                    round_id=round_id,
-                    client=_address(str(a["client"])),
-                    blob_digest=Digest(bytes(a["blobDigest"])),  # type: ignore[arg-type]
-                    event_digest=Digest(bytes(a["eventDigest"])),  # type: ignore[arg-type]
-                    epsilon_fixed=int(a["epsilon"]),  # type: ignore[call-overload]
-                    block_number=ev.block_number,
-                    tx_hash=ev.tx_hash,
+        """Every commitment of ``round_id`` (``Committed`` and ``BatchCommitted`` events),
+        in chain order."""
+        found: list[tuple[int, int, int, Commitment]] = []
+        filters = {"round": round_id}
+        for ev in self.events("Committed", argument_filters=filters, page_size=page_size):
+            a: dict[str, Any] = ev.args
+            found.append(
+                (
+                    ev.block_number,
+                    ev.log_index,
+                    0,
+                    self._commitment(
+                        round_id, ev, a["client"], a["blobDigest"], a["eventDigest"], a["epsilon"]
+                    ),
                 )
             )
-        return out
+        for ev in self.events("BatchCommitted", argument_filters=filters, page_size=page_size):
+            a = ev.args
+            rows = zip(
+                a["clients"], a["blobDigests"], a["eventDigests"], a["epsilons"], strict=True
+            )
+            for k, (client, blob, event, eps) in enumerate(rows):
+                found.append(
+                    (
+                        ev.block_number,
+                        ev.log_index,
+                        k,
+                        self._commitment(round_id, ev, client, blob, event, eps),
+                    )
+                )
+        found.sort(key=lambda row: row[:3])
+        return [row[3] for row in found]
+
+    @staticmethod
+    def _commitment(
+        round_id: int, ev: LedgerEvent, client: str, blob: bytes, event: bytes, eps: int
+    ) -> Commitment:
+        return Commitment(
+            round_id=round_id,
+            client=_address(client),
+            blob_digest=Digest(bytes(blob)),
+            event_digest=Digest(bytes(event)),
+            epsilon_fixed=int(eps),
+            block_number=ev.block_number,
+            tx_hash=ev.tx_hash,
+        )
+
+    def expected_accumulator(self, round_id: int) -> Digest:
+        """Recompute a batched round's accumulator from its config digest and events
+        (what an auditor compares with ``round_info(round_id).accumulator``)."""
+        info = self.round_info(round_id)
+        domain = bytes(self._call("domainSeparator"))
+        acc = keccak(domain + round_id.to_bytes(32, "big") + info.config_digest)
+        for c in self.commitments(round_id):
+            acc = keccak(
+                acc
+                + bytes.fromhex(c.client[2:]).rjust(32, b"\0")
+                + c.blob_digest
+                + c.event_digest
+                + c.epsilon_fixed.to_bytes(32, "big")
+            )
+        return Digest(acc)
 
     def reputation(self, address: str) -> Reputation:
         """Positive/negative counts and score (fixed point, REPUTATION_SCALE)."""
@@ -486,9 +535,7 @@ class Ledger:
         """Clients whose reputation score is >= ``threshold`` (in [0, 1]), input order kept."""
         if not 0.0 <= threshold <= 1.0:
             raise ChainConfigError(f"threshold must be in [0, 1], got {threshold}")
-        return [
-            _address(c) for c in clients if self.reputation(c).score >= threshold
-        ]
+        return [_address(c) for c in clients if self.reputation(c).score >= threshold]
 
     def events(
         self,

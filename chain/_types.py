@@ -10,14 +10,16 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import NewType
+from typing import Any, NewType
+
+from eth_typing import ChecksumAddress
 
 from chain._errors import ChainConfigError
 
 Digest = NewType("Digest", bytes)
 """A 32-byte keccak256 digest."""
 
-Address = NewType("Address", str)
+Address = NewType("Address", ChecksumAddress)
 """A checksummed 20-byte account address (``0x`` + 40 hex digits)."""
 
 EPSILON_SCALE = 1_000_000
@@ -175,7 +177,7 @@ class LedgerEvent:
     """One decoded contract event (from a paged reader)."""
 
     name: str
-    args: dict[str, object]
+    args: dict[str, Any]
     block_number: int
     tx_hash: bytes
     log_index: int
