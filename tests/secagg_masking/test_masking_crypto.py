@@ -105,7 +105,12 @@ def test_aead_round_trip_between_the_pair() -> None:
     receive_key = channel_keys(shared, params_digest=DIGEST, round_id=3, first=2, second=1)[1]
     assert receive == receive_key
     plaintext = open_shares(
-        receive, params_digest=DIGEST, round_id=3, sender=1, receiver=2, nonce=nonce,
+        receive,
+        params_digest=DIGEST,
+        round_id=3,
+        sender=1,
+        receiver=2,
+        nonce=nonce,
         sealed=sealed,
     )
     assert plaintext == b"s" * 132
@@ -131,8 +136,9 @@ def test_aead_tamper_or_rebind_fails(change: str) -> None:
     shared = os.urandom(32)
     nonce, sealed = _sealed(shared)
     receive = channel_keys(shared, params_digest=DIGEST, round_id=3, first=2, second=1)[1]
-    kwargs = dict(params_digest=DIGEST, round_id=3, sender=1, receiver=2, nonce=nonce,
-                  sealed=sealed)
+    kwargs = dict(
+        params_digest=DIGEST, round_id=3, sender=1, receiver=2, nonce=nonce, sealed=sealed
+    )
     if change == "tamper":
         kwargs["sealed"] = bytes([sealed[0] ^ 1]) + sealed[1:]
     elif change == "sender":

@@ -74,8 +74,9 @@ def test_hypergeometric_tail_matches_direct_count() -> None:
 @pytest.mark.parametrize("n", [50, 100, 1000])
 def test_derived_degree_meets_every_condition_and_is_minimal(n: int) -> None:
     corrupt, dropped = n // 10, n // 10
-    choice = derive_degree(n=n, corrupt=corrupt, dropped=dropped, security_bits=40,
-                           correctness_bits=20)
+    choice = derive_degree(
+        n=n, corrupt=corrupt, dropped=dropped, security_bits=40, correctness_bits=20
+    )
     assert choice is not None and not choice.complete
     k, t = choice.degree, choice.threshold
     assert k % 2 == 0 and k / 2 < t <= k < n - 1
@@ -85,8 +86,7 @@ def test_derived_degree_meets_every_condition_and_is_minimal(n: int) -> None:
     smaller = k - 2
     assert not any(
         security_ok(n=n, degree=smaller, threshold=t2, corrupt=corrupt, security_bits=40)
-        and correctness_ok(n=n, degree=smaller, threshold=t2, dropped=dropped,
-                           correctness_bits=20)
+        and correctness_ok(n=n, degree=smaller, threshold=t2, dropped=dropped, correctness_bits=20)
         and connectivity_ok(n=n, degree=smaller, removed=corrupt + dropped, security_bits=40)
         for t2 in range(smaller // 2 + 1, smaller + 1)
     )
@@ -94,8 +94,9 @@ def test_derived_degree_meets_every_condition_and_is_minimal(n: int) -> None:
 
 def test_degree_grows_logarithmically() -> None:
     degrees = [
-        derive_degree(n=n, corrupt=n // 10, dropped=n // 10, security_bits=40,
-                      correctness_bits=20).degree  # type: ignore[union-attr]
+        derive_degree(
+            n=n, corrupt=n // 10, dropped=n // 10, security_bits=40, correctness_bits=20
+        ).degree  # type: ignore[union-attr]
         for n in (1000, 10_000)
     ]
     assert degrees[0] < degrees[1] < 2 * degrees[0]
@@ -121,35 +122,50 @@ def test_plan_uses_sparse_graph_at_scale_and_complete_when_small() -> None:
 
 def test_plan_digest_binds_parameters() -> None:
     base = plan_round(MaskingParams(), round_id=1, client_ids=range(20), dim=10)
-    assert base.params_digest != plan_round(
-        MaskingParams(), round_id=2, client_ids=range(20), dim=10
-    ).params_digest
-    assert base.params_digest != plan_round(
-        MaskingParams(clip_range=2.0), round_id=1, client_ids=range(20), dim=10
-    ).params_digest
+    assert (
+        base.params_digest
+        != plan_round(MaskingParams(), round_id=2, client_ids=range(20), dim=10).params_digest
+    )
+    assert (
+        base.params_digest
+        != plan_round(
+            MaskingParams(clip_range=2.0), round_id=1, client_ids=range(20), dim=10
+        ).params_digest
+    )
 
 
 def test_explicit_threshold_fraction_and_count() -> None:
-    fraction = plan_round(MaskingParams(graph="complete", threshold=0.6, max_dropout_fraction=0.3),
-                          round_id=1, client_ids=range(11), dim=4)
+    fraction = plan_round(
+        MaskingParams(graph="complete", threshold=0.6, max_dropout_fraction=0.3),
+        round_id=1,
+        client_ids=range(11),
+        dim=4,
+    )
     assert fraction.threshold == 6
-    count = plan_round(MaskingParams(graph="complete", threshold=7), round_id=1,
-                       client_ids=range(11), dim=4)
+    count = plan_round(
+        MaskingParams(graph="complete", threshold=7), round_id=1, client_ids=range(11), dim=4
+    )
     assert count.threshold == 7
 
 
 def test_unsafe_choices_are_refused() -> None:
     with pytest.raises(WeakGraphError, match="max_corrupt_fraction"):
-        plan_round(MaskingParams(neighbours=40, threshold=21, max_corrupt_fraction=0.3),
-                   round_id=1, client_ids=range(100), dim=4)
+        plan_round(
+            MaskingParams(neighbours=40, threshold=21, max_corrupt_fraction=0.3),
+            round_id=1,
+            client_ids=range(100),
+            dim=4,
+        )
     with pytest.raises(WeakGraphError, match="max_dropout_fraction"):
-        plan_round(MaskingParams(graph="complete", threshold=1.0), round_id=1,
-                   client_ids=range(20), dim=4)
+        plan_round(
+            MaskingParams(graph="complete", threshold=1.0), round_id=1, client_ids=range(20), dim=4
+        )
     with pytest.raises(WeakGraphError, match="neighbours=4"):
         plan_round(MaskingParams(neighbours=4), round_id=1, client_ids=range(100), dim=4)
     with pytest.raises(MaskingParameterError, match="threshold"):
-        plan_round(MaskingParams(graph="complete", threshold=30), round_id=1,
-                   client_ids=range(20), dim=4)
+        plan_round(
+            MaskingParams(graph="complete", threshold=30), round_id=1, client_ids=range(20), dim=4
+        )
 
 
 def test_plan_rejects_bad_rounds() -> None:
@@ -162,5 +178,4 @@ def test_plan_rejects_bad_rounds() -> None:
     with pytest.raises(WrapAroundError, match="bits=8"):
         plan_round(MaskingParams(bits=8), round_id=1, client_ids=range(100), dim=4)
     with pytest.raises(WrapAroundError, match="above the limit"):
-        plan_round(MaskingParams(bits=16, scale=10_000.0), round_id=1, client_ids=range(10),
-                   dim=4)
+        plan_round(MaskingParams(bits=16, scale=10_000.0), round_id=1, client_ids=range(10), dim=4)

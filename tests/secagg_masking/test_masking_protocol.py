@@ -62,7 +62,11 @@ def test_dropouts_at_each_stage(stage: str, fraction: float) -> None:
 def test_dropouts_spread_over_all_stages_30_percent() -> None:
     params = MaskingParams(max_dropout_fraction=0.3)
     outcome = run_round(
-        params, n=30, advertise_drop=[100, 101], share_drop=[102, 103], input_drop=[104, 105],
+        params,
+        n=30,
+        advertise_drop=[100, 101],
+        share_drop=[102, 103],
+        input_drop=[104, 105],
         unmask_drop=[106, 107, 108],
     )
     session = outcome.session
@@ -74,8 +78,9 @@ def test_dropouts_spread_over_all_stages_30_percent() -> None:
 def test_never_both_secrets_of_one_client() -> None:
     """Reconstructed seeds are exactly the included clients; keys only the excluded ones."""
     params = MaskingParams(max_dropout_fraction=0.3)
-    outcome = run_round(params, n=20, share_drop=[100], input_drop=[101, 102],
-                        unmask_drop=[103, 104])
+    outcome = run_round(
+        params, n=20, share_drop=[100], input_drop=[101, 102], unmask_drop=[103, 104]
+    )
     server = outcome.session.server
     assert server.revealed_seeds == set(outcome.session.included)
     assert server.revealed_keys == {101, 102}  # 100 never shared: nobody masked with it

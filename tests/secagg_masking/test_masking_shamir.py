@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -29,8 +30,12 @@ from secagg.masking._shamir import (
 )
 def test_any_t_shares_reconstruct(secret: bytes, threshold: int, extra: int, data) -> None:
     points = data.draw(
-        st.lists(st.integers(1, 2**63), min_size=threshold + extra, max_size=threshold + extra,
-                 unique=True)
+        st.lists(
+            st.integers(1, 2**63),
+            min_size=threshold + extra,
+            max_size=threshold + extra,
+            unique=True,
+        )
     )
     shares = split(secret, threshold=threshold, points=points)
     subset = data.draw(st.permutations(points))[:threshold]
@@ -61,10 +66,8 @@ def test_tampered_share_changes_result() -> None:
     secret = os.urandom(32)
     shares = split(secret, threshold=3, points=[5, 6, 7])
     shares[6] = (shares[6] + 1) % FIELD_PRIME
-    try:
+    with contextlib.suppress(ShareReconstructionError):  # out of range: detected, also fine
         assert combine(shares, threshold=3) != secret
-    except ShareReconstructionError:
-        pass  # detected as out of range: also fine
 
 
 def test_fresh_randomness_per_split() -> None:
