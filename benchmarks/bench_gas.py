@@ -1,0 +1,198 @@
+"""Gas figures of the consortium ledger, printed as JSON.
+
+Measures deploy gas; open/publish/finalize gas per round; gas per client per round for
+direct commits and for batched EIP-712 signed commits at n in {1, 8, 32, 64, 100}; and a
+baseline measured in the same run: a plain storage-mapping commit (PlainCommitBaseline:
+one fresh slot per commit, no role, selection, deadline or budget checks).
+
+Every figure is receipt ``gasUsed``, which INCLUDES the 21,000 intrinsic gas of a
+transaction. Per-client batched figures are given three ways: total/n, (total - 21,000)/n,
+and (total - fixed)/n where ``fixed`` is the intercept of a least-squares line through
+(n, total); the slope is the marginal gas of one more client in a batch.
+
+Gas is deterministic for a given EVM fork; the numbers do not depend on machine speed.
+Usage: python benchmarks/bench_gas.py [--backend anvil|inprocess] [--sizes 1,8,32,64,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from typing import Any
+
+from eth_account import Account
+from eth_utils import keccak
+
+from chain import AnvilBackend, InProcessBackend, Ledger, Role, find_anvil, load_artifact
+from chain._ledger import send_signed
+
+DIRECT_TARGET = 35_000
+BATCH_TARGET_PER_CLIENT = 10_000
+BATCH_TARGET_N = 64
+
+
+def _fit(points: list[tuple[int, int]]) -> tuple[float, float]:
+    xs = [float(x) for x, _ in points]
+    ys = [float(y) for _, y in points]
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return slope, intercept
+
+
+def _baseline(backend: Any, n: int) -> dict[str, Any]:
+    art = load_artifact("PlainCommitBaseline")
+    w3 = backend.w3
+    factory = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+    admin = backend.faucet
+    receipt = send_signed(
+        w3, admin, factory.constructor().build_transaction({"from": admin.address})
+    )
+    contract = w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"])
+    users = [Account.create() for _ in range(n)]
+    backend.fund([u.address for u in users], 10**17)
+    gas = []
+    for i, u in enumerate(users):
+        fn = contract.functions.commit(1, keccak(text=f"b{i}"), keccak(text=f"e{i}"), 1_500_000 + i)
+        tx = fn.build_transaction({"from": u.address, "gas": 200_000})
+        gas.append(int(send_signed(w3, u, tx)["gasUsed"]))
+    return {"deploy_gas": int(receipt["gasUsed"]), "commit_gas_mean": statistics.fmean(gas)}
+
+
+def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
+    admin = backend.faucet
+    aggregator = Account.create()
+    backend.fund([aggregator.address], 10**21)
+    ledger = Ledger.deploy(backend, admin=admin, epsilon_budget=8.0)
+    ledger.register(Role.AGGREGATOR, aggregator.address, sender=admin)
+    pool = [Account.create() for _ in range(max(sizes))]
+    backend.fund([c.address for c in pool], 10**17)
+    ledger.register(Role.CLIENT, [c.address for c in pool], sender=admin)
+
+    baseline = _baseline(backend, 8)
+    direct_rows, batched_rows = [], []
+    round_id = 0
+    for n in sizes:
+        members = pool[:n]
+        for batched in (False, True):
+            round_id += 1
+            opened = ledger.open_round(
+                round_id,
+                config_digest=keccak(text=f"cfg{round_id}"),
+                clients=[c.address for c in members],
+                deadline=ledger.block_number() + 10_000,
+                batched=batched,
+                sender=aggregator,
+            )
+            if batched:
+                signed = [
+                    ledger.sign_commit(
+                        c,
+                        round_id=round_id,
+                        blob_digest=keccak(text=f"b{round_id}.{i}"),
+                        event_digest=keccak(text=f"e{round_id}.{i}"),
+                        epsilon=1.0 + i / 1000,
+                    )
+                    for i, c in enumerate(members)
+                ]
+                commit_gas = [ledger.commit_batch(round_id, signed, sender=aggregator).gas_used]
+            else:
+                commit_gas = [
+                    ledger.commit(
+                        round_id,
+                        blob_digest=keccak(text=f"b{round_id}.{i}"),
+                        event_digest=keccak(text=f"e{round_id}.{i}"),
+                        epsilon=1.0 + i / 1000,
+                        sender=c,
+                    ).gas_used
+                    for i, c in enumerate(members)
+                ]
+            published = ledger.publish_aggregate(
+                round_id,
+                aggregate_digest=keccak(text=f"agg{round_id}"),
+                participants=[c.address for c in members],
+                sender=aggregator,
+            )
+            finalized = ledger.finalize(round_id, sender=aggregator)
+            row = {
+                "n": n,
+                "open_gas": opened.gas_used,
+                "publish_gas": published.gas_used,
+                "finalize_gas": finalized.gas_used,
+            }
+            if batched:
+                total = commit_gas[0]
+                row |= {
+                    "batch_tx_gas": total,
+                    "per_client_total": round(total / n, 1),
+                    "per_client_net_of_intrinsic": round((total - 21_000) / n, 1),
+                }
+                batched_rows.append(row)
+            else:
+                row |= {
+                    "commit_gas_mean": statistics.fmean(commit_gas),
+                    "commit_gas_max": max(commit_gas),
+                    "commit_gas_net_of_intrinsic": statistics.fmean(commit_gas) - 21_000,
+                }
+                direct_rows.append(row)
+
+    slope, intercept = _fit([(r["n"], r["batch_tx_gas"]) for r in batched_rows])
+    for r in batched_rows:
+        r["per_client_net_of_fixed"] = round((r["batch_tx_gas"] - intercept) / r["n"], 1)
+    open_slope_direct, open_fixed_direct = _fit([(r["n"], r["open_gas"]) for r in direct_rows])
+    open_slope_batched, open_fixed_batched = _fit([(r["n"], r["open_gas"]) for r in batched_rows])
+    fin_slope, fin_fixed = _fit([(r["n"], r["finalize_gas"]) for r in batched_rows])
+    direct_max = max(r["commit_gas_max"] for r in direct_rows)
+    at_target = next((r for r in batched_rows if r["n"] == BATCH_TARGET_N), None)
+    return {
+        "benchmark": "gas",
+        "backend": backend.name,
+        "chain_id": backend.chain_id,
+        "gas_includes_21k_intrinsic": True,
+        "deploy_gas": ledger.deploy_gas,
+        "baseline_plain_mapping_commit": baseline,
+        "direct": direct_rows,
+        "batched": batched_rows,
+        "fits": {
+            "batch_marginal_gas_per_client": round(slope, 1),
+            "batch_fixed_gas_per_tx": round(intercept, 1),
+            "open_direct_fixed": round(open_fixed_direct, 1),
+            "open_direct_per_client": round(open_slope_direct, 1),
+            "open_batched_fixed": round(open_fixed_batched, 1),
+            "open_batched_per_client": round(open_slope_batched, 1),
+            "finalize_fixed": round(fin_fixed, 1),
+            "finalize_per_client": round(fin_slope, 1),
+        },
+        "ratios_vs_baseline": {
+            "direct_commit": round(direct_max / baseline["commit_gas_mean"], 3),
+            "batched_marginal_per_client": round(slope / baseline["commit_gas_mean"], 3),
+        },
+        "targets": {
+            "direct_commit_max_gas": direct_max,
+            "direct_commit_le_35k": direct_max <= DIRECT_TARGET,
+            "batched_per_client_total_at_64": at_target and at_target["per_client_total"],
+            "batched_le_10k_per_client_at_64": bool(
+                at_target and at_target["per_client_total"] <= BATCH_TARGET_PER_CLIENT
+            ),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the gas benchmark and print JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["anvil", "inprocess"], default=None)
+    parser.add_argument("--sizes", default="1,8,32,64,100")
+    args = parser.parse_args(argv)
+    sizes = sorted({int(s) for s in args.sizes.split(",")})
+    if min(sizes) < 1:
+        parser.error("--sizes must be positive integers")
+    name = args.backend or ("anvil" if find_anvil() else "inprocess")
+    backend = AnvilBackend() if name == "anvil" else InProcessBackend()
+    with backend:
+        print(json.dumps(run(backend, sizes), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
