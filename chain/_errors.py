@@ -97,6 +97,10 @@ class AlreadyCommitted(LedgerRevertError):
     """The client already committed in this round."""
 
 
+class NotCommitted(LedgerRevertError):
+    """A published participant did not commit in the round."""
+
+
 class BudgetExceeded(LedgerRevertError):
     """The claimed cumulative epsilon exceeds the per-client budget."""
 
@@ -137,6 +141,7 @@ REVERT_CLASSES: dict[str, type[LedgerRevertError]] = {
         DeadlinePassed,
         NotSelected,
         AlreadyCommitted,
+        NotCommitted,
         BudgetExceeded,
         BadIndex,
         MalformedCommit,

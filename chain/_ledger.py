@@ -127,6 +127,7 @@ class Ledger:
 
     def __init__(self, w3: Web3, address: str, *, backend: Any = None) -> None:
         art = load_artifact(CONTRACT_NAME)
+        self.deploy_gas: int | None = None
         self._w3 = w3
         self._backend = backend
         self._abi: list[dict[str, Any]] = art["abi"]
@@ -156,8 +157,6 @@ class Ledger:
         ledger = cls(w3, receipt["contractAddress"], backend=backend)
         ledger.deploy_gas = int(receipt["gasUsed"])
         return ledger
-
-    deploy_gas: int = 0
 
     @classmethod
     def attach(cls, backend_or_w3: SupportsWeb3 | Web3, address: str) -> Ledger:
@@ -382,11 +381,13 @@ class Ledger:
         participants: Sequence[str],
         sender: LocalAccount,
     ) -> TxResult:
-        """Publish the aggregate's digest and its participants; closes the round to commits."""
+        """Publish the aggregate's digest and its participants (each must have committed);
+        closes the round to commits."""
         _check_round(round_id)
         args = [
             round_id,
             as_digest(aggregate_digest, field="aggregate_digest"),
+            list(self.selected_clients(round_id)),
             _sort_addresses(participants),
         ]
         return self._transact("publishAggregate", args, sender, round_id)

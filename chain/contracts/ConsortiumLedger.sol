@@ -158,6 +158,7 @@ contract ConsortiumLedger {
     error DeadlinePassed(uint256 round, uint64 deadline, uint256 blockNumber);
     error NotSelected(uint256 round, address client);
     error AlreadyCommitted(uint256 round, address client);
+    error NotCommitted(uint256 round, address client);
     error BudgetExceeded(address client, uint64 claimed, uint64 budget);
     error BadIndex(uint256 position, uint256 index);
     error MalformedCommit(uint256 position);
@@ -301,13 +302,20 @@ contract ConsortiumLedger {
     }
 
     /// @notice The aggregator publishes the aggregate's digest and who is in it; this closes
-    ///         the round to further commits.
-    function publishAggregate(uint256 round, bytes32 aggregateDigest, address[] calldata participants)
-        external
-        onlyRole(ROLE_AGGREGATOR)
-    {
+    ///         the round to further commits. Every participant must have committed in this
+    ///         round (strictly ascending, so no one is counted twice).
+    /// @param clients the round's full selected list (checked against the stored hash).
+    function publishAggregate(
+        uint256 round,
+        bytes32 aggregateDigest,
+        address[] calldata clients,
+        address[] calldata participants
+    ) external onlyRole(ROLE_AGGREGATOR) {
         Round storage rd = rounds[round];
-        if (rd.header.status != STATUS_OPEN) revert WrongRound(round, rd.header.status);
+        Header memory h = rd.header;
+        if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
+        if (keccak256(abi.encodePacked(clients)) != rd.clientsHash) revert BadClientList(round);
+        _checkParticipants(round, h.batched, clients, participants);
         rd.header.status = STATUS_AGGREGATED;
         rd.aggregateDigest = aggregateDigest;
         rd.participantsHash = keccak256(abi.encodePacked(participants));
@@ -479,6 +487,32 @@ contract ConsortiumLedger {
         address signer =
             _recover(round, client, c.blobDigest, c.eventDigest, epsilon, meta >> 80, c.r, sigS);
         if (signer == address(0) || signer != client) revert InvalidSignature(i);
+    }
+
+    /// @dev Participants are strictly ascending and each committed in `round` (direct: its
+    ///      slot holds a commitment; batched: its bit is set, found by a merge walk of the
+    ///      two sorted lists).
+    function _checkParticipants(
+        uint256 round,
+        bool batched,
+        address[] calldata clients,
+        address[] calldata participants
+    ) internal view {
+        address previous = address(0);
+        uint256 j = 0;
+        for (uint256 i = 0; i < participants.length; ++i) {
+            address p = participants[i];
+            if (p <= previous) revert ClientsNotSorted(i);
+            previous = p;
+            if (!batched) {
+                if (commitmentOf[round][p] <= SELECTED) revert NotCommitted(round, p);
+                continue;
+            }
+            while (j < clients.length && clients[j] < p) ++j;
+            if (j == clients.length || clients[j] != p) revert NotCommitted(round, p);
+            uint256 bits = committedBits[round][j / BITS_PER_WORD];
+            if (bits & (1 << (j % BITS_PER_WORD)) == 0) revert NotCommitted(round, p);
+        }
     }
 
     /// @dev EIP-712 digest of Commit(round, client, blob, event, epsilon) and ecrecover, in

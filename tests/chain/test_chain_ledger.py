@@ -31,6 +31,7 @@ from chain import (
     Ledger,
     LedgerRevertError,
     NotAdmin,
+    NotCommitted,
     NotRegistered,
     NotSelected,
     Role,
@@ -482,3 +483,32 @@ def test_attach_reads_the_same_ledger(env: Env) -> None:
     assert info.address == env.ledger.address and info.backend == env.backend.name
     with pytest.raises(ChainConfigError):
         Ledger.attach(env.backend, env.outsider.address)  # no code there
+
+
+def test_participants_must_have_committed(env: Env) -> None:
+    members = env.clients[:3]
+    for batched in (False, True):
+        round_id = env.new_round(members, batched=batched)
+        if batched:
+            env.ledger.commit_batch(
+                round_id, [_sign(env, round_id, members[0])], sender=env.aggregator
+            )
+        else:
+            _commit(env, round_id, members[0])
+        for bogus in (members[1], env.clients[9]):  # selected but silent; never selected
+            with pytest.raises(NotCommitted):
+                env.ledger.publish_aggregate(
+                    round_id,
+                    aggregate_digest=keccak(text="agg"),
+                    participants=[members[0].address, bogus.address],
+                    sender=env.aggregator,
+                )
+        env.ledger.publish_aggregate(
+            round_id,
+            aggregate_digest=keccak(text="agg"),
+            participants=[members[0].address],
+            sender=env.aggregator,
+        )
+        info = env.ledger.round_info(round_id)
+        assert info.participants == (members[0].address,)
+        assert info.participants_hash == list_hash([members[0].address])
