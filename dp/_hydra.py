@@ -46,7 +46,7 @@ class DPSampleSchema:
 
     ``fix_model`` asks the runner to replace BatchNorm with GroupNorm once, on the global
     model (:func:`dp.prepare_model`); ``grad_sample_mode`` picks Opacus's per-sample
-    gradient engine (``hooks``, ``functorch`` or ``ew``).
+    gradient engine (``hooks``, ``functorch``, ``ew`` or ``ghost`` clipping).
     """
 
     name: str = "sample"

@@ -196,3 +196,24 @@ def test_bad_client_parameters_are_named_errors() -> None:
     client = _client(DPConfig(noise_multiplier=1.0), 500)
     with pytest.raises(InvalidDPConfigError, match="loaded into"):
         client.load_state_dict({**client.state_dict(), "client_id": "client-9"})
+
+
+@pytest.mark.parametrize("mode", ["functorch", "ghost"])
+def test_other_grad_sample_modes_train_and_account_identically(
+    breast_cancer: tuple[TensorDataset, TensorDataset], make_mlp: MLPFactory, mode: str
+) -> None:
+    train, _ = breast_cancer
+    config = DPConfig(noise_multiplier=1.0)
+    reference = _client(config, len(train), batch_size=2)
+    client = _client(config, len(train), batch_size=2, grad_sample_mode=mode)
+    kwargs = dict(dataset=train, round_id=0, local_steps=12, lr=0.1)
+    expected = reference.train_round(model=make_mlp(), **kwargs)  # type: ignore[arg-type]
+    result = client.train_round(
+        model=make_mlp(),
+        generator=torch.Generator().manual_seed(3),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    assert result.steps == 12 and result.empty_batches > 0  # q = 2/455: empty batches occur
+    assert np.all(np.isfinite(result.parameters))
+    assert client.epsilon == reference.epsilon
+    assert result.event.sample_rate == expected.event.sample_rate
