@@ -14,7 +14,7 @@ sum of the others is still recovered while every stage keeps ``t`` clients.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -80,6 +80,20 @@ def _matches_commitment(commitment: bytes, seed: bytes) -> bool:
 
 def _matches_public_key(public: bytes, secret: bytes) -> bool:
     return _keys.public_from_secret(secret) == public
+
+
+def _candidate_sets(points: list[int], threshold: int) -> Iterator[list[int]]:
+    """t-subsets to try: the first t, then leaving out each one in turn, then sliding windows.
+
+    With at least t + 1 shares this finds a correct subset whenever one share is bad.
+    """
+    yield points[:threshold]
+    if len(points) == threshold:
+        return
+    for left_out in points[: threshold + 1]:
+        yield [x for x in points if x != left_out][:threshold]
+    for start in range(1, len(points) - threshold + 1):
+        yield points[start : start + threshold]
 
 
 def _reason(error: Exception) -> str:
@@ -192,9 +206,9 @@ class MaskingServer:
                 f"client {sender} addressed shares to non-neighbours {sorted(strangers)}"
             )
         if len(receivers) < self.plan.threshold:
-            raise BelowThresholdError(
+            raise MessageFormatError(
                 f"client {sender} shared with {len(receivers)} neighbours, "
-                f"below t={self.plan.threshold}"
+                f"below t={self.plan.threshold}: its secrets could not be recovered"
             )
         self._state.shares[sender] = message
 
@@ -381,8 +395,8 @@ class MaskingServer:
             raise BelowThresholdError(
                 f"{what} of client {owner}: {len(points)} shares, below t={threshold}"
             )
-        for start in range(len(points) - threshold + 1):
-            window = {x: shares[x] for x in points[start : start + threshold]}
+        for chosen in _candidate_sets(points, threshold):
+            window = {x: shares[x] for x in chosen}
             value = _shamir.interpolate_at_zero(window)
             if value >= 2**256:
                 continue

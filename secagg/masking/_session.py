@@ -6,7 +6,8 @@ and records bytes and seconds per phase. Stage mapping:
 
 * ``setup(dropouts=...)``: advertise keys, then share keys; ``dropouts`` advertise their
   keys and vanish before sending shares (``advertise_dropouts`` vanish before advertising).
-* ``protect``: the masked-input message of one client.
+* ``protect``: the masked-input message of one client (its bytes down are the sealed shares
+  the server routes to it at the start of this stage).
 * ``combine``: the server's modular sum of the valid masked inputs (deterministic).
 * ``reveal(aggregate, survivors=...)``: unmask with the shares of ``survivors``.
 
@@ -82,7 +83,6 @@ class MaskingSession(RoundSession):
             stats.bytes_up["setup"] += sum(map(len, uploads.values()))
             self.server.collect(self.server.receive_share_keys, uploads)
             self._deliveries = self.server.deliver_shares()
-            stats.bytes_down["setup"] += sum(map(len, self._deliveries.values()))
         for client in advertise_dropouts:
             self._dropped[client] = "dropped before advertising keys"
         for client in dropouts:

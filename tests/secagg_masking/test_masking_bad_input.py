@@ -320,25 +320,26 @@ def test_client_refuses_to_reveal_both_secrets() -> None:
         round_.clients[0].unmask(fine)  # answers once per round
 
 
-def test_bad_share_from_a_survivor_is_caught_and_sum_still_recovered() -> None:
+@pytest.mark.parametrize("cheater", [0, 3])
+def test_bad_share_from_a_survivor_is_caught_and_sum_still_recovered(cheater: int) -> None:
     round_ = Round()
     round_.masked()
 
     def tamper(responses: dict[int, bytes]) -> dict[int, bytes]:
         message = UnmaskResponse.decode(
-            responses[0], round_id=5, params_digest=round_.plan.params_digest
+            responses[cheater], round_id=5, params_digest=round_.plan.params_digest
         )
         owner, share = message.seed_shares[0]
         forged = (int.from_bytes(share, "big") + 1).to_bytes(66, "big")
         changed = ((owner, forged), *message.seed_shares[1:])
         return {
             **responses,
-            0: UnmaskResponse(message.header, changed, message.key_shares).encode(),
+            cheater: UnmaskResponse(message.header, changed, message.key_shares).encode(),
         }
 
     result = round_.reveal(tamper=tamper)
     assert np.max(np.abs(result - round_.expected())) < 1e-6
-    assert "bad share" in round_.server.misbehaving[0]
+    assert "bad share" in round_.server.misbehaving[cheater]
 
 
 def test_response_for_other_peers_is_rejected() -> None:
@@ -356,3 +357,25 @@ def test_response_for_other_peers_is_rejected() -> None:
         round_.server.receive_unmask_response(0, response)
     with pytest.raises(StageError, match="already sent"):
         round_.server.unmask_requests(range(N))
+
+
+def test_client_sharing_with_too_few_neighbours_is_excluded_not_fatal() -> None:
+    round_ = Round()
+
+    def tamper(uploads: dict[int, bytes]) -> dict[int, bytes]:
+        message = ShareKeys.decode(uploads[7], round_id=5, params_digest=round_.plan.params_digest)
+        short = ShareKeys(message.header, message.shares[:2]).encode()
+        return {**uploads, 7: short}
+
+    deliveries = round_.share(tamper)
+    assert 7 not in deliveries
+    assert "below t=" in round_.server.misbehaving[7]
+
+
+def test_session_setup_rejects_unknown_dropouts_and_reruns() -> None:
+    session = MaskingScheme(MaskingParams()).start_round(round_id=2, client_ids=range(5), dim=3)
+    with pytest.raises(UnknownClientError, match="dropouts"):
+        session.setup(dropouts=[9])
+    session.setup()
+    with pytest.raises(StageError, match="already ran"):
+        session.setup()
