@@ -54,6 +54,7 @@ from chain._hydra import (
     register_configs,
 )
 from chain._ledger import Ledger, LedgerInfo, list_hash
+from chain._reputation import Opinion, opinion
 from chain._types import (
     EPSILON_SCALE,
     REPUTATION_SCALE,
@@ -110,6 +111,7 @@ __all__ = [
     "NotCommitted",
     "NotRegistered",
     "NotSelected",
+    "Opinion",
     "Reputation",
     "Role",
     "RoundExists",
@@ -132,6 +134,7 @@ __all__ = [
     "list_hash",
     "load_artifact",
     "open_backend",
+    "opinion",
     "redact_url",
     "register_configs",
     "sign_commit",

@@ -41,6 +41,7 @@ from chain import (
     WrongRound,
     find_anvil,
     list_hash,
+    opinion,
     sign_commit,
 )
 from chain._eip712 import SECP256K1_ORDER
@@ -512,3 +513,14 @@ def test_participants_must_have_committed(env: Env) -> None:
         info = env.ledger.round_info(round_id)
         assert info.participants == (members[0].address,)
         assert info.participants_hash == list_hash([members[0].address])
+
+
+def test_onchain_score_matches_subjective_logic_model(env: Env) -> None:
+    client = env.clients[9]
+    rep = env.ledger.reputation(client.address)
+    model = opinion(rep.positive, rep.negative)
+    assert rep.score_fixed == model.score_fixed
+    assert model.belief + model.disbelief + model.uncertainty == pytest.approx(1.0)
+    assert model.score == pytest.approx(
+        model.belief + model.base_rate * model.uncertainty, abs=1e-6
+    )
