@@ -18,17 +18,27 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import tenseal.sealapi as seal
+import zstandard
 
 from secagg._errors import ParameterMismatchError
 from secagg.ckks._params import CKKSParams
 
 _SEAL_MAGIC = 0xA15E
+_SEAL_MAJOR = 4
 _SEAL_HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compr, rsvd, size
+_PARMS_ID_SIZE = 32
+# Ciphertext members after parms_id: is_ntt_form, size, N, coeff modulus count, scale,
+# correction factor; then the coefficient DynArray (its own header, count, data).
+_MEMBERS = struct.Struct("<BQQQdQ")
+_COMPR_NONE, _COMPR_ZLIB, _COMPR_ZSTD = 0, 1, 2
+_MAX_SEAL_OBJECT = 1 << 28
+_ZSTD = zstandard.ZstdDecompressor()
 
 
 def _scratch_base() -> str | None:
@@ -72,6 +82,11 @@ class _Ring:
             with open(path, "rb") as handle:
                 header = handle.read(_SEAL_HEADER.size)
         _, _, major, minor, _, _, _ = _SEAL_HEADER.unpack(header)
+        if major != _SEAL_MAJOR:
+            raise ParameterMismatchError(
+                f"SEAL {major}.{minor} is not supported: the ciphertext layout written by "
+                f"ciphertext_from_coefficients is SEAL {_SEAL_MAJOR}.x's"
+            )
         return major, minor
 
     def ciphertext_from_coefficients(self, coefficients: np.ndarray) -> seal.Ciphertext:
@@ -82,8 +97,7 @@ class _Ring:
         array_bytes = self._header(len(array_body)) + array_body
         members = (
             struct.pack("<4Q", *self.wire_parms_id)
-            + b"\x01"
-            + struct.pack("<QQQdQ", 2, degree, 1, self.params.scale, 1)
+            + _MEMBERS.pack(1, 2, degree, 1, self.params.scale, 1)
             + array_bytes
         )
         ciphertext = seal.Ciphertext()
@@ -92,6 +106,34 @@ class _Ring:
         ciphertext.load(self.context, self._ciphertext_path)
         return ciphertext
 
+    def coefficients(self, ciphertext: seal.Ciphertext) -> np.ndarray:
+        """The ``(2, N)`` coefficients of a last-level ciphertext, via SEAL's own ``save``.
+
+        Reading SEAL's serialization (decompressed) is ~4x faster than one Python call per
+        coefficient; the layout is checked field by field against what we expect.
+        """
+        degree = self.params.poly_modulus_degree
+        ciphertext.save(self._ciphertext_path)
+        with open(self._ciphertext_path, "rb") as handle:
+            raw = handle.read()
+        magic, _, _, _, mode, _, size = _SEAL_HEADER.unpack_from(raw)
+        if magic != _SEAL_MAGIC or size != len(raw):
+            raise ParameterMismatchError("SEAL wrote an unexpected ciphertext header")
+        body = _decompress(mode, raw[_SEAL_HEADER.size :])
+        parms_id = list(struct.unpack_from("<4Q", body))
+        fields = struct.unpack_from("<BQQQ", body, _PARMS_ID_SIZE)
+        count_offset = _PARMS_ID_SIZE + _MEMBERS.size + _SEAL_HEADER.size
+        (count,) = struct.unpack_from("<Q", body, count_offset)
+        if (
+            parms_id != list(self.wire_parms_id)
+            or fields != (1, 2, degree, 1)
+            or (count != 2 * degree)
+        ):
+            raise ParameterMismatchError("ciphertext is not a size-2 NTT-form last-level one")
+        return np.frombuffer(body, dtype="<u8", count=2 * degree, offset=count_offset + 8).reshape(
+            2, degree
+        )
+
     def _header(self, body_size: int) -> bytes:
         major, minor = self.version
         return _SEAL_HEADER.pack(
@@ -99,12 +141,14 @@ class _Ring:
         )
 
 
-def _coefficients(ciphertext: seal.Ciphertext, degree: int) -> np.ndarray:
-    data = ciphertext.dyn_array()
-    count = 2 * degree
-    return np.fromiter(map(data.__getitem__, range(count)), dtype=np.uint64, count=count).reshape(
-        2, degree
-    )
+def _decompress(mode: int, body: bytes) -> bytes:
+    if mode == _COMPR_NONE:
+        return body
+    if mode == _COMPR_ZLIB:
+        return zlib.decompress(body)
+    if mode == _COMPR_ZSTD:
+        return _ZSTD.decompress(body, max_output_size=_MAX_SEAL_OBJECT)
+    raise ParameterMismatchError(f"unknown SEAL compression mode {mode}")
 
 
 class PublicSealKeys:
@@ -143,7 +187,7 @@ class PublicSealKeys:
             packed = (chunk[0::2] + 1j * chunk[1::2]).tolist()
             ring.encoder.encode(packed, ring.wire_parms_id, ring.params.scale, plaintext)
             self._encryptor.encrypt(plaintext, ciphertext)
-            out[index] = _coefficients(ciphertext, degree)
+            out[index] = ring.coefficients(ciphertext)
         return out
 
 
