@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from secagg._errors import InsecureParametersError
@@ -90,3 +91,19 @@ def test_wire_prime_matches_seal(params: CKKSParams) -> None:
 def test_digest_separates_parameters() -> None:
     assert aggregation_params().digest() != compat_params().digest()
     assert aggregation_params().digest() == aggregation_params().digest()
+
+
+def test_ciphertext_coefficients_round_trip_through_seal() -> None:
+    from secagg.ckks._seal import PublicSealKeys, SecretSealKeys
+
+    params = aggregation_params()
+    secret = SecretSealKeys(params)
+    public = PublicSealKeys(params, secret.public_key_bytes)
+    values = np.linspace(-1.0, 1.0, params.poly_modulus_degree)
+    coefficients = public.encrypt(values)
+    assert coefficients.shape == (1, 2, params.poly_modulus_degree)
+    assert np.all(coefficients < np.uint64(wire_prime(params)))
+    ring = _Ring(params)
+    rebuilt = ring.coefficients(ring.ciphertext_from_coefficients(coefficients[0]))
+    np.testing.assert_array_equal(rebuilt, coefficients[0])
+    np.testing.assert_allclose(secret.decrypt(coefficients), values, atol=1e-8)
