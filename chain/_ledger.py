@@ -125,9 +125,12 @@ class Ledger:
     (hash, block, ``gas_used``). ``history`` keeps ``(round_id, TxResult)`` of every write.
     """
 
-    def __init__(self, w3: Web3, address: str, *, backend: Any = None) -> None:
+    def __init__(
+        self, w3: Web3, address: str, *, backend: Any = None, start_block: int = 0
+    ) -> None:
         art = load_artifact(CONTRACT_NAME)
         self.deploy_gas: int | None = None
+        self.start_block = start_block
         self._w3 = w3
         self._backend = backend
         self._abi: list[dict[str, Any]] = art["abi"]
@@ -154,20 +157,28 @@ class Ledger:
         receipt = send_signed(w3, admin, tx)
         if receipt["status"] != 1 or not receipt.get("contractAddress"):
             raise TransactionFailedError("ledger deployment failed")
-        ledger = cls(w3, receipt["contractAddress"], backend=backend)
+        ledger = cls(
+            w3, receipt["contractAddress"], backend=backend, start_block=int(receipt["blockNumber"])
+        )
         ledger.deploy_gas = int(receipt["gasUsed"])
         return ledger
 
     @classmethod
-    def attach(cls, backend_or_w3: SupportsWeb3 | Web3, address: str) -> Ledger:
-        """Client of an existing ledger (checks code is deployed at ``address``)."""
+    def attach(
+        cls, backend_or_w3: SupportsWeb3 | Web3, address: str, *, start_block: int = 0
+    ) -> Ledger:
+        """Client of an existing ledger (checks code is deployed at ``address``).
+
+        ``start_block`` (the deployment block, if known) is where event scans begin."""
         if isinstance(backend_or_w3, Web3):
             w3, backend = backend_or_w3, None
         else:
             w3, backend = backend_or_w3.w3, backend_or_w3
         if not w3.eth.get_code(_address(address)):
             raise ChainConfigError(f"no contract code at address {address}")
-        return cls(w3, address, backend=backend)
+        if start_block < 0:
+            raise ChainConfigError(f"start_block must be >= 0, got {start_block}")
+        return cls(w3, address, backend=backend, start_block=start_block)
 
     @property
     def w3(self) -> Web3:
@@ -401,7 +412,8 @@ class Ledger:
         return self._transact("attestReveal", [round_id, digest], sender, round_id)
 
     def finalize(self, round_id: int, *, sender: LocalAccount) -> TxResult:
-        """Finalize: reputation +1 for each timely committer, -1 for each selected no-show."""
+        """Finalize after ``publish_aggregate`` (and ``attest_reveal`` where a key holder
+        exists): reputation +1 for each timely committer, -1 for each selected no-show."""
         _check_round(round_id)
         clients = list(self.selected_clients(round_id))
         return self._transact("finalize", [round_id, clients], sender, round_id)
@@ -542,12 +554,13 @@ class Ledger:
         self,
         name: str,
         *,
-        from_block: int = 0,
+        from_block: int | None = None,
         to_block: int | None = None,
         page_size: int = 1000,
         argument_filters: dict[str, Any] | None = None,
     ) -> Iterator[LedgerEvent]:
-        """Decoded ``name`` events in block ranges of ``page_size`` blocks (full-node logs)."""
+        """Decoded ``name`` events in block ranges of ``page_size`` blocks (full-node logs),
+        from ``from_block`` (default: the ledger's ``start_block``) to ``to_block`` (latest)."""
         if page_size < 1:
             raise ChainConfigError(f"page_size must be >= 1, got {page_size}")
         try:
@@ -555,7 +568,7 @@ class Ledger:
         except Exception as exc:
             raise ChainConfigError(f"unknown event {name!r}") from exc
         last = self.block_number() if to_block is None else to_block
-        start = from_block
+        start = self.start_block if from_block is None else from_block
         while start <= last:
             end = min(start + page_size - 1, last)
             logs = event().get_logs(
