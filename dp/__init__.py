@@ -49,6 +49,7 @@ from dp._events import (
     PrivacyEvent,
     events_to_segments,
     recompute_epsilon,
+    summarize_events,
     verify_event_chain,
 )
 from dp._hydra import (
@@ -105,6 +106,7 @@ __all__ = [
     "recompute_epsilon",
     "register_configs",
     "require_secure_aggregation",
+    "summarize_events",
     "to_dp_config",
     "to_dp_setup",
     "verify_event_chain",

@@ -38,6 +38,7 @@ __all__ = [
     "PrivacyEvent",
     "events_to_segments",
     "recompute_epsilon",
+    "summarize_events",
     "verify_event_chain",
 ]
 
@@ -253,3 +254,37 @@ def recompute_epsilon(events: Sequence[PrivacyEvent]) -> float:
     return compose_epsilon(
         events_to_segments(events), delta=events[0].delta, accountant=events[0].accountant
     )
+
+
+def summarize_events(events: Sequence[PrivacyEvent]) -> dict[str, Any]:
+    """JSON-ready totals of one client's verified history (for ``final.privacy``).
+
+    Holds everything needed to recompute the epsilon without this package: accountant,
+    delta, mechanism, the distinct ``(sample_rate, noise_multiplier, poisson_sampling)``
+    segments with their step counts, total steps, the recomputed cumulative epsilon, the
+    budget and the digest of the last event (the head of the hash chain).
+    """
+    if not events:
+        raise EventChainError("cannot summarise an empty event history")
+    epsilon = recompute_epsilon(events)
+    segments: dict[tuple[float, float, bool], int] = {}
+    for e in events:
+        key = (e.sample_rate, e.noise_multiplier, e.poisson_sampling)
+        segments[key] = segments.get(key, 0) + e.steps
+    last = events[-1]
+    return {
+        "client_id": last.client_id,
+        "mechanism": last.mechanism,
+        "accountant": last.accountant,
+        "delta": last.delta,
+        "max_grad_norm": sorted({e.max_grad_norm for e in events}),
+        "segments": [
+            {"sample_rate": q, "noise_multiplier": sigma, "poisson_sampling": poisson, "steps": n}
+            for (q, sigma, poisson), n in segments.items()
+        ],
+        "total_steps": last.cumulative_steps,
+        "rounds": len(events),
+        "epsilon": epsilon,
+        "epsilon_budget": last.epsilon_budget,
+        "last_event_digest": last.digest_hex(),
+    }

@@ -16,6 +16,7 @@ from dp import (
     Segment,
     compose_epsilon,
     recompute_epsilon,
+    summarize_events,
     verify_event_chain,
 )
 
@@ -136,3 +137,17 @@ def test_tampered_chains_are_detected() -> None:
 def test_invalid_events_are_refused(field: str, value: object) -> None:
     with pytest.raises(EventChainError, match=field):
         dataclasses.replace(_chain(1)[0], **{field: value})  # type: ignore[arg-type]
+
+
+def test_summary_has_what_an_auditor_needs() -> None:
+    events = _chain(3)
+    summary = summarize_events(events)
+    json.dumps(summary)  # JSON-ready
+    assert summary["epsilon"] == events[-1].cumulative_epsilon
+    assert summary["total_steps"] == 75 and summary["rounds"] == 3
+    assert summary["segments"] == [
+        {"sample_rate": 0.07, "noise_multiplier": 1.3, "poisson_sampling": True, "steps": 75}
+    ]
+    assert summary["last_event_digest"] == events[-1].digest_hex()
+    segments = [Segment(sample_rate=0.07, noise_multiplier=1.3, steps=75)]
+    assert compose_epsilon(segments, delta=summary["delta"], accountant="rdp") == summary["epsilon"]

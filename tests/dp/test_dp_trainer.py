@@ -217,3 +217,46 @@ def test_other_grad_sample_modes_train_and_account_identically(
     assert np.all(np.isfinite(result.parameters))
     assert client.epsilon == reference.epsilon
     assert result.event.sample_rate == expected.event.sample_rate
+
+
+@pytest.mark.slow
+def test_five_client_federation_meets_target_epsilon_and_accuracy(
+    breast_cancer: tuple[TensorDataset, TensorDataset],
+    accuracy: Callable[[nn.Module, TensorDataset], float],
+) -> None:
+    """Package-level rehearsal of the issue's criterion: 5 clients, epsilon <= 1.0, acc >= 0.90."""
+    train, test = breast_cancer
+    features, targets = train.tensors
+    parts = np.array_split(np.random.default_rng(0).permutation(len(train)), 5)
+    rounds, steps = 8, 6
+    config = DPConfig(target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0)
+    clients = [
+        SampleLevelDPClient(
+            client_id=f"client-{i}",
+            config=config,
+            n_records=len(part),
+            batch_size=32,
+            planned_rounds=rounds,
+            steps_per_round=steps,
+        )
+        for i, part in enumerate(parts)
+    ]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(30, 2))
+    history = []
+    for round_id in range(rounds):
+        updates = [
+            client.train_round(
+                model=model,
+                dataset=TensorDataset(features[part], targets[part]),
+                round_id=round_id,
+                local_steps=steps,
+                lr=0.5,
+            ).parameters
+            for client, part in zip(clients, parts, strict=True)
+        ]
+        _load(model, np.mean(updates, axis=0))
+        history.append(max(c.epsilon for c in clients))
+    assert history == sorted(history) and history[-1] <= 1.0
+    assert all(recompute_epsilon(c.events) == c.epsilon for c in clients)
+    assert accuracy(model, test) >= 0.90
