@@ -153,3 +153,14 @@ def test_same_seed_same_rounds_different_seed_different_rounds(run_cfg: ToRun) -
     first = run(5)
     assert first == run(5)
     assert first != run(6)
+
+
+def test_progress_bar_for_interactive_runs_and_log_lines_otherwise(
+    run_cfg: ToRun, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = run_cfg(*TINY)
+    run_experiment(cfg, resolved_config={}, progress=True)
+    assert "rounds: 100%" in capsys.readouterr().err
+    with caplog.at_level("INFO", logger="experiments"):
+        run_experiment(cfg, resolved_config={}, progress=False)
+    assert "round 2/2: accuracy=" in caplog.text
