@@ -54,12 +54,13 @@ class _CKKSSession(RoundSession):
         scheme = self._scheme
         self.stats.seconds["setup"] += scheme._pending_setup_seconds
         scheme._pending_setup_seconds = 0.0
-        receivers = [cid for cid in self.client_ids if cid not in scheme._has_context]
-        if not scheme._aggregator_has_context:
-            receivers.append(-1)
-            scheme._aggregator_has_context = True
-        self.stats.bytes_down["setup"] += len(scheme.public_context) * len(receivers)
-        scheme._has_context.update(cid for cid in self.client_ids if cid not in dropouts)
+        new_clients = [
+            cid for cid in self.client_ids if cid not in scheme._has_context and cid not in dropouts
+        ]
+        receivers = len(new_clients) + (0 if scheme._aggregator_has_context else 1)
+        scheme._aggregator_has_context = True
+        scheme._has_context.update(new_clients)
+        self.stats.bytes_down["setup"] += len(scheme.public_context) * receivers
 
     def protect(self, client_id: int, update: np.ndarray) -> bytes:
         values = self.check_update(update)

@@ -130,3 +130,12 @@ def test_hydra_compose_selects_ckks(tmp_path: object) -> None:
     schema = OmegaConf.to_object(cfg.secagg)
     assert isinstance(schema, CKKSSchema)
     assert (schema.min_clients, schema.precision_bits, schema.preset) == (3, 20, "aggregation")
+
+
+def test_setup_sends_the_context_once_to_each_new_surviving_client(scheme: CKKSScheme) -> None:
+    session = scheme.start_round(round_id=5, client_ids=[1, 7, 8], dim=10)
+    session.setup(dropouts=[8])
+    assert session.stats.bytes_down["setup"] == len(scheme.public_context)  # client 7 only
+    later = scheme.start_round(round_id=6, client_ids=[7, 8], dim=10)
+    later.setup()
+    assert later.stats.bytes_down["setup"] == len(scheme.public_context)  # client 8 now
