@@ -20,11 +20,12 @@ distribution depend on e only through a shift of 2^-3..2^-6 of the flooding std,
 but *not* negligible statistical distance per coordinate; provable IND-CPA^D security
 would need flooding ~2^(lambda/2) times the error, i.e. tens of extra bits of modulus and
 an error far above 1e-6. Many decryptions of attacker-chosen aggregates can therefore
-still accumulate information about the key. Mitigations outside this module: the key
-holder decrypts only aggregates whose input digests match ledger commitments of selected
-clients, the auditor recombines the committed blobs and compares digests after the fact,
-keys are rotated (a fresh :class:`KeyHolder`) when the number of decryptions grows, and
-local DP bounds what any leak reveals about training data.
+still accumulate information about the key. Mitigations for the protocol layer, not
+implemented in this module: the key holder should decrypt only aggregates whose input
+digests match ledger commitments of selected clients; the auditor recombines the
+committed blobs and compares digests after the fact; keys should be rotated (a fresh
+:class:`KeyHolder`) as decryptions accumulate (:attr:`KeyHolder.decryptions` counts
+them); local DP bounds what any leak reveals about training data.
 """
 
 from __future__ import annotations
