@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 MODES = ("hooks", "functorch", "ew", "ghost")
 # Timed CPU steps per model: enough to average out, small enough for ~3 minutes in all.
-STEPS = {"mlp_30_64_32_2": 100, "mlp_784_256_128_10": 7, "cnn_28x28_groupnorm": 5}
+STEPS = {"mlp_30_64_32_2": 300, "mlp_784_256_128_10": 12, "cnn_28x28_groupnorm": 8}
 CLIP = 1.0
 
 

@@ -6,7 +6,14 @@ data set, composed over every step of every round. It assumes what the loop does
 step samples every record independently with probability ``sample_rate = batch_size /
 n_records`` (Opacus's ``DPDataLoader``, Poisson sampling), clips per-sample gradients to
 ``max_grad_norm`` and adds Gaussian noise of std ``noise_multiplier * max_grad_norm``.
-Empty Poisson batches are still noisy optimizer steps and are accounted as steps.
+Empty Poisson batches are still noisy optimizer steps and are accounted as steps. With
+``poisson_sampling=False`` (explicit, and recorded in every event) the loop uses shuffled
+fixed-size batches and the accounting claims no amplification by sampling (each step is an
+unsampled Gaussian mechanism with replace-one sensitivity 2C).
+
+A failed round (non-finite loss) releases nothing and is not accounted. The failure itself
+is a data-dependent signal: treat it as a configuration error (e.g. learning rate), not as
+a routine outcome to be reported per round.
 
 The training loss reported in :class:`LocalTrainingResult` is computed on the raw data
 without noise: it is a local diagnostic and is NOT covered by the DP guarantee.
@@ -26,7 +33,7 @@ from opacus import PrivacyEngine
 from opacus.data_loader import DPDataLoader
 from opacus.validators import ModuleValidator
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from dp._accounting import Segment, calibrate_noise, compose_epsilon
 from dp._config import DPConfig
@@ -297,11 +304,20 @@ class SampleLevelDPClient:
             base_optimizer = torch.optim.SGD(private_model.parameters(), lr=lr)
         else:
             base_optimizer = torch.optim.Adam(private_model.parameters(), lr=lr)
-        loader = DPDataLoader(dataset, sample_rate=self.sample_rate, generator=generator)
         loss_fn: Any = criterion if criterion is not None else nn.CrossEntropyLoss()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             engine = PrivacyEngine(accountant="rdp", secure_mode=self.config.secure_mode)
+            sampling_rng = engine.secure_rng if self.config.secure_mode else generator
+            loader: DataLoader[Any]
+            if self.config.poisson_sampling:
+                loader = DPDataLoader(dataset, sample_rate=self.sample_rate, generator=sampling_rng)
+            else:
+                # Shuffled fixed-size batches; accounted without amplification (see
+                # dp._accounting), which is sound for any batch selection.
+                loader = DataLoader(
+                    dataset, batch_size=self.batch_size, shuffle=True, generator=sampling_rng
+                )
             private = engine.make_private(
                 module=private_model,
                 optimizer=base_optimizer,
@@ -309,7 +325,7 @@ class SampleLevelDPClient:
                 criterion=loss_fn,
                 noise_multiplier=self.noise_multiplier,
                 max_grad_norm=self.config.max_grad_norm,
-                poisson_sampling=False,  # the loader already samples with our exact rate
+                poisson_sampling=False,  # the loader is already built, with our exact rate
                 grad_sample_mode=self.grad_sample_mode,
                 noise_generator=generator,
             )
@@ -317,11 +333,11 @@ class SampleLevelDPClient:
             dp_model, dp_optimizer, loss_fn, dp_loader = private
         else:
             dp_model, dp_optimizer, dp_loader = private
-        if not isinstance(dp_loader, DPDataLoader) or dp_loader.sample_rate != self.sample_rate:
-            raise DPError("Opacus replaced the Poisson data loader; refusing to account")
+        if dp_loader is not loader:
+            raise DPError("Opacus replaced the data loader; refusing to account")
         dp_model.forbid_grad_accumulation()
         # Opacus derives this from len(loader) (floor of 1/q); the noisy sum must be
-        # divided by the true expected batch size q*n.
+        # divided by the true expected batch size q*n (= batch_size).
         dp_optimizer.expected_batch_size = self.sample_rate * self.n_records
 
         losses: list[float] = []

@@ -260,3 +260,23 @@ def test_five_client_federation_meets_target_epsilon_and_accuracy(
     assert history == sorted(history) and history[-1] <= 1.0
     assert all(recompute_epsilon(c.events) == c.epsilon for c in clients)
     assert accuracy(model, test) >= 0.90
+
+
+def test_poisson_off_is_recorded_and_accounted_without_amplification(
+    breast_cancer: tuple[TensorDataset, TensorDataset], make_mlp: MLPFactory
+) -> None:
+    train, _ = breast_cancer
+    config = DPConfig(noise_multiplier=8.0, poisson_sampling=False)
+    client = _client(config, len(train))
+    result = client.train_round(model=make_mlp(), dataset=train, round_id=0, local_steps=4, lr=0.1)
+    assert result.steps == 4 and not result.event.poisson_sampling
+    unsampled = epsilon_for(
+        mechanism="dpsgd-sample",
+        sample_rate=1.0,
+        noise_multiplier=4.0,  # sigma / 2: replace-one sensitivity 2C, no amplification
+        steps=4,
+        delta=1e-5,
+        accountant="rdp",
+    )
+    assert client.epsilon == pytest.approx(unsampled)
+    assert recompute_epsilon(client.events) == client.epsilon
