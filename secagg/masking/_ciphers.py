@@ -6,6 +6,8 @@ place to review how keys, nonces and counters reach the block cipher.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from Crypto.Cipher import AES
 
 from secagg.masking._constants import NONCE_BYTES, TAG_BYTES
@@ -24,8 +26,14 @@ def aes_ctr_keystream(key: bytes, *, nbytes: int) -> bytearray:
         raise ValueError(f"nbytes must be >= 0, got {nbytes}")
     out = bytearray(nbytes)
     cipher = AES.new(key, AES.MODE_CTR, nonce=b"", initial_value=0)
-    cipher.encrypt(bytes(nbytes), output=out)
+    cipher.encrypt(_zeros(nbytes), output=out)
     return out
+
+
+@lru_cache(maxsize=4)
+def _zeros(nbytes: int) -> bytes:
+    """An immutable all-zero plaintext, shared between calls of the same length."""
+    return bytes(nbytes)
 
 
 def aes_gcm_seal(key: bytes, *, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:

@@ -142,7 +142,7 @@ class MaskingClient:
                 f"client {self.client_id} has {len(peers)} neighbours with keys, "
                 f"below the threshold t={plan.threshold}"
             )
-        own_secret = _keys.load_secret(state.encryption.secret)
+        own_secret = state.encryption.private
         order = sorted(peers)
         points = [peer + 1 for peer in order]
         seed_shares = _shamir.split(state.self_seed, threshold=plan.threshold, points=points)
@@ -234,7 +234,7 @@ class MaskingClient:
             )
         vector = quantize(values, bits=plan.bits, clip_range=plan.clip_range, scale=plan.scale)
         vector += expand_mask(state.self_seed, dim=plan.dim)
-        own_secret = _keys.load_secret(state.masking.secret)
+        own_secret = state.masking.private
         for peer in sorted(state.held_shares):
             shared = _keys.agree(own_secret, _keys.load_public(state.peer_masking_keys[peer]))
             key = pairwise_mask_key(shared, plan=plan, first=self.client_id, second=peer)

@@ -7,7 +7,7 @@ client's ``s`` key never opens the share channels).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from Crypto.Hash import SHA256
 from Crypto.Protocol.DH import (
@@ -23,16 +23,22 @@ from secagg.masking._constants import PUBLIC_KEY_BYTES, SECRET_BYTES
 
 @dataclass(frozen=True, repr=False)
 class KeyPair:
-    """An X25519 key pair; ``secret`` is the 32-byte RFC 7748 private key (never logged)."""
+    """An X25519 key pair; ``secret`` is the 32-byte RFC 7748 private key (never logged).
+
+    ``private`` is the parsed key object, kept so that each agreement skips re-parsing.
+    """
 
     secret: bytes
     public: bytes
+    private: ECC.EccKey = field(compare=False)
 
 
 def generate_keypair() -> KeyPair:
     """Draw a fresh X25519 key pair from the OS CSPRNG."""
     key = ECC.generate(curve="curve25519")
-    return KeyPair(secret=bytes(key.seed), public=key.public_key().export_key(format="raw"))
+    return KeyPair(
+        secret=bytes(key.seed), public=key.public_key().export_key(format="raw"), private=key
+    )
 
 
 def public_from_secret(secret: bytes) -> bytes:

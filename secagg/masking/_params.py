@@ -155,6 +155,11 @@ class RoundPlan:
         return 2**self.bits - 1
 
 
+def _count(fraction: float, n: int) -> int:
+    """floor(fraction * n), immune to binary rounding (0.29 * 100 is 29, not 28)."""
+    return math.floor(round(fraction * n, 9))
+
+
 def _resolve_threshold(params: MaskingParams, degree: int) -> int:
     if params.threshold is None:
         raise MaskingParameterError("threshold is not set")
@@ -169,8 +174,8 @@ def _resolve_threshold(params: MaskingParams, degree: int) -> int:
 
 
 def _choose_graph(params: MaskingParams, n: int) -> tuple[int, int, bool]:
-    corrupt = math.floor(params.max_corrupt_fraction * n)
-    dropped = math.floor(params.max_dropout_fraction * n)
+    corrupt = _count(params.max_corrupt_fraction, n)
+    dropped = _count(params.max_dropout_fraction, n)
     sparse_requested = params.graph == "sparse"
     complete = not sparse_requested
     degree = n - 1
