@@ -46,7 +46,7 @@ class DPSampleSchema:
 
     ``fix_model`` asks the runner to replace BatchNorm with GroupNorm once, on the global
     model (:func:`dp.prepare_model`); ``grad_sample_mode`` picks Opacus's per-sample
-    gradient engine (``hooks``, ``functorch``, ``ew`` or ``ghost`` clipping).
+    gradient engine (``ghost`` clipping, ``hooks`` or ``functorch``).
     """
 
     name: str = "sample"
@@ -60,7 +60,7 @@ class DPSampleSchema:
     secure_mode: bool = False
     allow_large_delta: bool = False
     fix_model: bool = False
-    grad_sample_mode: str = "hooks"
+    grad_sample_mode: str = "ghost"
 
 
 @dataclass
@@ -97,7 +97,7 @@ class DPSetup:
     config: DPConfig | None
     distributed: bool = False
     fix_model: bool = False
-    grad_sample_mode: str = "hooks"
+    grad_sample_mode: str = "ghost"
 
 
 def register_configs(store: ConfigStore | None = None) -> None:
@@ -166,7 +166,7 @@ def to_dp_setup(schema: Any) -> DPSetup:
     fix_model = values.get("fix_model", False)
     if not isinstance(fix_model, bool):
         raise InvalidDPConfigError(f"dp.fix_model must be a bool, got {fix_model!r}")
-    grad_sample_mode = values.get("grad_sample_mode", "hooks")
+    grad_sample_mode = values.get("grad_sample_mode", "ghost")
     if grad_sample_mode not in GRAD_SAMPLE_MODES:
         raise InvalidDPConfigError(
             f"dp.grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}"

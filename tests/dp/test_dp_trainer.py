@@ -193,18 +193,21 @@ def test_bad_client_parameters_are_named_errors() -> None:
         _client(DPConfig(noise_multiplier=1.0), 50, batch_size=64)
     with pytest.raises(InvalidDPConfigError, match="planned_rounds"):
         _client(DPConfig(noise_multiplier=1.0), 500, planned_rounds=0)
+    with pytest.raises(InvalidDPConfigError, match="grad_sample_mode"):
+        _client(DPConfig(noise_multiplier=1.0), 500, grad_sample_mode="ew")
     client = _client(DPConfig(noise_multiplier=1.0), 500)
     with pytest.raises(InvalidDPConfigError, match="loaded into"):
         client.load_state_dict({**client.state_dict(), "client_id": "client-9"})
 
 
-@pytest.mark.parametrize("mode", ["functorch", "ghost"])
+@pytest.mark.parametrize("mode", ["hooks", "functorch"])
 def test_other_grad_sample_modes_train_and_account_identically(
     breast_cancer: tuple[TensorDataset, TensorDataset], make_mlp: MLPFactory, mode: str
 ) -> None:
     train, _ = breast_cancer
     config = DPConfig(noise_multiplier=1.0)
-    reference = _client(config, len(train), batch_size=2)
+    reference = _client(config, len(train), batch_size=2)  # default mode: ghost clipping
+    assert reference.grad_sample_mode == "ghost"
     client = _client(config, len(train), batch_size=2, grad_sample_mode=mode)
     kwargs = dict(dataset=train, round_id=0, local_steps=12, lr=0.1)
     expected = reference.train_round(model=make_mlp(), **kwargs)  # type: ignore[arg-type]
