@@ -1,0 +1,444 @@
+"""The DP layer of the round loop: ``dp=off|sample|client`` behind one small interface.
+
+:class:`~experiments._federation.Federation` calls a :class:`PrivacyLayer` at a few hook
+points of every round, in this order:
+
+1. :meth:`~PrivacyLayer.admit`: before any training, refuse the clients (or the whole
+   round) whose next round would pass the epsilon budget; the round record names them
+   with the reason (``excluded``).
+2. :meth:`~PrivacyLayer.weights`: the aggregation weights of the admitted clients.
+3. :meth:`~PrivacyLayer.train`: local training (``None``: the federation's plain trainer).
+4. :meth:`~PrivacyLayer.privatize_update`: what a client does to its update before it is
+   protected by the secagg scheme.
+5. :meth:`~PrivacyLayer.after_reveal`: what the party that releases the aggregate does to
+   it, and the accounting of the released aggregate.
+6. :meth:`~PrivacyLayer.round_privacy` / :meth:`~PrivacyLayer.final_privacy`: the figures
+   of ``results.json``.
+
+Implementations:
+
+* :class:`NoPrivacy` (``dp=off``): every hook is the identity; every privacy field is null.
+* :class:`SampleLevelPrivacy` (``dp=sample``): record-level DP-SGD (Opacus) at every
+  client, one :class:`dp.SampleLevelDPClient` (hence one accountant and one budget) per
+  client, each with its own sample rate ``batch_size / n_train``. The federation's
+  aggregate is post-processing of DP-SGD outputs, so each client's guarantee holds with
+  any secagg scheme, ``plain`` included (the aggregator then sees each DP update).
+* :class:`ClientLevelPrivacy` (``dp=client``): DP-FedAvg (McMahan et al. 2018). Each
+  client's update is clipped to L2 norm ``S = dp.max_grad_norm``; aggregation weights are
+  uniform (``1/n`` for the ``n`` admitted clients), because the accounted sensitivity of
+  the released sum is ``S`` only when every clipped update enters it with the same
+  weight: FedAvg's size weights would let a large client move the sum by up to
+  ``n * w_k * S``. Noise: central (the releasing party adds ``N(0, sigma^2 S^2)`` once to
+  the revealed sum) or distributed (``dp.distributed=true``: each of the ``n`` admitted
+  clients adds ``N(0, sigma^2 S^2 / n)`` before protecting its update; only sound when the
+  aggregator sees only the sum, so ``secagg=plain`` is refused). Rounds are accounted on
+  the client sampling rate with the survivors actually aggregated, so the noise shortfall
+  of dropouts is accounted.
+
+Randomness: DP noise and Poisson sampling are drawn from generators seeded from the OS
+entropy pool (``secrets``), never from ``federation.seed``: the seed is published in
+``results.json``, and noise derivable from it would protect nothing. Data splits, model
+initialisation and client selection stay seeded, but DP runs are not bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dp import (
+    ClientLevelAccountant,
+    DPError,
+    DPSetup,
+    PrivacyBudgetExceededError,
+    PrivacyEvent,
+    SampleLevelDPClient,
+    add_noise,
+    clip_update,
+    require_secure_aggregation,
+    summarize_events,
+    to_dp_setup,
+)
+from experiments._config import FederationConfig
+from experiments._datasets import FederatedData
+from experiments._errors import ConfigError
+
+__all__ = [
+    "FEDERATION_ACCOUNT",
+    "ClientLevelPrivacy",
+    "NoPrivacy",
+    "PrivacyLayer",
+    "RoundPrivacy",
+    "SampleLevelPrivacy",
+    "TrainOutcome",
+    "build_privacy_layer",
+]
+
+#: ``PrivacyEvent.client_id`` (and ``final.privacy`` key) of the federation-level account.
+FEDERATION_ACCOUNT = "federation"
+
+
+@dataclass(frozen=True)
+class RoundPrivacy:
+    """The privacy fields of one round record (all None without dp).
+
+    ``epsilon`` is cumulative over every round so far: the maximum over clients
+    (``dp=sample``) or the federation's (``dp=client``); ``epsilon_per_client`` maps client
+    names to their cumulative epsilon (``dp=sample`` only).
+    """
+
+    epsilon: float | None = None
+    epsilon_per_client: dict[str, float] | None = None
+    delta: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """One client's local training through the DP layer: update, FedAvg size, info."""
+
+    update: np.ndarray
+    n_samples: int
+    info: dict[str, Any]
+
+
+def _entropy_seed() -> int:
+    return secrets.randbits(63)
+
+
+class PrivacyLayer:
+    """The hooks the round loop calls; this base class is ``dp=off`` (identity everywhere)."""
+
+    mode: str = "off"
+
+    def admit(self, round_id: int, selected: Sequence[int]) -> dict[int, str]:
+        """Clients of ``selected`` refused this round, with the reason (before training)."""
+        return {}
+
+    def weights(self, sizes: Mapping[int, int]) -> dict[int, float]:
+        """Aggregation weights (summing to 1) of the admitted clients from their sizes."""
+        total = sum(sizes.values())
+        return {c: n / total for c, n in sizes.items()}
+
+    def train(
+        self, *, client_id: int, round_id: int, model: nn.Module, device: torch.device
+    ) -> TrainOutcome | None:
+        """Train ``client_id`` privately from ``model`` (not modified); None: plain training."""
+        return None
+
+    def privatize_update(
+        self, *, client_id: int, round_id: int, update: np.ndarray, n_admitted: int
+    ) -> np.ndarray:
+        """What the client does to its update before the secagg scheme protects it."""
+        return update
+
+    def after_reveal(
+        self,
+        *,
+        round_id: int,
+        mean_update: np.ndarray | None,
+        selected: Sequence[int],
+        survivors: Sequence[int],
+    ) -> np.ndarray | None:
+        """What the releasing party does to the revealed mean, and its accounting."""
+        return mean_update
+
+    def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
+        """Privacy events accounted in ``round_id``, keyed by ``PrivacyEvent.client_id``."""
+        return {}
+
+    def round_privacy(self) -> RoundPrivacy:
+        """Cumulative privacy fields for the record of the round just finished."""
+        return RoundPrivacy()
+
+    def final_privacy(self) -> tuple[float | None, float | None, dict[str, Any] | None]:
+        """``(final.epsilon, final.delta, final.privacy)``."""
+        return None, None, None
+
+
+class NoPrivacy(PrivacyLayer):
+    """``dp=off``: no differential privacy; every privacy field of the results is null."""
+
+
+class SampleLevelPrivacy(PrivacyLayer):
+    """``dp=sample``: Opacus DP-SGD at every client, one accountant and budget per client.
+
+    Each client's ``steps_per_round`` is ``federation.local_steps`` or, for epochs,
+    ``round(local_epochs * n_train / batch_size)`` (what :meth:`SampleLevelDPClient.steps_for`
+    derives); in target-epsilon mode each client calibrates its sigma once for
+    ``federation.rounds * steps_per_round`` steps at its own sample rate.
+    """
+
+    mode = "sample"
+
+    def __init__(
+        self, *, setup: DPSetup, federation: FederationConfig, data: FederatedData
+    ) -> None:
+        if setup.config is None:
+            raise ConfigError("dp=sample needs a DP configuration")
+        self.setup = setup
+        self.config = setup.config
+        self.federation = federation
+        self.data = data
+        self.clients: dict[int, SampleLevelDPClient] = {}
+        self._round_events: dict[int, dict[str, PrivacyEvent]] = {}
+        for index, client in enumerate(data.clients):
+            n_records = client.n_train
+            if federation.batch_size > n_records:
+                raise ConfigError(
+                    f"federation.batch_size must be <= the smallest client's training set for "
+                    f"dp=sample (the sample rate is batch_size / n_train); client {client.name} "
+                    f"has {n_records}, got {federation.batch_size}"
+                )
+            if federation.local_steps is not None:
+                steps = federation.local_steps
+            else:
+                steps = max(1, round(federation.local_epochs * n_records / federation.batch_size))
+            try:
+                dp_client = SampleLevelDPClient(
+                    client_id=client.name,
+                    config=self.config,
+                    n_records=n_records,
+                    batch_size=federation.batch_size,
+                    planned_rounds=federation.rounds,
+                    steps_per_round=steps,
+                    grad_sample_mode=setup.grad_sample_mode,
+                )
+            except DPError as error:
+                raise ConfigError(f"dp=sample, client {client.name}: {error}") from error
+            derived = dp_client.steps_for(
+                local_steps=federation.local_steps,
+                local_epochs=None
+                if federation.local_steps is not None
+                else federation.local_epochs,
+            )
+            if derived != steps:
+                raise ConfigError(
+                    f"client {client.name}: the DP client derives {derived} steps per round, "
+                    f"the runner planned {steps}"
+                )
+            self.clients[index] = dp_client
+
+    def _local_kwargs(self) -> dict[str, int | None]:
+        fed = self.federation
+        if fed.local_steps is not None:
+            return {"local_steps": fed.local_steps, "local_epochs": None}
+        return {"local_steps": None, "local_epochs": fed.local_epochs}
+
+    def admit(self, round_id: int, selected: Sequence[int]) -> dict[int, str]:
+        excluded: dict[int, str] = {}
+        for client_id in selected:
+            dp_client = self.clients[client_id]
+            try:
+                dp_client.check_budget(dp_client.steps_for(**self._local_kwargs()))
+            except PrivacyBudgetExceededError as error:
+                excluded[client_id] = f"privacy budget: {error}"
+        return excluded
+
+    def train(
+        self, *, client_id: int, round_id: int, model: nn.Module, device: torch.device
+    ) -> TrainOutcome:
+        dp_client = self.clients[client_id]
+        client = self.data.clients[client_id]
+        model.train()  # Opacus validates in training mode; evaluate() switches back to eval
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(_entropy_seed())  # noise and Poisson sampling: OS entropy
+            result = dp_client.train_round(
+                model=model,
+                dataset=client.train,
+                round_id=round_id,
+                lr=self.federation.lr,
+                optimizer=self.federation.optimizer,
+                device=device,
+                **self._local_kwargs(),
+            )
+        self._round_events.setdefault(round_id, {})[result.event.client_id] = result.event
+        info = {
+            "steps": result.steps,
+            "loss": result.mean_loss,
+            "empty_batches": result.empty_batches,
+            "epsilon": result.event.cumulative_epsilon,
+        }
+        return TrainOutcome(update=np.asarray(result.update), n_samples=client.n_train, info=info)
+
+    def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
+        return dict(self._round_events.get(round_id, {}))
+
+    def round_privacy(self) -> RoundPrivacy:
+        per_client = {self.data.clients[i].name: c.epsilon for i, c in self.clients.items()}
+        return RoundPrivacy(
+            epsilon=max(per_client.values()),
+            epsilon_per_client=per_client,
+            delta=self.config.delta,
+        )
+
+    def final_privacy(self) -> tuple[float | None, float | None, dict[str, Any] | None]:
+        summaries: dict[str, Any] = {}
+        for index, dp_client in self.clients.items():
+            name = self.data.clients[index].name
+            if dp_client.events:
+                summary = summarize_events(dp_client.events)
+            else:  # never trained: nothing spent, nothing released
+                summary = {"client_id": name, "rounds": 0, "total_steps": 0, "epsilon": 0.0}
+            summary["planned_noise_multiplier"] = dp_client.noise_multiplier
+            summary["planned_sample_rate"] = dp_client.sample_rate
+            summary["planned_steps_per_round"] = dp_client.steps_per_round
+            summaries[name] = summary
+        epsilon = max(c.epsilon for c in self.clients.values())
+        return epsilon, self.config.delta, summaries
+
+
+class ClientLevelPrivacy(PrivacyLayer):
+    """``dp=client``: DP-FedAvg with clipping to ``S``, uniform weights and Gaussian noise.
+
+    Guarantee: (epsilon, delta)-DP of the sequence of released aggregates under
+    add/remove-one-client adjacency, accounted by one :class:`dp.ClientLevelAccountant`.
+    Client selection must match the accounting: with ``federation.client_fraction=1`` every
+    client takes part every round (sample rate 1, no amplification claimed); a fraction
+    below 1 picks a fixed-size subset, which is only accounted soundly without sampling
+    amplification, so it needs ``dp.poisson_sampling=false`` (sample rate ``n/K``).
+
+    Simulation note: in central mode the releasing party's noise is added in
+    :meth:`after_reveal`, right after the scheme reveals the mean (equivalently, to the sum
+    before dividing by the survivor count); the aggregator never holds the un-noised sum
+    outside the scheme's reveal. Local training is the federation's plain trainer.
+    """
+
+    mode = "client"
+
+    def __init__(
+        self,
+        *,
+        setup: DPSetup,
+        federation: FederationConfig,
+        data: FederatedData,
+        scheme_name: str,
+    ) -> None:
+        if setup.config is None:
+            raise ConfigError("dp=client needs a DP configuration")
+        self.setup = setup
+        self.config = setup.config
+        self.distributed = setup.distributed
+        n_clients = len(data.clients)
+        n_selected = max(1, round(federation.client_fraction * n_clients))
+        if n_selected < n_clients and self.config.poisson_sampling:
+            raise ConfigError(
+                "dp=client with federation.client_fraction < 1 needs dp.poisson_sampling=false: "
+                "the runner selects a fixed-size subset of clients, which cannot claim Poisson "
+                f"amplification (got client_fraction={federation.client_fraction})"
+            )
+        try:
+            require_secure_aggregation(self.distributed, scheme_name)
+            self.accountant = ClientLevelAccountant.from_config(
+                self.config,
+                n_clients=n_clients,
+                client_sample_rate=min(1.0, n_selected / n_clients),
+                planned_rounds=federation.rounds,
+                federation_id=FEDERATION_ACCOUNT,
+            )
+        except DPError as error:
+            raise ConfigError(f"dp=client: {error}") from error
+        self.clip_norm = self.config.max_grad_norm
+        self._round_events: dict[int, dict[str, PrivacyEvent]] = {}
+
+    def admit(self, round_id: int, selected: Sequence[int]) -> dict[int, str]:
+        try:
+            self.accountant.check_budget(1)
+        except PrivacyBudgetExceededError as error:
+            return {c: f"privacy budget (federation): {error}" for c in selected}
+        return {}
+
+    def weights(self, sizes: Mapping[int, int]) -> dict[int, float]:
+        """Uniform: the sum's sensitivity is ``S`` only if every update weighs the same."""
+        return {c: 1.0 / len(sizes) for c in sizes}
+
+    def privatize_update(
+        self, *, client_id: int, round_id: int, update: np.ndarray, n_admitted: int
+    ) -> np.ndarray:
+        clipped = clip_update(update, clip_norm=self.clip_norm)
+        if not self.distributed:
+            return clipped
+        return add_noise(
+            clipped,
+            noise_multiplier=self.accountant.noise_multiplier,
+            clip_norm=self.clip_norm,
+            n_shares=n_admitted,
+            rng=np.random.default_rng(secrets.randbits(128)),
+        )
+
+    def after_reveal(
+        self,
+        *,
+        round_id: int,
+        mean_update: np.ndarray | None,
+        selected: Sequence[int],
+        survivors: Sequence[int],
+    ) -> np.ndarray | None:
+        if mean_update is None or not survivors:
+            return mean_update  # nothing released, nothing to account
+        released = mean_update
+        if not self.distributed:
+            # The uniform-weight mean is sum / m: noise the sum once, then divide again.
+            m = len(survivors)
+            released = (
+                add_noise(
+                    mean_update * m,
+                    noise_multiplier=self.accountant.noise_multiplier,
+                    clip_norm=self.clip_norm,
+                    rng=np.random.default_rng(secrets.randbits(128)),
+                )
+                / m
+            )
+        event = self.accountant.record_round(
+            round_id=round_id,
+            selected=len(selected),
+            survivors=len(survivors),
+            distributed=self.distributed,
+        )
+        self._round_events[round_id] = {event.client_id: event}
+        return released
+
+    def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
+        return dict(self._round_events.get(round_id, {}))
+
+    def round_privacy(self) -> RoundPrivacy:
+        return RoundPrivacy(epsilon=self.accountant.epsilon, delta=self.config.delta)
+
+    def final_privacy(self) -> tuple[float | None, float | None, dict[str, Any] | None]:
+        events = self.accountant.events
+        if events:
+            summary = summarize_events(events)
+        else:
+            summary = {"client_id": FEDERATION_ACCOUNT, "rounds": 0, "epsilon": 0.0}
+        summary["planned_noise_multiplier"] = self.accountant.noise_multiplier
+        summary["distributed"] = self.distributed
+        summary["clip_norm"] = self.clip_norm
+        summary["weights"] = "uniform"
+        return self.accountant.epsilon, self.config.delta, {FEDERATION_ACCOUNT: summary}
+
+
+def build_privacy_layer(
+    dp_schema: Any,
+    *,
+    federation: FederationConfig,
+    data: FederatedData,
+    scheme_name: str,
+) -> PrivacyLayer:
+    """Validate the ``dp`` group and build its layer; bad values raise :class:`ConfigError`."""
+    try:
+        setup = to_dp_setup(dp_schema)
+    except DPError as error:
+        raise ConfigError(str(error)) from error
+    if setup.mode == "off":
+        return NoPrivacy()
+    if setup.mode == "sample":
+        return SampleLevelPrivacy(setup=setup, federation=federation, data=data)
+    return ClientLevelPrivacy(
+        setup=setup, federation=federation, data=data, scheme_name=scheme_name
+    )
