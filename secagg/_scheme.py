@@ -63,6 +63,9 @@ class RoundSession(ABC):
         self.client_ids = tuple(client_ids)
         self.dim = dim
         self.stats = PhaseStats()
+        # Set by combine(): the client ids whose blobs are actually in the aggregate, in
+        # the order they were combined (ascending). Rejected blobs are not among them.
+        self.combined: tuple[int, ...] = ()
 
     def setup(self, *, dropouts: Collection[int] = ()) -> None:  # noqa: B027 - optional stage
         """Run key set-up stages; ``dropouts`` are clients lost during them."""
@@ -73,7 +76,9 @@ class RoundSession(ABC):
 
     @abstractmethod
     def combine(self, blobs: Mapping[int, bytes]) -> bytes:
-        """Aggregator side: combine protected blobs, without learning any of them."""
+        """Aggregator side: combine protected blobs, without learning any of them.
+
+        Sets :attr:`combined` to the ids whose blobs went in (invalid ones are left out)."""
 
     @abstractmethod
     def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:
@@ -123,6 +128,7 @@ class _PlainSession(RoundSession):
                         f"expected {8 * self.dim}"
                     )
                 total += np.frombuffer(blob, dtype="<f8")
+        self.combined = tuple(sorted(blobs))
         return total.tobytes()
 
     def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:

@@ -16,8 +16,10 @@ a private temporary directory (``/dev/shm`` when present) that is removed afterw
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import tempfile
+import weakref
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,8 +74,9 @@ class _Ring:
         self.encoder = seal.CKKSEncoder(self.context)
         self.version = self._seal_version()
         # Ciphertexts (never keys) are loaded through this private folder; removed on GC.
-        self._scratch = tempfile.TemporaryDirectory(prefix="secagg-ckks-", dir=_scratch_base())
-        self._ciphertext_path = os.path.join(self._scratch.name, "ciphertext.bin")
+        scratch = tempfile.mkdtemp(prefix="secagg-ckks-", dir=_scratch_base())
+        weakref.finalize(self, shutil.rmtree, scratch, ignore_errors=True)
+        self._ciphertext_path = os.path.join(scratch, "ciphertext.bin")
 
     def _seal_version(self) -> tuple[int, int]:
         probe = seal.Plaintext()

@@ -107,6 +107,7 @@ class MaskingSession(RoundSession):
         with self.stats.timed("combine"):
             if self._aggregate is None:
                 self._aggregate = self.server.receive_masked_inputs(blobs)
+                self.combined = self.included
                 return self._aggregate
             return self.server.combine(blobs).aggregate
 

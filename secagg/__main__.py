@@ -1,0 +1,7 @@
+"""``python -m secagg`` runs the ``secagg`` command line."""
+
+import sys
+
+from secagg.cli import main
+
+sys.exit(main())

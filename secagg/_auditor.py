@@ -1,0 +1,448 @@
+"""The auditor: re-checks rounds from the ledger and the artifact store alone.
+
+An auditor holds no data and no key. For each round (or one) it checks:
+
+* **manifest**: the ``config_digest`` on chain names a manifest present in the store.
+* **blobs**: every committed blob is in the store and hashes to its commitment, and is a
+  valid blob of the round's scheme (otherwise the client is named).
+* **aggregate**: the participants are exactly the committed clients with valid blobs (a
+  committed client left out is named), and recombining their blobs, in participant order,
+  reproduces the published aggregate digest (an aggregate that adds an uncommitted blob or
+  leaves one out fails here; CKKS aggregates also list their inputs, which names the blob).
+* **reveal**: for CKKS rounds, the key holder attested a reveal whose bytes are in the store.
+* **privacy**: each committed privacy event belongs to an unbroken hash chain of the client's
+  events (walked back through the store), the cumulative epsilon re-derived from that chain's
+  parameters matches the claim in the event and on chain within ``epsilon_tolerance``
+  (absolute, plus the ledger's 1e-6 fixed-point rounding), the steps match the steps the
+  round's manifest asked for, and the re-derived epsilon is within the ledger's budget.
+* **reputation** (whole-ledger audits only): each client's positive and negative counts on
+  chain equal those implied by the events (timely commits in finalized rounds, missed
+  deadlines, auditor flags).
+
+What is trusted: the ledger's contract code and state (consensus), keccak256, the
+accountant maths in :mod:`dp`, and the scheme's public parameters as committed in the
+manifest. What is not checked: that a client trained on its real data, that the DP noise
+was really drawn (a client's own randomness is not verifiable), and the decryption itself
+(the key holder's release is attested, not proven).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from chain import EPSILON_SCALE, ChainError, Commitment, Ledger, RoundInfo, RoundStatus
+from dp import PrivacyEvent, recompute_epsilon
+from dp._errors import DPError
+from secagg._audit_report import AuditReport, Finding, RoundAudit
+from secagg._digest import Digest, keccak256
+from secagg._errors import SecAggError
+from secagg._manifest import RoundManifest
+from secagg._recombine import aggregate_inputs, recombine
+from secagg._roles import ZERO_DIGEST
+from secagg._store import ArtifactNotFoundError, ArtifactStore
+
+DEFAULT_EPSILON_TOLERANCE = 1e-6
+_GENESIS = "0x" + "00" * 32
+CHECKS = ("manifest", "blobs", "aggregate", "reveal", "privacy", "budget")
+# Checks whose findings name a client at fault (and so may lower its reputation).
+CLIENT_CHECKS = {"blobs": 1, "invalid-blob": 2, "privacy": 3, "budget": 4}
+
+
+@dataclass
+class _ClientHistory:
+    """What the auditor learned of one client across the rounds it looked at."""
+
+    last_event_digest: str | None = None
+    positive: int = 0
+    negative: int = 0
+
+
+@dataclass
+class Auditor:
+    """An incremental auditor over one ledger and store (see the module docstring).
+
+    :meth:`audit_round` checks rounds in ascending order and remembers each client's event
+    chain and reputation counts, so a protocol can audit every round as it closes; the
+    :func:`audit` function runs a fresh one over a whole ledger.
+    """
+
+    ledger: Ledger
+    store: ArtifactStore
+    epsilon_tolerance: float
+    findings: list[Finding] = field(default_factory=list)
+    events: dict[str, PrivacyEvent] = field(default_factory=dict)
+    histories: dict[str, _ClientHistory] = field(default_factory=dict)
+
+    def find(self, round_id: int, check: str, detail: str, client: str | None = None) -> None:
+        self.findings.append(Finding(round_id=round_id, check=check, detail=detail, client=client))
+
+    def history(self, address: str) -> _ClientHistory:
+        return self.histories.setdefault(address.lower(), _ClientHistory())
+
+    # ----------------------------------------------------------------- one round
+    def audit_round(self, round_id: int) -> tuple[RoundAudit, list[Finding]]:
+        """Check one round; returns its summary and the findings it produced."""
+        start = len(self.findings)
+        round_audit = self._audit_round(round_id)
+        return round_audit, self.findings[start:]
+
+    def _audit_round(self, round_id: int) -> RoundAudit:
+        info = self.ledger.round_info(round_id)
+        commitments = self.ledger.commitments(round_id)
+        checks = dict.fromkeys(CHECKS, True)
+
+        def failed(check: str) -> None:
+            checks[check] = False
+
+        manifest = self._manifest(info, failed)
+        blobs = self._blobs(info, manifest, commitments, failed)
+        if manifest is not None:
+            self._aggregate(info, manifest, commitments, blobs, failed)
+            self._reveal(info, manifest, failed)
+            self._privacy(info, manifest, commitments, failed)
+        self._count_reputation(info, commitments)
+        return RoundAudit(
+            round_id=round_id,
+            status=info.status.name.lower(),
+            committed=len(commitments),
+            participants=len(info.participants or ()),
+            checks=checks,
+        )
+
+    def _manifest(self, info: RoundInfo, failed) -> RoundManifest | None:  # type: ignore[no-untyped-def]
+        try:
+            return RoundManifest.from_bytes(self.store.get(info.config_digest))
+        except (SecAggError, ArtifactNotFoundError) as error:
+            failed("manifest")
+            self.find(info.round_id, "manifest", f"round manifest unavailable: {error}")
+            return None
+
+    def _blobs(  # type: ignore[no-untyped-def]
+        self,
+        info: RoundInfo,
+        manifest: RoundManifest | None,
+        commitments: list[Commitment],
+        failed,
+    ) -> dict[str, bytes]:
+        """Committed blobs that are present, match their digest and parse (by address)."""
+        valid: dict[str, bytes] = {}
+        for commitment in commitments:
+            address = commitment.client
+            try:
+                blob = self.store.get(commitment.blob_digest)
+            except ArtifactNotFoundError:
+                failed("blobs")
+                self.find(
+                    info.round_id, "blobs", "committed blob is missing from the store", address
+                )
+                continue
+            except SecAggError as error:
+                failed("blobs")
+                self.find(
+                    info.round_id,
+                    "blobs",
+                    f"stored blob does not match its commitment ({error})",
+                    address,
+                )
+                continue
+            if manifest is not None:
+                member = manifest.client_by_address(address)
+                if member is None:
+                    failed("blobs")
+                    self.find(
+                        info.round_id,
+                        "blobs",
+                        "commitment by a client not in the manifest",
+                        address,
+                    )
+                    continue
+                try:
+                    recombine(manifest, [(member.client_id, blob)], self.store)
+                except (SecAggError, ValueError) as error:
+                    failed("blobs")
+                    self.find(
+                        info.round_id,
+                        "invalid-blob",
+                        f"committed blob is not a valid {manifest.scheme} blob: {error}",
+                        address,
+                    )
+                    continue
+            valid[address.lower()] = blob
+        return valid
+
+    def _aggregate(  # type: ignore[no-untyped-def]
+        self,
+        info: RoundInfo,
+        manifest: RoundManifest,
+        commitments: list[Commitment],
+        blobs: dict[str, bytes],
+        failed,
+    ) -> None:
+        if info.aggregate_digest is None:
+            return
+        participants = [p.lower() for p in info.participants or ()]
+        committed = {c.client.lower(): c for c in commitments}
+        for address in sorted(set(blobs) - set(participants)):
+            failed("aggregate")
+            self.find(
+                info.round_id,
+                "aggregate",
+                "the aggregator left this client's committed, valid blob out of the aggregate",
+                committed[address].client,
+            )
+        missing = [p for p in participants if p not in blobs]
+        if missing:
+            failed("aggregate")
+            self.find(
+                info.round_id,
+                "aggregate",
+                f"cannot recombine: {len(missing)} participant blob(s) missing or invalid",
+            )
+            return
+        ordered = []
+        for address in participants:
+            member = manifest.client_by_address(address)
+            if member is None:
+                failed("aggregate")
+                self.find(info.round_id, "aggregate", "participant not in the manifest", address)
+                return
+            ordered.append((member.client_id, blobs[address]))
+        ordered.sort()
+        try:
+            recombined = recombine(manifest, ordered, self.store)
+        except (SecAggError, ValueError) as error:
+            failed("aggregate")
+            self.find(info.round_id, "aggregate", f"participants' blobs do not recombine: {error}")
+            return
+        if keccak256(recombined) == info.aggregate_digest:
+            return
+        failed("aggregate")
+        detail = (
+            "recombining the participants' committed blobs does not give the published aggregate"
+        )
+        try:
+            published = self.store.get(info.aggregate_digest)
+        except (SecAggError, ArtifactNotFoundError):
+            self.find(info.round_id, "aggregate", detail + " (published aggregate not in store)")
+            return
+        inputs = _safe_inputs(manifest, published)
+        if inputs is not None:
+            committed_digests = {bytes(committed[p].blob_digest) for p in participants}
+            extra = [d.hex() for d in inputs if bytes(d) not in committed_digests]
+            if extra:
+                detail += f"; it includes uncommitted blob(s) {', '.join(extra)}"
+            left_out = [
+                committed[p].client
+                for p in participants
+                if bytes(committed[p].blob_digest) not in {bytes(d) for d in inputs}
+            ]
+            if left_out:
+                detail += f"; it leaves out participant(s) {', '.join(left_out)}"
+        self.find(info.round_id, "aggregate", detail)
+
+    def _reveal(self, info: RoundInfo, manifest: RoundManifest, failed) -> None:  # type: ignore[no-untyped-def]
+        if manifest.scheme != "ckks" or info.status < RoundStatus.REVEALED:
+            return
+        if info.reveal_digest is None or info.reveal_digest == ZERO_DIGEST:
+            failed("reveal")
+            self.find(info.round_id, "reveal", "the key holder attested no reveal")
+            return
+        try:
+            self.store.get(info.reveal_digest)
+        except (SecAggError, ArtifactNotFoundError) as error:
+            failed("reveal")
+            self.find(info.round_id, "reveal", f"attested reveal not verifiable: {error}")
+
+    # ----------------------------------------------------------------- privacy
+    def _event(self, digest_hex: str) -> PrivacyEvent:
+        cached = self.events.get(digest_hex)
+        if cached is None:
+            data = self.store.get(Digest(bytes.fromhex(digest_hex.removeprefix("0x"))))
+            cached = PrivacyEvent.from_bytes(data)
+            if "0x" + keccak256(cached.canonical_bytes()).hex() != digest_hex:
+                raise DPError("event bytes are not canonical")
+            self.events[digest_hex] = cached
+        return cached
+
+    def _chain_to(self, digest_hex: str) -> list[PrivacyEvent]:
+        """The event and all its ancestors (oldest first), walked back through the store."""
+        chain = []
+        seen = set()
+        current = digest_hex
+        while current != _GENESIS:
+            if current in seen:
+                raise DPError("the event chain loops")
+            seen.add(current)
+            event = self._event(current)
+            chain.append(event)
+            current = event.previous_digest
+        chain.reverse()
+        return chain
+
+    def _privacy(  # type: ignore[no-untyped-def]
+        self,
+        info: RoundInfo,
+        manifest: RoundManifest,
+        commitments: list[Commitment],
+        failed,
+    ) -> None:
+        budget = info.epsilon_budget_fixed / EPSILON_SCALE
+        for commitment in commitments:
+            address = commitment.client
+            member = manifest.client_by_address(address)
+            if commitment.event_digest == ZERO_DIGEST:
+                if manifest.dp_mode == "sample":
+                    failed("privacy")
+                    self.find(info.round_id, "privacy", "no privacy event committed", address)
+                continue
+            digest_hex = "0x" + bytes(commitment.event_digest).hex()
+            history = self.history(address)
+            try:
+                chain = self._chain_to(digest_hex)
+                recomputed = recompute_epsilon(chain)
+            except (DPError, SecAggError, ArtifactNotFoundError, ValueError) as error:
+                failed("privacy")
+                self.find(
+                    info.round_id, "privacy", f"privacy event chain unusable: {error}", address
+                )
+                continue
+            event = chain[-1]
+            problems = []
+            if event.round_id != info.round_id:
+                problems.append(f"event is for round {event.round_id}")
+            if history.last_event_digest is not None and history.last_event_digest not in {
+                "0x" + e.digest().hex() for e in chain
+            }:
+                problems.append("event history forks from the client's earlier committed events")
+            expected = None if member is None else member.expected_steps
+            if expected is not None and event.steps != expected:
+                problems.append(f"event claims {event.steps} steps, the round ran {expected}")
+            tolerance = self.epsilon_tolerance + 1.0 / EPSILON_SCALE
+            if abs(event.cumulative_epsilon - recomputed) > tolerance:
+                problems.append(
+                    f"event claims cumulative epsilon {event.cumulative_epsilon:.6f}, "
+                    f"its parameters give {recomputed:.6f}"
+                )
+            if abs(commitment.epsilon - recomputed) > tolerance:
+                problems.append(
+                    f"ledger claim {commitment.epsilon:.6f} differs from re-derived "
+                    f"{recomputed:.6f}"
+                )
+            if problems:
+                failed("privacy")
+                self.find(info.round_id, "privacy", "; ".join(problems), address)
+            if recomputed > budget + self.epsilon_tolerance:
+                failed("budget")
+                self.find(
+                    info.round_id,
+                    "budget",
+                    f"re-derived cumulative epsilon {recomputed:.6f} exceeds the budget "
+                    f"{budget:.6f}",
+                    address,
+                )
+            history.last_event_digest = digest_hex
+
+    # ----------------------------------------------------------------- reputation
+    def _count_reputation(self, info: RoundInfo, commitments: list[Commitment]) -> None:
+        if not info.finalized:
+            return
+        committed = {c.client.lower() for c in commitments}
+        for address in info.clients:
+            history = self.history(address)
+            if address.lower() in committed:
+                history.positive += 1
+            else:
+                history.negative += 1
+
+    def check_reputation(self, last_round: int) -> None:
+        for event in self.ledger.events("Flagged"):
+            self.history(str(event.args["client"])).negative += 1
+        for address, history in sorted(self.histories.items()):
+            on_chain = self.ledger.reputation(address)
+            if (on_chain.positive, on_chain.negative) != (history.positive, history.negative):
+                self.find(
+                    last_round,
+                    "reputation",
+                    f"on-chain reputation +{on_chain.positive}/-{on_chain.negative} does not "
+                    f"match the events (+{history.positive}/-{history.negative})",
+                    address,
+                )
+
+
+def _safe_inputs(manifest: RoundManifest, aggregate: bytes) -> tuple[Digest, ...] | None:
+    try:
+        return aggregate_inputs(manifest, aggregate)
+    except (SecAggError, ValueError):
+        return None
+
+
+def round_ids(ledger: Ledger) -> list[int]:
+    """Every round opened on the ledger, ascending."""
+    return sorted({int(event.args["round"]) for event in ledger.events("RoundOpened")})
+
+
+def audit(
+    ledger: Ledger,
+    store: ArtifactStore,
+    *,
+    round_id: int | None = None,
+    epsilon_tolerance: float = DEFAULT_EPSILON_TOLERANCE,
+) -> AuditReport:
+    """Audit every round of ``ledger`` (or only ``round_id``) against ``store``.
+
+    Returns an :class:`AuditReport` whose :attr:`~AuditReport.exit_code` is 0 (clean),
+    1 (findings) or 2 (cannot audit, with the reason in ``cannot_audit``).
+    """
+    auditor = Auditor(ledger=ledger, store=store, epsilon_tolerance=epsilon_tolerance)
+    address = str(ledger.address)
+    try:
+        chain_id: int | None = ledger.chain_id
+        rounds = round_ids(ledger)
+        if round_id is not None:
+            if round_id not in rounds:
+                return AuditReport(
+                    ledger_address=address,
+                    chain_id=chain_id,
+                    rounds=(),
+                    findings=(),
+                    cannot_audit=f"round {round_id} was never opened on this ledger",
+                    epsilon_tolerance=epsilon_tolerance,
+                )
+            # Earlier rounds are read (not reported) so event chains can be followed.
+            rounds = [r for r in rounds if r <= round_id]
+        audits = []
+        for rid in rounds:
+            round_audit, _ = auditor.audit_round(rid)
+            if round_id is None or rid == round_id:
+                audits.append(round_audit)
+        if round_id is not None:
+            auditor.findings = [f for f in auditor.findings if f.round_id == round_id]
+        elif rounds:
+            auditor.check_reputation(rounds[-1])
+    except (ChainError, OSError, ConnectionError) as error:
+        return AuditReport(
+            ledger_address=address,
+            chain_id=None,
+            rounds=(),
+            findings=(),
+            cannot_audit=f"cannot read the ledger: {type(error).__name__}: {error}",
+            epsilon_tolerance=epsilon_tolerance,
+        )
+    return AuditReport(
+        ledger_address=address,
+        chain_id=chain_id,
+        rounds=tuple(audits),
+        findings=tuple(auditor.findings),
+        epsilon_tolerance=epsilon_tolerance,
+    )
+
+
+def culprits(findings: Iterable[Finding]) -> dict[tuple[int, str], int]:
+    """``(round, client address) -> reason code`` for findings that put a client at fault."""
+    out: dict[tuple[int, str], int] = {}
+    for finding in findings:
+        code = CLIENT_CHECKS.get(finding.check)
+        if code is not None and finding.client is not None:
+            out.setdefault((finding.round_id, finding.client), code)
+    return out

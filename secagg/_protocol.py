@@ -1,0 +1,289 @@
+"""The privacy-hardened round, end to end (DESIGN.md, "A round").
+
+:class:`SecureRoundProtocol` drives the parties of :mod:`secagg._roles` through one round
+over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
+
+1. the aggregator stores the round manifest and opens the round on the ledger with its
+   digest (the selected clients were filtered by on-chain reputation);
+2. each client that is still up protects its weighted update, stores blob and privacy event,
+   and commits their digests and its claimed cumulative epsilon (batched rounds: signs, and
+   the aggregator submits every signature in one transaction);
+3. the aggregator reads the commitments from the ledger, fetches and checks each blob,
+   combines blindly and publishes the aggregate digest and the participants;
+4. the key holder (CKKS) or the unmasking server (masking) releases the sum, stores it and,
+   for CKKS, attests its digest; the aggregator finalizes (reputation updated on chain);
+5. the auditor checks the round from ledger and store alone and flags every client at fault
+   (lowering its reputation, which later selection uses).
+
+A client that crashes before committing is left out (CKKS, plain) or, for masking, handled
+by the dropout recovery; one that crashes after committing stays in the sum (for masking
+its self mask is reconstructed from the survivors' shares). Any one client's bad input is
+rejected alone and the round carries on with the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from chain import AlreadyFlagged, ChainError
+from secagg._audit_report import Finding
+from secagg._auditor import Auditor, culprits
+from secagg._consortium import Consortium
+from secagg._digest import Digest
+from secagg._errors import ProtocolAbortError, SecAggError
+from secagg._manifest import ManifestClient, RoundManifest
+from secagg._roles import AggregatorParty, ClientParty, KeyHolderParty, PrivacyEventLike
+from secagg._scheme import PhaseStats, ProtectionScheme, RoundSession
+
+
+@dataclass(frozen=True)
+class SecureRoundOutcome:
+    """What one protocol round produced (the revealed *sum* of the included updates)."""
+
+    round_id: int
+    total: np.ndarray | None
+    included: tuple[int, ...]
+    excluded: dict[int, str]
+    stats: PhaseStats
+    gas_used: int
+    chain_seconds: float
+    config_digest: Digest
+    aggregate_digest: Digest | None
+    findings: tuple[Finding, ...] = ()
+    flagged: dict[int, int] = field(default_factory=dict)
+
+
+class _ChainClock:
+    """Accumulates wall seconds spent in ledger calls."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> _ChainClock:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+
+class SecureRoundProtocol:
+    """Runs rounds of the hardened protocol for one federation (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        consortium: Consortium,
+        scheme: ProtectionScheme,
+        scheme_config: Mapping[str, Any],
+        dim: int,
+        dp_mode: str = "off",
+        audit_each_round: bool = True,
+    ) -> None:
+        self.consortium = consortium
+        self.scheme = scheme
+        self.scheme_config = dict(scheme_config)
+        self.dim = dim
+        self.dp_mode = dp_mode
+        self.audit_each_round = audit_each_round
+        self.aggregator = AggregatorParty(consortium=consortium)
+        self.key_holder = KeyHolderParty(consortium=consortium, attests=scheme.name == "ckks")
+        self.auditor = Auditor(
+            ledger=consortium.ledger, store=consortium.store, epsilon_tolerance=1e-6
+        )
+        public_context = getattr(scheme, "public_context", None)
+        self.public_material: str | None = None
+        if isinstance(public_context, bytes):
+            self.public_material = consortium.store.put(public_context).hex()
+
+    def select(self, candidates: Collection[int]) -> list[int]:
+        """The candidates whose reputation clears the consortium's threshold."""
+        return self.aggregator.select(candidates)
+
+    def manifest(
+        self,
+        round_id: int,
+        *,
+        selected: Sequence[int],
+        weights: Mapping[int, float],
+        expected_steps: Mapping[int, int] | None = None,
+    ) -> RoundManifest:
+        steps = expected_steps or {}
+        return RoundManifest(
+            round_id=round_id,
+            scheme=self.scheme.name,
+            scheme_config=self.scheme_config,
+            dim=self.dim,
+            clients=tuple(
+                ManifestClient(
+                    client_id=c,
+                    address=self.consortium.address_of(c),
+                    weight=float(weights[c]),
+                    expected_steps=steps.get(c),
+                )
+                for c in sorted(selected)
+            ),
+            public_material=self.public_material,
+            dp_mode=self.dp_mode,
+        )
+
+    def run_round(
+        self,
+        round_id: int,
+        *,
+        selected: Sequence[int],
+        weights: Mapping[int, float],
+        updates: Mapping[int, np.ndarray],
+        events: Mapping[int, PrivacyEventLike | None] | None = None,
+        expected_steps: Mapping[int, int] | None = None,
+        crash_after_commit: Collection[int] = (),
+    ) -> SecureRoundOutcome:
+        """One round. ``updates`` holds the *weighted* updates of the clients still up (the
+        others in ``selected`` dropped before committing); ``crash_after_commit`` are
+        clients that commit and then go silent (they do not answer the unmask stage)."""
+        clock = _ChainClock()
+        events = events or {}
+        excluded: dict[int, str] = {}
+        manifest = self.manifest(
+            round_id, selected=selected, weights=weights, expected_steps=expected_steps
+        )
+        with clock:
+            self.aggregator.open_round(manifest)
+        session = self.scheme.start_round(
+            round_id=round_id, client_ids=sorted(selected), dim=self.dim
+        )
+        dropped = [c for c in selected if c not in updates]
+        session.setup(dropouts=dropped)
+        for client_id in dropped:
+            excluded[client_id] = "dropped out before committing (missed the deadline)"
+        signed = []
+        for client_id in sorted(updates):
+            party = ClientParty(client_id=client_id, consortium=self.consortium)
+            protect_before = session.stats.seconds["protect"]
+            start = time.perf_counter()
+            try:
+                submission = party.submit(
+                    round_id, session, updates[client_id], events.get(client_id)
+                )
+            except (SecAggError, ChainError) as error:
+                excluded[client_id] = f"{type(error).__name__}: {error}"
+                continue
+            finally:
+                # protect() times itself inside the session; the rest is store and ledger.
+                elapsed = time.perf_counter() - start
+                clock.seconds += max(
+                    0.0, elapsed - (session.stats.seconds["protect"] - protect_before)
+                )
+            if submission.signed is not None:
+                signed.append(submission.signed)
+        with clock:
+            self.aggregator.submit_batch(round_id, signed)
+        return self._finish_round(
+            manifest, session, excluded, clock, crash_after_commit=crash_after_commit
+        )
+
+    def resume_round(
+        self, round_id: int, *, crash_after_commit: Collection[int] = ()
+    ) -> SecureRoundOutcome:
+        """A restarted aggregator finishes an open round from the ledger and the store.
+
+        Everything it needs is durable: the manifest (by the config digest on chain), the
+        commitments (ledger) and the blobs (store). Each client counts once because the
+        ledger holds one commitment per client and round. Masking rounds cannot resume: the
+        unmasking state (routed shares) lives in the server's memory; they abort instead.
+        """
+        if self.scheme.name == "masking":
+            raise ProtocolAbortError(
+                f"round {round_id}: a masking round cannot resume after a server restart"
+            )
+        manifest = self.aggregator.manifest(round_id)
+        session = self.scheme.start_round(
+            round_id=round_id, client_ids=[c.client_id for c in manifest.clients], dim=manifest.dim
+        )
+        session.setup()
+        return self._finish_round(
+            manifest, session, {}, _ChainClock(), crash_after_commit=crash_after_commit
+        )
+
+    def _finish_round(
+        self,
+        manifest: RoundManifest,
+        session: RoundSession,
+        excluded: dict[int, str],
+        clock: _ChainClock,
+        *,
+        crash_after_commit: Collection[int],
+    ) -> SecureRoundOutcome:
+        """Collect, combine, publish, reveal, finalize and audit one round."""
+        round_id = manifest.round_id
+        ledger = self.consortium.ledger
+        with clock:
+            collected = self.aggregator.collect(round_id, manifest)
+        excluded.update(collected.rejected)
+        committed = {c.client_id for c in manifest.clients if c.client_id in collected.commitments}
+        for client in manifest.clients:
+            if client.client_id not in committed:
+                excluded.setdefault(client.client_id, "no commitment before the deadline")
+        total = None
+        aggregate_digest = None
+        if collected.blobs:
+            try:
+                with clock:
+                    aggregate, _ = self.aggregator.combine_and_publish(round_id, session, collected)
+                aggregate_digest = ledger.round_info(round_id).aggregate_digest
+                survivors = [c for c in session.combined if c not in crash_after_commit]
+                with clock:
+                    total, _ = self.key_holder.reveal(
+                        round_id, manifest, session, aggregate, survivors=survivors
+                    )
+            except (SecAggError, ChainError) as error:
+                for client_id in collected.blobs:
+                    excluded.setdefault(
+                        client_id, f"round aborted: {type(error).__name__}: {error}"
+                    )
+                total = None
+            excluded.update(collected.rejected)
+            if aggregate_digest is not None:
+                with clock:
+                    self.aggregator.finalize(round_id)
+        included = tuple(session.combined) if total is not None else ()
+        for client_id in included:
+            excluded.pop(client_id, None)
+        findings: tuple[Finding, ...] = ()
+        flagged: dict[int, int] = {}
+        if self.audit_each_round:
+            with clock:
+                _, round_findings = self.auditor.audit_round(round_id)
+                findings = tuple(round_findings)
+                flagged = self._flag(round_findings)
+        return SecureRoundOutcome(
+            round_id=round_id,
+            total=total,
+            included=included,
+            excluded=excluded,
+            stats=session.stats,
+            gas_used=sum(ledger.gas_by_round(round_id).values()),
+            chain_seconds=clock.seconds,
+            config_digest=manifest.digest(),
+            aggregate_digest=aggregate_digest,
+            findings=findings,
+            flagged=flagged,
+        )
+
+    def _flag(self, findings: Sequence[Finding]) -> dict[int, int]:
+        """File one flag per (round, client at fault) on the ledger; returns id -> code."""
+        flagged = {}
+        for (round_id, address), code in culprits(findings).items():
+            try:
+                self.consortium.ledger.flag(
+                    address, round_id, code, sender=self.consortium.parties.auditor
+                )
+            except AlreadyFlagged:
+                continue
+            flagged[self.consortium.client_id_of(address)] = code
+        return flagged

@@ -1,0 +1,110 @@
+"""The hardened round end to end: every scheme, dropouts, crashes, resume, reputation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from secagg._auditor import audit
+from secagg._roles import ClientParty
+
+TOL = {"plain": 1e-12, "ckks": 1e-5, "masking": 1e-5}
+
+
+@pytest.mark.parametrize("scheme", ["plain", "ckks", "masking"])
+def test_round_reveals_the_sum_and_passes_its_audit(make_federation, scheme):
+    fed = make_federation(scheme)
+    for round_id in (1, 2):
+        outcome, updates = fed.round(round_id)
+        assert outcome.included == (0, 1, 2, 3)
+        np.testing.assert_allclose(outcome.total, sum(updates.values()), atol=TOL[scheme])
+        assert outcome.gas_used > 0
+    info = fed.consortium.ledger.round_info(2)
+    assert info.finalized
+    report = audit(fed.consortium.ledger, fed.consortium.store)
+    assert report.exit_code == 0, report.to_table()
+    assert [r.round_id for r in report.rounds] == [1, 2]
+
+
+def test_batched_commits_round_passes_audit(make_federation):
+    fed = make_federation("ckks", batch_commits=True)
+    outcome, updates = fed.round(1)
+    np.testing.assert_allclose(outcome.total, sum(updates.values()), atol=1e-5)
+    assert "commitBatch" in fed.consortium.ledger.gas_by_round(1)
+    assert audit(fed.consortium.ledger, fed.consortium.store).exit_code == 0
+
+
+def test_client_crashing_before_commit_is_dropped_and_loses_reputation(make_federation):
+    fed = make_federation("ckks")
+    outcome, updates = fed.round(1, drop=[2])
+    assert outcome.included == (0, 1, 3)
+    assert 2 in outcome.excluded
+    np.testing.assert_allclose(outcome.total, sum(updates.values()), atol=1e-5)
+    ledger = fed.consortium.ledger
+    assert ledger.reputation(fed.consortium.address_of(2)).negative == 1
+    assert ledger.reputation(fed.consortium.address_of(0)).positive == 1
+    assert audit(ledger, fed.consortium.store).exit_code == 0
+
+
+def test_masking_recovers_a_client_that_crashes_after_committing(make_federation):
+    fed = make_federation("masking", n_clients=6)
+    outcome, updates = fed.round(1, crash_after_commit=[4])
+    assert 4 in outcome.included
+    np.testing.assert_allclose(outcome.total, sum(updates.values()), atol=1e-5)
+    assert audit(fed.consortium.ledger, fed.consortium.store).exit_code == 0
+
+
+def test_restarted_aggregator_resumes_from_ledger_and_store(make_federation):
+    fed = make_federation("ckks")
+    protocol = fed.protocol
+    protocol.dp_mode = "off"
+    selected = [0, 1, 2, 3]
+    weights = dict.fromkeys(selected, 0.25)
+    rng = np.random.default_rng(1)
+    updates = {c: rng.normal(0, 0.05, 64) * 0.25 for c in selected}
+    manifest = protocol.manifest(1, selected=selected, weights=weights)
+    protocol.aggregator.open_round(manifest)
+    session = protocol.scheme.start_round(round_id=1, client_ids=selected, dim=64)
+    for c in selected:
+        ClientParty(client_id=c, consortium=fed.consortium).submit(1, session, updates[c], None)
+    # The aggregator process dies here; a new protocol object (same consortium and keys)
+    # picks the round up from the ledger and the store.
+    del protocol, session
+    from secagg._protocol import SecureRoundProtocol
+
+    restarted = SecureRoundProtocol(
+        consortium=fed.consortium,
+        scheme=fed.protocol.scheme,
+        scheme_config=fed.protocol.scheme_config,
+        dim=64,
+        audit_each_round=False,
+    )
+    outcome = restarted.resume_round(1)
+    assert outcome.included == (0, 1, 2, 3)  # each client exactly once
+    np.testing.assert_allclose(outcome.total, sum(updates.values()), atol=1e-5)
+    assert fed.consortium.ledger.round_info(1).finalized
+    report = audit(fed.consortium.ledger, fed.consortium.store)
+    assert report.exit_code == 0, report.to_table()
+
+
+def test_reputation_threshold_skips_flagged_clients(make_federation, make_event):
+    fed = make_federation("ckks", reputation_threshold=0.45)
+    fed.protocol.audit_each_round = True
+    # Client 1 commits an event that under-claims its epsilon: the auditor flags it.
+    lying = {1: lambda history: make_event(1, 1, history, claim=0.01)}
+    outcome, _ = fed.round(1, tamper=lying)
+    assert outcome.flagged == {1: 3}
+    assert fed.consortium.ledger.reputation(fed.consortium.address_of(1)).negative == 1
+    assert fed.protocol.select(range(4)) == [0, 2, 3]
+
+
+def test_bad_update_is_rejected_alone_and_the_round_carries_on(make_federation):
+    fed = make_federation("ckks")
+    selected = [0, 1, 2, 3]
+    weights = dict.fromkeys(selected, 0.25)
+    updates = {c: np.full(64, 0.01) for c in selected}
+    updates[2] = np.full(64, np.nan)
+    outcome = fed.protocol.run_round(1, selected=selected, weights=weights, updates=updates)
+    assert outcome.included == (0, 1, 3)
+    assert "InvalidUpdateError" in outcome.excluded[2]
+    np.testing.assert_allclose(outcome.total, np.full(64, 0.03), atol=1e-5)
