@@ -26,8 +26,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from dp import PrivacyEvent
 from experiments._config import FederationConfig
 from experiments._datasets import FederatedData
+from experiments._privacy import NoPrivacy, PrivacyLayer
 from experiments._training import Evaluation, LocalTrainer, SGDTrainer, evaluate
 from secagg._scheme import PhaseStats, ProtectionScheme
 
@@ -63,7 +65,10 @@ class RoundSeconds:
 class RoundRecord:
     """One entry of ``results.json``'s ``rounds``. Metrics are on the pooled test set;
     ``n_clients`` is how many updates were aggregated; ``dropped`` lists the ids of the
-    selected clients that dropped out; layer-specific fields are None when unused."""
+    selected clients that dropped out; ``excluded`` maps the ids of selected clients the
+    privacy layer refused before training (budget) to the reason; ``epsilon`` is
+    cumulative (max over clients for dp=sample), ``epsilon_per_client`` maps client names
+    to their cumulative epsilon (dp=sample); layer-specific fields are None when unused."""
 
     round: int
     accuracy: float
@@ -76,11 +81,18 @@ class RoundRecord:
     seconds: RoundSeconds
     epsilon: float | None = None
     gas_used: int | None = None
+    epsilon_per_client: dict[str, float] | None = None
+    delta: float | None = None
+    excluded: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class FinalRecord:
-    """``results.json``'s ``final``: the last model on the pooled and per-client test sets."""
+    """``results.json``'s ``final``: the last model on the pooled and per-client test sets.
+
+    ``privacy`` holds each accounted party's totals (``dp.summarize_events``: accountant,
+    delta, sample rate / noise multiplier / steps segments, total steps, epsilon, budget),
+    enough to recompute epsilon without this code; None without dp."""
 
     accuracy: float
     auc: float | None
@@ -91,6 +103,7 @@ class FinalRecord:
     wall_seconds: float
     bytes_up_total: int
     gas_total: int | None
+    privacy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,8 @@ class RoundExtras:
     epsilon: float | None = None
     gas_used: int | None = None
     chain_seconds: float | None = None
+    epsilon_per_client: dict[str, float] | None = None
+    delta: float | None = None
 
 
 class Federation:
@@ -135,6 +150,7 @@ class Federation:
         scheme: ProtectionScheme,
         trainer: LocalTrainer | None = None,
         device: torch.device | None = None,
+        privacy: PrivacyLayer | None = None,
     ) -> None:
         self.config = config
         self.data = data
@@ -143,6 +159,9 @@ class Federation:
         self.scheme = scheme
         self.trainer: LocalTrainer = trainer or SGDTrainer(config)
         self.dim = int(parameters_to_vector(self.model.parameters()).numel())
+        self.privacy: PrivacyLayer = privacy or NoPrivacy()
+        # round id -> {PrivacyEvent.client_id (client name, or "federation"): event}
+        self.privacy_events: dict[int, dict[str, PrivacyEvent]] = {}
 
     # ----- steps a subclass may override ---------------------------------------------
     def select_clients(self, round_id: int) -> list[int]:
@@ -167,8 +186,14 @@ class Federation:
 
         Returns the flat update (trained minus global weights, float64), the number of
         training samples (the FedAvg weight), and an info dict (steps, mean loss, ...).
+        With dp=sample the privacy layer trains (Opacus DP-SGD) instead of ``trainer``.
         """
         client = self.data.clients[client_id]
+        private = self.privacy.train(
+            client_id=client_id, round_id=round_id, model=self.model, device=self.device
+        )
+        if private is not None:
+            return private.update, private.n_samples, private.info
         local_model = copy.deepcopy(self.model)
         seed = derive_seed(self.config.seed, SEED_TRAIN, round_id, client_id)
         generator = torch.Generator().manual_seed(seed)
@@ -222,31 +247,57 @@ class Federation:
 
     def round_extras(self, round_id: int) -> RoundExtras:
         """Epsilon spent so far, gas used and ledger seconds: None without dp and chain."""
-        return RoundExtras()
+        spent = self.privacy.round_privacy()
+        return RoundExtras(
+            epsilon=spent.epsilon, epsilon_per_client=spent.epsilon_per_client, delta=spent.delta
+        )
 
     def privacy_spent(self) -> tuple[float | None, float | None]:
         """Final (epsilon, delta): None without dp."""
-        return None, None
+        epsilon, delta, _ = self.privacy.final_privacy()
+        return epsilon, delta
+
+    def privacy_summary(self) -> dict[str, Any] | None:
+        """``final.privacy``: each accounted party's totals; None without dp."""
+        return self.privacy.final_privacy()[2]
 
     # ----- the loop -----------------------------------------------------------------
     def run_round(self, round_id: int) -> RoundRecord:
         """One full round; returns its record."""
         selected = self.select_clients(round_id)
         dropped = self.select_dropouts(round_id, selected)
-        sizes = {c: self.data.clients[c].n_train for c in selected}
-        total_size = sum(sizes.values())
-        weights = {c: sizes[c] / total_size for c in selected}
+        # Budget refusals happen before any training; refused clients leave the round.
+        excluded = self.privacy.admit(round_id, selected)
+        admitted = [c for c in selected if c not in excluded]
+        dropped = [c for c in dropped if c not in excluded]
+        sizes = {c: self.data.clients[c].n_train for c in admitted}
+        weights = self.privacy.weights(sizes) if admitted else {}
         deltas: dict[int, np.ndarray] = {}
         train_seconds = 0.0
-        for client_id in selected:
+        for client_id in admitted:
             if client_id in dropped:
                 continue
             start = time.perf_counter()
-            deltas[client_id], _, _ = self.train_client(client_id, round_id)
+            update, _, _ = self.train_client(client_id, round_id)
+            deltas[client_id] = self.privacy.privatize_update(
+                client_id=client_id, round_id=round_id, update=update, n_admitted=len(admitted)
+            )
             train_seconds += time.perf_counter() - start
-        result = self.aggregate(round_id, deltas, weights)
-        if result.mean_update is not None:
-            self.apply_update(result.mean_update)
+        if admitted:
+            result = self.aggregate(round_id, deltas, weights)
+        else:
+            result = AggregationResult(mean_update=None, included=[])
+        mean_update = self.privacy.after_reveal(
+            round_id=round_id,
+            mean_update=result.mean_update,
+            selected=admitted,
+            survivors=result.included,
+        )
+        events = self.privacy.round_events(round_id)
+        if events:
+            self.privacy_events[round_id] = events
+        if mean_update is not None:
+            self.apply_update(mean_update)
         evaluation = self.evaluate_pooled()
         extras = self.round_extras(round_id)
         stats = result.stats
@@ -268,6 +319,9 @@ class Federation:
             ),
             epsilon=extras.epsilon,
             gas_used=extras.gas_used,
+            epsilon_per_client=extras.epsilon_per_client,
+            delta=extras.delta,
+            excluded=dict(excluded),
         )
 
     def run(
@@ -295,6 +349,7 @@ class Federation:
             wall_seconds=time.perf_counter() - start,
             bytes_up_total=sum(r.bytes_up for r in records),
             gas_total=sum(gas) if gas else None,
+            privacy=self.privacy_summary(),
         )
         return records, final
 

@@ -224,18 +224,21 @@ class SampleLevelPrivacy(PrivacyLayer):
                 )
             self.clients[index] = dp_client
 
-    def _local_kwargs(self) -> dict[str, int | None]:
+    def _local_plan(self) -> tuple[int | None, int | None]:
+        """``(local_steps, local_epochs)``: exactly one is set, as the DP client expects."""
         fed = self.federation
         if fed.local_steps is not None:
-            return {"local_steps": fed.local_steps, "local_epochs": None}
-        return {"local_steps": None, "local_epochs": fed.local_epochs}
+            return fed.local_steps, None
+        return None, fed.local_epochs
 
     def admit(self, round_id: int, selected: Sequence[int]) -> dict[int, str]:
         excluded: dict[int, str] = {}
         for client_id in selected:
             dp_client = self.clients[client_id]
             try:
-                dp_client.check_budget(dp_client.steps_for(**self._local_kwargs()))
+                local_steps, local_epochs = self._local_plan()
+                steps = dp_client.steps_for(local_steps=local_steps, local_epochs=local_epochs)
+                dp_client.check_budget(steps)
             except PrivacyBudgetExceededError as error:
                 excluded[client_id] = f"privacy budget: {error}"
         return excluded
@@ -245,6 +248,7 @@ class SampleLevelPrivacy(PrivacyLayer):
     ) -> TrainOutcome:
         dp_client = self.clients[client_id]
         client = self.data.clients[client_id]
+        local_steps, local_epochs = self._local_plan()
         model.train()  # Opacus validates in training mode; evaluate() switches back to eval
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -256,7 +260,8 @@ class SampleLevelPrivacy(PrivacyLayer):
                 lr=self.federation.lr,
                 optimizer=self.federation.optimizer,
                 device=device,
-                **self._local_kwargs(),
+                local_steps=local_steps,
+                local_epochs=local_epochs,
             )
         self._round_events.setdefault(round_id, {})[result.event.client_id] = result.event
         info = {

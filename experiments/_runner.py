@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from dp import DPError, prepare_model
 from experiments._config import RunConfig, validate
 from experiments._datasets import load_dataset
 from experiments._errors import ConfigError
@@ -32,13 +33,14 @@ from experiments._federation import (
     resolve_device,
 )
 from experiments._models import build_model
+from experiments._privacy import build_privacy_layer
 from secagg._hydra import build_scheme
 
 log = logging.getLogger("experiments")
 
 RESULTS_FILE = "results.json"
 # The layers this runner wires in so far; others fail at start rather than run unprotected.
-SUPPORTED_DP = ("off",)
+SUPPORTED_DP = ("off", "sample", "client")
 SUPPORTED_CHAIN = ("none",)
 
 
@@ -62,12 +64,20 @@ def build_federation(cfg: RunConfig) -> Federation:
     data_rng = np.random.default_rng(derive_seed(fed.seed, SEED_DATA))
     data = load_dataset(cfg.dataset, fed, data_rng)
     model = build_model(cfg.model, data, seed=derive_seed(fed.seed, SEED_MODEL))
+    privacy = build_privacy_layer(cfg.dp, federation=fed, data=data, scheme_name=cfg.secagg.name)
+    if privacy.mode == "sample":
+        # Once, on the global model, so every client and the aggregator share one layout.
+        try:
+            model = prepare_model(model, fix=bool(getattr(cfg.dp, "fix_model", False)))
+        except DPError as error:
+            raise ConfigError(f"dp=sample: {error}") from error
     return Federation(
         config=fed,
         data=data,
         model=model,
         scheme=build_scheme(cfg.secagg),
         device=resolve_device(fed.device),
+        privacy=privacy,
     )
 
 
@@ -176,6 +186,11 @@ def summary_table(results: RunResults) -> str:
     rows += [
         ("final loss", fmt(last.loss)),
         ("epsilon", fmt(final.epsilon, 3)),
+    ]
+    privacy = final.privacy or {}
+    rows += [(f"  {name}", fmt(summary.get("epsilon"), 3)) for name, summary in privacy.items()]
+    rows += [
+        ("delta", "n/a" if final.delta is None else f"{final.delta:.3g}"),
         ("bytes up (total)", str(final.bytes_up_total)),
         ("gas (total)", "n/a" if final.gas_total is None else str(final.gas_total)),
         ("wall seconds", fmt(final.wall_seconds, 2)),

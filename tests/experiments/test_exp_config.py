@@ -130,6 +130,9 @@ def test_unknown_fields_fail_at_composition(compose_cfg: Compose) -> None:
 def test_layers_not_wired_in_are_refused(run_cfg: ToRun) -> None:
     cfg = run_cfg()
     check_supported(cfg)
-    cfg.dp.name = "sample"
+    for wired in ("sample", "client"):
+        cfg.dp.name = wired
+        check_supported(cfg)
+    cfg.dp.name = "local"
     with pytest.raises(ConfigError, match="dp"):
         check_supported(cfg)

@@ -38,6 +38,9 @@ ROUND_KEYS = {
     "seconds",
     "epsilon",
     "gas_used",
+    "epsilon_per_client",
+    "delta",
+    "excluded",
 }
 FINAL_KEYS = {
     "accuracy",
@@ -49,6 +52,7 @@ FINAL_KEYS = {
     "wall_seconds",
     "bytes_up_total",
     "gas_total",
+    "privacy",
 }
 
 
