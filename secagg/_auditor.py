@@ -219,7 +219,8 @@ class Auditor:
             return
         failed("aggregate")
         detail = (
-            "recombining the participants' committed blobs does not give the published aggregate"
+            f"aggregator {self._publisher(info.round_id)}: recombining the participants' "
+            "committed blobs does not give the published aggregate"
         )
         try:
             published = self.store.get(info.aggregate_digest)
@@ -240,6 +241,12 @@ class Auditor:
             if left_out:
                 detail += f"; it leaves out participant(s) {', '.join(left_out)}"
         self.find(info.round_id, "aggregate", detail)
+
+    def _publisher(self, round_id: int) -> str:
+        """Who published the round's aggregate (the sender of the publishing transaction)."""
+        for event in self.ledger.events("AggregatePublished", argument_filters={"round": round_id}):
+            return str(self.ledger.w3.eth.get_transaction(event.tx_hash)["from"])
+        return "(unknown)"
 
     def _reveal(self, info: RoundInfo, manifest: RoundManifest, failed) -> None:  # type: ignore[no-untyped-def]
         if manifest.scheme != "ckks" or info.status < RoundStatus.REVEALED:

@@ -35,20 +35,22 @@ def make_scheme(name: str):
     return build_masking_scheme(schema), dataclasses.asdict(schema)
 
 
-def make_event(client: int, round_id: int, previous=None, *, steps: int = STEPS, claim=None):
+def make_event(
+    client: int, round_id: int, previous=None, *, steps: int = STEPS, claim=None, sigma=SIGMA
+):
     """An honest (or, with ``claim``, a lying) event chained after ``previous``."""
     history = [] if previous is None else list(previous)
     segments = [
         Segment(sample_rate=e.sample_rate, noise_multiplier=e.noise_multiplier, steps=e.steps)
         for e in history
-    ] + [Segment(sample_rate=SAMPLE_RATE, noise_multiplier=SIGMA, steps=steps)]
+    ] + [Segment(sample_rate=SAMPLE_RATE, noise_multiplier=sigma, steps=steps)]
     epsilon = compose_epsilon(segments, delta=DELTA, accountant="rdp")
     return PrivacyEvent(
         client_id=f"client-{client}",
         round_id=round_id,
         mechanism="dpsgd-sample",
         sample_rate=SAMPLE_RATE,
-        noise_multiplier=SIGMA,
+        noise_multiplier=sigma,
         steps=steps,
         max_grad_norm=1.0,
         delta=DELTA,
@@ -73,9 +75,7 @@ class Federation:
     def round(self, round_id: int, *, drop=(), crash_after_commit=(), tamper=None, **kwargs):
         selected = list(range(self.n_clients))
         weights = {c: 1.0 / len(selected) for c in selected}
-        updates = {
-            c: self.rng.normal(0, 0.05, DIM) * weights[c] for c in selected if c not in drop
-        }
+        updates = {c: self.rng.normal(0, 0.05, DIM) * weights[c] for c in selected if c not in drop}
         events = {}
         for c in updates:
             history = self.events.setdefault(c, [])
