@@ -1,0 +1,115 @@
+"""``secagg audit`` from a second process against a live anvil node, and node restarts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from chain import AnvilBackend, Ledger, find_anvil
+from secagg._auditor import audit
+from secagg._consortium import Consortium
+from secagg._protocol import SecureRoundProtocol
+from secagg._store import LocalDirectoryStore
+from secagg.ckks import CKKSSchema, build_ckks_scheme
+
+pytestmark = pytest.mark.anvil
+
+
+def _anvil_or_skip() -> None:
+    if find_anvil() is None:
+        if os.environ.get("CI"):
+            pytest.fail("anvil missing in CI: run `npm ci` (node_modules/.bin/anvil)")
+        pytest.skip("anvil binary missing (run `npm ci`); required when CI is set")
+
+
+def _protocol(consortium: Consortium) -> SecureRoundProtocol:
+    schema = CKKSSchema()
+    return SecureRoundProtocol(
+        consortium=consortium,
+        scheme=build_ckks_scheme(schema),
+        scheme_config=dataclasses.asdict(schema),
+        dim=32,
+        audit_each_round=False,
+    )
+
+
+def _round(protocol: SecureRoundProtocol, round_id: int, n: int = 3) -> None:
+    rng = np.random.default_rng(round_id)
+    selected = list(range(n))
+    protocol.run_round(
+        round_id,
+        selected=selected,
+        weights=dict.fromkeys(selected, 1 / n),
+        updates={c: rng.normal(0, 0.05, 32) / n for c in selected},
+    )
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "secagg", "audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_audit_command_from_a_second_process(tmp_path):
+    _anvil_or_skip()
+    store = LocalDirectoryStore(tmp_path / "store")
+    with AnvilBackend() as node:
+        consortium = Consortium.create(node, n_clients=3, store=store, epsilon_budget=10.0)
+        protocol = _protocol(consortium)
+        _round(protocol, 1)
+        _round(protocol, 2)
+        target = ["--rpc", node.public_url, "--address", consortium.ledger.address]
+        clean = _cli(*target, "--store", str(store.root), "--json")
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert json.loads(clean.stdout)["verdict"] == "clean"
+
+        commitment = consortium.ledger.commitments(2)[1]
+        path = store.root / bytes(commitment.blob_digest).hex()
+        path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+        tampered = _cli(*target, "--store", str(store.root), "--round", "2")
+        assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+        assert commitment.client in tampered.stdout
+        assert "does not match its commitment" in tampered.stdout
+
+        nowhere = _cli(*target[:2], "--address", "0x" + "11" * 20, "--store", str(store.root))
+        assert nowhere.returncode == 2
+        assert "CANNOT AUDIT" in nowhere.stdout
+
+
+def test_unreachable_ledger_cannot_be_audited(tmp_path):
+    result = _cli(
+        "--rpc", "http://127.0.0.1:9", "--address", "0x" + "22" * 20, "--store", str(tmp_path)
+    )
+    assert result.returncode == 2
+    assert "cannot reach" in result.stdout
+
+
+def test_anvil_restart_loses_nothing(tmp_path):
+    _anvil_or_skip()
+    state = tmp_path / "anvil-state.json"
+    store = LocalDirectoryStore(tmp_path / "store")
+    with AnvilBackend(state_file=state) as node:
+        consortium = Consortium.create(node, n_clients=3, store=store, epsilon_budget=10.0)
+        protocol = _protocol(consortium)
+        _round(protocol, 1)
+        address = consortium.ledger.address
+        before = consortium.ledger.round_info(1)
+    with AnvilBackend(state_file=state) as restarted:
+        ledger = Ledger.attach(restarted, address)
+        assert ledger.round_info(1) == before
+        consortium.ledger = ledger
+        protocol = _protocol(consortium)
+        _round(protocol, 2)
+        report = audit(ledger, store)
+        assert report.exit_code == 0, report.to_table()
+        assert [r.round_id for r in report.rounds] == [1, 2]
