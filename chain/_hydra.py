@@ -34,6 +34,9 @@ class _LedgerOptions:
     epsilon_budget: float = 10.0
     reputation_threshold: float = 0.0
     batch_commits: bool = False
+    # Artifact store directory (blobs, events, manifests); null: ``artifacts/`` in the
+    # run's output directory. Read by the round protocol, not by this package.
+    store_dir: str | None = None
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any, NoReturn, Protocol, cast
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed as _TesterTransactionFailed
-from eth_utils import keccak, to_checksum_address
+from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 from web3.types import TxParams
@@ -137,6 +137,13 @@ class Ledger:
         self._errors = _error_table(self._abi)
         self.address: Address = _address(address)
         self.contract = w3.eth.contract(address=self.address, abi=self._abi)
+        self._event_topics = {
+            entry["name"]: bytes(event_abi_to_log_topic(entry))
+            for entry in self._abi
+            if entry.get("type") == "event"
+        }
+        self._logs: list[Any] = []
+        self._scanned_to = start_block - 1
         self.chain_id: int = int(w3.eth.chain_id)
         self._clients_cache: dict[int, tuple[Address, ...]] = {}
         self.history: list[tuple[int | None, TxResult]] = []
@@ -559,29 +566,51 @@ class Ledger:
         page_size: int = 1000,
         argument_filters: dict[str, Any] | None = None,
     ) -> Iterator[LedgerEvent]:
-        """Decoded ``name`` events in block ranges of ``page_size`` blocks (full-node logs),
-        from ``from_block`` (default: the ledger's ``start_block``) to ``to_block`` (latest)."""
+        """Decoded ``name`` events from ``from_block`` (default: the ledger's
+        ``start_block``) to ``to_block`` (latest), read from full-node logs.
+
+        The contract's logs are fetched once, in ranges of ``page_size`` blocks, and kept:
+        later calls fetch only blocks not seen yet (an auditor reads every round's events
+        many times; re-reading the whole chain each time made audits quadratic). This
+        assumes mined blocks are final, as they are on the in-process EVM and anvil; on a
+        chain with reorganisations attach a fresh ``Ledger`` after one.
+        """
         if page_size < 1:
             raise ChainConfigError(f"page_size must be >= 1, got {page_size}")
         try:
-            event = self.contract.events[name]
+            event = self.contract.events[name]()
         except Exception as exc:
             raise ChainConfigError(f"unknown event {name!r}") from exc
         last = self.block_number() if to_block is None else to_block
         start = self.start_block if from_block is None else from_block
-        while start <= last:
-            end = min(start + page_size - 1, last)
-            logs = event().get_logs(
-                from_block=start, to_block=end, argument_filters=argument_filters
+        self._refresh_logs(last, page_size)
+        topic = self._event_topics[name]
+        wanted = {key: _normalise(value) for key, value in (argument_filters or {}).items()}
+        for log in self._logs:
+            block = int(log["blockNumber"])
+            if block < start or block > last or not log["topics"] or log["topics"][0] != topic:
+                continue
+            decoded = event.process_log(log)
+            args = dict(decoded["args"])
+            if any(_normalise(args.get(key)) != value for key, value in wanted.items()):
+                continue
+            yield LedgerEvent(
+                name=name,
+                args=args,
+                block_number=block,
+                tx_hash=bytes(log["transactionHash"]),
+                log_index=int(log["logIndex"]),
             )
-            for log in logs:
-                yield LedgerEvent(
-                    name=name,
-                    args=dict(log["args"]),
-                    block_number=int(log["blockNumber"]),
-                    tx_hash=bytes(log["transactionHash"]),
-                    log_index=int(log["logIndex"]),
-                )
+
+    def _refresh_logs(self, to_block: int, page_size: int) -> None:
+        """Fetch the contract's logs of blocks not fetched yet, up to ``to_block``."""
+        start = max(self._scanned_to + 1, self.start_block)
+        while start <= to_block:
+            end = min(start + page_size - 1, to_block)
+            self._logs.extend(
+                self._w3.eth.get_logs({"address": self.address, "fromBlock": start, "toBlock": end})
+            )
+            self._scanned_to = end
             start = end + 1
 
     def gas_by_round(self, round_id: int) -> dict[str, int]:
@@ -591,6 +620,15 @@ class Ledger:
             if rid == round_id:
                 totals[res.function] = totals.get(res.function, 0) + res.gas_used
         return totals
+
+
+def _normalise(value: Any) -> Any:
+    """Compare event arguments case-insensitively for addresses and by value for bytes."""
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return value
 
 
 def _check_round(round_id: int) -> None:

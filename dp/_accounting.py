@@ -24,6 +24,7 @@ batches), at the price of a far larger epsilon.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -126,14 +127,23 @@ def _check_accountant(accountant: str) -> None:
         raise InvalidDPConfigError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _rdp_per_step(q: float, sigma: float) -> tuple[float, ...]:
+    """RDP of one step at every order; RDP composes additively, so T steps cost T times
+    this. Cached: a federation repeats the same (q, sigma) every round, and the auditor
+    re-derives every round's epsilon."""
+    return tuple(
+        float(value)
+        for value in rdp_analysis.compute_rdp(
+            q=q, noise_multiplier=sigma, steps=1, orders=list(RDP_ORDERS)
+        )
+    )
+
+
 def _rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
     rdp = np.zeros(len(RDP_ORDERS))
     for q, sigma, steps in history:
-        rdp = rdp + np.asarray(
-            rdp_analysis.compute_rdp(
-                q=q, noise_multiplier=sigma, steps=steps, orders=list(RDP_ORDERS)
-            )
-        )
+        rdp = rdp + steps * np.asarray(_rdp_per_step(q, sigma))
     eps, _ = rdp_analysis.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp, delta=delta)
     return float(eps)
 

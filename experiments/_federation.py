@@ -15,11 +15,13 @@ model: that of the scheme in use (``plain`` protects nothing; it is the baseline
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,7 +33,12 @@ from experiments._config import FederationConfig
 from experiments._datasets import FederatedData
 from experiments._privacy import NoPrivacy, PrivacyLayer
 from experiments._training import Evaluation, LocalTrainer, SGDTrainer, evaluate
-from secagg._scheme import PhaseStats, ProtectionScheme
+from secagg import PhaseStats, ProtectionScheme, SecAggError, SecureRoundOutcome
+
+if TYPE_CHECKING:
+    from experiments._ledger import LedgerLayer
+
+log = logging.getLogger("experiments")
 
 # Tags that keep the random streams of different purposes apart (derive_seed).
 SEED_DATA, SEED_MODEL, SEED_SELECT, SEED_DROPOUT, SEED_TRAIN = range(1, 6)
@@ -68,7 +75,10 @@ class RoundRecord:
     selected clients that dropped out; ``excluded`` maps the ids of selected clients the
     privacy layer refused before training (budget) to the reason; ``epsilon`` is
     cumulative (max over clients for dp=sample), ``epsilon_per_client`` maps client names
-    to their cumulative epsilon (dp=sample); layer-specific fields are None when unused."""
+    to their cumulative epsilon (dp=sample); layer-specific fields are None when unused.
+    With a ledger, ``excluded`` also holds clients skipped for low reputation or rejected
+    by the protocol, ``reputation`` maps client names to their on-chain score after the
+    round, and ``flagged`` maps the ids the round's audit flagged to the reason code."""
 
     round: int
     accuracy: float
@@ -84,6 +94,8 @@ class RoundRecord:
     epsilon_per_client: dict[str, float] | None = None
     delta: float | None = None
     excluded: dict[int, str] = field(default_factory=dict)
+    reputation: dict[str, float] | None = None
+    flagged: dict[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,9 @@ class FinalRecord:
 
     ``privacy`` holds each accounted party's totals (``dp.summarize_events``: accountant,
     delta, sample rate / noise multiplier / steps segments, total steps, epsilon, budget),
-    enough to recompute epsilon without this code; None without dp."""
+    enough to recompute epsilon without this code; None without dp. ``audit`` is the
+    verdict of a fresh auditor over the whole ledger at the end of the run (None without
+    a ledger): ``{verdict, exit_code, findings}``."""
 
     accuracy: float
     auc: float | None
@@ -104,6 +118,7 @@ class FinalRecord:
     bytes_up_total: int
     gas_total: int | None
     privacy: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,7 @@ class RunResults:
     config: dict[str, Any]
     rounds: list[RoundRecord]
     final: FinalRecord
+    ledger: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +152,9 @@ class RoundExtras:
     chain_seconds: float | None = None
     epsilon_per_client: dict[str, float] | None = None
     delta: float | None = None
+    reputation: dict[str, float] | None = None
+    excluded: dict[int, str] = field(default_factory=dict)
+    flagged: dict[int, int] | None = None
 
 
 class Federation:
@@ -151,6 +170,7 @@ class Federation:
         trainer: LocalTrainer | None = None,
         device: torch.device | None = None,
         privacy: PrivacyLayer | None = None,
+        ledger: LedgerLayer | None = None,
     ) -> None:
         self.config = config
         self.data = data
@@ -162,6 +182,9 @@ class Federation:
         self.privacy: PrivacyLayer = privacy or NoPrivacy()
         # round id -> {PrivacyEvent.client_id (client name, or "federation"): event}
         self.privacy_events: dict[int, dict[str, PrivacyEvent]] = {}
+        self.ledger = ledger
+        self._round_ledger: dict[int, SecureRoundOutcome] = {}
+        self._skipped: dict[int, dict[int, str]] = {}
 
     # ----- steps a subclass may override ---------------------------------------------
     def select_clients(self, round_id: int) -> list[int]:
@@ -169,9 +192,22 @@ class Federation:
         n_clients = len(self.data.clients)
         n_selected = max(1, round(self.config.client_fraction * n_clients))
         if n_selected >= n_clients:
-            return list(range(n_clients))
-        rng = np.random.default_rng(derive_seed(self.config.seed, SEED_SELECT, round_id))
-        return sorted(int(c) for c in rng.choice(n_clients, size=n_selected, replace=False))
+            candidates = list(range(n_clients))
+        else:
+            rng = np.random.default_rng(derive_seed(self.config.seed, SEED_SELECT, round_id))
+            candidates = sorted(
+                int(c) for c in rng.choice(n_clients, size=n_selected, replace=False)
+            )
+        if self.ledger is None:
+            return candidates
+        # The aggregator skips clients whose on-chain reputation is below the threshold.
+        selected = self.ledger.protocol.select(candidates)
+        self._skipped[round_id] = {
+            c: "reputation below chain.reputation_threshold"
+            for c in candidates
+            if c not in selected
+        }
+        return selected
 
     def select_dropouts(self, round_id: int, selected: Sequence[int]) -> list[int]:
         """``floor(dropout * len(selected))`` of the selected clients, seeded per round."""
@@ -224,18 +260,61 @@ class Federation:
         revealed sum is divided by the total weight of the clients actually included.
         """
         selected = sorted(weights)
+        if self.ledger is not None:
+            return self._aggregate_on_ledger(round_id, deltas, weights)
         survivors = sorted(deltas)
         dropped = [c for c in selected if c not in deltas]
         session = self.scheme.start_round(round_id=round_id, client_ids=selected, dim=self.dim)
         session.setup(dropouts=dropped)
         if not survivors:
             return AggregationResult(mean_update=None, included=[], stats=session.stats)
-        blobs = {c: session.protect(c, weights[c] * deltas[c]) for c in survivors}
+        blobs = {}
+        for client_id in survivors:
+            try:
+                blobs[client_id] = session.protect(
+                    client_id, weights[client_id] * deltas[client_id]
+                )
+            except SecAggError as error:  # this client's input is refused; the rest go on
+                log.warning("round %d: client %d refused: %s", round_id, client_id, error)
+        if not blobs:
+            return AggregationResult(mean_update=None, included=[], stats=session.stats)
         aggregate_blob = session.combine(blobs)
-        total = session.reveal(aggregate_blob, survivors=survivors)
-        included_weight = math.fsum(weights[c] for c in survivors)
+        total = session.reveal(aggregate_blob, survivors=sorted(blobs))
+        included = list(session.combined)
+        included_weight = math.fsum(weights[c] for c in included)
         return AggregationResult(
-            mean_update=total / included_weight, included=survivors, stats=session.stats
+            mean_update=total / included_weight, included=included, stats=session.stats
+        )
+
+    def _aggregate_on_ledger(
+        self, round_id: int, deltas: Mapping[int, np.ndarray], weights: Mapping[int, float]
+    ) -> AggregationResult:
+        """The hardened round: commitments, blind combination, attested reveal, audit."""
+        if self.ledger is None:
+            raise RuntimeError("no ledger layer")
+        names = {client.name: i for i, client in enumerate(self.data.clients)}
+        events = {
+            names[name]: event
+            for name, event in self.privacy.round_events(round_id).items()
+            if name in names
+        }
+        expected = {c: self.privacy.expected_steps(c) for c in weights}
+        outcome = self.ledger.protocol.run_round(
+            round_id,
+            selected=sorted(weights),
+            weights=weights,
+            updates={c: weights[c] * deltas[c] for c in deltas},
+            events=events,
+            expected_steps={c: s for c, s in expected.items() if s is not None},
+        )
+        self._round_ledger[round_id] = outcome
+        if outcome.total is None or not outcome.included:
+            return AggregationResult(mean_update=None, included=[], stats=outcome.stats)
+        included_weight = math.fsum(weights[c] for c in outcome.included)
+        return AggregationResult(
+            mean_update=outcome.total / included_weight,
+            included=list(outcome.included),
+            stats=outcome.stats,
         )
 
     def apply_update(self, mean_update: np.ndarray) -> None:
@@ -248,8 +327,33 @@ class Federation:
     def round_extras(self, round_id: int) -> RoundExtras:
         """Epsilon spent so far, gas used and ledger seconds: None without dp and chain."""
         spent = self.privacy.round_privacy()
-        return RoundExtras(
+        extras = RoundExtras(
             epsilon=spent.epsilon, epsilon_per_client=spent.epsilon_per_client, delta=spent.delta
+        )
+        outcome = self._round_ledger.get(round_id)
+        if self.ledger is None:
+            return extras
+        excluded = dict(self._skipped.get(round_id, {}))
+        flagged = None
+        gas_used = None
+        chain_seconds = None
+        if outcome is not None:
+            excluded.update(outcome.excluded)
+            flagged = dict(outcome.flagged)
+            gas_used = outcome.gas_used
+            chain_seconds = outcome.chain_seconds
+        ledger = self.ledger.consortium.ledger
+        reputation = {
+            client.name: ledger.reputation(self.ledger.consortium.address_of(i)).score
+            for i, client in enumerate(self.data.clients)
+        }
+        return dataclasses.replace(
+            extras,
+            gas_used=gas_used,
+            chain_seconds=chain_seconds,
+            reputation=reputation,
+            excluded=excluded,
+            flagged=flagged,
         )
 
     def privacy_spent(self) -> tuple[float | None, float | None]:
@@ -321,7 +425,9 @@ class Federation:
             gas_used=extras.gas_used,
             epsilon_per_client=extras.epsilon_per_client,
             delta=extras.delta,
-            excluded=dict(excluded),
+            excluded={**excluded, **extras.excluded},
+            reputation=extras.reputation,
+            flagged=extras.flagged,
         )
 
     def run(

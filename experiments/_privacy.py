@@ -152,6 +152,11 @@ class PrivacyLayer:
         """Privacy events accounted in ``round_id``, keyed by ``PrivacyEvent.client_id``."""
         return {}
 
+    def expected_steps(self, client_id: int) -> int | None:
+        """The DP-SGD steps a round asks of ``client_id`` (the round manifest commits to
+        them, so an auditor catches an event claiming fewer); None without dp=sample."""
+        return None
+
     def round_privacy(self) -> RoundPrivacy:
         """Cumulative privacy fields for the record of the round just finished."""
         return RoundPrivacy()
@@ -274,6 +279,10 @@ class SampleLevelPrivacy(PrivacyLayer):
 
     def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
         return dict(self._round_events.get(round_id, {}))
+
+    def expected_steps(self, client_id: int) -> int | None:
+        local_steps, local_epochs = self._local_plan()
+        return self.clients[client_id].steps_for(local_steps=local_steps, local_epochs=local_epochs)
 
     def round_privacy(self) -> RoundPrivacy:
         per_client = {self.data.clients[i].name: c.epsilon for i, c in self.clients.items()}

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from chain import ChainError
+from chain._hydra import validate_options
 from dp import DPError, prepare_model
 from experiments._config import RunConfig, validate
 from experiments._datasets import load_dataset
@@ -32,6 +34,7 @@ from experiments._federation import (
     derive_seed,
     resolve_device,
 )
+from experiments._ledger import open_ledger_layer
 from experiments._models import build_model
 from experiments._privacy import build_privacy_layer
 from secagg._hydra import build_scheme
@@ -41,7 +44,7 @@ log = logging.getLogger("experiments")
 RESULTS_FILE = "results.json"
 # The layers this runner wires in so far; others fail at start rather than run unprotected.
 SUPPORTED_DP = ("off", "sample", "client")
-SUPPORTED_CHAIN = ("none",)
+SUPPORTED_CHAIN = ("none", "inprocess", "anvil", "rpc")
 
 
 def check_supported(cfg: RunConfig) -> None:
@@ -53,6 +56,18 @@ def check_supported(cfg: RunConfig) -> None:
     if cfg.chain.name not in SUPPORTED_CHAIN:
         raise ConfigError(
             f"chain must be one of {list(SUPPORTED_CHAIN)} in this runner, got {cfg.chain.name!r}"
+        )
+    if cfg.chain.name != "none":
+        try:
+            validate_options(cfg.chain)
+        except ChainError as error:
+            raise ConfigError(f"chain.{error}") from error
+    max_dropout = getattr(cfg.secagg, "max_dropout_fraction", None)
+    if max_dropout is not None and cfg.federation.dropout > max_dropout:
+        raise ConfigError(
+            f"federation.dropout={cfg.federation.dropout} exceeds "
+            f"secagg.max_dropout_fraction={max_dropout}: the masking threshold would not "
+            "survive that many dropouts (raise secagg.max_dropout_fraction)"
         )
 
 
@@ -155,13 +170,36 @@ def run_experiment(
         def on_round(record: RoundRecord) -> None:
             log.info(_format_round(record, rounds))
 
-    try:
-        records, final = federation.run(on_round=on_round)
-    finally:
-        if bar is not None:
-            bar.close()
+    with open_ledger_layer(
+        cfg.chain,
+        n_clients=len(federation.data.clients),
+        scheme=federation.scheme,
+        scheme_schema=cfg.secagg,
+        dim=federation.dim,
+        dp_mode=federation.privacy.mode,
+        output_dir=output_dir,
+    ) as ledger:
+        federation.ledger = ledger
+        try:
+            records, final = federation.run(on_round=on_round)
+        finally:
+            if bar is not None:
+                bar.close()
+        ledger_entry = None
+        if ledger is not None:
+            report = ledger.final_audit()
+            log.info("audit: %s (%d finding(s))", report.verdict.name.lower(), len(report.findings))
+            final = dataclasses.replace(
+                final,
+                audit={
+                    "verdict": report.to_dict()["verdict"],
+                    "exit_code": report.exit_code,
+                    "findings": report.to_dict()["findings"],
+                },
+            )
+            ledger_entry = ledger.entry()
     final = dataclasses.replace(final, wall_seconds=time.perf_counter() - start)
-    results = RunResults(config=resolved_config, rounds=records, final=final)
+    results = RunResults(config=resolved_config, rounds=records, final=final, ledger=ledger_entry)
     if output_dir is not None:
         path = write_results(results, output_dir)
         log.info("results written to %s", path)
@@ -195,7 +233,36 @@ def summary_table(results: RunResults) -> str:
         ("gas (total)", "n/a" if final.gas_total is None else str(final.gas_total)),
         ("wall seconds", fmt(final.wall_seconds, 2)),
     ]
+    if final.audit is not None:
+        rows.append(("audit verdict", str(final.audit["verdict"])))
+        rows += [
+            (f"  round {f['round_id']}", f"{f['check']}: {f['client'] or ''} {f['detail']}")
+            for f in final.audit["findings"]
+        ]
+    if results.ledger is not None:
+        rows.append(("ledger", f"{results.ledger['backend']} {results.ledger['address']}"))
+        rows.append(("artifact store", str(results.ledger["store"])))
     width = max(len(name) for name, _ in rows)
-    lines = ["summary", "-" * (width + 14)]
+    lines = [round_table(results), "", "summary", "-" * (width + 14)]
     lines += [f"{name.ljust(width)}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def round_table(results: RunResults) -> str:
+    """Per round: pooled accuracy, cumulative epsilon, clients in the sum, bytes, gas."""
+    header = ("round", "accuracy", "epsilon", "clients", "bytes up", "gas")
+    rows = [
+        (
+            str(r.round),
+            f"{r.accuracy:.4f}",
+            "n/a" if r.epsilon is None else f"{r.epsilon:.3f}",
+            str(r.n_clients),
+            str(r.bytes_up),
+            "n/a" if r.gas_used is None else str(r.gas_used),
+        )
+        for r in results.rounds
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from chain import Commitment, SignedCommit, TxResult
 from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
-from secagg._errors import CommitmentMismatchError, SecAggError
+from secagg._errors import CommitmentMismatchError
 from secagg._manifest import RoundManifest
 from secagg._recombine import aggregate_inputs
 from secagg._scheme import RoundSession
@@ -43,12 +44,13 @@ FLAG_PRIVACY_CLAIM = 3
 FLAG_OVER_BUDGET = 4
 
 
-class PrivacyEventLike:
-    """What the protocol needs of a ``dp`` privacy event (kept structural: no dp import)."""
+class PrivacyEventLike(Protocol):
+    """What the protocol needs of a ``dp`` privacy event."""
 
-    cumulative_epsilon: float
+    @property
+    def cumulative_epsilon(self) -> float: ...
 
-    def canonical_bytes(self) -> bytes: ...  # pragma: no cover - protocol only
+    def canonical_bytes(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,6 @@ __all__ = [
     "ClientParty",
     "Collected",
     "KeyHolderParty",
-    "SecAggError",
     "Submission",
     "commitments_by_client",
 ]

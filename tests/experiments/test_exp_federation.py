@@ -41,6 +41,8 @@ ROUND_KEYS = {
     "epsilon_per_client",
     "delta",
     "excluded",
+    "reputation",
+    "flagged",
 }
 FINAL_KEYS = {
     "accuracy",
@@ -53,6 +55,7 @@ FINAL_KEYS = {
     "bytes_up_total",
     "gas_total",
     "privacy",
+    "audit",
 }
 
 
@@ -113,7 +116,8 @@ def test_end_to_end_two_rounds_on_breast_cancer_writes_results_json(
     assert isinstance(cfg, RunConfig) and isinstance(resolved, dict)
     run_experiment(cfg, resolved_config=resolved, output_dir=tmp_path, progress=False)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results) == {"config", "rounds", "final"}
+    assert set(results) == {"config", "rounds", "final", "ledger"}
+    assert results["ledger"] is None  # chain=none
     assert results["config"]["dataset"]["name"] == "breast_cancer"
     assert results["config"]["federation"]["rounds"] == 2
     rounds = results["rounds"]
@@ -124,12 +128,14 @@ def test_end_to_end_two_rounds_on_breast_cancer_writes_results_json(
         assert set(record["seconds"]) == {"train", "protect", "combine", "reveal", "chain"}
         assert record["seconds"]["train"] > 0 and record["seconds"]["chain"] is None
         assert record["epsilon"] is None and record["gas_used"] is None
+        assert record["reputation"] is None and record["flagged"] is None
         assert record["n_clients"] == 5 and record["dropped"] == []
         assert record["bytes_up"] == 5 * 8 * dim
         assert 0.0 <= record["accuracy"] <= 1.0 and 0.0 <= record["auc"] <= 1.0
     final = results["final"]
     assert set(final) == FINAL_KEYS
     assert final["epsilon"] is None and final["delta"] is None and final["gas_total"] is None
+    assert final["audit"] is None
     assert final["accuracy"] == rounds[-1]["accuracy"]
     assert final["accuracy"] > 0.85  # logistic regression learns this task in two rounds
     per_client = final["per_client_accuracy"]
