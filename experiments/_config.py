@@ -23,9 +23,9 @@ DEFAULTS: list[Any] = [
     {"dataset": "breast_cancer"},
     {"model": "logreg"},
     {"federation": "default"},
-    {"dp": "off"},
-    {"secagg": "plain"},
-    {"chain": "none"},
+    {"dp": "hardened"},
+    {"secagg": "ckks"},
+    {"chain": "inprocess"},
 ]
 
 OPTIMIZERS = ("sgd", "adam")

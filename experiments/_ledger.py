@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,14 +80,14 @@ def open_ledger_layer(
     if chain_schema.name == "none":
         yield None
         return
-    if chain_schema.store_dir is not None:
-        store_dir = Path(chain_schema.store_dir)
-    elif output_dir is not None:
-        store_dir = output_dir / "artifacts"
-    else:
-        raise ConfigError("chain.store_dir must be set when the run has no output directory")
-    store_dir = store_dir.resolve()
     with contextlib.ExitStack() as stack:
+        if chain_schema.store_dir is not None:
+            store_dir = Path(chain_schema.store_dir)
+        elif output_dir is not None:
+            store_dir = output_dir / "artifacts"
+        else:  # a run without an output directory keeps its artifacts only while it runs
+            store_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="secagg-")))
+        store_dir = store_dir.resolve()
         try:
             backend = stack.enter_context(open_backend(chain_schema))
             consortium = Consortium.create(

@@ -40,6 +40,7 @@ COLUMNS = (
     "bytes_up_per_round",
     "bytes_down_per_round",
     "gas_total",
+    "audit",
     "wall_seconds",
 )
 PHASES = ("train", "protect", "combine", "reveal", "chain")
@@ -78,6 +79,7 @@ def summarise(path: Path, root: Path) -> dict[str, Any]:
             "bytes_up_per_round": _mean([r["bytes_up"] for r in rounds]),
             "bytes_down_per_round": _mean([r["bytes_down"] for r in rounds]),
             "gas_total": final["gas_total"],
+            "audit": (final.get("audit") or {}).get("verdict"),
             "wall_seconds": final["wall_seconds"],
         }
         for phase in PHASES:

@@ -28,8 +28,10 @@ was really drawn (a client's own randomness is not verifiable), and the decrypti
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+from hexbytes import HexBytes
 
 from chain import EPSILON_SCALE, ChainError, Commitment, Ledger, RoundInfo, RoundStatus
 from dp import PrivacyEvent, recompute_epsilon
@@ -110,7 +112,7 @@ class Auditor:
             checks=checks,
         )
 
-    def _manifest(self, info: RoundInfo, failed) -> RoundManifest | None:  # type: ignore[no-untyped-def]
+    def _manifest(self, info: RoundInfo, failed: Callable[[str], None]) -> RoundManifest | None:
         try:
             return RoundManifest.from_bytes(self.store.get(info.config_digest))
         except (SecAggError, ArtifactNotFoundError) as error:
@@ -118,12 +120,12 @@ class Auditor:
             self.find(info.round_id, "manifest", f"round manifest unavailable: {error}")
             return None
 
-    def _blobs(  # type: ignore[no-untyped-def]
+    def _blobs(
         self,
         info: RoundInfo,
         manifest: RoundManifest | None,
         commitments: list[Commitment],
-        failed,
+        failed: Callable[[str], None],
     ) -> dict[str, bytes]:
         """Committed blobs that are present, match their digest and parse (by address)."""
         valid: dict[str, bytes] = {}
@@ -171,13 +173,13 @@ class Auditor:
             valid[address.lower()] = blob
         return valid
 
-    def _aggregate(  # type: ignore[no-untyped-def]
+    def _aggregate(
         self,
         info: RoundInfo,
         manifest: RoundManifest,
         commitments: list[Commitment],
         blobs: dict[str, bytes],
-        failed,
+        failed: Callable[[str], None],
     ) -> None:
         if info.aggregate_digest is None:
             return
@@ -245,10 +247,12 @@ class Auditor:
     def _publisher(self, round_id: int) -> str:
         """Who published the round's aggregate (the sender of the publishing transaction)."""
         for event in self.ledger.events("AggregatePublished", argument_filters={"round": round_id}):
-            return str(self.ledger.w3.eth.get_transaction(event.tx_hash)["from"])
+            return str(self.ledger.w3.eth.get_transaction(HexBytes(event.tx_hash))["from"])
         return "(unknown)"
 
-    def _reveal(self, info: RoundInfo, manifest: RoundManifest, failed) -> None:  # type: ignore[no-untyped-def]
+    def _reveal(
+        self, info: RoundInfo, manifest: RoundManifest, failed: Callable[[str], None]
+    ) -> None:
         if manifest.scheme != "ckks" or info.status < RoundStatus.REVEALED:
             return
         if info.reveal_digest is None or info.reveal_digest == ZERO_DIGEST:
@@ -287,12 +291,12 @@ class Auditor:
         chain.reverse()
         return chain
 
-    def _privacy(  # type: ignore[no-untyped-def]
+    def _privacy(
         self,
         info: RoundInfo,
         manifest: RoundManifest,
         commitments: list[Commitment],
-        failed,
+        failed: Callable[[str], None],
     ) -> None:
         budget = info.epsilon_budget_fixed / EPSILON_SCALE
         for commitment in commitments:

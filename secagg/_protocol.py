@@ -53,7 +53,7 @@ class SecureRoundOutcome:
     gas_used: int
     chain_seconds: float
     config_digest: Digest
-    aggregate_digest: Digest | None
+    aggregate_digest: bytes | None
     findings: tuple[Finding, ...] = ()
     flagged: dict[int, int] = field(default_factory=dict)
 

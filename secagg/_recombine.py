@@ -8,7 +8,7 @@ public context (in the store, named in the manifest), masking only the public pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -85,5 +85,5 @@ def aggregate_inputs(manifest: RoundManifest, aggregate: bytes) -> tuple[Digest,
 class _Schema:
     """Attribute access over a manifest's scheme-config mapping (what ``from_schema`` reads)."""
 
-    def __init__(self, values: dict[str, object] | object) -> None:
-        self.__dict__.update(dict(values))  # type: ignore[call-overload]
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self.__dict__.update(values)

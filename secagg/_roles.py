@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from eth_account.signers.local import LocalAccount
 
 from chain import Commitment, SignedCommit, TxResult
 from secagg._consortium import Consortium
@@ -124,7 +125,7 @@ class AggregatorParty:
         self.consortium = consortium
 
     @property
-    def _account(self):  # type: ignore[no-untyped-def]
+    def _account(self) -> LocalAccount:
         return self.consortium.parties.aggregator
 
     def select(self, candidates: Collection[int]) -> list[int]:

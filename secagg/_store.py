@@ -40,11 +40,11 @@ class ArtifactStore(ABC):
         return digest
 
     @abstractmethod
-    def put_named(self, digest: Digest, data: bytes) -> None:
+    def put_named(self, digest: bytes, data: bytes) -> None:
         """Store ``data`` under ``digest``; refuse different bytes under an existing name."""
 
     @abstractmethod
-    def get_unchecked(self, digest: Digest) -> bytes:
+    def get_unchecked(self, digest: bytes) -> bytes:
         """Return the bytes stored under ``digest`` without verifying them."""
 
     @abstractmethod
@@ -54,7 +54,7 @@ class ArtifactStore(ABC):
     def digests(self) -> Iterator[Digest]:
         """Every digest the store holds."""
 
-    def get(self, digest: Digest) -> bytes:
+    def get(self, digest: bytes) -> bytes:
         """Return the bytes under ``digest``, checked against it.
 
         Raises :class:`ArtifactNotFoundError` when absent and
@@ -80,13 +80,13 @@ class LocalDirectoryStore(ArtifactStore):
     def __repr__(self) -> str:
         return f"LocalDirectoryStore({str(self.root)!r})"
 
-    def path_of(self, digest: Digest) -> Path:
+    def path_of(self, digest: bytes) -> Path:
         """Where the artifact named ``digest`` lives."""
         if len(digest) != 32:
             raise ValueError(f"a digest has 32 bytes, got {len(digest)}")
         return self.root / digest.hex()
 
-    def put_named(self, digest: Digest, data: bytes) -> None:
+    def put_named(self, digest: bytes, data: bytes) -> None:
         path = self.path_of(digest)
         if path.exists():
             if path.read_bytes() != data:
@@ -105,7 +105,7 @@ class LocalDirectoryStore(ArtifactStore):
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
-    def get_unchecked(self, digest: Digest) -> bytes:
+    def get_unchecked(self, digest: bytes) -> bytes:
         path = self.path_of(digest)
         try:
             return path.read_bytes()

@@ -71,7 +71,10 @@ def test_sweep_then_report_gives_csv_png_and_table(tmp_path: Path) -> None:
     with (sweep_dir / "summary.csv").open() as stream:
         rows = list(csv.DictReader(stream))
     assert sorted(int(row["clients"]) for row in rows) == [3, 5]
-    assert all(row["secagg"] == "plain" and row["epsilon"] == "" for row in rows)
+    # The sweep ran the default (hardened) configuration: CKKS, DP at epsilon <= 1, ledger.
+    assert all(row["secagg"] == "ckks" for row in rows)
+    assert all(0 < float(row["epsilon"]) <= 1.0 for row in rows)
+    assert all(row["audit"] == "clean" and int(row["gas_total"]) > 0 for row in rows)
     assert (sweep_dir / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "mean_client_accuracy" in report.stdout and "synthetic" in report.stdout
 

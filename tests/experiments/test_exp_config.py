@@ -29,12 +29,15 @@ def _options(group: str) -> list[str]:
     return sorted(name.removesuffix(".yaml") for name in ConfigStore.instance().list(group))
 
 
-def test_defaults_are_breast_cancer_logreg_plain(run_cfg: ToRun) -> None:
+def test_defaults_are_the_hardened_run_on_breast_cancer(run_cfg: ToRun) -> None:
     cfg = run_cfg()
     assert isinstance(cfg.dataset, BreastCancerConfig)
     assert isinstance(cfg.model, LogRegConfig)
     assert isinstance(cfg.federation, FederationConfig)
-    assert (cfg.dp.name, cfg.secagg.name, cfg.chain.name) == ("off", "plain", "none")
+    assert (cfg.dp.name, cfg.secagg.name, cfg.chain.name) == ("sample", "ckks", "inprocess")
+    assert (cfg.dp.target_epsilon, cfg.dp.delta) == (1.0, 1e-5)
+    plain = run_cfg("dp=off", "secagg=plain", "chain=none")
+    assert (plain.dp.name, plain.secagg.name, plain.chain.name) == ("off", "plain", "none")
     assert cfg.federation.clients == 5 and cfg.federation.rounds >= 10
     validate(cfg)
 

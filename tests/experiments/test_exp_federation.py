@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn.utils import parameters_to_vector
 
 from experiments._config import RunConfig
-from experiments._runner import build_federation, run_experiment
+from experiments._runner import build_federation, run_experiment, summary_table
 
 ToRun = Callable[..., RunConfig]
 
@@ -25,6 +25,9 @@ TINY = (
     "dataset.n_informative=4",
     "federation.clients=4",
     "federation.rounds=2",
+    "dp=off",
+    "secagg=plain",
+    "chain=none",
 )
 ROUND_KEYS = {
     "round",
@@ -110,7 +113,7 @@ def test_client_sampling_and_dropout_are_seeded_shares(run_cfg: ToRun) -> None:
 def test_end_to_end_two_rounds_on_breast_cancer_writes_results_json(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    composed = compose_cfg("federation.rounds=2")
+    composed = compose_cfg("federation.rounds=2", "dp=off", "secagg=plain", "chain=none")
     cfg = OmegaConf.to_object(composed)
     resolved = OmegaConf.to_container(composed, resolve=True)
     assert isinstance(cfg, RunConfig) and isinstance(resolved, dict)
@@ -174,3 +177,28 @@ def test_progress_bar_for_interactive_runs_and_log_lines_otherwise(
     with caplog.at_level("INFO", logger="experiments"):
         run_experiment(cfg, resolved_config={}, progress=False)
     assert "round 2/2: accuracy=" in caplog.text
+
+
+def test_default_run_is_the_hardened_one_and_passes_its_audit(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    composed = compose_cfg("federation.rounds=3")
+    cfg = OmegaConf.to_object(composed)
+    resolved = OmegaConf.to_container(composed, resolve=True)
+    assert isinstance(cfg, RunConfig) and isinstance(resolved, dict)
+    results = run_experiment(cfg, resolved_config=resolved, output_dir=tmp_path, progress=False)
+    written = json.loads((tmp_path / "results.json").read_text())
+    ledger = written["ledger"]
+    assert ledger["backend"] == "inprocess" and ledger["address"].startswith("0x")
+    assert ledger["store"] == str((tmp_path / "artifacts").resolve())
+    assert any((tmp_path / "artifacts").iterdir())
+    assert written["final"]["audit"]["verdict"] == "clean"
+    epsilons = [r["epsilon"] for r in written["rounds"]]
+    assert epsilons == sorted(epsilons) and 0 < epsilons[-1] <= 1.0
+    for record in written["rounds"]:
+        assert record["gas_used"] > 0 and record["seconds"]["chain"] > 0
+        assert set(record["reputation"]) == {f"client_{i}" for i in range(5)}
+        assert record["flagged"] == {}
+    assert written["final"]["gas_total"] == sum(r["gas_used"] for r in written["rounds"])
+    table = summary_table(results)
+    assert "audit verdict" in table and "clean" in table

@@ -37,6 +37,8 @@ TINY_SETTINGS = {
     "federation.batch_size": "16",
     "federation.local_steps": "2",
     "federation.lr": "0.5",
+    "secagg": "plain",
+    "chain": "none",
 }
 TINY = tuple(f"{key}={value}" for key, value in TINY_SETTINGS.items())
 
@@ -323,7 +325,7 @@ def test_client_level_fixed_size_subsets_need_poisson_off(run_cfg: ToRun) -> Non
 
 
 def test_dp_off_keeps_every_privacy_field_null(run_cfg: ToRun) -> None:
-    federation = build_federation(run_cfg(*TINY, "federation.rounds=1"))
+    federation = build_federation(run_cfg(*TINY, "dp=off", "federation.rounds=1"))
     assert isinstance(federation.privacy, NoPrivacy)
     records, final = federation.run()
     assert records[0].epsilon is None and records[0].epsilon_per_client is None
