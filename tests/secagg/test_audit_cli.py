@@ -113,3 +113,32 @@ def test_anvil_restart_loses_nothing(tmp_path):
         report = audit(ledger, store)
         assert report.exit_code == 0, report.to_table()
         assert [r.round_id for r in report.rounds] == [1, 2]
+
+
+def test_runner_on_a_live_node_then_audit_from_results_json(tmp_path):
+    _anvil_or_skip()
+    with AnvilBackend() as node:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "experiments.run",
+                "chain=anvil",
+                f"chain.url={node.public_url}",
+                "federation.rounds=2",
+                "federation.clients=3",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        results = json.loads((tmp_path / "run" / "results.json").read_text())
+        assert results["ledger"]["backend"] == "anvil"
+        assert results["final"]["audit"]["verdict"] == "clean"
+        audited = _cli("--results", str(tmp_path / "run" / "results.json"), "--json")
+        assert audited.returncode == 0, audited.stdout + audited.stderr
+        report = json.loads(audited.stdout)
+        assert [r["round_id"] for r in report["rounds"]] == [1, 2]
