@@ -605,6 +605,7 @@ class Ledger:
     def _refresh_logs(self, to_block: int, page_size: int) -> None:
         """Fetch the contract's logs of blocks not fetched yet, up to ``to_block``."""
         start = max(self._scanned_to + 1, self.start_block)
+        to_block = min(to_block, self.block_number())  # never mark unmined blocks as read
         while start <= to_block:
             end = min(start + page_size - 1, to_block)
             self._logs.extend(

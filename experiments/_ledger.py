@@ -74,9 +74,12 @@ def open_ledger_layer(
     dim: int,
     dp_mode: str,
     output_dir: Path | None,
+    dp_budget: float | None = None,
 ) -> Iterator[LedgerLayer | None]:
     """Open the ledger ``chain_schema`` names (None for ``chain=none``); stops a node it
-    started on exit."""
+    started on exit. The on-chain per-client budget is ``chain.epsilon_budget``, lowered to
+    ``dp_budget`` (the DP budget each client promises) when that is smaller, so the
+    contract and the auditor enforce the run's own privacy promise."""
     if chain_schema.name == "none":
         yield None
         return
@@ -94,7 +97,10 @@ def open_ledger_layer(
                 backend,
                 n_clients=n_clients,
                 store=LocalDirectoryStore(store_dir),
-                epsilon_budget=chain_schema.epsilon_budget,
+                epsilon_budget=min(
+                    chain_schema.epsilon_budget,
+                    dp_budget if dp_budget is not None else chain_schema.epsilon_budget,
+                ),
                 deadline_blocks=chain_schema.deadline_blocks,
                 batch_commits=chain_schema.batch_commits,
                 reputation_threshold=chain_schema.reputation_threshold,

@@ -178,6 +178,7 @@ def run_experiment(
         dim=federation.dim,
         dp_mode=federation.privacy.mode,
         output_dir=output_dir,
+        dp_budget=_dp_budget(cfg) if federation.privacy.mode == "sample" else None,
     ) as ledger:
         federation.ledger = ledger
         try:
@@ -204,6 +205,12 @@ def run_experiment(
         path = write_results(results, output_dir)
         log.info("results written to %s", path)
     return results
+
+
+def _dp_budget(cfg: RunConfig) -> float | None:
+    """Each client's epsilon budget under dp=sample: ``dp.epsilon_budget``, else the target."""
+    budget = getattr(cfg.dp, "epsilon_budget", None)
+    return budget if budget is not None else getattr(cfg.dp, "target_epsilon", None)
 
 
 def summary_table(results: RunResults) -> str:

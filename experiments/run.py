@@ -17,6 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from chain import redact_url
 from experiments._config import RunConfig, register_configs
 from experiments._errors import ExperimentError
 from experiments._runner import run_experiment, summary_table
@@ -40,6 +41,9 @@ def resolved_container(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain containers, for ``results.json``."""
     container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     container.pop("defaults", None)
+    chain = container.get("chain")
+    if isinstance(chain, dict) and chain.get("url"):
+        chain["url"] = redact_url(chain["url"])  # never credentials, paths or API keys
     return container
 
 

@@ -47,7 +47,8 @@ from secagg._store import ArtifactNotFoundError, ArtifactStore
 DEFAULT_EPSILON_TOLERANCE = 1e-6
 _GENESIS = "0x" + "00" * 32
 CHECKS = ("manifest", "blobs", "aggregate", "reveal", "privacy", "budget")
-# Checks whose findings name a client at fault (and so may lower its reputation).
+# Checks whose findings name a client at fault, and the reason code a flag on the ledger
+# carries for each (a flag lowers the client's reputation).
 CLIENT_CHECKS = {"blobs": 1, "invalid-blob": 2, "privacy": 3, "budget": 4}
 
 
@@ -75,6 +76,8 @@ class Auditor:
     findings: list[Finding] = field(default_factory=list)
     events: dict[str, PrivacyEvent] = field(default_factory=dict)
     histories: dict[str, _ClientHistory] = field(default_factory=dict)
+    # PrivacyEvent.client_id -> the (lower-case) address that first committed its events
+    event_owners: dict[str, str] = field(default_factory=dict)
 
     def find(self, round_id: int, check: str, detail: str, client: str | None = None) -> None:
         self.findings.append(Finding(round_id=round_id, check=check, detail=detail, client=client))
@@ -113,12 +116,25 @@ class Auditor:
         )
 
     def _manifest(self, info: RoundInfo, failed: Callable[[str], None]) -> RoundManifest | None:
+        """The round's manifest, if it is present, for this round and these clients, and its
+        public material is in the store (otherwise no blob can be judged, and no client is
+        blamed for what is the aggregator's declaration)."""
         try:
-            return RoundManifest.from_bytes(self.store.get(info.config_digest))
-        except (SecAggError, ArtifactNotFoundError) as error:
-            failed("manifest")
-            self.find(info.round_id, "manifest", f"round manifest unavailable: {error}")
-            return None
+            manifest = RoundManifest.from_bytes(self.store.get(info.config_digest))
+            problem = None
+            if manifest.round_id != info.round_id:
+                problem = f"manifest is for round {manifest.round_id}"
+            elif {c.address.lower() for c in manifest.clients} != {a.lower() for a in info.clients}:
+                problem = "manifest clients differ from the round's selected clients"
+            elif manifest.public_material is not None:
+                self.store.get(Digest(bytes.fromhex(manifest.public_material)))
+        except (SecAggError, ArtifactNotFoundError, ValueError) as error:
+            problem = f"round manifest unavailable: {error}"
+        if problem is None:
+            return manifest
+        failed("manifest")
+        self.find(info.round_id, "manifest", problem)
+        return None
 
     def _blobs(
         self,
@@ -129,8 +145,19 @@ class Auditor:
     ) -> dict[str, bytes]:
         """Committed blobs that are present, match their digest and parse (by address)."""
         valid: dict[str, bytes] = {}
+        first_committer: dict[bytes, str] = {}
         for commitment in commitments:
             address = commitment.client
+            original = first_committer.setdefault(bytes(commitment.blob_digest), address)
+            if original != address:
+                failed("blobs")
+                self.find(
+                    info.round_id,
+                    "blobs",
+                    f"commits the same blob as client {original} (a copied update)",
+                    address,
+                )
+                continue
             try:
                 blob = self.store.get(commitment.blob_digest)
             except ArtifactNotFoundError:
@@ -320,6 +347,12 @@ class Auditor:
                 continue
             event = chain[-1]
             problems = []
+            owner = self.event_owners.setdefault(event.client_id, address.lower())
+            if owner != address.lower():
+                problems.append(
+                    f"commits the privacy events of {event.client_id!r}, which client {owner} "
+                    "commits (another client's history hides its own spending)"
+                )
             if event.round_id != info.round_id:
                 problems.append(f"event is for round {event.round_id}")
             if history.last_event_digest is not None and history.last_event_digest not in {

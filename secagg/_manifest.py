@@ -11,6 +11,7 @@ the round asks for, so that a privacy event claiming fewer steps is caught.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -72,18 +73,12 @@ class RoundManifest:
     def digest(self) -> Digest:
         return keccak256(self.canonical_bytes())
 
-    def client_by_address(self, address: str) -> ManifestClient | None:
-        wanted = address.lower()
-        for client in self.clients:
-            if client.address.lower() == wanted:
-                return client
-        return None
+    @functools.cached_property
+    def _by_address(self) -> dict[str, ManifestClient]:
+        return {client.address.lower(): client for client in self.clients}
 
-    def client_by_id(self, client_id: int) -> ManifestClient:
-        for client in self.clients:
-            if client.client_id == client_id:
-                return client
-        raise KeyError(client_id)
+    def client_by_address(self, address: str) -> ManifestClient | None:
+        return self._by_address.get(address.lower())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RoundManifest:

@@ -23,6 +23,7 @@ rejected alone and the round carries on with the others.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ import numpy as np
 
 from chain import AlreadyFlagged, ChainError
 from secagg._audit_report import Finding
-from secagg._auditor import Auditor, culprits
+from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, Auditor, culprits
 from secagg._consortium import Consortium
 from secagg._digest import Digest
 from secagg._errors import ProtocolAbortError, SecAggError
@@ -56,6 +57,9 @@ class SecureRoundOutcome:
     aggregate_digest: bytes | None
     findings: tuple[Finding, ...] = ()
     flagged: dict[int, int] = field(default_factory=dict)
+
+
+log = logging.getLogger("secagg")
 
 
 class _ChainClock:
@@ -94,7 +98,9 @@ class SecureRoundProtocol:
         self.aggregator = AggregatorParty(consortium=consortium)
         self.key_holder = KeyHolderParty(consortium=consortium, attests=scheme.name == "ckks")
         self.auditor = Auditor(
-            ledger=consortium.ledger, store=consortium.store, epsilon_tolerance=1e-6
+            ledger=consortium.ledger,
+            store=consortium.store,
+            epsilon_tolerance=DEFAULT_EPSILON_TOLERANCE,
         )
         public_context = getattr(scheme, "public_context", None)
         self.public_material: str | None = None
@@ -181,8 +187,14 @@ class SecureRoundProtocol:
                 )
             if submission.signed is not None:
                 signed.append(submission.signed)
-        with clock:
-            self.aggregator.submit_batch(round_id, signed)
+        if signed:
+            try:
+                with clock:
+                    _, refused = self.aggregator.submit_batch(round_id, signed)
+            except ChainError as error:  # the batch failed whole: nobody in it committed
+                refused = {c.client: f"{type(error).__name__}: {error}" for c in signed}
+            for address, reason in refused.items():
+                excluded[self.consortium.client_id_of(address)] = f"batch commit refused: {reason}"
         return self._finish_round(
             manifest, session, excluded, clock, crash_after_commit=crash_after_commit
         )
@@ -224,10 +236,8 @@ class SecureRoundProtocol:
         ledger = self.consortium.ledger
         with clock:
             collected = self.aggregator.collect(round_id, manifest)
-        excluded.update(collected.rejected)
-        committed = {c.client_id for c in manifest.clients if c.client_id in collected.commitments}
         for client in manifest.clients:
-            if client.client_id not in committed:
+            if client.client_id not in collected.commitments:
                 excluded.setdefault(client.client_id, "no commitment before the deadline")
         total = None
         aggregate_digest = None
@@ -284,6 +294,9 @@ class SecureRoundProtocol:
                     address, round_id, code, sender=self.consortium.parties.auditor
                 )
             except AlreadyFlagged:
+                continue
+            except ChainError as error:  # a failed flag must not stop the federation
+                log.warning("round %d: could not flag %s: %s", round_id, address, error)
                 continue
             flagged[self.consortium.client_id_of(address)] = code
         return flagged

@@ -20,14 +20,14 @@ drop out or send malformed blobs (each is rejected alone and the round carries o
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from chain import Commitment, SignedCommit, TxResult
+from chain import EPSILON_SCALE, Commitment, SignedCommit, TxResult
 from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
 from secagg._errors import CommitmentMismatchError
@@ -37,12 +37,6 @@ from secagg._scheme import RoundSession
 from secagg._store import ArtifactNotFoundError
 
 ZERO_DIGEST = Digest(bytes(32))
-
-# Reason codes an auditor files with a flag on the ledger.
-FLAG_BLOB_MISMATCH = 1
-FLAG_INVALID_BLOB = 2
-FLAG_PRIVACY_CLAIM = 3
-FLAG_OVER_BUDGET = 4
 
 
 class PrivacyEventLike(Protocol):
@@ -89,14 +83,17 @@ class ClientParty:
         weighted_update: np.ndarray,
         event: PrivacyEventLike | None,
     ) -> Submission:
-        """Protect, store and commit one update (signed only, in batched rounds)."""
+        """Protect, store and commit one update (signed only, in batched rounds).
+
+        The privacy event is stored first: the privacy was spent in training whether or
+        not the update is accepted, and the client's next event links to this one."""
         store = self.consortium.store
-        blob = session.protect(self.client_id, weighted_update)
-        blob_digest = store.put(blob)
         if event is None:
             event_digest, epsilon = ZERO_DIGEST, 0.0
         else:
             event_digest, epsilon = store.put(event.canonical_bytes()), event.cumulative_epsilon
+        blob = session.protect(self.client_id, weighted_update)
+        blob_digest = store.put(blob)
         account = self.consortium.account_of(self.client_id)
         ledger = self.consortium.ledger
         if self.consortium.batch_commits:
@@ -152,11 +149,25 @@ class AggregatorParty:
             sender=self._account,
         )
 
-    def submit_batch(self, round_id: int, signed: list[SignedCommit]) -> TxResult | None:
-        """Batched rounds: put the clients' signed commitments on chain in one transaction."""
-        if not signed:
-            return None
-        return self.consortium.ledger.commit_batch(round_id, signed, sender=self._account)
+    def submit_batch(
+        self, round_id: int, signed: list[SignedCommit]
+    ) -> tuple[TxResult | None, dict[str, str]]:
+        """Batched rounds: put the clients' signed commitments on chain in one transaction.
+
+        The contract reverts a whole batch for one bad row, so rows it would refuse (a
+        claim over the round's budget) are left out first and returned as
+        ``{client address: reason}``; the others still commit."""
+        budget = self.consortium.ledger.round_info(round_id).epsilon_budget_fixed
+        refused: dict[str, str] = {
+            str(c.client): f"claimed epsilon {c.epsilon_fixed / EPSILON_SCALE:.6f} over the budget"
+            for c in signed
+            if c.epsilon_fixed > budget
+        }
+        accepted = [c for c in signed if c.client not in refused]
+        if not accepted:
+            return None, refused
+        tx = self.consortium.ledger.commit_batch(round_id, accepted, sender=self._account)
+        return tx, refused
 
     def manifest(self, round_id: int) -> RoundManifest:
         """The round's manifest, fetched by the config digest on the ledger and checked."""
@@ -249,28 +260,11 @@ class KeyHolderParty:
         return total, tx
 
 
-def commitments_by_client(
-    manifest: RoundManifest, commitments: list[Commitment]
-) -> Mapping[int, Commitment]:
-    """Commitments keyed by the manifest's client id (unknown addresses dropped)."""
-    out: dict[int, Commitment] = {}
-    for commitment in commitments:
-        member = manifest.client_by_address(commitment.client)
-        if member is not None and member.client_id not in out:
-            out[member.client_id] = commitment
-    return out
-
-
 __all__ = [
-    "FLAG_BLOB_MISMATCH",
-    "FLAG_INVALID_BLOB",
-    "FLAG_OVER_BUDGET",
-    "FLAG_PRIVACY_CLAIM",
     "ZERO_DIGEST",
     "AggregatorParty",
     "ClientParty",
     "Collected",
     "KeyHolderParty",
     "Submission",
-    "commitments_by_client",
 ]

@@ -109,6 +109,10 @@ class ProtectionScheme(ABC):
 
 
 class _PlainSession(RoundSession):
+    def __init__(self, *, round_id: int, client_ids: Sequence[int], dim: int) -> None:
+        super().__init__(round_id=round_id, client_ids=client_ids, dim=dim)
+        self.rejected: dict[int, str] = {}
+
     def protect(self, client_id: int, update: np.ndarray) -> bytes:
         with self.stats.timed("protect"):
             blob = self.check_update(update).astype("<f8").tobytes()
@@ -120,15 +124,24 @@ class _PlainSession(RoundSession):
             raise EmptyAggregateError("no blobs to combine")
         with self.stats.timed("combine"):
             total = np.zeros(self.dim, dtype=np.float64)
+            combined = []
             for client_id in sorted(blobs):
                 blob = blobs[client_id]
-                if len(blob) != 8 * self.dim:
-                    raise BlobFormatError(
-                        f"plain blob of client {client_id} has {len(blob)} bytes, "
+                if len(blob) != 8 * self.dim:  # rejected alone; the others still count
+                    self.rejected[client_id] = (
+                        f"BlobFormatError: plain blob has {len(blob)} bytes, "
                         f"expected {8 * self.dim}"
                     )
-                total += np.frombuffer(blob, dtype="<f8")
-        self.combined = tuple(sorted(blobs))
+                    continue
+                values = np.frombuffer(blob, dtype="<f8")
+                if not np.all(np.isfinite(values)):
+                    self.rejected[client_id] = "InvalidUpdateError: blob holds NaN or Inf"
+                    continue
+                total += values
+                combined.append(client_id)
+        if not combined:
+            raise BlobFormatError(f"no valid plain blob among clients {sorted(blobs)}")
+        self.combined = tuple(combined)
         return total.tobytes()
 
     def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:

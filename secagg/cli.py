@@ -20,9 +20,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from secagg._audit_report import AuditReport, Verdict
+from secagg._audit_report import AuditReport
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, audit
 from secagg._store import LocalDirectoryStore
+
+
+class _CannotAudit(Exception):
+    """The command line's targets cannot be read."""
 
 
 def _cannot(reason: str, address: str = "") -> AuditReport:
@@ -37,8 +41,10 @@ def _targets(args: argparse.Namespace) -> tuple[str | None, str | None, str | No
         try:
             results = json.loads(Path(args.results).read_text())
         except (OSError, ValueError) as error:
-            raise SystemExit(f"cannot read {args.results}: {error}") from error
-        ledger = results.get("ledger") or {}
+            raise _CannotAudit(f"cannot read {args.results}: {error}") from error
+        ledger = results.get("ledger") if isinstance(results, dict) else None
+        if not isinstance(ledger, dict):
+            raise _CannotAudit(f"{args.results} records no ledger (was it run with chain=none?)")
         url = url or ledger.get("url")
         address = address or ledger.get("address")
         store = store or ledger.get("store")
@@ -51,7 +57,10 @@ def run_audit(args: argparse.Namespace) -> AuditReport:
 
     from chain import ChainError, Ledger
 
-    url, address, store_dir = _targets(args)
+    try:
+        url, address, store_dir = _targets(args)
+    except _CannotAudit as error:
+        return _cannot(str(error))
     if not url or not address or not store_dir:
         return _cannot("need --rpc URL, --address ADDR and --store DIR (or --results FILE)")
     if not Path(store_dir).is_dir():
@@ -111,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_node(args)
     report = run_audit(args)
     print(report.to_json() if args.json else report.to_table())
-    return int(report.verdict) if report.verdict in Verdict else 2
+    return report.exit_code
 
 
 if __name__ == "__main__":

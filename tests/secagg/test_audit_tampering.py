@@ -158,3 +158,56 @@ def test_single_round_audit_reports_only_that_round(make_federation, make_event)
     assert audit(fed.consortium.ledger, fed.consortium.store, round_id=1).exit_code == 1
     missing = audit(fed.consortium.ledger, fed.consortium.store, round_id=9)
     assert missing.exit_code == 2 and "never opened" in missing.cannot_audit
+
+
+def test_client_copying_another_clients_blob_is_named(make_federation):
+    from secagg._roles import ClientParty, Submission
+
+    fed = make_federation("ckks")
+    original_submit = ClientParty.submit
+
+    def copying_submit(self, round_id, session, update, event):
+        if self.client_id == 1:  # client 1 re-sends client 0's stored blob as its own
+            zero = fed.consortium.address_of(0)
+            theirs = next(
+                c for c in fed.consortium.ledger.commitments(round_id) if c.client == zero
+            )
+            event_digest = fed.consortium.store.put(event.canonical_bytes())
+            fed.consortium.ledger.commit(
+                round_id,
+                blob_digest=theirs.blob_digest,
+                event_digest=event_digest,
+                epsilon=event.cumulative_epsilon,
+                sender=fed.consortium.account_of(1),
+            )
+            return Submission(1, theirs.blob_digest, event_digest, event.cumulative_epsilon)
+        return original_submit(self, round_id, session, update, event)
+
+    ClientParty.submit = copying_submit
+    try:
+        fed.round(1)
+    finally:
+        ClientParty.submit = original_submit
+    report = _findings(fed)
+    assert {(f.check, f.client) for f in report.findings} == {
+        ("blobs", fed.consortium.address_of(1))
+    }
+    assert "same blob" in report.findings[0].detail
+
+
+def test_client_committing_another_clients_privacy_history_is_named(make_federation):
+    fed = make_federation("ckks")
+    # Client 3 commits client 0's (cheaper) event history instead of its own.
+    fed.round(1, tamper={3: lambda history: fed.events[0][-1]})
+    report = _findings(fed)
+    (finding,) = report.findings
+    assert (finding.check, finding.client) == ("privacy", fed.consortium.address_of(3))
+    assert "privacy events of 'client-0'" in finding.detail
+
+
+def test_audit_command_without_a_ledger_entry_cannot_audit(tmp_path):
+    from secagg.cli import main
+
+    assert main(["audit", "--results", str(tmp_path / "missing.json")]) == 2
+    (tmp_path / "plain.json").write_text('{"ledger": null}')
+    assert main(["audit", "--results", str(tmp_path / "plain.json")]) == 2

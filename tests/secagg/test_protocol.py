@@ -108,3 +108,55 @@ def test_bad_update_is_rejected_alone_and_the_round_carries_on(make_federation):
     assert outcome.included == (0, 1, 3)
     assert "InvalidUpdateError" in outcome.excluded[2]
     np.testing.assert_allclose(outcome.total, np.full(64, 0.03), atol=1e-5)
+
+
+def test_batched_round_leaves_out_only_the_client_over_budget(make_federation, make_event):
+    fed = make_federation("ckks", budget=2.0, batch_commits=True)
+    liar = {1: lambda history: make_event(1, 1, history, sigma=0.4)}  # honest claim, > 2.0
+    outcome, updates = fed.round(1, tamper=liar)
+    assert outcome.included == (0, 2, 3)
+    assert "over the budget" in outcome.excluded[1]
+    np.testing.assert_allclose(
+        outcome.total, sum(u for c, u in updates.items() if c != 1), atol=1e-5
+    )
+
+
+def test_refused_update_keeps_the_event_chain_whole(make_federation, make_event):
+    fed = make_federation("ckks")
+    fed.protocol.audit_each_round = True
+    selected = [0, 1, 2, 3]
+    weights = dict.fromkeys(selected, 0.25)
+    events = {c: make_event(c, 1) for c in selected}
+    updates = {c: np.full(64, 0.01) for c in selected}
+    updates[2] = np.full(64, np.inf)  # refused by protect; its privacy was still spent
+    outcome = fed.protocol.run_round(
+        1,
+        selected=selected,
+        weights=weights,
+        updates=updates,
+        events=events,
+        expected_steps=dict.fromkeys(selected, 10),
+    )
+    assert 2 not in outcome.included
+    later = {c: make_event(c, 2, [events[c]]) for c in selected}
+    updates[2] = np.full(64, 0.01)
+    outcome = fed.protocol.run_round(
+        2,
+        selected=selected,
+        weights=weights,
+        updates=updates,
+        events=later,
+        expected_steps=dict.fromkeys(selected, 10),
+    )
+    assert outcome.included == (0, 1, 2, 3) and outcome.flagged == {}
+
+
+def test_plain_combine_rejects_a_malformed_blob_alone():
+    from secagg import PlainScheme
+
+    session = PlainScheme().start_round(round_id=1, client_ids=[0, 1, 2], dim=4)
+    blobs = {c: session.protect(c, np.full(4, float(c))) for c in (0, 1)}
+    blobs[2] = b"\x00" * 7
+    aggregate = session.combine(blobs)
+    assert session.combined == (0, 1) and "BlobFormatError" in session.rejected[2]
+    np.testing.assert_allclose(session.reveal(aggregate, survivors=[0, 1]), np.full(4, 1.0))
