@@ -41,13 +41,8 @@ class DPOffSchema:
 
 
 @dataclass
-class DPSampleSchema:
-    """``dp=sample``: record-level DP-SGD (Opacus) at every client, per-client accountants.
-
-    ``fix_model`` asks the runner to replace BatchNorm with GroupNorm once, on the global
-    model (:func:`dp.prepare_model`); ``grad_sample_mode`` picks Opacus's per-sample
-    gradient engine (``ghost`` clipping, ``hooks`` or ``functorch``).
-    """
+class _DPSchemaBase:
+    """Fields shared by ``dp=sample`` and ``dp=client`` (see :class:`dp.DPConfig`)."""
 
     name: str = "sample"
     noise_multiplier: float | None = None
@@ -59,12 +54,24 @@ class DPSampleSchema:
     poisson_sampling: bool = True
     secure_mode: bool = False
     allow_large_delta: bool = False
+
+
+@dataclass
+class DPSampleSchema(_DPSchemaBase):
+    """``dp=sample``: record-level DP-SGD (Opacus) at every client, per-client accountants.
+
+    ``fix_model`` asks the runner to replace BatchNorm with GroupNorm once, on the global
+    model (:func:`dp.prepare_model`); ``grad_sample_mode`` picks Opacus's per-sample
+    gradient engine (``ghost`` clipping, ``hooks`` or ``functorch``).
+    """
+
+    name: str = "sample"
     fix_model: bool = False
     grad_sample_mode: str = "ghost"
 
 
 @dataclass
-class DPClientSchema:
+class DPClientSchema(_DPSchemaBase):
     """``dp=client``: client-level DP-FedAvg; ``max_grad_norm`` is the update clip norm S.
 
     ``distributed`` splits the noise across the selected clients (needs secure
@@ -73,15 +80,6 @@ class DPClientSchema:
     """
 
     name: str = "client"
-    noise_multiplier: float | None = None
-    target_epsilon: float | None = None
-    max_grad_norm: float = 1.0
-    delta: float = 1e-5
-    accountant: str = "rdp"
-    epsilon_budget: float | None = None
-    poisson_sampling: bool = True
-    secure_mode: bool = False
-    allow_large_delta: bool = False
     distributed: bool = False
 
 

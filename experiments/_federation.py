@@ -259,9 +259,9 @@ class Federation:
         but not in ``deltas`` dropped out. Each survivor protects ``weight * delta``; the
         revealed sum is divided by the total weight of the clients actually included.
         """
-        selected = sorted(weights)
         if self.ledger is not None:
             return self._aggregate_on_ledger(round_id, deltas, weights)
+        selected = sorted(weights)
         survivors = sorted(deltas)
         dropped = [c for c in selected if c not in deltas]
         session = self.scheme.start_round(round_id=round_id, client_ids=selected, dim=self.dim)
@@ -330,9 +330,9 @@ class Federation:
         extras = RoundExtras(
             epsilon=spent.epsilon, epsilon_per_client=spent.epsilon_per_client, delta=spent.delta
         )
-        outcome = self._round_ledger.get(round_id)
         if self.ledger is None:
             return extras
+        outcome = self._round_ledger.pop(round_id, None)  # read once; holds the round's sum
         excluded = dict(self._skipped.get(round_id, {}))
         flagged = None
         gas_used = None

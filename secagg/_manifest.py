@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from secagg._digest import Digest, keccak256
@@ -44,7 +44,6 @@ class RoundManifest:
     clients: tuple[ManifestClient, ...]
     public_material: str | None = None  # hex digest of e.g. the CKKS public context
     dp_mode: str = "off"
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def canonical_bytes(self) -> bytes:
         payload = {
@@ -64,7 +63,6 @@ class RoundManifest:
             ],
             "public_material": self.public_material,
             "dp_mode": self.dp_mode,
-            "extra": dict(self.extra),
         }
         return json.dumps(
             payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True
@@ -104,7 +102,6 @@ class RoundManifest:
                 ),
                 public_material=payload["public_material"],
                 dp_mode=str(payload["dp_mode"]),
-                extra=dict(payload["extra"]),
             )
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             if isinstance(error, BlobFormatError):

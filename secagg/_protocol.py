@@ -35,7 +35,7 @@ from chain import AlreadyFlagged, ChainError
 from secagg._audit_report import Finding
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, Auditor, culprits
 from secagg._consortium import Consortium
-from secagg._digest import Digest
+from secagg._digest import Digest, keccak256
 from secagg._errors import ProtocolAbortError, SecAggError
 from secagg._manifest import ManifestClient, RoundManifest
 from secagg._roles import AggregatorParty, ClientParty, KeyHolderParty, PrivacyEventLike
@@ -245,7 +245,7 @@ class SecureRoundProtocol:
             try:
                 with clock:
                     aggregate, _ = self.aggregator.combine_and_publish(round_id, session, collected)
-                aggregate_digest = ledger.round_info(round_id).aggregate_digest
+                aggregate_digest = keccak256(aggregate)  # the digest just published
                 survivors = [c for c in session.combined if c not in crash_after_commit]
                 with clock:
                     total, _ = self.key_holder.reveal(

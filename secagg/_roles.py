@@ -130,11 +130,10 @@ class AggregatorParty:
         threshold = self.consortium.reputation_threshold
         if threshold <= 0:
             return sorted(candidates)
-        return [
-            c
-            for c in sorted(candidates)
-            if self.consortium.ledger.reputation(self.consortium.address_of(c)).score >= threshold
-        ]
+        kept = self.consortium.ledger.filter_by_reputation(
+            self.consortium.addresses_of(sorted(candidates)), threshold=threshold
+        )
+        return [self.consortium.client_id_of(address) for address in kept]
 
     def open_round(self, manifest: RoundManifest) -> TxResult:
         """Store the manifest and open the round with its digest as the config digest."""
