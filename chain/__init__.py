@@ -2,8 +2,9 @@
 
 Only digests (keccak256) and fixed-point numbers go on chain, never data or keys. The
 contract enforces roles, deadlines (block numbers), a per-client epsilon budget, one commit
-per client and round, and EIP-712 signatures (low-s, bound to chain, contract and round)
-on batched commits; reputation follows Kang et al. (2019) subjective logic.
+per client and round, commit-then-reveal phases, one key-holder release per round, and
+EIP-712 signatures (low-s, bound to chain, contract, round and manifest) on batched
+commits; reputation follows Kang et al. (2019) subjective logic.
 """
 
 from chain._backends import (
@@ -21,14 +22,18 @@ from chain._eip712 import sign_commit
 from chain._errors import (
     AlreadyCommitted,
     AlreadyFlagged,
+    AlreadyRevealed,
     ArtifactError,
     BackendError,
     BadClientList,
     BadIndex,
+    BadReason,
+    BadRevealDeadline,
     BudgetExceeded,
     ChainConfigError,
     ChainError,
     ClientsNotSorted,
+    CommitPhaseOpen,
     DeadlineInPast,
     DeadlinePassed,
     HighS,
@@ -38,9 +43,12 @@ from chain._errors import (
     NotAdmin,
     NotCommitted,
     NotRegistered,
+    NotRevealed,
     NotSelected,
+    RevealPhaseOpen,
     RoundExists,
     TransactionFailedError,
+    WrongManifest,
     WrongMode,
     WrongRound,
     ZeroAddress,
@@ -81,12 +89,15 @@ __all__ = [
     "Address",
     "AlreadyCommitted",
     "AlreadyFlagged",
+    "AlreadyRevealed",
     "AnvilBackend",
     "ArtifactError",
     "Backend",
     "BackendError",
     "BadClientList",
     "BadIndex",
+    "BadReason",
+    "BadRevealDeadline",
     "BudgetExceeded",
     "ChainAnvilSchema",
     "ChainConfigError",
@@ -95,6 +106,7 @@ __all__ = [
     "ChainNoneSchema",
     "ChainRpcSchema",
     "ClientsNotSorted",
+    "CommitPhaseOpen",
     "Commitment",
     "DeadlineInPast",
     "DeadlinePassed",
@@ -110,9 +122,11 @@ __all__ = [
     "NotAdmin",
     "NotCommitted",
     "NotRegistered",
+    "NotRevealed",
     "NotSelected",
     "Opinion",
     "Reputation",
+    "RevealPhaseOpen",
     "Role",
     "RoundExists",
     "RoundInfo",
@@ -121,6 +135,7 @@ __all__ = [
     "SignedCommit",
     "TransactionFailedError",
     "TxResult",
+    "WrongManifest",
     "WrongMode",
     "WrongRound",
     "ZeroAddress",

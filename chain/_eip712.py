@@ -1,9 +1,10 @@
 """EIP-712 typed data of a batched commit, signed locally by the client's key.
 
 Domain: name ``SecAggConsortiumLedger``, version ``1``, chain id, verifying contract.
-Message: ``Commit(uint256 round,address client,bytes32 blobDigest,bytes32 eventDigest,
-uint64 epsilon)``. A signature is therefore bound to one chain, one ledger contract and one
-round; the contract also rejects high-s (malleable) signatures.
+Message: ``Commit(uint256 round,address client,bytes32 manifestDigest,bytes32 blobDigest,
+bytes32 eventDigest,uint64 epsilon)``. A signature is therefore bound to one chain, one
+ledger contract, one round and the manifest the client saw (the contract checks it against
+the round's config digest); the contract also rejects high-s (malleable) signatures.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from chain._errors import ChainConfigError
 from chain._types import Address, SignedCommit, as_digest, epsilon_to_fixed
 
 DOMAIN_NAME = "SecAggConsortiumLedger"
-DOMAIN_VERSION = "1"
+DOMAIN_VERSION = "2"
 SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 COMMIT_TYPES: dict[str, Any] = {
     "Commit": [
         {"name": "round", "type": "uint256"},
         {"name": "client", "type": "address"},
+        {"name": "manifestDigest", "type": "bytes32"},
         {"name": "blobDigest", "type": "bytes32"},
         {"name": "eventDigest", "type": "bytes32"},
         {"name": "epsilon", "type": "uint64"},
@@ -38,11 +40,13 @@ def sign_commit(
     chain_id: int,
     verifying_contract: str,
     round_id: int,
+    manifest_digest: bytes,
     blob_digest: bytes,
     event_digest: bytes,
     epsilon: float,
 ) -> SignedCommit:
-    """Sign a commitment for ``round_id`` of the ledger at ``verifying_contract``.
+    """Sign a commitment for ``round_id`` of the ledger at ``verifying_contract``, binding
+    ``manifest_digest`` (the round manifest the client saw).
 
     ``epsilon`` is the claimed cumulative epsilon, rounded up to micro-epsilon.
     """
@@ -50,6 +54,7 @@ def sign_commit(
         raise ChainConfigError(f"round_id must be >= 0, got {round_id}")
     if chain_id <= 0:
         raise ChainConfigError(f"chain_id must be > 0, got {chain_id}")
+    manifest = as_digest(manifest_digest, field="manifest_digest")
     blob = as_digest(blob_digest, field="blob_digest")
     event = as_digest(event_digest, field="event_digest")
     eps = epsilon_to_fixed(epsilon)
@@ -62,6 +67,7 @@ def sign_commit(
     message = {
         "round": round_id,
         "client": account.address,
+        "manifestDigest": manifest,
         "blobDigest": blob,
         "eventDigest": event,
         "epsilon": eps,
@@ -73,6 +79,7 @@ def sign_commit(
     return SignedCommit(
         round_id=round_id,
         client=Address(account.address),
+        manifest_digest=manifest,
         blob_digest=blob,
         event_digest=event,
         epsilon_fixed=eps,

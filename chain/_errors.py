@@ -101,6 +101,34 @@ class NotCommitted(LedgerRevertError):
     """A published participant did not commit in the round."""
 
 
+class BadRevealDeadline(LedgerRevertError, ValueError):
+    """The reveal deadline is not after the commit deadline."""
+
+
+class WrongManifest(LedgerRevertError):
+    """A commitment names another manifest digest than the round's config digest."""
+
+
+class CommitPhaseOpen(LedgerRevertError):
+    """Too early: clients can still commit (deadline not passed, not all committed)."""
+
+
+class RevealPhaseOpen(LedgerRevertError):
+    """Publishing without every committed client before the reveal deadline."""
+
+
+class NotRevealed(LedgerRevertError):
+    """A published participant did not reveal (direct rounds)."""
+
+
+class AlreadyRevealed(LedgerRevertError):
+    """The client already recorded its reveal in this round."""
+
+
+class BadReason(LedgerRevertError, ValueError):
+    """A refusal must carry a non-zero reason code."""
+
+
 class BudgetExceeded(LedgerRevertError):
     """The claimed cumulative epsilon exceeds the per-client budget."""
 
@@ -142,6 +170,13 @@ REVERT_CLASSES: dict[str, type[LedgerRevertError]] = {
         NotSelected,
         AlreadyCommitted,
         NotCommitted,
+        BadRevealDeadline,
+        WrongManifest,
+        CommitPhaseOpen,
+        RevealPhaseOpen,
+        NotRevealed,
+        AlreadyRevealed,
+        BadReason,
         BudgetExceeded,
         BadIndex,
         MalformedCommit,

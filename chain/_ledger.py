@@ -313,10 +313,13 @@ class Ledger:
         config_digest: bytes,
         clients: Sequence[str],
         deadline: int,
+        reveal_deadline: int | None = None,
         batched: bool = False,
         sender: LocalAccount,
     ) -> TxResult:
-        """Open ``round_id`` for ``clients`` until block ``deadline`` (inclusive).
+        """Open ``round_id`` for ``clients``: commits until block ``deadline``, reveals until
+        block ``reveal_deadline`` (both inclusive; default: as many blocks after the commit
+        deadline as the commit phase has from now).
 
         The clients are stored in ascending address order; that order defines the indices
         used by batched commits. ``batched`` selects the commit path of the whole round.
@@ -328,8 +331,13 @@ class Ledger:
             raise ChainConfigError("clients must not be empty")
         if deadline < 0:
             raise ChainConfigError(f"deadline must be a block number >= 0, got {deadline}")
+        if reveal_deadline is None:
+            reveal_deadline = deadline + max(1, deadline - self.block_number())
         result = self._transact(
-            "openRound", [round_id, digest, ordered, deadline, batched], sender, round_id
+            "openRound",
+            [round_id, digest, ordered, deadline, reveal_deadline, batched],
+            sender,
+            round_id,
         )
         self._clients_cache[round_id] = tuple(ordered)
         return result
@@ -338,36 +346,66 @@ class Ledger:
         self,
         round_id: int,
         *,
+        manifest_digest: bytes,
         blob_digest: bytes,
         event_digest: bytes,
         epsilon: float,
         sender: LocalAccount,
     ) -> TxResult:
-        """Direct commit by the selected client ``sender`` (epsilon rounded up)."""
+        """Commit by the selected client ``sender`` (epsilon rounded up), binding the
+        manifest digest it saw. Direct rounds: ``commit``; batched rounds: ``commitOwn``
+        (the fallback when the aggregator's batch left the client out)."""
         _check_round(round_id)
-        args = [
-            round_id,
+        digests = [
+            as_digest(manifest_digest, field="manifest_digest"),
             as_digest(blob_digest, field="blob_digest"),
             as_digest(event_digest, field="event_digest"),
             epsilon_to_fixed(epsilon),
         ]
-        return self._transact("commit", args, sender, round_id)
+        if self.round_info(round_id).batched:
+            clients = list(self.selected_clients(round_id))
+            return self._transact("commitOwn", [round_id, clients, *digests], sender, round_id)
+        return self._transact("commit", [round_id, *digests], sender, round_id)
+
+    def reveal(self, round_id: int, *, sender: LocalAccount) -> TxResult:
+        """The committed client ``sender`` records its reveal (reveal phase only). Direct
+        rounds: ``reveal``; batched rounds: ``revealOwn`` (its fallback)."""
+        _check_round(round_id)
+        if self.round_info(round_id).batched:
+            clients = list(self.selected_clients(round_id))
+            return self._transact("revealOwn", [round_id, clients], sender, round_id)
+        return self._transact("reveal", [round_id], sender, round_id)
+
+    def advance_past(self, block: int) -> int:
+        """Mine empty blocks until the chain is past ``block`` (a deadline); returns the
+        number mined. Needs a backend that can mine (in-process EVM, anvil)."""
+        missing = block + 1 - self.block_number()
+        if missing <= 0:
+            return 0
+        mine = getattr(self._backend, "mine", None)
+        if mine is None:
+            raise ChainConfigError("this ledger's backend cannot mine blocks; wait instead")
+        mine(missing)
+        return missing
 
     def sign_commit(
         self,
         account: LocalAccount,
         *,
         round_id: int,
+        manifest_digest: bytes,
         blob_digest: bytes,
         event_digest: bytes,
         epsilon: float,
     ) -> SignedCommit:
-        """EIP-712 signature of a commitment, bound to this chain, contract and round."""
+        """EIP-712 signature of a commitment, bound to this chain, contract, round and the
+        manifest digest the client saw."""
         return _sign_commit(
             account,
             chain_id=self.chain_id,
             verifying_contract=self.address,
             round_id=round_id,
+            manifest_digest=manifest_digest,
             blob_digest=blob_digest,
             event_digest=event_digest,
             epsilon=epsilon,
@@ -387,6 +425,8 @@ class Ledger:
             client = _address(c.client)
             if client not in index:
                 raise NotSelected("NotSelected", {"round": round_id, "client": client})
+            if c.round_id != round_id:
+                raise ChainConfigError(f"a commit signed for round {c.round_id}, not {round_id}")
             meta = index[client] | (c.epsilon_fixed << 16) | (c.v << 80)
             rows.append((c.blob_digest, c.event_digest, c.r, c.s, meta))
         return self._transact("commitBatch", [round_id, list(clients), rows], sender, round_id)
@@ -399,8 +439,9 @@ class Ledger:
         participants: Sequence[str],
         sender: LocalAccount,
     ) -> TxResult:
-        """Publish the aggregate's digest and its participants (each must have committed);
-        closes the round to commits."""
+        """Publish the aggregate's digest and its participants (each committed, and in direct
+        rounds revealed). Only after the commit phase; before the reveal deadline only with
+        every committed client."""
         _check_round(round_id)
         args = [
             round_id,
@@ -410,17 +451,30 @@ class Ledger:
         ]
         return self._transact("publishAggregate", args, sender, round_id)
 
+    def reserve_release(self, round_id: int, *, sender: LocalAccount) -> TxResult:
+        """Key holder reserves the round's one release, before it decrypts."""
+        _check_round(round_id)
+        return self._transact("reserveRelease", [round_id], sender, round_id)
+
     def attest_reveal(
         self, round_id: int, *, reveal_digest: bytes, sender: LocalAccount
     ) -> TxResult:
-        """Key holder attests the digest of what it revealed."""
+        """Key holder attests the digest of what it revealed (after ``reserve_release``)."""
         _check_round(round_id)
         digest = as_digest(reveal_digest, field="reveal_digest")
         return self._transact("attestReveal", [round_id, digest], sender, round_id)
 
+    def attest_refusal(self, round_id: int, *, reason_code: int, sender: LocalAccount) -> TxResult:
+        """Key holder attests it refused the round's release, with a reason code > 0."""
+        _check_round(round_id)
+        if not 0 < reason_code < 2**32:
+            raise ChainConfigError(f"reason_code must be in [1, 2**32), got {reason_code}")
+        return self._transact("attestRefusal", [round_id, reason_code], sender, round_id)
+
     def finalize(self, round_id: int, *, sender: LocalAccount) -> TxResult:
-        """Finalize after ``publish_aggregate`` (and ``attest_reveal`` where a key holder
-        exists): reputation +1 for each timely committer, -1 for each selected no-show."""
+        """Finalize after ``publish_aggregate`` (and the key holder's attested release or
+        refusal, where one exists): reputation +1 for each client that committed and
+        revealed, -1 for every other selected client."""
         _check_round(round_id)
         clients = list(self.selected_clients(round_id))
         return self._transact("finalize", [round_id, clients], sender, round_id)
@@ -449,10 +503,12 @@ class Ledger:
 
     def round_info(self, round_id: int) -> RoundInfo:
         """The round's state and its opening/aggregate events."""
-        deadline, budget, _n, status, batched = self._call("roundHeader", round_id)
+        deadline, reveal_deadline, budget, _n, commits, reveals, status, batched = self._call(
+            "roundHeader", round_id
+        )
         if status == RoundStatus.NONE:
             raise _wrong_round(round_id)
-        cfg, clients_hash, acc, agg, parts_hash, reveal, committed, missed = self._call(
+        cfg, clients_hash, acc, agg, parts_hash, reveal, committed, missed, refusal = self._call(
             "roundDigests", round_id
         )
         participants = None
@@ -468,19 +524,36 @@ class Ledger:
             clients=self.selected_clients(round_id),
             clients_hash=Digest(bytes(clients_hash)),
             deadline=int(deadline),
+            reveal_deadline=int(reveal_deadline),
+            commits=int(commits),
+            reveals=int(reveals),
             epsilon_budget_fixed=int(budget),
             accumulator=Digest(bytes(acc)) if batched else None,
             aggregate_digest=Digest(bytes(agg)) if aggregated else None,
             participants=participants,
             participants_hash=Digest(bytes(parts_hash)) if aggregated else None,
-            reveal_digest=Digest(bytes(reveal)) if status >= RoundStatus.REVEALED else None,
+            reveal_digest=Digest(bytes(reveal)) if any(reveal) else None,
             committed=int(committed),
             missed=int(missed),
+            refusal_code=int(refusal),
         )
 
     def commitment_hash(self, round_id: int, client: str) -> Digest:
-        """Direct rounds: keccak256(blob, event, epsilon) stored for ``client`` (0/1 if none)."""
+        """Direct rounds: the commitment word stored for ``client`` (0/1 if none):
+        keccak256(blob, event, epsilon) with bit 1 set (committed) and bit 0 = revealed."""
         return Digest(bytes(self._call("commitment", round_id, _address(client))))
+
+    def revealed(self, round_id: int) -> frozenset[Address]:
+        """Clients that revealed in ``round_id``: their own ``Revealed`` events, and in
+        batched rounds the published participants (publication marks them revealed)."""
+        found = {
+            _address(ev.args["client"])
+            for ev in self.events("Revealed", argument_filters={"round": round_id})
+        }
+        info = self.round_info(round_id)
+        if info.batched and info.participants is not None:
+            found.update(info.participants)
+        return frozenset(found)
 
     def commitments(self, round_id: int, *, page_size: int = 1000) -> list[Commitment]:
         """Every commitment of ``round_id`` (``Committed`` and ``BatchCommitted`` events),

@@ -46,8 +46,10 @@ class RoundStatus(enum.IntEnum):
     NONE = 0
     OPEN = 1
     AGGREGATED = 2
-    REVEALED = 3
-    FINALIZED = 4
+    RELEASING = 3
+    REVEALED = 4
+    REFUSED = 5
+    FINALIZED = 6
 
 
 def as_digest(value: bytes, *, field: str = "digest") -> Digest:
@@ -94,14 +96,16 @@ class TxResult:
 
 @dataclass(frozen=True)
 class SignedCommit:
-    """A client's EIP-712 signature over (round, client, blob, event, epsilon) for one ledger.
+    """A client's EIP-712 signature over (round, client, manifest, blob, event, epsilon).
 
     The typed-data domain binds the chain id and the ledger address, the message binds the
-    round: a signature is useless in another round, on another contract or on another chain.
+    round and the manifest digest the client saw: a signature is useless in another round,
+    under another manifest, on another contract or on another chain.
     """
 
     round_id: int
     client: Address
+    manifest_digest: Digest
     blob_digest: Digest
     event_digest: Digest
     epsilon_fixed: int
@@ -134,6 +138,11 @@ class RoundInfo:
 
     ``accumulator`` is the running commitment hash of batched rounds (None for direct ones,
     whose per-client commitment hashes are read with ``Ledger.commitment_hash``).
+    ``deadline`` closes the commit phase, ``reveal_deadline`` the reveal phase (blocks,
+    inclusive); ``commits`` and ``reveals`` count them so far (``reveals`` counts the
+    clients' own reveal transactions; batched participants are marked revealed at
+    publication). ``committed``/``missed`` are the finalize counts (done = committed and
+    revealed). ``refusal_code`` is the key holder's attested reason when it refused.
     """
 
     round_id: int
@@ -143,6 +152,9 @@ class RoundInfo:
     clients: tuple[Address, ...]
     clients_hash: Digest
     deadline: int
+    reveal_deadline: int
+    commits: int
+    reveals: int
     epsilon_budget_fixed: int
     accumulator: Digest | None
     aggregate_digest: Digest | None
@@ -151,11 +163,16 @@ class RoundInfo:
     reveal_digest: Digest | None
     committed: int
     missed: int
+    refusal_code: int = 0
 
     @property
     def finalized(self) -> bool:
         """Whether the round is finalized."""
         return self.status is RoundStatus.FINALIZED
+
+    def commit_phase_closed(self, block_number: int) -> bool:
+        """Whether no client can commit any more at ``block_number``."""
+        return block_number > self.deadline or self.commits == len(self.clients)
 
 
 @dataclass(frozen=True)

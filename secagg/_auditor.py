@@ -2,14 +2,25 @@
 
 An auditor holds no data and no key. For each round (or one) it checks:
 
-* **manifest**: the ``config_digest`` on chain names a manifest present in the store.
-* **blobs**: every committed blob is in the store and hashes to its commitment, and is a
-  valid blob of the round's scheme (otherwise the client is named).
-* **aggregate**: the participants are exactly the committed clients with valid blobs (a
-  committed client left out is named), and recombining their blobs, in participant order,
-  reproduces the published aggregate digest (an aggregate that adds an uncommitted blob or
-  leaves one out fails here; CKKS aggregates also list their inputs, which names the blob).
-* **reveal**: for CKKS rounds, the key holder attested a reveal whose bytes are in the store.
+* **manifest**: the ``config_digest`` on chain names a manifest present in the store; when
+  every revealed blob fails against the manifest (say, a wrong ``dim``), the manifest and
+  its author, the aggregator that opened the round, are blamed, never the clients (each
+  client's commitment binds the manifest digest it saw, so they all answered that one).
+* **blobs**: every blob revealed on chain is in the store, hashes to its commitment and is
+  a valid blob of the round's scheme (otherwise the client is named). A committed client
+  that never revealed is a dropout (its negative event comes from ``finalize``), not a
+  finding. Copies rest on commit order: a later commitment of the same digest is a copy,
+  for randomized schemes (CKKS, masking); under ``plain`` equal updates give equal blobs,
+  so equal digests are not called copies.
+* **aggregate**: the participants include every client that committed, revealed on chain
+  and holds a valid blob (one left out names the aggregator; the client keeps its positive
+  event), and recombining their blobs, in participant order, reproduces the published
+  aggregate digest (an aggregate that adds an uncommitted blob or leaves one out fails
+  here; CKKS aggregates also list their inputs, which names the blob).
+* **reveal**: for CKKS rounds, the key holder reserved the release and attested either a
+  reveal whose bytes are in the store, or a refusal whose reason holds (too few inputs:
+  the participants are below the manifest's ``min_clients``; a mismatching aggregate: the
+  aggregate check failed). A reservation never attested is named.
 * **privacy**: each committed privacy event belongs to an unbroken hash chain of the client's
   events (walked back through the store), the cumulative epsilon re-derived from that chain's
   parameters matches the claim in the event and on chain within ``epsilon_tolerance``
@@ -24,6 +35,12 @@ accountant maths in :mod:`dp`, and the scheme's public parameters as committed i
 manifest. What is not checked: that a client trained on its real data, that the DP noise
 was really drawn (a client's own randomness is not verifiable), and the decryption itself
 (the key holder's release is attested, not proven).
+
+Threat model of the auditor: honest (anyone can run it; it needs no secret) but it only
+sees the ledger and the store. It is after the fact: it names culprits and flags clients
+(a reputation penalty), it cannot undo a release. Faults of the aggregator or the key
+holder are findings without a client (no on-chain penalty: the contract keeps reputation
+for clients only); the detail names the account.
 """
 
 from __future__ import annotations
@@ -41,7 +58,12 @@ from secagg._digest import Digest, keccak256
 from secagg._errors import SecAggError
 from secagg._manifest import RoundManifest
 from secagg._recombine import aggregate_inputs, recombine
-from secagg._roles import ZERO_DIGEST
+from secagg._roles import (
+    REFUSAL_AGGREGATE_MISMATCH,
+    REFUSAL_REASONS,
+    REFUSAL_TOO_FEW_INPUTS,
+    ZERO_DIGEST,
+)
 from secagg._store import ArtifactNotFoundError, ArtifactStore
 
 DEFAULT_EPSILON_TOLERANCE = 1e-6
@@ -101,12 +123,13 @@ class Auditor:
             checks[check] = False
 
         manifest = self._manifest(info, failed)
-        blobs = self._blobs(info, manifest, commitments, failed)
+        revealed = {a.lower() for a in self.ledger.revealed(round_id)}
+        blobs = self._blobs(info, manifest, commitments, revealed, failed)
         if manifest is not None:
-            self._aggregate(info, manifest, commitments, blobs, failed)
-            self._reveal(info, manifest, failed)
+            aggregate_ok = self._aggregate(info, manifest, commitments, blobs, revealed, failed)
+            self._reveal(info, manifest, aggregate_ok, failed)
             self._privacy(info, manifest, commitments, failed)
-        self._count_reputation(info, commitments)
+        self._count_reputation(info, commitments, revealed)
         return RoundAudit(
             round_id=round_id,
             status=info.status.name.lower(),
@@ -141,31 +164,39 @@ class Auditor:
         info: RoundInfo,
         manifest: RoundManifest | None,
         commitments: list[Commitment],
+        revealed: set[str],
         failed: Callable[[str], None],
     ) -> dict[str, bytes]:
         """Committed blobs that are present, match their digest and parse (by address)."""
         valid: dict[str, bytes] = {}
         first_committer: dict[bytes, str] = {}
+        randomized = manifest is None or manifest.scheme != "plain"
+        invalid: list[tuple[str, str]] = []
+        present = 0
         for commitment in commitments:
             address = commitment.client
             original = first_committer.setdefault(bytes(commitment.blob_digest), address)
-            if original != address:
+            if original != address and randomized:
                 failed("blobs")
                 self.find(
                     info.round_id,
                     "blobs",
-                    f"commits the same blob as client {original} (a copied update)",
+                    f"commits, after client {original}, the same blob digest (a copied commitment)",
                     address,
                 )
                 continue
             try:
                 blob = self.store.get(commitment.blob_digest)
             except ArtifactNotFoundError:
-                failed("blobs")
-                self.find(
-                    info.round_id, "blobs", "committed blob is missing from the store", address
-                )
-                continue
+                if address.lower() in revealed:
+                    failed("blobs")
+                    self.find(
+                        info.round_id,
+                        "blobs",
+                        "revealed on chain, but its committed blob is missing from the store",
+                        address,
+                    )
+                continue  # committed and never revealed: a dropout, penalized at finalize
             except SecAggError as error:
                 failed("blobs")
                 self.find(
@@ -175,6 +206,7 @@ class Auditor:
                     address,
                 )
                 continue
+            present += 1
             if manifest is not None:
                 member = manifest.client_by_address(address)
                 if member is None:
@@ -189,15 +221,30 @@ class Auditor:
                 try:
                     recombine(manifest, [(member.client_id, blob)], self.store)
                 except (SecAggError, ValueError) as error:
+                    invalid.append((address, str(error)))
+                    continue
+            valid[address.lower()] = blob
+        if invalid and manifest is not None:
+            if len(invalid) == present:
+                # No committed blob fits the manifest: the declaration is wrong, not the
+                # clients, who each bound this manifest's digest in their commitment.
+                failed("manifest")
+                self.find(
+                    info.round_id,
+                    "manifest",
+                    f"aggregator {self._opener(info.round_id)}: no committed blob fits the "
+                    f"round manifest it declared ({len(invalid)} of {present} fail: "
+                    f"{invalid[0][1]}); the manifest is at fault, not the clients",
+                )
+            else:
+                for culprit, reason in invalid:
                     failed("blobs")
                     self.find(
                         info.round_id,
                         "invalid-blob",
-                        f"committed blob is not a valid {manifest.scheme} blob: {error}",
-                        address,
+                        f"committed blob is not a valid {manifest.scheme} blob: {reason}",
+                        culprit,
                     )
-                    continue
-            valid[address.lower()] = blob
         return valid
 
     def _aggregate(
@@ -206,19 +253,22 @@ class Auditor:
         manifest: RoundManifest,
         commitments: list[Commitment],
         blobs: dict[str, bytes],
+        revealed: set[str],
         failed: Callable[[str], None],
-    ) -> None:
+    ) -> bool:
+        """Whether the published aggregate is the recombined participants' blobs."""
         if info.aggregate_digest is None:
-            return
+            return True
         participants = [p.lower() for p in info.participants or ()]
         committed = {c.client.lower(): c for c in commitments}
-        for address in sorted(set(blobs) - set(participants)):
+        for address in sorted((set(blobs) & revealed) - set(participants)):
             failed("aggregate")
             self.find(
                 info.round_id,
                 "aggregate",
-                "the aggregator left this client's committed, valid blob out of the aggregate",
-                committed[address].client,
+                f"aggregator {self._publisher(info.round_id)} left out client "
+                f"{committed[address].client}, which committed, revealed on chain and holds "
+                "a valid blob (the client is not at fault)",
             )
         missing = [p for p in participants if p not in blobs]
         if missing:
@@ -228,14 +278,14 @@ class Auditor:
                 "aggregate",
                 f"cannot recombine: {len(missing)} participant blob(s) missing or invalid",
             )
-            return
+            return False
         ordered = []
         for address in participants:
             member = manifest.client_by_address(address)
             if member is None:
                 failed("aggregate")
                 self.find(info.round_id, "aggregate", "participant not in the manifest", address)
-                return
+                return False
             ordered.append((member.client_id, blobs[address]))
         ordered.sort()
         try:
@@ -243,9 +293,9 @@ class Auditor:
         except (SecAggError, ValueError) as error:
             failed("aggregate")
             self.find(info.round_id, "aggregate", f"participants' blobs do not recombine: {error}")
-            return
+            return False
         if keccak256(recombined) == info.aggregate_digest:
-            return
+            return True
         failed("aggregate")
         detail = (
             f"aggregator {self._publisher(info.round_id)}: recombining the participants' "
@@ -255,7 +305,7 @@ class Auditor:
             published = self.store.get(info.aggregate_digest)
         except (SecAggError, ArtifactNotFoundError):
             self.find(info.round_id, "aggregate", detail + " (published aggregate not in store)")
-            return
+            return False
         inputs = _safe_inputs(manifest, published)
         if inputs is not None:
             committed_digests = {bytes(committed[p].blob_digest) for p in participants}
@@ -270,17 +320,40 @@ class Auditor:
             if left_out:
                 detail += f"; it leaves out participant(s) {', '.join(left_out)}"
         self.find(info.round_id, "aggregate", detail)
+        return False
 
-    def _publisher(self, round_id: int) -> str:
-        """Who published the round's aggregate (the sender of the publishing transaction)."""
-        for event in self.ledger.events("AggregatePublished", argument_filters={"round": round_id}):
+    def _sender_of(self, event_name: str, round_id: int) -> str:
+        for event in self.ledger.events(event_name, argument_filters={"round": round_id}):
             return str(self.ledger.w3.eth.get_transaction(HexBytes(event.tx_hash))["from"])
         return "(unknown)"
 
+    def _publisher(self, round_id: int) -> str:
+        """Who published the round's aggregate (the sender of the publishing transaction)."""
+        return self._sender_of("AggregatePublished", round_id)
+
+    def _opener(self, round_id: int) -> str:
+        """Who opened the round, i.e. declared its manifest."""
+        return self._sender_of("RoundOpened", round_id)
+
     def _reveal(
-        self, info: RoundInfo, manifest: RoundManifest, failed: Callable[[str], None]
+        self,
+        info: RoundInfo,
+        manifest: RoundManifest,
+        aggregate_ok: bool,
+        failed: Callable[[str], None],
     ) -> None:
-        if manifest.scheme != "ckks" or info.status < RoundStatus.REVEALED:
+        if manifest.scheme != "ckks" or info.status < RoundStatus.RELEASING:
+            return
+        if info.status is RoundStatus.RELEASING:
+            failed("reveal")
+            self.find(
+                info.round_id,
+                "reveal",
+                "the key holder reserved the release but attested neither a reveal nor a refusal",
+            )
+            return
+        if info.refusal_code:
+            self._refusal(info, manifest, aggregate_ok, failed)
             return
         if info.reveal_digest is None or info.reveal_digest == ZERO_DIGEST:
             failed("reveal")
@@ -291,6 +364,37 @@ class Auditor:
         except (SecAggError, ArtifactNotFoundError) as error:
             failed("reveal")
             self.find(info.round_id, "reveal", f"attested reveal not verifiable: {error}")
+
+    def _refusal(
+        self,
+        info: RoundInfo,
+        manifest: RoundManifest,
+        aggregate_ok: bool,
+        failed: Callable[[str], None],
+    ) -> None:
+        """Accept an attested refusal whose reason holds; name the key holder otherwise."""
+        code = info.refusal_code
+        participants = len(info.participants or ())
+        min_clients = manifest.scheme_config.get("min_clients")
+        problem = None
+        if code == REFUSAL_TOO_FEW_INPUTS:
+            if isinstance(min_clients, int) and participants >= min_clients:
+                problem = (
+                    f"refused for too few inputs, but the aggregate has {participants} >= "
+                    f"min_clients={min_clients}"
+                )
+        elif code == REFUSAL_AGGREGATE_MISMATCH:
+            if aggregate_ok:
+                problem = "refused a mismatching aggregate, but the aggregate recombines"
+        elif code not in REFUSAL_REASONS:
+            problem = f"refused with unknown reason code {code}"
+        if problem is not None:
+            failed("reveal")
+            self.find(
+                info.round_id,
+                "reveal",
+                f"key holder {self._sender_of('ReleaseRefused', info.round_id)}: {problem}",
+            )
 
     # ----------------------------------------------------------------- privacy
     def _event(self, digest_hex: str) -> PrivacyEvent:
@@ -388,13 +492,16 @@ class Auditor:
             history.last_event_digest = digest_hex
 
     # ----------------------------------------------------------------- reputation
-    def _count_reputation(self, info: RoundInfo, commitments: list[Commitment]) -> None:
+    def _count_reputation(
+        self, info: RoundInfo, commitments: list[Commitment], revealed: set[str]
+    ) -> None:
+        """Mirror ``finalize``: +1 for committed and revealed, -1 for every other client."""
         if not info.finalized:
             return
-        committed = {c.client.lower() for c in commitments}
+        done = {c.client.lower() for c in commitments} & revealed
         for address in info.clients:
             history = self.history(address)
-            if address.lower() in committed:
+            if address.lower() in done:
                 history.positive += 1
             else:
                 history.negative += 1

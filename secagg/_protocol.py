@@ -4,28 +4,54 @@
 over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
 
 1. the aggregator stores the round manifest and opens the round on the ledger with its
-   digest (the selected clients were filtered by on-chain reputation);
-2. each client that is still up protects its weighted update, stores blob and privacy event,
-   and commits their digests and its claimed cumulative epsilon (batched rounds: signs, and
-   the aggregator submits every signature in one transaction);
-3. the aggregator reads the commitments from the ledger, fetches and checks each blob,
-   combines blindly and publishes the aggregate digest and the participants;
-4. the key holder (CKKS) or the unmasking server (masking) releases the sum, stores it and,
-   for CKKS, attests its digest; the aggregator finalizes (reputation updated on chain);
-5. the auditor checks the round from ledger and store alone and flags every client at fault
-   (lowering its reputation, which later selection uses).
+   digest, a commit deadline and a reveal deadline (the selected clients were filtered by
+   on-chain reputation);
+2. **commit phase**: each client that is still up protects its weighted update, stores its
+   privacy event, keeps the blob private and commits the digests, its claimed cumulative
+   epsilon and the manifest digest (batched rounds: signs, the aggregator submits every
+   signature in one transaction, and a client left out of the batch commits itself);
+3. the commit phase closes at its deadline, or as soon as every selected client committed;
+4. **reveal phase**: each committed client puts its blob in the store and (direct rounds)
+   records its reveal; a committed client that does not reveal is a dropout;
+5. the aggregator reads the commitments from the ledger, fetches each revealed blob by its
+   committed digest, combines blindly and publishes the aggregate digest and the
+   participants (before the reveal deadline only if all committed clients are in it);
+6. the key holder (CKKS) recombines the committed blobs itself, compares bytes, reserves
+   the release on the ledger, decrypts once and attests (or attests its refusal); for
+   masking the unmasking server releases the sum; the aggregator finalizes (reputation:
+   +1 committed and revealed, -1 otherwise);
+7. the auditor checks the round from ledger and store alone and flags every client at fault
+   (lowering its reputation, which later selection uses); faults of the aggregator or the
+   key holder are named in its findings.
 
 A client that crashes before committing is left out (CKKS, plain) or, for masking, handled
-by the dropout recovery; one that crashes after committing stays in the sum (for masking
-its self mask is reconstructed from the survivors' shares). Any one client's bad input is
-rejected alone and the round carries on with the others.
+by the dropout recovery; one that commits but never reveals is left out the same way;
+one that crashes after revealing stays in the sum (for masking its self mask is
+reconstructed from the survivors' shares). Any one client's bad input is rejected alone
+and the round carries on with the others.
+
+Threat model of the round (the per-role tables are in :mod:`secagg._roles` and the
+README): clients and aggregator may be malicious, the key holder may try to release more
+than once; the aggregator and the key holder do not collude. Stopped before release: a
+client reading, cancelling (its negation) or copying another client's blob (blobs stay
+private until no one can commit); late or double commits; a commit under another manifest;
+an early publication; an aggregate that is not the committed blobs' sum; a second release.
+Detected after the fact (auditor): a committed, revealed, valid blob left out (the
+aggregator is named, the client keeps its positive event); a manifest no honest blob fits
+(the aggregator is named, no client is flagged); invalid blobs and lying privacy events
+(the client is flagged). Residual risks: an aggregator that leaks revealed-too-early blobs
+to a colluding client (the aggregator sees blobs only when they are revealed, but the
+store is only as private as its operator); no proof of plaintext knowledge (a client may
+commit any valid ciphertext of its own); sample-level DP still bounds what any isolated
+update reveals.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +64,13 @@ from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
 from secagg._errors import ProtocolAbortError, SecAggError
 from secagg._manifest import ManifestClient, RoundManifest
-from secagg._roles import AggregatorParty, ClientParty, KeyHolderParty, PrivacyEventLike
+from secagg._roles import (
+    AggregatorParty,
+    ClientParty,
+    KeyHolderParty,
+    PrivacyEventLike,
+    Submission,
+)
 from secagg._scheme import PhaseStats, ProtectionScheme, RoundSession
 
 
@@ -57,23 +89,49 @@ class SecureRoundOutcome:
     aggregate_digest: bytes | None
     findings: tuple[Finding, ...] = ()
     flagged: dict[int, int] = field(default_factory=dict)
+    gas_by_phase: dict[str, int] = field(default_factory=dict)
+    chain_seconds_by_phase: dict[str, float] = field(default_factory=dict)
 
 
 log = logging.getLogger("secagg")
 
 
+# Ledger functions by round phase (gas and seconds are reported per phase).
+PHASE_OF_FUNCTION = {
+    "openRound": "open",
+    "commit": "commit",
+    "commitOwn": "commit",
+    "commitBatch": "commit",
+    "reveal": "reveal",
+    "revealOwn": "reveal",
+    "publishAggregate": "publish",
+    "reserveRelease": "release",
+    "attestReveal": "release",
+    "attestRefusal": "release",
+    "finalize": "finalize",
+    "flag": "audit",
+}
+CHAIN_PHASES = ("open", "commit", "reveal", "publish", "release", "finalize", "audit")
+
+
 class _ChainClock:
-    """Accumulates wall seconds spent in ledger calls."""
+    """Accumulates wall seconds spent in ledger calls, in total and per phase."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.by_phase: dict[str, float] = dict.fromkeys(CHAIN_PHASES, 0.0)
 
-    def __enter__(self) -> _ChainClock:
-        self._start = time.perf_counter()
-        return self
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds += seconds
+        self.by_phase[phase] = self.by_phase.get(phase, 0.0) + seconds
 
-    def __exit__(self, *exc: object) -> None:
-        self.seconds += time.perf_counter() - self._start
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - start)
 
 
 class SecureRoundProtocol:
@@ -148,17 +206,19 @@ class SecureRoundProtocol:
         events: Mapping[int, PrivacyEventLike | None] | None = None,
         expected_steps: Mapping[int, int] | None = None,
         crash_after_commit: Collection[int] = (),
+        withhold_reveal: Collection[int] = (),
     ) -> SecureRoundOutcome:
         """One round. ``updates`` holds the *weighted* updates of the clients still up (the
-        others in ``selected`` dropped before committing); ``crash_after_commit`` are
-        clients that commit and then go silent (they do not answer the unmask stage)."""
+        others in ``selected`` dropped before committing); ``withhold_reveal`` are clients
+        that commit and never reveal (dropouts); ``crash_after_commit`` are clients that
+        commit and reveal, and then go silent (they do not answer the unmask stage)."""
         clock = _ChainClock()
         events = events or {}
         excluded: dict[int, str] = {}
         manifest = self.manifest(
             round_id, selected=selected, weights=weights, expected_steps=expected_steps
         )
-        with clock:
+        with clock.phase("open"):
             self.aggregator.open_round(manifest)
         session = self.scheme.start_round(
             round_id=round_id, client_ids=sorted(selected), dim=self.dim
@@ -167,13 +227,36 @@ class SecureRoundProtocol:
         session.setup(dropouts=dropped)
         for client_id in dropped:
             excluded[client_id] = "dropped out before committing (missed the deadline)"
-        signed = []
+        committed = self._commit_phase(round_id, session, updates, events, excluded, clock)
+        for client_id, (party, submission) in sorted(committed.items()):
+            if client_id in withhold_reveal:
+                continue
+            try:
+                with clock.phase("reveal"):
+                    party.reveal(round_id, submission)
+            except (SecAggError, ChainError) as error:
+                excluded[client_id] = f"reveal failed: {type(error).__name__}: {error}"
+        return self._finish_round(
+            manifest, session, excluded, clock, crash_after_commit=crash_after_commit
+        )
+
+    def _commit_phase(
+        self,
+        round_id: int,
+        session: RoundSession,
+        updates: Mapping[int, np.ndarray],
+        events: Mapping[int, PrivacyEventLike | None],
+        excluded: dict[int, str],
+        clock: _ChainClock,
+    ) -> dict[int, tuple[ClientParty, Submission]]:
+        """Every client still up commits (blobs stay private); the phase is then closed."""
+        committed: dict[int, tuple[ClientParty, Submission]] = {}
         for client_id in sorted(updates):
             party = ClientParty(client_id=client_id, consortium=self.consortium)
             protect_before = session.stats.seconds["protect"]
             start = time.perf_counter()
             try:
-                submission = party.submit(
+                submission = party.commit(
                     round_id, session, updates[client_id], events.get(client_id)
                 )
             except (SecAggError, ChainError) as error:
@@ -181,23 +264,33 @@ class SecureRoundProtocol:
                 continue
             finally:
                 # protect() times itself inside the session; the rest is store and ledger.
-                elapsed = time.perf_counter() - start
-                clock.seconds += max(
-                    0.0, elapsed - (session.stats.seconds["protect"] - protect_before)
-                )
-            if submission.signed is not None:
-                signed.append(submission.signed)
+                protect_seconds = session.stats.seconds["protect"] - protect_before
+                clock.add("commit", max(0.0, time.perf_counter() - start - protect_seconds))
+            committed[client_id] = (party, submission)
+        signed = [s.signed for _, s in committed.values() if s.signed is not None]
         if signed:
             try:
-                with clock:
+                with clock.phase("commit"):
                     _, refused = self.aggregator.submit_batch(round_id, signed)
             except ChainError as error:  # the batch failed whole: nobody in it committed
                 refused = {c.client: f"{type(error).__name__}: {error}" for c in signed}
-            for address, reason in refused.items():
-                excluded[self.consortium.client_id_of(address)] = f"batch commit refused: {reason}"
-        return self._finish_round(
-            manifest, session, excluded, clock, crash_after_commit=crash_after_commit
-        )
+            # A client whose signed commitment is not on chain commits by itself.
+            with clock.phase("commit"):
+                on_chain = {c.client.lower() for c in self.consortium.ledger.commitments(round_id)}
+            for client_id, (party, submission) in list(committed.items()):
+                address = self.consortium.address_of(client_id)
+                if submission.signed is None or address.lower() in on_chain:
+                    continue
+                try:
+                    with clock.phase("commit"):
+                        party.commit_directly(round_id, submission)
+                except ChainError as error:
+                    reason = refused.get(address) or f"{type(error).__name__}: {error}"
+                    excluded[client_id] = f"batch commit refused: {reason}"
+                    del committed[client_id]
+        with clock.phase("commit"):
+            self.aggregator.close_commit_phase(round_id)
+        return committed
 
     def resume_round(
         self, round_id: int, *, crash_after_commit: Collection[int] = ()
@@ -218,6 +311,7 @@ class SecureRoundProtocol:
             round_id=round_id, client_ids=[c.client_id for c in manifest.clients], dim=manifest.dim
         )
         session.setup()
+        self.aggregator.close_commit_phase(round_id)
         return self._finish_round(
             manifest, session, {}, _ChainClock(), crash_after_commit=crash_after_commit
         )
@@ -231,23 +325,25 @@ class SecureRoundProtocol:
         *,
         crash_after_commit: Collection[int],
     ) -> SecureRoundOutcome:
-        """Collect, combine, publish, reveal, finalize and audit one round."""
+        """Collect, combine, publish, release, finalize and audit one round."""
         round_id = manifest.round_id
         ledger = self.consortium.ledger
-        with clock:
+        with clock.phase("publish"):
             collected = self.aggregator.collect(round_id, manifest)
         for client in manifest.clients:
             if client.client_id not in collected.commitments:
                 excluded.setdefault(client.client_id, "no commitment before the deadline")
+        for client_id, reason in collected.unrevealed.items():
+            excluded.setdefault(client_id, reason)
         total = None
         aggregate_digest = None
         if collected.blobs:
             try:
-                with clock:
+                with clock.phase("publish"):
                     aggregate, _ = self.aggregator.combine_and_publish(round_id, session, collected)
                 aggregate_digest = keccak256(aggregate)  # the digest just published
                 survivors = [c for c in session.combined if c not in crash_after_commit]
-                with clock:
+                with clock.phase("release"):
                     total, _ = self.key_holder.reveal(
                         round_id, manifest, session, aggregate, survivors=survivors
                     )
@@ -259,7 +355,7 @@ class SecureRoundProtocol:
                 total = None
             excluded.update(collected.rejected)
             if aggregate_digest is not None:
-                with clock:
+                with clock.phase("finalize"):
                     self.aggregator.finalize(round_id)
         included = tuple(session.combined) if total is not None else ()
         for client_id in included:
@@ -267,22 +363,28 @@ class SecureRoundProtocol:
         findings: tuple[Finding, ...] = ()
         flagged: dict[int, int] = {}
         if self.audit_each_round:
-            with clock:
+            with clock.phase("audit"):
                 _, round_findings = self.auditor.audit_round(round_id)
                 findings = tuple(round_findings)
                 flagged = self._flag(round_findings)
+        gas_by_phase = dict.fromkeys(CHAIN_PHASES, 0)
+        for function, gas in ledger.gas_by_round(round_id).items():
+            phase = PHASE_OF_FUNCTION.get(function, "audit")
+            gas_by_phase[phase] += gas
         return SecureRoundOutcome(
             round_id=round_id,
             total=total,
             included=included,
             excluded=excluded,
             stats=session.stats,
-            gas_used=sum(ledger.gas_by_round(round_id).values()),
+            gas_used=sum(gas_by_phase.values()),
             chain_seconds=clock.seconds,
             config_digest=manifest.digest(),
             aggregate_digest=aggregate_digest,
             findings=findings,
             flagged=flagged,
+            gas_by_phase=gas_by_phase,
+            chain_seconds_by_phase=dict(clock.by_phase),
         )
 
     def _flag(self, findings: Sequence[Finding]) -> dict[int, int]:

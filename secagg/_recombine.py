@@ -45,8 +45,15 @@ def recombine(
         )
         return session.combine(dict(blobs))
     if manifest.scheme == "ckks":
-        from secagg.ckks import combine_blobs
+        from secagg.ckks import combine_blobs, parse_header
 
+        for client_id, blob in blobs:
+            blob_header, _ = parse_header(blob)
+            if blob_header.element_count != manifest.dim:
+                raise ParameterMismatchError(
+                    f"client {client_id}'s blob holds {blob_header.element_count} values, the "
+                    f"manifest says dim={manifest.dim}"
+                )
         return combine_blobs(_public_context(manifest, store), [blob for _, blob in blobs])
     if manifest.scheme == "masking":
         from secagg.masking import MaskedInput, MaskingParams, plan_round

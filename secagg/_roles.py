@@ -1,25 +1,61 @@
 """The parties of a round and what each does: client, aggregator, key holder.
 
-Each party touches only what its role allows (DESIGN.md, "Roles"):
+Each party touches only what its role allows (DESIGN.md, "Roles"). A round has a commit
+phase and then a reveal phase, both enforced by the ledger contract:
 
-* :class:`ClientParty` protects its own weighted update through the scheme, puts the blob
-  and its privacy event in the artifact store, and commits both digests and its claimed
-  cumulative epsilon on the ledger (directly, or signed for the aggregator's batch).
+* :class:`ClientParty` protects its own weighted update through the scheme and, in the
+  commit phase, puts only digests on the ledger (blob, privacy event, claimed cumulative
+  epsilon and the manifest digest it saw; batched rounds: signs them for the aggregator's
+  batch, and commits itself if the batch leaves it out). It keeps the blob private until the
+  commit phase is closed; then it puts the blob in the store and (direct rounds) records its
+  reveal with one transaction. Its privacy event goes to the store at commit time: the
+  privacy was spent whether or not the update is used, and its next event links to it.
 * :class:`AggregatorParty` opens the round with the manifest's digest, reads the
   commitments *from the ledger* (so a restarted aggregator resumes from ledger and store
-  and counts no client twice), fetches and checks each blob against its commitment,
-  combines blindly, publishes the aggregate digest and participants, and finalizes.
-* :class:`KeyHolderParty` (CKKS) decrypts only an aggregate whose digest is the one
-  published on the ledger and whose listed inputs are exactly the participants' committed
-  blobs; it stores what it released and attests its digest. For masking there is no key
-  holder: the aggregator unmasks with the survivors' shares, and the same checks apply.
+  and counts no client twice), fetches and checks each revealed blob against its
+  commitment, combines blindly, publishes the aggregate digest and participants, and
+  finalizes.
+* :class:`KeyHolderParty` (CKKS) releases a round's sum once: :func:`check_aggregate`
+  recombines the participants' committed blobs itself and compares the bytes with the
+  published aggregate; only then does it reserve the release on the ledger, decrypt (flooding
+  noise from a PRF of the aggregate, so a repeat gives identical bytes), store and attest.
+  A refusal is attested on chain with its reason code. For masking there is no key holder:
+  the aggregator unmasks with the survivors' shares.
 
-Threat model: aggregator and key holder honest-but-curious and not colluding; clients may
-drop out or send malformed blobs (each is rejected alone and the round carries on).
+Threat model per role (what holds when the role is honest-but-curious (HbC) or malicious;
+the protocol-wide table is in the README):
+
+=============  ===============================  ==========================================
+role           guaranteed / stopped before       detected after the fact / out of scope
+               release
+=============  ===============================  ==========================================
+client         HbC: sees only the aggregate.     Malicious: an invalid blob or a lying
+               Malicious: cannot read, copy or   privacy event is named by the auditor and
+               cancel another blob (blobs are    flagged. Out of scope: no proof of
+               private until commits close);     plaintext knowledge or of honest
+               commits late or twice revert;     training (a client may send any valid
+               commit without reveal = dropout   ciphertext of its choosing); sample-level
+               with a negative event.            DP bounds what any isolated update shows.
+aggregator     HbC: sees ciphertexts/masked      Malicious: leaving out a committed,
+               vectors only. Malicious: cannot   revealed, valid blob, or a manifest no
+               publish before commits close, nor honest blob satisfies, is named by the
+               without a committed client before auditor; the client keeps its positive
+               the reveal deadline; a payload    event. Out of scope: an aggregator that
+               that is not the recombined        leaks blobs early to a colluding client
+               committed blobs is refused by the (it sees them when they are revealed, not
+               key holder before decryption.     before); colluding with the key holder.
+key holder     HbC: sees only sums of at least   Malicious: releasing without reserving,
+               min_clients committed blobs.      or a reservation never attested, is seen
+               One release per round (ledger     by the auditor; the decryption itself is
+               reservation); repeats give        attested, not proven. Out of scope:
+               identical bytes (PRF flooding).   collusion with the aggregator.
+=============  ===============================  ==========================================
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,16 +63,47 @@ from typing import Protocol
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from chain import EPSILON_SCALE, Commitment, SignedCommit, TxResult
+from chain import (
+    EPSILON_SCALE,
+    ChainError,
+    Commitment,
+    Ledger,
+    RoundStatus,
+    SignedCommit,
+    TxResult,
+)
 from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
-from secagg._errors import CommitmentMismatchError
+from secagg._errors import (
+    CommitmentMismatchError,
+    InsufficientClientsError,
+    ProtocolAbortError,
+    SecAggError,
+)
 from secagg._manifest import RoundManifest
-from secagg._recombine import aggregate_inputs
+from secagg._recombine import aggregate_inputs, recombine
 from secagg._scheme import RoundSession
-from secagg._store import ArtifactNotFoundError
+from secagg._store import ArtifactNotFoundError, ArtifactStore
 
 ZERO_DIGEST = Digest(bytes(32))
+
+# Reason codes a key holder attests on chain when it refuses a release.
+REFUSAL_AGGREGATE_MISMATCH = 1
+REFUSAL_TOO_FEW_INPUTS = 2
+REFUSAL_INVALID_AGGREGATE = 3
+REFUSAL_REASONS = {
+    REFUSAL_AGGREGATE_MISMATCH: "the aggregate is not the recombined committed blobs",
+    REFUSAL_TOO_FEW_INPUTS: "fewer inputs than the key holder's minimum",
+    REFUSAL_INVALID_AGGREGATE: "the aggregate is not a valid aggregate blob",
+}
+
+
+class ReleaseRefusedError(ProtocolAbortError):
+    """The key holder refused to release a round's sum (``reason_code`` says why)."""
+
+    def __init__(self, message: str, *, reason_code: int) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
 
 
 class PrivacyEventLike(Protocol):
@@ -50,69 +117,108 @@ class PrivacyEventLike(Protocol):
 
 @dataclass(frozen=True)
 class Submission:
-    """What a client sent in one round."""
+    """What a client committed in one round; ``blob`` stays private until it reveals."""
 
     client_id: int
     blob_digest: Digest
     event_digest: Digest
     epsilon: float
+    manifest_digest: Digest
+    blob: bytes = field(repr=False, default=b"")
     tx: TxResult | None = None
     signed: SignedCommit | None = None
 
 
 @dataclass
 class Collected:
-    """Blobs the aggregator fetched for the round's commitments, and those it rejected."""
+    """Blobs the aggregator fetched for the round's commitments, and those it rejected.
+
+    ``unrevealed`` are committed clients whose blob never reached the store (dropouts)."""
 
     blobs: dict[int, bytes] = field(default_factory=dict)
     commitments: dict[int, Commitment] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)
+    unrevealed: dict[int, str] = field(default_factory=dict)
 
 
 class ClientParty:
-    """One hospital's side of the round protocol."""
+    """One hospital's side of the round protocol: commit, then (later) reveal."""
 
     def __init__(self, *, client_id: int, consortium: Consortium) -> None:
         self.client_id = client_id
         self.consortium = consortium
 
-    def submit(
+    def commit(
         self,
         round_id: int,
         session: RoundSession,
         weighted_update: np.ndarray,
         event: PrivacyEventLike | None,
     ) -> Submission:
-        """Protect, store and commit one update (signed only, in batched rounds).
+        """Commit phase: protect, keep the blob private, commit its digests (batched rounds:
+        sign them for the aggregator's batch).
 
-        The privacy event is stored first: the privacy was spent in training whether or
-        not the update is accepted, and the client's next event links to this one."""
+        The commitment binds the manifest digest the client read on the ledger. The
+        privacy event is stored now: the privacy was spent in training whether or not the
+        update is accepted, and the client's next event links to this one."""
         store = self.consortium.store
+        ledger = self.consortium.ledger
+        manifest_digest = Digest(ledger.round_info(round_id).config_digest)
         if event is None:
             event_digest, epsilon = ZERO_DIGEST, 0.0
         else:
             event_digest, epsilon = store.put(event.canonical_bytes()), event.cumulative_epsilon
         blob = session.protect(self.client_id, weighted_update)
-        blob_digest = store.put(blob)
+        blob_digest = keccak256(blob)
         account = self.consortium.account_of(self.client_id)
-        ledger = self.consortium.ledger
+        submission = Submission(
+            self.client_id, blob_digest, event_digest, epsilon, manifest_digest, blob
+        )
         if self.consortium.batch_commits:
             signed = ledger.sign_commit(
                 account,
                 round_id=round_id,
+                manifest_digest=manifest_digest,
                 blob_digest=blob_digest,
                 event_digest=event_digest,
                 epsilon=epsilon,
             )
-            return Submission(self.client_id, blob_digest, event_digest, epsilon, signed=signed)
-        tx = ledger.commit(
+            return dataclasses.replace(submission, signed=signed)
+        return dataclasses.replace(submission, tx=self.commit_directly(round_id, submission))
+
+    def commit_directly(self, round_id: int, submission: Submission) -> TxResult:
+        """Send the commitment in the client's own transaction (direct rounds; in batched
+        rounds the fallback when the aggregator's batch left it out)."""
+        return self.consortium.ledger.commit(
             round_id,
-            blob_digest=blob_digest,
-            event_digest=event_digest,
-            epsilon=epsilon,
-            sender=account,
+            manifest_digest=submission.manifest_digest,
+            blob_digest=submission.blob_digest,
+            event_digest=submission.event_digest,
+            epsilon=submission.epsilon,
+            sender=self.consortium.account_of(self.client_id),
         )
-        return Submission(self.client_id, blob_digest, event_digest, epsilon, tx=tx)
+
+    def reveal(
+        self, round_id: int, submission: Submission, *, on_chain: bool | None = None
+    ) -> TxResult | None:
+        """Reveal phase: put the blob in the store, and record the reveal on chain (direct
+        rounds always; batched rounds only with ``on_chain=True``, the fallback of a client
+        that fears being left out, since publication marks participants revealed).
+
+        Refuses while the commit phase is open: before that, anyone reading the store
+        could still commit a blob built from this one (its negation, or a copy)."""
+        ledger = self.consortium.ledger
+        info = ledger.round_info(round_id)
+        if not info.commit_phase_closed(ledger.block_number()):
+            raise ProtocolAbortError(
+                f"round {round_id}: the commit phase is still open; the blob stays private"
+            )
+        self.consortium.store.put(submission.blob)
+        if on_chain is None:
+            on_chain = not info.batched
+        if not on_chain:
+            return None
+        return ledger.reveal(round_id, sender=self.consortium.account_of(self.client_id))
 
 
 class AggregatorParty:
@@ -136,14 +242,17 @@ class AggregatorParty:
         return [self.consortium.client_id_of(address) for address in kept]
 
     def open_round(self, manifest: RoundManifest) -> TxResult:
-        """Store the manifest and open the round with its digest as the config digest."""
+        """Store the manifest and open the round with its digest as the config digest: the
+        commit phase lasts ``deadline_blocks``, and the reveal phase as many blocks more."""
         ledger = self.consortium.ledger
         config_digest = self.consortium.store.put(manifest.canonical_bytes())
+        deadline = ledger.block_number() + self.consortium.deadline_blocks
         return ledger.open_round(
             manifest.round_id,
             config_digest=config_digest,
             clients=[c.address for c in manifest.clients],
-            deadline=ledger.block_number() + self.consortium.deadline_blocks,
+            deadline=deadline,
+            reveal_deadline=deadline + self.consortium.deadline_blocks,
             batched=self.consortium.batch_commits,
             sender=self._account,
         )
@@ -154,14 +263,23 @@ class AggregatorParty:
         """Batched rounds: put the clients' signed commitments on chain in one transaction.
 
         The contract reverts a whole batch for one bad row, so rows it would refuse (a
-        claim over the round's budget) are left out first and returned as
+        claim over the round's budget, a signature over another manifest, a client that
+        already committed by itself) are left out first and returned as
         ``{client address: reason}``; the others still commit."""
-        budget = self.consortium.ledger.round_info(round_id).epsilon_budget_fixed
-        refused: dict[str, str] = {
-            str(c.client): f"claimed epsilon {c.epsilon_fixed / EPSILON_SCALE:.6f} over the budget"
-            for c in signed
-            if c.epsilon_fixed > budget
-        }
+        ledger = self.consortium.ledger
+        info = ledger.round_info(round_id)
+        budget = info.epsilon_budget_fixed
+        already = {c.client.lower() for c in ledger.commitments(round_id)}
+        refused: dict[str, str] = {}
+        for c in signed:
+            if c.epsilon_fixed > budget:
+                refused[str(c.client)] = (
+                    f"claimed epsilon {c.epsilon_fixed / EPSILON_SCALE:.6f} over the budget"
+                )
+            elif c.manifest_digest != info.config_digest:
+                refused[str(c.client)] = "signed another manifest than the round's"
+            elif c.client.lower() in already:
+                refused[str(c.client)] = "already committed"
         accepted = [c for c in signed if c.client not in refused]
         if not accepted:
             return None, refused
@@ -173,8 +291,17 @@ class AggregatorParty:
         info = self.consortium.ledger.round_info(round_id)
         return RoundManifest.from_bytes(self.consortium.store.get(info.config_digest))
 
+    def close_commit_phase(self, round_id: int) -> None:
+        """Wait (in simulation: mine) until no client can commit any more."""
+        ledger = self.consortium.ledger
+        info = ledger.round_info(round_id)
+        if not info.commit_phase_closed(ledger.block_number()):
+            ledger.advance_past(info.deadline)
+
     def collect(self, round_id: int, manifest: RoundManifest) -> Collected:
-        """Fetch every committed blob from the store; a missing or altered one is rejected."""
+        """Fetch every committed blob from the store (only commitments count: a blob whose
+        digest was not committed is never looked at). A committed blob not in the store
+        is a client that did not reveal; an altered one is rejected."""
         collected = Collected()
         for commitment in self.consortium.ledger.commitments(round_id):
             member = manifest.client_by_address(commitment.client)
@@ -186,19 +313,28 @@ class AggregatorParty:
             collected.commitments[client_id] = commitment
             try:
                 collected.blobs[client_id] = self.consortium.store.get(commitment.blob_digest)
-            except (ArtifactNotFoundError, CommitmentMismatchError) as error:
+            except ArtifactNotFoundError:
+                collected.unrevealed[client_id] = "committed but did not reveal its blob"
+            except CommitmentMismatchError as error:
                 collected.rejected[client_id] = f"{type(error).__name__}: {error}"
         return collected
 
     def combine_and_publish(
         self, round_id: int, session: RoundSession, collected: Collected
     ) -> tuple[bytes, TxResult]:
-        """Combine the valid blobs, store the aggregate, publish its digest and participants."""
+        """Combine the valid blobs, store the aggregate, publish its digest and participants.
+
+        A round whose participants are not every committed client is published only after
+        the reveal deadline (the contract refuses earlier), so a late reveal still counts."""
         aggregate = session.combine(collected.blobs)
         for client_id in collected.blobs:
             if client_id not in session.combined:
                 collected.rejected.setdefault(client_id, "rejected by the scheme's combine")
         aggregate_digest = self.consortium.store.put(aggregate)
+        ledger = self.consortium.ledger
+        info = ledger.round_info(round_id)
+        if len(session.combined) != info.commits:
+            ledger.advance_past(info.reveal_deadline)
         tx = self.consortium.ledger.publish_aggregate(
             round_id,
             aggregate_digest=aggregate_digest,
@@ -211,32 +347,79 @@ class AggregatorParty:
         return self.consortium.ledger.finalize(round_id, sender=self._account)
 
 
+def check_aggregate(
+    ledger: Ledger, store: ArtifactStore, round_id: int, manifest: RoundManifest, aggregate: bytes
+) -> None:
+    """Refuse an aggregate unless it is byte for byte the recombination of the round's
+    participants' committed blobs, and its digest is the one published on the ledger.
+
+    The check a key holder (or each member of a decryption committee) runs before it
+    releases anything: it fetches every participant's committed blob from the store,
+    recombines them with the public parameters of the manifest and compares bytes, so an
+    aggregator that publishes, say, one client's ciphertext under an honest header is refused
+    before any decryption. Raises :class:`~secagg._errors.CommitmentMismatchError`.
+    """
+    info = ledger.round_info(round_id)
+    digest = keccak256(aggregate)
+    if info.aggregate_digest != digest:
+        raise CommitmentMismatchError(
+            f"round {round_id}: aggregate digest {digest.hex()} is not the published one"
+        )
+    if info.config_digest != manifest.digest():
+        raise CommitmentMismatchError(f"round {round_id}: not the round's manifest")
+    committed = {c.client.lower(): c.blob_digest for c in ledger.commitments(round_id)}
+    blobs = []
+    for participant in info.participants or ():
+        member = manifest.client_by_address(participant)
+        blob_digest = committed.get(participant.lower())
+        if member is None or blob_digest is None:
+            raise CommitmentMismatchError(
+                f"round {round_id}: participant {participant} has no commitment"
+            )
+        try:
+            blobs.append((member.client_id, store.get(blob_digest)))
+        except (ArtifactNotFoundError, CommitmentMismatchError) as error:
+            raise CommitmentMismatchError(
+                f"round {round_id}: participant {participant}'s committed blob: {error}"
+            ) from error
+    blobs.sort()
+    try:
+        recombined = recombine(manifest, blobs, store)
+    except (SecAggError, ValueError) as error:
+        raise CommitmentMismatchError(
+            f"round {round_id}: the participants' committed blobs do not recombine: {error}"
+        ) from error
+    if recombined != aggregate:
+        raise CommitmentMismatchError(
+            f"round {round_id}: the aggregate is not the sum of the participants' committed blobs"
+        )
+    inputs = aggregate_inputs(manifest, aggregate)
+    expected = tuple(committed[p.lower()] for p in info.participants or ())
+    if inputs is not None and tuple(inputs) != expected:
+        raise CommitmentMismatchError(
+            f"round {round_id}: the aggregate's inputs are not the participants' commitments"
+        )
+
+
+def _refusal_code(error: Exception) -> int:
+    if isinstance(error, CommitmentMismatchError):
+        return REFUSAL_AGGREGATE_MISMATCH
+    if isinstance(error, InsufficientClientsError):
+        return REFUSAL_TOO_FEW_INPUTS
+    return REFUSAL_INVALID_AGGREGATE
+
+
 class KeyHolderParty:
-    """Releases a round's sum only for the aggregate the ledger says was published."""
+    """Releases a round's sum at most once, and only for the recombined committed blobs."""
 
     def __init__(self, *, consortium: Consortium, attests: bool) -> None:
         self.consortium = consortium
         self.attests = attests
 
     def check_aggregate(self, round_id: int, manifest: RoundManifest, aggregate: bytes) -> None:
-        """Refuse an aggregate that is not the published one, or whose listed inputs are not
-        exactly the participants' committed blobs (in participant order)."""
-        ledger = self.consortium.ledger
-        info = ledger.round_info(round_id)
-        digest = keccak256(aggregate)
-        if info.aggregate_digest != digest:
-            raise CommitmentMismatchError(
-                f"round {round_id}: aggregate digest {digest.hex()} is not the published one"
-            )
-        inputs = aggregate_inputs(manifest, aggregate)
-        if inputs is None:
-            return
-        committed = {c.client.lower(): c.blob_digest for c in ledger.commitments(round_id)}
-        expected = tuple(committed.get(p.lower(), ZERO_DIGEST) for p in info.participants or ())
-        if tuple(inputs) != expected:
-            raise CommitmentMismatchError(
-                f"round {round_id}: the aggregate's inputs are not the participants' commitments"
-            )
+        """:func:`check_aggregate` against this consortium's ledger and store."""
+        consortium = self.consortium
+        check_aggregate(consortium.ledger, consortium.store, round_id, manifest, aggregate)
 
     def reveal(
         self,
@@ -247,23 +430,55 @@ class KeyHolderParty:
         *,
         survivors: Collection[int],
     ) -> tuple[np.ndarray, TxResult | None]:
-        """Check, release the sum, store it and (CKKS) attest its digest on the ledger."""
-        self.check_aggregate(round_id, manifest, aggregate)
-        total = session.reveal(aggregate, survivors=survivors)
+        """Check, reserve, release the sum, store it and (CKKS) attest its digest.
+
+        With a key holder (``attests``) the order is: recombine-and-compare, reserve the
+        release on the ledger (only a published, unreserved round can be reserved, so a
+        second request is refused here), decrypt, store, attest. A refusal is attested on
+        chain with its reason code and raised as :class:`ReleaseRefusedError`."""
+        ledger = self.consortium.ledger
+        account = self.consortium.parties.key_holder
+        if self.attests:
+            status = ledger.round_info(round_id).status
+            if status is not RoundStatus.AGGREGATED:
+                raise ReleaseRefusedError(
+                    f"round {round_id}: release already reserved or round not published "
+                    f"({status.name})",
+                    reason_code=0,
+                )
+        try:
+            self.check_aggregate(round_id, manifest, aggregate)
+            if self.attests:
+                ledger.reserve_release(round_id, sender=account)
+            total = session.reveal(aggregate, survivors=survivors)
+        except SecAggError as error:
+            code = _refusal_code(error)
+            if self.attests:
+                # If even the attestation fails, the refusal stands: nothing was released.
+                with contextlib.suppress(ChainError):
+                    ledger.attest_refusal(round_id, reason_code=code, sender=account)
+            raise ReleaseRefusedError(
+                f"round {round_id}: release refused ({REFUSAL_REASONS[code]}): {error}",
+                reason_code=code,
+            ) from error
         reveal_digest = self.consortium.store.put(np.asarray(total, dtype="<f8").tobytes())
         tx = None
         if self.attests:
-            tx = self.consortium.ledger.attest_reveal(
-                round_id, reveal_digest=reveal_digest, sender=self.consortium.parties.key_holder
-            )
+            tx = ledger.attest_reveal(round_id, reveal_digest=reveal_digest, sender=account)
         return total, tx
 
 
 __all__ = [
+    "REFUSAL_AGGREGATE_MISMATCH",
+    "REFUSAL_INVALID_AGGREGATE",
+    "REFUSAL_REASONS",
+    "REFUSAL_TOO_FEW_INPUTS",
     "ZERO_DIGEST",
     "AggregatorParty",
     "ClientParty",
     "Collected",
     "KeyHolderParty",
+    "ReleaseRefusedError",
     "Submission",
+    "check_aggregate",
 ]

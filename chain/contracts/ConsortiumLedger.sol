@@ -6,20 +6,42 @@ pragma solidity 0.8.28;
 ///         a per-client epsilon budget and subjective-logic reputation (Kang et al. 2019).
 /// @dev Only 32-byte digests (keccak256) ever reach this contract: no data, no keys.
 ///      Trust: the admin assigns roles; the aggregator opens, publishes and finalizes rounds;
-///      the key holder attests what it revealed; auditors flag clients. Every write checks
-///      the caller's role. Deadlines are block numbers (inclusive). Epsilon is fixed point in
-///      micro-epsilon (1e-6), rounded up by the off-chain client so the check is never laxer.
+///      the key holder reserves, attests or refuses the one release of a round; auditors flag
+///      clients. Every write checks the caller's role. Deadlines are block numbers
+///      (inclusive). Epsilon is fixed point in micro-epsilon (1e-6), rounded up by the
+///      off-chain client so the check is never laxer.
 ///
-///      Two commit modes, chosen per round at opening (one mode per round, so a client cannot
-///      commit twice through two paths):
+///      Commit, then reveal. A round has two phases the contract enforces:
+///      - commit phase (until `deadline`, or until every selected client committed): clients
+///        put only digests here, binding the round's manifest digest (a commit that names
+///        another manifest reverts), and keep their blobs private. Nobody can copy or cancel
+///        a blob it cannot read, and after this phase nobody can commit any more.
+///      - reveal phase (until `revealDeadline`): blobs go to the artifact store. A direct-mode
+///        client records its reveal with one `reveal(round)` transaction (one slot bit, the
+///        only extra transaction of the commit/reveal split). In batched rounds the
+///        aggregator's `publishAggregate` marks its participants revealed in the same
+///        transaction (no extra transaction); a client it left out can call `revealOwn`
+///        itself, and the auditor checks every blob against its commitment afterwards.
+///      The aggregate can be published only once the commit phase is closed, and before the
+///      reveal deadline only if it includes every committed client, so an aggregator cannot
+///      close a round early or cut a committed client out without waiting for the deadline.
+///      A client counts as done (positive event at `finalize`) if it committed AND revealed;
+///      one that commits and never reveals is a dropout (negative event).
+///
+///      Release: the key holder reserves the release (`reserveRelease`) before decrypting,
+///      and then attests what it released or why it refused: at most one release per round.
+///
+///      Two commit modes, chosen per round at opening:
 ///      - direct: each selected client sends its own transaction. The round stores one slot per
-///        selected client, holding SELECTED before the commit and keccak256(blobDigest,
-///        eventDigest, epsilon) after it, so an auditor reads every commitment from state.
+///        selected client: SELECTED before the commit, then the commitment word
+///        keccak256(blobDigest, eventDigest, epsilon) with its two low bits replaced by the
+///        COMMITTED (bit 1) and REVEALED (bit 0) flags, so an auditor reads it from state.
 ///      - batched: the aggregator submits EIP-712 signatures of many clients in one
-///        transaction. Who committed is a bitmap over indices into the (sorted) selected list,
+///        transaction; a client the aggregator leaves out commits with `commitOwn`. Who
+///        committed and who revealed are bitmaps over indices into the (sorted) selected list,
 ///        and the round keeps a running accumulator
 ///        acc' = keccak256(acc, client, blobDigest, eventDigest, epsilon) that the auditor
-///        recomputes from the Committed events.
+///        recomputes from the Committed and BatchCommitted events.
 contract ConsortiumLedger {
     // ----------------------------------------------------------------------------- roles
     uint8 public constant ROLE_CLIENT = 1;
@@ -32,8 +54,10 @@ contract ConsortiumLedger {
     uint8 public constant STATUS_NONE = 0;
     uint8 public constant STATUS_OPEN = 1;
     uint8 public constant STATUS_AGGREGATED = 2;
-    uint8 public constant STATUS_REVEALED = 3;
-    uint8 public constant STATUS_FINALIZED = 4;
+    uint8 public constant STATUS_RELEASING = 3;
+    uint8 public constant STATUS_REVEALED = 4;
+    uint8 public constant STATUS_REFUSED = 5;
+    uint8 public constant STATUS_FINALIZED = 6;
 
     /// @notice Fixed-point scale of epsilon values (micro-epsilon) and of reputation scores.
     uint256 public constant FIXED_POINT = 1_000_000;
@@ -45,19 +69,22 @@ contract ConsortiumLedger {
 
     uint256 public constant MAX_CLIENTS = 4096;
     uint256 internal constant SELECTED = 1;
+    uint256 internal constant REVEALED_FLAG = 1;
+    uint256 internal constant COMMITTED_FLAG = 2;
+    uint256 internal constant FLAGS = 3;
     uint256 internal constant BITS_PER_WORD = 255; // bit 255 is a sentinel: words never zero
     uint256 internal constant SENTINEL = 1 << 255;
     uint256 internal constant HALF_ORDER =
         0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
 
     bytes32 public constant COMMIT_TYPEHASH = keccak256(
-        "Commit(uint256 round,address client,bytes32 blobDigest,bytes32 eventDigest,uint64 epsilon)"
+        "Commit(uint256 round,address client,bytes32 manifestDigest,bytes32 blobDigest,bytes32 eventDigest,uint64 epsilon)"
     );
     bytes32 internal constant DOMAIN_TYPEHASH = keccak256(
         "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
     );
     bytes32 internal constant NAME_HASH = keccak256("SecAggConsortiumLedger");
-    bytes32 internal constant VERSION_HASH = keccak256("1");
+    bytes32 internal constant VERSION_HASH = keccak256("2");
 
     struct Member {
         uint8 roles;
@@ -65,11 +92,14 @@ contract ConsortiumLedger {
         uint32 negative;
     }
 
-    /// @dev Packed into one slot so a direct commit reads the whole header once.
+    /// @dev Packed into one slot (256 bits) so a commit reads and updates the header once.
     struct Header {
         uint64 deadline;
+        uint64 revealDeadline;
         uint64 epsilonBudget;
         uint16 numClients;
+        uint16 committed;
+        uint16 revealed;
         uint8 status;
         bool batched;
     }
@@ -84,11 +114,13 @@ contract ConsortiumLedger {
         bytes32 revealDigest;
         uint16 committed;
         uint16 missed;
+        uint32 refusalCode;
     }
 
     /// @dev `meta` packs index (bits 0-15, into the selected list), epsilon (bits 16-79)
     ///      and the signature's v (bits 80-87); higher bits must be zero. Packing saves
-    ///      calldata: five words per client.
+    ///      calldata: five words per client. The signed manifest digest is not sent: it must
+    ///      be the round's config digest, which the contract reads itself.
     struct SignedCommit {
         bytes32 blobDigest;
         bytes32 eventDigest;
@@ -106,10 +138,13 @@ contract ConsortiumLedger {
 
     mapping(address => Member) internal members;
     mapping(uint256 => Round) internal rounds;
-    /// @dev direct rounds: 0 = not selected, SELECTED = not yet committed, else commitment hash.
+    /// @dev direct rounds: 0 = not selected, SELECTED = not yet committed, else the
+    ///      commitment word (COMMITTED_FLAG set, REVEALED_FLAG once revealed).
     mapping(uint256 => mapping(address => uint256)) internal commitmentOf;
     /// @dev batched rounds: committed bitmap words (255 clients per word, bit 255 sentinel).
     mapping(uint256 => mapping(uint256 => uint256)) internal committedBits;
+    /// @dev batched rounds: revealed bitmap words (same layout).
+    mapping(uint256 => mapping(uint256 => uint256)) internal revealedBits;
     mapping(bytes32 => bool) internal flagged;
 
     // ----------------------------------------------------------------------------- events
@@ -119,6 +154,7 @@ contract ConsortiumLedger {
         uint256 indexed round,
         bytes32 configDigest,
         uint64 deadline,
+        uint64 revealDeadline,
         uint64 epsilonBudget,
         bool batched,
         address[] clients
@@ -139,8 +175,11 @@ contract ConsortiumLedger {
         bytes32[] eventDigests,
         uint64[] epsilons
     );
+    event Revealed(uint256 indexed round, address indexed client);
     event AggregatePublished(uint256 indexed round, bytes32 aggregateDigest, address[] participants);
+    event ReleaseReserved(uint256 indexed round);
     event RevealAttested(uint256 indexed round, bytes32 revealDigest);
+    event ReleaseRefused(uint256 indexed round, uint32 reasonCode);
     event RoundFinalized(uint256 indexed round, uint16 committed, uint16 missed);
     event Flagged(address indexed client, uint256 indexed round, uint32 reasonCode, address auditor);
 
@@ -155,10 +194,17 @@ contract ConsortiumLedger {
     error BadClientList(uint256 round);
     error ClientsNotSorted(uint256 position);
     error DeadlineInPast(uint64 deadline, uint256 blockNumber);
+    error BadRevealDeadline(uint64 deadline, uint64 revealDeadline);
     error DeadlinePassed(uint256 round, uint64 deadline, uint256 blockNumber);
     error NotSelected(uint256 round, address client);
     error AlreadyCommitted(uint256 round, address client);
     error NotCommitted(uint256 round, address client);
+    error WrongManifest(uint256 round, bytes32 manifestDigest);
+    error CommitPhaseOpen(uint256 round);
+    error RevealPhaseOpen(uint256 round);
+    error NotRevealed(uint256 round, address client);
+    error AlreadyRevealed(uint256 round, address client);
+    error BadReason(uint32 reasonCode);
     error BudgetExceeded(address client, uint64 claimed, uint64 budget);
     error BadIndex(uint256 position, uint256 index);
     error MalformedCommit(uint256 position);
@@ -203,12 +249,14 @@ contract ConsortiumLedger {
 
     // -------------------------------------------------------------------------- rounds
     /// @notice Open a round. `clients` must be strictly ascending registered clients; the
-    ///         epsilon budget in force now applies to the whole round.
+    ///         epsilon budget in force now applies to the whole round. Commits are accepted
+    ///         until block `deadline`, reveals until block `revealDeadline` (inclusive).
     function openRound(
         uint256 round,
         bytes32 configDigest,
         address[] calldata clients,
         uint64 deadline,
+        uint64 revealDeadline,
         bool batched
     ) external onlyRole(ROLE_AGGREGATOR) {
         Round storage rd = rounds[round];
@@ -216,6 +264,7 @@ contract ConsortiumLedger {
         uint256 n = clients.length;
         if (n == 0 || n > MAX_CLIENTS) revert BadClientList(round);
         if (deadline < block.number) revert DeadlineInPast(deadline, block.number);
+        if (revealDeadline <= deadline) revert BadRevealDeadline(deadline, revealDeadline);
         address previous = address(0);
         for (uint256 i = 0; i < n; ++i) {
             address client = clients[i];
@@ -225,26 +274,34 @@ contract ConsortiumLedger {
             if (!batched) commitmentOf[round][client] = SELECTED;
         }
         uint64 budget = epsilonBudget;
-        rd.header = Header(deadline, budget, uint16(n), STATUS_OPEN, batched);
+        rd.header = Header(deadline, revealDeadline, budget, uint16(n), 0, 0, STATUS_OPEN, batched);
         rd.configDigest = configDigest;
         rd.clientsHash = keccak256(abi.encodePacked(clients));
         if (batched) {
             for (uint256 w = 0; w <= (n - 1) / BITS_PER_WORD; ++w) {
                 committedBits[round][w] = SENTINEL;
+                revealedBits[round][w] = SENTINEL;
             }
             rd.accumulator = keccak256(abi.encode(_domainSeparator(), round, configDigest));
         }
-        emit RoundOpened(round, configDigest, deadline, budget, batched, clients);
+        emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, batched, clients);
     }
 
-    /// @notice A selected client commits to its protected update (direct rounds).
-    function commit(uint256 round, bytes32 blobDigest, bytes32 eventDigest, uint64 epsilon)
-        external
-    {
-        Header memory h = rounds[round].header;
+    /// @notice A selected client commits to its protected update (direct rounds), binding the
+    ///         manifest digest it saw (must be the round's config digest).
+    function commit(
+        uint256 round,
+        bytes32 manifestDigest,
+        bytes32 blobDigest,
+        bytes32 eventDigest,
+        uint64 epsilon
+    ) external {
+        Round storage rd = rounds[round];
+        Header memory h = rd.header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
         if (h.batched) revert WrongMode(round, true);
-        if (block.number > h.deadline) revert DeadlinePassed(round, h.deadline, block.number);
+        _checkCommitPhase(round, h);
+        if (manifestDigest != rd.configDigest) revert WrongManifest(round, manifestDigest);
         if (epsilon > h.epsilonBudget) revert BudgetExceeded(msg.sender, epsilon, h.epsilonBudget);
         uint256 current = commitmentOf[round][msg.sender];
         if (current != SELECTED) {
@@ -254,8 +311,36 @@ contract ConsortiumLedger {
             }
             revert NotSelected(round, msg.sender);
         }
-        commitmentOf[round][msg.sender] =
-            uint256(keccak256(abi.encode(blobDigest, eventDigest, epsilon)));
+        commitmentOf[round][msg.sender] = (
+            uint256(keccak256(abi.encode(blobDigest, eventDigest, epsilon))) & ~FLAGS
+        ) | COMMITTED_FLAG;
+        rd.header.committed = h.committed + 1;
+        emit Committed(round, msg.sender, blobDigest, eventDigest, epsilon);
+    }
+
+    /// @notice Batched rounds: a selected client commits by itself (the fallback when the
+    ///         aggregator's batch left its signed commitment out).
+    /// @param clients the round's full selected list (checked against the stored hash).
+    function commitOwn(
+        uint256 round,
+        address[] calldata clients,
+        bytes32 manifestDigest,
+        bytes32 blobDigest,
+        bytes32 eventDigest,
+        uint64 epsilon
+    ) external {
+        Round storage rd = rounds[round];
+        Header memory h = _openBatchedRound(round, clients);
+        if (manifestDigest != rd.configDigest) revert WrongManifest(round, manifestDigest);
+        if (epsilon > h.epsilonBudget) revert BudgetExceeded(msg.sender, epsilon, h.epsilonBudget);
+        uint256 index = _indexOf(round, clients, msg.sender);
+        uint256 w = index / BITS_PER_WORD;
+        uint256 mask = 1 << (index % BITS_PER_WORD);
+        uint256 bits = committedBits[round][w];
+        if (bits & mask != 0) revert AlreadyCommitted(round, msg.sender);
+        committedBits[round][w] = bits | mask;
+        rd.accumulator = _chain(rd.accumulator, msg.sender, blobDigest, eventDigest, epsilon);
+        rd.header.committed = h.committed + 1;
         emit Committed(round, msg.sender, blobDigest, eventDigest, epsilon);
     }
 
@@ -266,13 +351,15 @@ contract ConsortiumLedger {
         address[] calldata clients,
         SignedCommit[] calldata commits
     ) external onlyRole(ROLE_AGGREGATOR) {
-        uint64 budget = _openBatchedRound(round, clients);
+        Header memory h = _openBatchedRound(round, clients);
         uint256 count = commits.length;
         address[] memory committers = new address[](count);
         bytes32[] memory blobDigests = new bytes32[](count);
         bytes32[] memory eventDigests = new bytes32[](count);
         uint64[] memory epsilons = new uint64[](count);
-        bytes32 acc = rounds[round].accumulator;
+        Round storage rd = rounds[round];
+        bytes32 acc = rd.accumulator;
+        bytes32 manifestDigest = rd.configDigest;
         uint256 wordIndex = type(uint256).max;
         uint256 bits = 0;
         for (uint256 i = 0; i < count; ++i) {
@@ -280,7 +367,7 @@ contract ConsortiumLedger {
             bytes32 blobDigest = c.blobDigest;
             bytes32 eventDigest = c.eventDigest;
             (address client, uint256 index, uint64 epsilon) =
-                _verifiedSigner(i, round, clients, c, budget);
+                _verifiedSigner(i, round, manifestDigest, clients, c, h.epsilonBudget);
             uint256 w = index / BITS_PER_WORD;
             if (w != wordIndex) {
                 if (wordIndex != type(uint256).max) committedBits[round][wordIndex] = bits;
@@ -297,13 +384,52 @@ contract ConsortiumLedger {
             epsilons[i] = epsilon;
         }
         if (wordIndex != type(uint256).max) committedBits[round][wordIndex] = bits;
-        rounds[round].accumulator = acc;
+        rd.accumulator = acc;
+        rd.header.committed = h.committed + uint16(count);
         emit BatchCommitted(round, committers, blobDigests, eventDigests, epsilons);
     }
 
-    /// @notice The aggregator publishes the aggregate's digest and who is in it; this closes
-    ///         the round to further commits. Every participant must have committed in this
-    ///         round (strictly ascending, so no one is counted twice).
+    /// @notice Direct rounds: the sender records that it revealed (put its blob and event in
+    ///         the store) in the reveal phase.
+    function reveal(uint256 round) external {
+        Round storage rd = rounds[round];
+        Header memory h = rd.header;
+        if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
+        if (h.batched) revert WrongMode(round, true);
+        _checkRevealPhase(round, h);
+        uint256 current = commitmentOf[round][msg.sender];
+        if (current & COMMITTED_FLAG == 0) revert NotCommitted(round, msg.sender);
+        if (current & REVEALED_FLAG != 0) revert AlreadyRevealed(round, msg.sender);
+        commitmentOf[round][msg.sender] = current | REVEALED_FLAG;
+        rd.header.revealed = h.revealed + 1;
+        emit Revealed(round, msg.sender);
+    }
+
+    /// @notice Batched rounds: a committed client records its reveal itself (the fallback
+    ///         when it fears the aggregator will leave it out of the participants).
+    /// @param clients the round's full selected list (checked against the stored hash).
+    function revealOwn(uint256 round, address[] calldata clients) external {
+        Round storage rd = rounds[round];
+        Header memory h = rd.header;
+        if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
+        if (!h.batched) revert WrongMode(round, false);
+        if (keccak256(abi.encodePacked(clients)) != rd.clientsHash) revert BadClientList(round);
+        _checkRevealPhase(round, h);
+        uint256 index = _indexOf(round, clients, msg.sender);
+        uint256 w = index / BITS_PER_WORD;
+        uint256 mask = 1 << (index % BITS_PER_WORD);
+        if (committedBits[round][w] & mask == 0) revert NotCommitted(round, msg.sender);
+        uint256 bits = revealedBits[round][w];
+        if (bits & mask != 0) revert AlreadyRevealed(round, msg.sender);
+        revealedBits[round][w] = bits | mask;
+        rd.header.revealed = h.revealed + 1;
+        emit Revealed(round, msg.sender);
+    }
+
+    /// @notice The aggregator publishes the aggregate's digest and who is in it. Only once
+    ///         the commit phase is closed, and before the reveal deadline only if every
+    ///         committed client is a participant. Participants are strictly ascending; each
+    ///         committed (direct rounds: and revealed; batched rounds: this marks it revealed).
     /// @param clients the round's full selected list (checked against the stored hash).
     function publishAggregate(
         uint256 round,
@@ -315,32 +441,61 @@ contract ConsortiumLedger {
         Header memory h = rd.header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
         if (keccak256(abi.encodePacked(clients)) != rd.clientsHash) revert BadClientList(round);
+        if (!_commitPhaseClosed(h)) revert CommitPhaseOpen(round);
         _checkParticipants(round, h.batched, clients, participants);
+        if (participants.length != h.committed && block.number <= h.revealDeadline) {
+            revert RevealPhaseOpen(round);
+        }
         rd.header.status = STATUS_AGGREGATED;
         rd.aggregateDigest = aggregateDigest;
         rd.participantsHash = keccak256(abi.encodePacked(participants));
         emit AggregatePublished(round, aggregateDigest, participants);
     }
 
-    /// @notice The key holder attests the digest of what it revealed.
-    function attestReveal(uint256 round, bytes32 revealDigest) external onlyRole(ROLE_KEY_HOLDER) {
+    /// @notice The key holder reserves the round's one release BEFORE it decrypts.
+    function reserveRelease(uint256 round) external onlyRole(ROLE_KEY_HOLDER) {
         Round storage rd = rounds[round];
         if (rd.header.status != STATUS_AGGREGATED) revert WrongRound(round, rd.header.status);
+        rd.header.status = STATUS_RELEASING;
+        emit ReleaseReserved(round);
+    }
+
+    /// @notice The key holder attests the digest of what it released (after reserving).
+    function attestReveal(uint256 round, bytes32 revealDigest) external onlyRole(ROLE_KEY_HOLDER) {
+        Round storage rd = rounds[round];
+        if (rd.header.status != STATUS_RELEASING) revert WrongRound(round, rd.header.status);
         rd.header.status = STATUS_REVEALED;
         rd.revealDigest = revealDigest;
         emit RevealAttested(round, revealDigest);
     }
 
-    /// @notice Finalize: every selected client gets a positive event if it committed in
-    ///         time, a negative one otherwise. `clients` is the round's selected list.
+    /// @notice The key holder attests that it refused to release this round, and why
+    ///         (`reasonCode` > 0; the codes are the off-chain key holder's).
+    function attestRefusal(uint256 round, uint32 reasonCode) external onlyRole(ROLE_KEY_HOLDER) {
+        Round storage rd = rounds[round];
+        uint8 status = rd.header.status;
+        if (status != STATUS_AGGREGATED && status != STATUS_RELEASING) {
+            revert WrongRound(round, status);
+        }
+        if (reasonCode == 0) revert BadReason(reasonCode);
+        rd.header.status = STATUS_REFUSED;
+        rd.refusalCode = reasonCode;
+        emit ReleaseRefused(round, reasonCode);
+    }
+
+    /// @notice Finalize: every selected client gets a positive event if it committed and
+    ///         revealed, a negative one otherwise. `clients` is the round's selected list.
     function finalize(uint256 round, address[] calldata clients) external onlyRole(ROLE_AGGREGATOR) {
         Round storage rd = rounds[round];
         Header memory h = rd.header;
-        if (h.status != STATUS_AGGREGATED && h.status != STATUS_REVEALED) {
+        if (
+            h.status != STATUS_AGGREGATED && h.status != STATUS_REVEALED
+                && h.status != STATUS_REFUSED
+        ) {
             revert WrongRound(round, h.status);
         }
         if (keccak256(abi.encodePacked(clients)) != rd.clientsHash) revert BadClientList(round);
-        uint16 committedCount = 0;
+        uint16 doneCount = 0;
         uint256 wordIndex = type(uint256).max;
         uint256 bits = 0;
         for (uint256 i = 0; i < clients.length; ++i) {
@@ -350,25 +505,25 @@ contract ConsortiumLedger {
                 uint256 w = i / BITS_PER_WORD;
                 if (w != wordIndex) {
                     wordIndex = w;
-                    bits = committedBits[round][w];
+                    bits = committedBits[round][w] & revealedBits[round][w];
                 }
                 done = bits & (1 << (i % BITS_PER_WORD)) != 0;
             } else {
-                done = commitmentOf[round][client] > SELECTED;
+                done = commitmentOf[round][client] & FLAGS == FLAGS;
             }
             Member storage m = members[client];
             if (done) {
-                ++committedCount;
+                ++doneCount;
                 m.positive += 1;
             } else {
                 m.negative += 1;
             }
         }
-        uint16 missedCount = uint16(clients.length) - committedCount;
+        uint16 missedCount = uint16(clients.length) - doneCount;
         rd.header.status = STATUS_FINALIZED;
-        rd.committed = committedCount;
+        rd.committed = doneCount;
         rd.missed = missedCount;
-        emit RoundFinalized(round, committedCount, missedCount);
+        emit RoundFinalized(round, doneCount, missedCount);
     }
 
     /// @notice An auditor flags a client (negative reputation event) with a reason code.
@@ -402,10 +557,28 @@ contract ConsortiumLedger {
     function roundHeader(uint256 round)
         external
         view
-        returns (uint64 deadline, uint64 budget, uint16 numClients, uint8 status, bool batched)
+        returns (
+            uint64 deadline,
+            uint64 revealDeadline,
+            uint64 budget,
+            uint16 numClients,
+            uint16 committed,
+            uint16 revealed,
+            uint8 status,
+            bool batched
+        )
     {
         Header memory h = rounds[round].header;
-        return (h.deadline, h.epsilonBudget, h.numClients, h.status, h.batched);
+        return (
+            h.deadline,
+            h.revealDeadline,
+            h.epsilonBudget,
+            h.numClients,
+            h.committed,
+            h.revealed,
+            h.status,
+            h.batched
+        );
     }
 
     function roundDigests(uint256 round)
@@ -419,7 +592,8 @@ contract ConsortiumLedger {
             bytes32 participantsHash,
             bytes32 revealDigest,
             uint16 committed,
-            uint16 missed
+            uint16 missed,
+            uint32 refusalCode
         )
     {
         Round storage rd = rounds[round];
@@ -431,12 +605,14 @@ contract ConsortiumLedger {
             rd.participantsHash,
             rd.revealDigest,
             rd.committed,
-            rd.missed
+            rd.missed,
+            rd.refusalCode
         );
     }
 
     /// @notice Direct rounds: 0 = not selected, 1 = selected and not committed, otherwise
-    ///         keccak256(abi.encode(blobDigest, eventDigest, epsilon)).
+    ///         keccak256(abi.encode(blobDigest, eventDigest, epsilon)) with bit 1 set
+    ///         (committed) and bit 0 = revealed.
     function commitment(uint256 round, address client) external view returns (bytes32) {
         return bytes32(commitmentOf[round][client]);
     }
@@ -446,24 +622,63 @@ contract ConsortiumLedger {
         return committedBits[round][index / BITS_PER_WORD] & (1 << (index % BITS_PER_WORD)) != 0;
     }
 
+    /// @notice Batched rounds: whether the client at `index` of the selected list revealed.
+    function hasRevealedIndex(uint256 round, uint256 index) external view returns (bool) {
+        return revealedBits[round][index / BITS_PER_WORD] & (1 << (index % BITS_PER_WORD)) != 0;
+    }
+
     function domainSeparator() external view returns (bytes32) {
         return _domainSeparator();
     }
 
     // ------------------------------------------------------------------------ internal
+    function _commitPhaseClosed(Header memory h) internal view returns (bool) {
+        return block.number > h.deadline || h.committed == h.numClients;
+    }
+
+    function _checkCommitPhase(uint256 round, Header memory h) internal view {
+        if (block.number > h.deadline) revert DeadlinePassed(round, h.deadline, block.number);
+    }
+
+    /// @dev Reveals only once no one can commit any more, and until the reveal deadline.
+    function _checkRevealPhase(uint256 round, Header memory h) internal view {
+        if (!_commitPhaseClosed(h)) revert CommitPhaseOpen(round);
+        if (block.number > h.revealDeadline) {
+            revert DeadlinePassed(round, h.revealDeadline, block.number);
+        }
+    }
+
     /// @dev Checks a batched round accepts commits now and `clients` is its selection.
     function _openBatchedRound(uint256 round, address[] calldata clients)
         internal
         view
-        returns (uint64)
+        returns (Header memory h)
     {
         Round storage rd = rounds[round];
-        Header memory h = rd.header;
+        h = rd.header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
         if (!h.batched) revert WrongMode(round, false);
-        if (block.number > h.deadline) revert DeadlinePassed(round, h.deadline, block.number);
+        _checkCommitPhase(round, h);
         if (keccak256(abi.encodePacked(clients)) != rd.clientsHash) revert BadClientList(round);
-        return h.epsilonBudget;
+    }
+
+    /// @dev Position of `client` in the (ascending, hash-checked) selected list: binary search.
+    function _indexOf(uint256 round, address[] calldata clients, address client)
+        internal
+        view
+        returns (uint256)
+    {
+        uint256 lo = 0;
+        uint256 hi = clients.length;
+        while (lo < hi) {
+            uint256 mid = (lo + hi) / 2;
+            address at = clients[mid];
+            if (at == client) return mid;
+            if (at < client) lo = mid + 1;
+            else hi = mid;
+        }
+        if (members[client].roles & ROLE_CLIENT == 0) revert NotRegistered(client, ROLE_CLIENT);
+        revert NotSelected(round, client);
     }
 
     /// @dev Unpacks and checks (index, budget, low-s, EIP-712 signature) the commit at
@@ -471,6 +686,7 @@ contract ConsortiumLedger {
     function _verifiedSigner(
         uint256 i,
         uint256 round,
+        bytes32 manifestDigest,
         address[] calldata clients,
         SignedCommit calldata c,
         uint64 budget
@@ -484,60 +700,86 @@ contract ConsortiumLedger {
         if (epsilon > budget) revert BudgetExceeded(client, epsilon, budget);
         bytes32 sigS = c.s;
         if (uint256(sigS) > HALF_ORDER) revert HighS(i);
-        address signer =
-            _recover(round, client, c.blobDigest, c.eventDigest, epsilon, meta >> 80, c.r, sigS);
+        address signer = _recover(
+            _structHash(round, client, manifestDigest, c.blobDigest, c.eventDigest, epsilon),
+            meta >> 80,
+            c.r,
+            sigS
+        );
         if (signer == address(0) || signer != client) revert InvalidSignature(i);
     }
 
-    /// @dev Participants are strictly ascending and each committed in `round` (direct: its
-    ///      slot holds a commitment; batched: its bit is set, found by a merge walk of the
-    ///      two sorted lists).
+    /// @dev Participants are strictly ascending and each committed in `round`. Direct: its
+    ///      slot holds a revealed commitment. Batched: its committed bit is set (found by a
+    ///      merge walk of the two sorted lists), and its revealed bit is set here.
     function _checkParticipants(
         uint256 round,
         bool batched,
         address[] calldata clients,
         address[] calldata participants
-    ) internal view {
+    ) internal {
         address previous = address(0);
         uint256 j = 0;
+        uint256 wordIndex = type(uint256).max;
+        uint256 revealed = 0;
         for (uint256 i = 0; i < participants.length; ++i) {
             address p = participants[i];
             if (p <= previous) revert ClientsNotSorted(i);
             previous = p;
             if (!batched) {
-                if (commitmentOf[round][p] <= SELECTED) revert NotCommitted(round, p);
+                uint256 current = commitmentOf[round][p];
+                if (current & COMMITTED_FLAG == 0) revert NotCommitted(round, p);
+                if (current & REVEALED_FLAG == 0) revert NotRevealed(round, p);
                 continue;
             }
             while (j < clients.length && clients[j] < p) ++j;
             if (j == clients.length || clients[j] != p) revert NotCommitted(round, p);
-            uint256 bits = committedBits[round][j / BITS_PER_WORD];
-            if (bits & (1 << (j % BITS_PER_WORD)) == 0) revert NotCommitted(round, p);
+            uint256 w = j / BITS_PER_WORD;
+            uint256 mask = 1 << (j % BITS_PER_WORD);
+            if (committedBits[round][w] & mask == 0) revert NotCommitted(round, p);
+            if (w != wordIndex) {
+                if (wordIndex != type(uint256).max) revealedBits[round][wordIndex] = revealed;
+                wordIndex = w;
+                revealed = revealedBits[round][w];
+            }
+            revealed |= mask;
         }
+        if (wordIndex != type(uint256).max) revealedBits[round][wordIndex] = revealed;
     }
 
-    /// @dev EIP-712 digest of Commit(round, client, blob, event, epsilon) and ecrecover, in
-    ///      scratch memory past the free pointer (nothing allocated per client).
-    function _recover(
+    /// @dev EIP-712 struct hash of Commit(round, client, manifest, blob, event, epsilon).
+    function _structHash(
         uint256 round,
         address client,
+        bytes32 manifestDigest,
         bytes32 blobDigest,
         bytes32 eventDigest,
-        uint64 epsilon,
-        uint256 v,
-        bytes32 r,
-        bytes32 sigS
-    ) internal view returns (address signer) {
-        bytes32 domain = _domainSeparator();
+        uint64 epsilon
+    ) internal pure returns (bytes32 structHash) {
         bytes32 typeHash = COMMIT_TYPEHASH;
         assembly ("memory-safe") {
             let ptr := mload(0x40)
             mstore(ptr, typeHash)
             mstore(add(ptr, 0x20), round)
             mstore(add(ptr, 0x40), client)
-            mstore(add(ptr, 0x60), blobDigest)
-            mstore(add(ptr, 0x80), eventDigest)
-            mstore(add(ptr, 0xa0), epsilon)
-            let structHash := keccak256(ptr, 0xc0)
+            mstore(add(ptr, 0x60), manifestDigest)
+            mstore(add(ptr, 0x80), blobDigest)
+            mstore(add(ptr, 0xa0), eventDigest)
+            mstore(add(ptr, 0xc0), epsilon)
+            structHash := keccak256(ptr, 0xe0)
+        }
+    }
+
+    /// @dev EIP-712 digest of a struct hash and ecrecover, in scratch memory past the free
+    ///      pointer (nothing allocated per client).
+    function _recover(bytes32 structHash, uint256 v, bytes32 r, bytes32 sigS)
+        internal
+        view
+        returns (address signer)
+    {
+        bytes32 domain = _domainSeparator();
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
             mstore(ptr, shl(240, 0x1901))
             mstore(add(ptr, 0x02), domain)
             mstore(add(ptr, 0x22), structHash)

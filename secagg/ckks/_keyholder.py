@@ -10,8 +10,11 @@ Release (Li and Micciancio, EUROCRYPT 2021). A CKKS decryption returns m + e, wh
 depends linearly on the secret key; whoever knows the ciphertext and m (for example an
 aggregator that builds an "aggregate" from ciphertexts it encrypted itself, which the
 public key lets it do) can collect such equations and recover the key. Before release
-the key holder therefore adds Gaussian noise of std ``2**-flood_std_bits`` (CSPRNG) and
-rounds to the grid ``2**-precision_bits``.
+the key holder therefore adds Gaussian noise of std ``2**-flood_std_bits`` and rounds to
+the grid ``2**-precision_bits``. The noise is a secret PRF of the aggregate's digest
+(:mod:`secagg.ckks._flooding`): asking again for the same aggregate returns identical
+bytes, so averaging repeated releases strips nothing; the protocol layer also reserves
+each round's one release on the ledger before decrypting.
 
 Residual risk, stated plainly: with the aggregation preset the CKKS error of a 100-client
 sum has a std of about 2^-26.3 and a single ciphertext about 2^-29.6 (measured), while the
@@ -20,22 +23,24 @@ distribution depend on e only through a shift of 2^-3..2^-6 of the flooding std,
 but *not* negligible statistical distance per coordinate; provable IND-CPA^D security
 would need flooding ~2^(lambda/2) times the error, i.e. tens of extra bits of modulus and
 an error far above 1e-6. Many decryptions of attacker-chosen aggregates can therefore
-still accumulate information about the key. Mitigations for the protocol layer, not
-implemented in this module: the key holder should decrypt only aggregates whose input
-digests match ledger commitments of selected clients; the auditor recombines the
-committed blobs and compares digests after the fact; keys should be rotated (a fresh
-:class:`KeyHolder`) as decryptions accumulate (:attr:`KeyHolder.decryptions` counts
-them); local DP bounds what any leak reveals about training data.
+still accumulate information about the key. Mitigations at the protocol layer
+(:mod:`secagg._roles`): the key holder decrypts only an aggregate that is byte for byte
+the recombination of the round's committed blobs, at most once per round; the auditor
+re-checks after the fact. Keys should still be rotated (a fresh :class:`KeyHolder`) as
+decryptions accumulate (:attr:`KeyHolder.decryptions` counts distinct aggregates); local
+DP bounds what any leak reveals about training data.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from secagg._errors import BlobFormatError, DuplicateClientError, InsufficientClientsError
-from secagg.ckks._blob import parse_blob
+from secagg.ckks._blob import blob_digest, parse_blob
 from secagg.ckks._context import PublicContext
-from secagg.ckks._flooding import flood_and_round
+from secagg.ckks._flooding import PRF_KEY_BYTES, flood_and_round, flooding_seed
 from secagg.ckks._params import CKKSParams, RevealPolicy
 from secagg.ckks._seal import SecretSealKeys
 
@@ -53,6 +58,8 @@ class KeyHolder:
         self._keys = SecretSealKeys(params)
         self.public_context = PublicContext(params=params, public_key=self._keys.public_key_bytes)
         self.context_digest = self.public_context.digest
+        self._flooding_key = os.urandom(PRF_KEY_BYTES)  # secret; never leaves the key holder
+        self._released: set[bytes] = set()
         self.decryptions = 0
 
     def public_context_bytes(self) -> bytes:
@@ -61,6 +68,9 @@ class KeyHolder:
 
     def reveal(self, aggregate: bytes) -> np.ndarray:
         """Decrypt an aggregate blob; return the flooded, rounded sum (float64).
+
+        Deterministic per aggregate: the same aggregate bytes give identical output (the
+        decryption is deterministic and the flooding noise a secret PRF of the digest).
 
         Raises :class:`NotAnAggregateError` for a client blob,
         :class:`InsufficientClientsError` below ``min_clients`` inputs,
@@ -79,5 +89,13 @@ class KeyHolder:
                 f"min_clients={self.policy.min_clients}"
             )
         decrypted = self._keys.decrypt(parsed.coefficients)[: header.element_count]
-        self.decryptions += 1
-        return flood_and_round(decrypted, flood_std=self.policy.flood_std, grid=self.policy.grid)
+        digest = blob_digest(aggregate)
+        if digest not in self._released:
+            self._released.add(digest)
+            self.decryptions += 1
+        return flood_and_round(
+            decrypted,
+            flood_std=self.policy.flood_std,
+            grid=self.policy.grid,
+            seed=flooding_seed(self._flooding_key, digest),
+        )

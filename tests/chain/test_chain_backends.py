@@ -59,11 +59,14 @@ def test_restarted_anvil_keeps_every_round(tmp_path: Path) -> None:
             )
             ledger.commit(
                 round_id,
+                manifest_digest=keccak(text=f"cfg{round_id}"),
                 blob_digest=keccak(text="b"),
                 event_digest=keccak(text="e"),
                 epsilon=1.0,
                 sender=clients[0],
             )
+        ledger.advance_past(ledger.round_info(2).deadline)
+        ledger.reveal(1, sender=clients[0])
         ledger.publish_aggregate(
             1,
             aggregate_digest=keccak(text="agg"),
@@ -85,7 +88,9 @@ def test_restarted_anvil_keeps_every_round(tmp_path: Path) -> None:
         assert [again.commitments(r) for r in (1, 2)] == commits_before
         assert before[0].status is RoundStatus.FINALIZED
         assert again.reputation(clients[0].address).positive == 1
-        # the restarted chain keeps working: round 2 continues
+        # the restarted chain keeps working: round 2 continues (its one committed client
+        # never revealed, so the aggregate waits for the reveal deadline)
+        again.advance_past(again.round_info(2).reveal_deadline)
         again.publish_aggregate(
             2, aggregate_digest=keccak(text="agg2"), participants=[], sender=aggregator
         )

@@ -20,10 +20,13 @@ from eth_utils import keccak
 from chain import (
     AlreadyCommitted,
     AlreadyFlagged,
+    AlreadyRevealed,
     AnvilBackend,
+    BadRevealDeadline,
     BudgetExceeded,
     ChainConfigError,
     ClientsNotSorted,
+    CommitPhaseOpen,
     DeadlinePassed,
     HighS,
     InProcessBackend,
@@ -33,10 +36,13 @@ from chain import (
     NotAdmin,
     NotCommitted,
     NotRegistered,
+    NotRevealed,
     NotSelected,
+    RevealPhaseOpen,
     Role,
     RoundExists,
     RoundStatus,
+    WrongManifest,
     WrongMode,
     WrongRound,
     find_anvil,
@@ -71,13 +77,17 @@ class Env:
     outsider: LocalAccount
     round_ids: Iterator[int]
 
+    def close_commits(self, round_id: int) -> None:
+        """Let the commit deadline pass (mine empty blocks)."""
+        self.ledger.advance_past(self.ledger.round_info(round_id).deadline)
+
     def new_round(
         self, members: list[LocalAccount], *, batched: bool = False, blocks: int = 50
     ) -> int:
         round_id = next(self.round_ids)
         self.ledger.open_round(
             round_id,
-            config_digest=keccak(text=f"config-{round_id}"),
+            config_digest=_config(round_id),
             clients=[c.address for c in members],
             deadline=self.ledger.block_number() + blocks,
             batched=batched,
@@ -117,22 +127,50 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
         )
 
 
+def _config(round_id: int) -> bytes:
+    return keccak(text=f"config-{round_id}")
+
+
 def _digests(tag: str) -> tuple[bytes, bytes]:
     return keccak(text=f"blob-{tag}"), keccak(text=f"event-{tag}")
 
 
-def _commit(env: Env, round_id: int, client: LocalAccount, *, epsilon: float = 1.0) -> int:
+def _commit(
+    env: Env,
+    round_id: int,
+    client: LocalAccount,
+    *,
+    epsilon: float = 1.0,
+    manifest: bytes | None = None,
+) -> int:
     blob, event = _digests(f"{round_id}-{client.address}")
     res = env.ledger.commit(
-        round_id, blob_digest=blob, event_digest=event, epsilon=epsilon, sender=client
+        round_id,
+        manifest_digest=_config(round_id) if manifest is None else manifest,
+        blob_digest=blob,
+        event_digest=event,
+        epsilon=epsilon,
+        sender=client,
     )
     return res.gas_used
 
 
-def _sign(env: Env, round_id: int, client: LocalAccount, *, epsilon: float = 1.0):  # type: ignore[no-untyped-def]
+def _sign(
+    env: Env,
+    round_id: int,
+    client: LocalAccount,
+    *,
+    epsilon: float = 1.0,
+    manifest: bytes | None = None,
+):  # type: ignore[no-untyped-def]
     blob, event = _digests(f"{round_id}-{client.address}")
     return env.ledger.sign_commit(
-        client, round_id=round_id, blob_digest=blob, event_digest=event, epsilon=epsilon
+        client,
+        round_id=round_id,
+        manifest_digest=_config(round_id) if manifest is None else manifest,
+        blob_digest=blob,
+        event_digest=event,
+        epsilon=epsilon,
     )
 
 
@@ -142,7 +180,10 @@ def test_direct_round_lifecycle_records_state_and_reputation(env: Env) -> None:
     before = {c.address: ledger.reputation(c.address) for c in members}
     round_id = env.new_round(members)
     gas = [_commit(env, round_id, c, epsilon=0.5 + i) for i, c in enumerate(members[:2])]
-    assert all(g <= 35_000 for g in gas), gas  # issue target, total tx gas incl. 21k
+    assert all(g <= 40_000 for g in gas), gas  # total tx gas incl. 21k
+    env.close_commits(round_id)
+    reveal_gas = [ledger.reveal(round_id, sender=c).gas_used for c in members[:2]]
+    assert all(g <= 35_000 for g in reveal_gas), reveal_gas  # the one extra tx per client
     agg_digest = keccak(text="aggregate")
     ledger.publish_aggregate(
         round_id,
@@ -150,6 +191,7 @@ def test_direct_round_lifecycle_records_state_and_reputation(env: Env) -> None:
         participants=[c.address for c in members[:2]],
         sender=env.aggregator,
     )
+    ledger.reserve_release(round_id, sender=env.key_holder)
     ledger.attest_reveal(round_id, reveal_digest=keccak(text="reveal"), sender=env.key_holder)
     ledger.finalize(round_id, sender=env.aggregator)
 
@@ -169,9 +211,9 @@ def test_direct_round_lifecycle_records_state_and_reputation(env: Env) -> None:
     for i, c in enumerate(commits):
         blob, event = _digests(f"{round_id}-{c.client}")
         assert (c.blob_digest, c.event_digest, c.epsilon) == (blob, event, 0.5 + i)
-        stored = ledger.commitment_hash(round_id, c.client)
-        expected = keccak(blob + event + c.epsilon_fixed.to_bytes(32, "big"))
-        assert stored == expected  # the state an auditor checks without an archive node
+        stored = int.from_bytes(ledger.commitment_hash(round_id, c.client), "big")
+        expected = int.from_bytes(keccak(blob + event + c.epsilon_fixed.to_bytes(32, "big")))
+        assert stored == (expected & ~3) | 3  # committed and revealed flags in the low bits
     assert int.from_bytes(ledger.commitment_hash(round_id, members[2].address), "big") == 1
 
     for c in members[:2]:
@@ -205,6 +247,7 @@ def test_batched_round_accumulator_matches_events(env: Env) -> None:
     commits = ledger.commitments(round_id)
     assert [c.client for c in commits] == [s.client for s in signed]
     assert [c.epsilon_fixed for c in commits] == [250_000, 500_000, 750_000]
+    env.close_commits(round_id)
     ledger.publish_aggregate(
         round_id,
         aggregate_digest=keccak(text="agg"),
@@ -289,7 +332,8 @@ def test_commit_after_deadline_reverts(env: Env) -> None:
 def test_wrong_round_reverts(env: Env) -> None:
     with pytest.raises(WrongRound):
         _commit(env, 10**9, env.clients[0])  # never opened
-    round_id = env.new_round(env.clients[:2])
+    round_id = env.new_round(env.clients[:2], blocks=2)
+    env.close_commits(round_id)
     env.ledger.publish_aggregate(
         round_id, aggregate_digest=keccak(text="a"), participants=[], sender=env.aggregator
     )
@@ -309,11 +353,18 @@ def test_wrong_round_reverts(env: Env) -> None:
 
 def test_commit_mode_is_fixed_per_round(env: Env) -> None:
     batched = env.new_round(env.clients[:1], batched=True)
-    with pytest.raises(WrongMode):
-        _commit(env, batched, env.clients[0])
+    blob, event = _digests("mode")
+    with pytest.raises(WrongMode):  # the direct-round entry point
+        env.ledger._transact(
+            "commit", [batched, _config(batched), blob, event, 1], env.clients[0], batched
+        )
     direct = env.new_round(env.clients[:1])
     with pytest.raises(WrongMode):
         env.ledger.commit_batch(direct, [_sign(env, direct, env.clients[0])], sender=env.aggregator)
+    with pytest.raises(WrongMode):
+        env.ledger._transact(
+            "revealOwn", [direct, [env.clients[0].address]], env.clients[0], direct
+        )
 
 
 def test_signature_replayed_in_another_round_reverts(env: Env) -> None:
@@ -332,7 +383,12 @@ def test_signature_replayed_on_another_contract_reverts(env: Env) -> None:
     round_id = env.new_round(members, batched=True)
     blob, event = _digests("other-contract")
     foreign = other.sign_commit(
-        members[0], round_id=round_id, blob_digest=blob, event_digest=event, epsilon=1.0
+        members[0],
+        round_id=round_id,
+        manifest_digest=_config(round_id),
+        blob_digest=blob,
+        event_digest=event,
+        epsilon=1.0,
     )
     with pytest.raises(InvalidSignature):
         env.ledger.commit_batch(round_id, [foreign], sender=env.aggregator)
@@ -347,6 +403,7 @@ def test_signature_replayed_from_another_chain_reverts(env: Env) -> None:
         chain_id=env.ledger.chain_id + 1,
         verifying_contract=env.ledger.address,
         round_id=round_id,
+        manifest_digest=_config(round_id),
         blob_digest=blob,
         event_digest=event,
         epsilon=1.0,
@@ -359,6 +416,7 @@ def test_signature_replayed_from_another_chain_reverts(env: Env) -> None:
         chain_id=env.ledger.chain_id,
         verifying_contract=env.ledger.address,
         round_id=round_id,
+        manifest_digest=_config(round_id),
         blob_digest=blob,
         event_digest=event,
         epsilon=1.0,
@@ -437,10 +495,13 @@ def test_roles_are_enforced_on_round_calls(env: Env) -> None:
             deadline=env.ledger.block_number() + 5,
             sender=env.aggregator,
         )
-    round_id = env.new_round(members)
+    round_id = env.new_round(members, blocks=2)
+    env.close_commits(round_id)
     env.ledger.publish_aggregate(
         round_id, aggregate_digest=keccak(text="a"), participants=[], sender=env.aggregator
     )
+    with pytest.raises(NotRegistered):
+        env.ledger.reserve_release(round_id, sender=env.aggregator)
     with pytest.raises(NotRegistered):
         env.ledger.attest_reveal(round_id, reveal_digest=keccak(text="r"), sender=env.aggregator)
     with pytest.raises(NotRegistered):
@@ -454,25 +515,26 @@ def test_contract_rejects_unsorted_or_duplicate_selection(env: Env) -> None:
         with pytest.raises(ClientsNotSorted):  # the typed API sorts; the contract still checks
             env.ledger._transact(
                 "openRound",
-                [10**7, keccak(text="c"), clients, deadline, False],
+                [10**7, keccak(text="c"), clients, deadline, deadline + 5, False],
                 env.aggregator,
                 None,
             )
 
 
 def test_bad_inputs_raise_named_value_errors(env: Env) -> None:
+    zero = b"\0" * 32
+    for round_id, blob, epsilon in ((1, b"short", 1.0), (1, zero, -1.0), (-1, zero, 1.0)):
+        with pytest.raises(ChainConfigError):
+            env.ledger.commit(
+                round_id,
+                manifest_digest=zero,
+                blob_digest=blob,
+                event_digest=zero,
+                epsilon=epsilon,
+                sender=env.clients[0],
+            )
     with pytest.raises(ChainConfigError):
-        env.ledger.commit(
-            1, blob_digest=b"short", event_digest=b"\0" * 32, epsilon=1.0, sender=env.clients[0]
-        )
-    with pytest.raises(ValueError):
-        env.ledger.commit(
-            1, blob_digest=b"\0" * 32, event_digest=b"\0" * 32, epsilon=-1.0, sender=env.clients[0]
-        )
-    with pytest.raises(ChainConfigError):
-        env.ledger.commit(
-            -1, blob_digest=b"\0" * 32, event_digest=b"\0" * 32, epsilon=1.0, sender=env.clients[0]
-        )
+        env.ledger.attest_refusal(1, reason_code=0, sender=env.key_holder)
     assert issubclass(NotAdmin, LedgerRevertError)
 
 
@@ -496,6 +558,9 @@ def test_participants_must_have_committed(env: Env) -> None:
             )
         else:
             _commit(env, round_id, members[0])
+        env.close_commits(round_id)
+        if not batched:
+            env.ledger.reveal(round_id, sender=members[0])
         for bogus in (members[1], env.clients[9]):  # selected but silent; never selected
             with pytest.raises(NotCommitted):
                 env.ledger.publish_aggregate(
@@ -524,3 +589,175 @@ def test_onchain_score_matches_subjective_logic_model(env: Env) -> None:
     assert model.score == pytest.approx(
         model.belief + model.base_rate * model.uncertainty, abs=1e-6
     )
+
+
+# ------------------------------------------------------------------ commit, then reveal
+def test_commit_binds_the_round_manifest(env: Env) -> None:
+    members = env.clients[:2]
+    direct = env.new_round(members)
+    with pytest.raises(WrongManifest):
+        _commit(env, direct, members[0], manifest=keccak(text="another manifest"))
+    batched = env.new_round(members, batched=True)
+    other = _sign(env, batched, members[0], manifest=keccak(text="another manifest"))
+    with pytest.raises(InvalidSignature):  # signed over another manifest digest
+        env.ledger.commit_batch(batched, [other], sender=env.aggregator)
+    with pytest.raises(WrongManifest):  # the batched round's own-commit fallback
+        _commit(env, batched, members[0], manifest=keccak(text="another manifest"))
+
+
+def test_reveal_only_once_no_one_can_commit(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[:2]
+    round_id = env.new_round(members, blocks=10)
+    _commit(env, round_id, members[0])
+    with pytest.raises(CommitPhaseOpen):  # members[1] could still commit a blob built on it
+        ledger.reveal(round_id, sender=members[0])
+    with pytest.raises(CommitPhaseOpen):
+        ledger.publish_aggregate(
+            round_id,
+            aggregate_digest=keccak(text="a"),
+            participants=[members[0].address],
+            sender=env.aggregator,
+        )
+    _commit(env, round_id, members[1])  # every selected client committed: the phase closes
+    assert ledger.round_info(round_id).commit_phase_closed(ledger.block_number())
+    ledger.reveal(round_id, sender=members[0])
+    with pytest.raises(AlreadyRevealed):
+        ledger.reveal(round_id, sender=members[0])
+    with pytest.raises(NotCommitted):
+        ledger.reveal(round_id, sender=env.clients[5])
+    ledger.advance_past(ledger.round_info(round_id).reveal_deadline)
+    with pytest.raises(DeadlinePassed):  # a late reveal does not count
+        ledger.reveal(round_id, sender=members[1])
+    with pytest.raises(NotRevealed):
+        ledger.publish_aggregate(
+            round_id,
+            aggregate_digest=keccak(text="a"),
+            participants=[c.address for c in members],
+            sender=env.aggregator,
+        )
+
+
+def test_no_early_close_and_no_penalty_for_a_revealed_client_left_out(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[:3]
+    before = {c.address: ledger.reputation(c.address) for c in members}
+    round_id = env.new_round(members, blocks=10)
+    for c in members[:2]:
+        _commit(env, round_id, c)
+    env.close_commits(round_id)
+    for c in members[:2]:
+        ledger.reveal(round_id, sender=c)
+    with pytest.raises(RevealPhaseOpen):  # leaves out a committed client before the deadline
+        ledger.publish_aggregate(
+            round_id,
+            aggregate_digest=keccak(text="a"),
+            participants=[members[0].address],
+            sender=env.aggregator,
+        )
+    ledger.advance_past(ledger.round_info(round_id).reveal_deadline)
+    ledger.publish_aggregate(
+        round_id,
+        aggregate_digest=keccak(text="a"),
+        participants=[members[0].address],
+        sender=env.aggregator,
+    )
+    ledger.finalize(round_id, sender=env.aggregator)
+    after = {c.address: ledger.reputation(c.address) for c in members}
+    for c in members[:2]:  # the one left out committed and revealed: still positive
+        assert after[c.address].positive == before[c.address].positive + 1
+        assert after[c.address].negative == before[c.address].negative
+    assert after[members[2].address].negative == before[members[2].address].negative + 1
+
+
+def test_commit_without_reveal_is_a_dropout(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[3:5]
+    before = ledger.reputation(members[1].address)
+    round_id = env.new_round(members, blocks=10)
+    for c in members:
+        _commit(env, round_id, c)
+    ledger.reveal(round_id, sender=members[0])
+    ledger.advance_past(ledger.round_info(round_id).reveal_deadline)
+    ledger.publish_aggregate(
+        round_id,
+        aggregate_digest=keccak(text="a"),
+        participants=[members[0].address],
+        sender=env.aggregator,
+    )
+    ledger.finalize(round_id, sender=env.aggregator)
+    after = ledger.reputation(members[1].address)
+    assert (after.positive, after.negative) == (before.positive, before.negative + 1)
+    assert ledger.revealed(round_id) == {members[0].address}
+
+
+def test_batched_round_falls_back_to_own_commit_and_reveal(env: Env) -> None:
+    ledger = env.ledger
+    members = sorted(env.clients[5:8], key=lambda a: int(a.address, 16))
+    before = {c.address: ledger.reputation(c.address) for c in members}
+    round_id = env.new_round(members, batched=True, blocks=10)
+    ledger.commit_batch(round_id, [_sign(env, round_id, members[0])], sender=env.aggregator)
+    _commit(env, round_id, members[1])  # left out of the batch: commits by itself
+    with pytest.raises(AlreadyCommitted):
+        _commit(env, round_id, members[1])
+    with pytest.raises(AlreadyCommitted):
+        ledger.commit_batch(round_id, [_sign(env, round_id, members[1])], sender=env.aggregator)
+    _commit(env, round_id, members[2])
+    info = ledger.round_info(round_id)
+    assert info.commits == 3 and info.accumulator == ledger.expected_accumulator(round_id)
+    ledger.reveal(round_id, sender=members[1])  # revealOwn: it fears being left out
+    with pytest.raises(RevealPhaseOpen):
+        ledger.publish_aggregate(
+            round_id,
+            aggregate_digest=keccak(text="a"),
+            participants=[members[0].address],
+            sender=env.aggregator,
+        )
+    ledger.advance_past(info.reveal_deadline)
+    ledger.publish_aggregate(
+        round_id,
+        aggregate_digest=keccak(text="a"),
+        participants=[members[0].address],
+        sender=env.aggregator,
+    )
+    assert ledger.revealed(round_id) == {members[0].address, members[1].address}
+    ledger.finalize(round_id, sender=env.aggregator)
+    after = {c.address: ledger.reputation(c.address) for c in members}
+    assert after[members[0].address].positive == before[members[0].address].positive + 1
+    assert after[members[1].address].positive == before[members[1].address].positive + 1
+    assert after[members[2].address].negative == before[members[2].address].negative + 1
+
+
+def test_release_is_reserved_once_and_refusals_are_attested(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[8:9]
+    round_id = env.new_round(members, blocks=2)
+    with pytest.raises(WrongRound):  # nothing published yet
+        ledger.reserve_release(round_id, sender=env.key_holder)
+    env.close_commits(round_id)
+    ledger.advance_past(ledger.round_info(round_id).reveal_deadline)
+    ledger.publish_aggregate(
+        round_id, aggregate_digest=keccak(text="a"), participants=[], sender=env.aggregator
+    )
+    with pytest.raises(WrongRound):  # an attestation needs a reservation first
+        ledger.attest_reveal(round_id, reveal_digest=keccak(text="r"), sender=env.key_holder)
+    ledger.reserve_release(round_id, sender=env.key_holder)
+    assert ledger.round_info(round_id).status is RoundStatus.RELEASING
+    with pytest.raises(WrongRound):
+        ledger.reserve_release(round_id, sender=env.key_holder)
+    ledger.attest_refusal(round_id, reason_code=2, sender=env.key_holder)
+    info = ledger.round_info(round_id)
+    assert info.status is RoundStatus.REFUSED and info.refusal_code == 2
+    with pytest.raises(WrongRound):
+        ledger.attest_reveal(round_id, reveal_digest=keccak(text="r"), sender=env.key_holder)
+    ledger.finalize(round_id, sender=env.aggregator)
+    assert ledger.round_info(round_id).refusal_code == 2
+
+
+def test_reveal_deadline_must_follow_the_commit_deadline(env: Env) -> None:
+    deadline = env.ledger.block_number() + 5
+    with pytest.raises(BadRevealDeadline):
+        env.ledger.open_round(
+            10**6,
+            config_digest=keccak(text="c"),
+            clients=[env.clients[0].address],
+            deadline=deadline,
+            reveal_deadline=deadline,
+            sender=env.aggregator,
+        )

@@ -65,8 +65,10 @@ def test_restarted_aggregator_resumes_from_ledger_and_store(make_federation):
     manifest = protocol.manifest(1, selected=selected, weights=weights)
     protocol.aggregator.open_round(manifest)
     session = protocol.scheme.start_round(round_id=1, client_ids=selected, dim=64)
-    for c in selected:
-        ClientParty(client_id=c, consortium=fed.consortium).submit(1, session, updates[c], None)
+    parties = {c: ClientParty(client_id=c, consortium=fed.consortium) for c in selected}
+    submissions = {c: parties[c].commit(1, session, updates[c], None) for c in selected}
+    for c in selected:  # every client committed: the commit phase is closed, they reveal
+        parties[c].reveal(1, submissions[c])
     # The aggregator process dies here; a new protocol object (same consortium and keys)
     # picks the round up from the ledger and the store.
     del protocol, session
