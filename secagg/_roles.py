@@ -303,6 +303,7 @@ class AggregatorParty:
         digest was not committed is never looked at). A committed blob not in the store
         is a client that did not reveal; an altered one is rejected."""
         collected = Collected()
+        owner: dict[bytes, int] = {}  # blob digest -> the client that committed it first
         for commitment in self.consortium.ledger.commitments(round_id):
             member = manifest.client_by_address(commitment.client)
             if member is None:  # the contract only accepts selected clients
@@ -311,6 +312,13 @@ class AggregatorParty:
             if client_id in collected.commitments:
                 continue  # one commitment per client and round; never count a client twice
             collected.commitments[client_id] = commitment
+            first = owner.setdefault(bytes(commitment.blob_digest), client_id)
+            if first != client_id and manifest.scheme != "plain":
+                # Randomized schemes never give two honest clients the same blob: a later
+                # commitment of a digest already committed is a copied commitment (commit
+                # order decides). Under plain, equal updates give equal blobs.
+                collected.rejected[client_id] = f"copies the commitment of client {first}"
+                continue
             try:
                 collected.blobs[client_id] = self.consortium.store.get(commitment.blob_digest)
             except ArtifactNotFoundError:

@@ -73,11 +73,10 @@ def test_aggregate_leaving_out_a_committed_client_names_it(make_federation):
     assert 3 not in outcome.included
     report = _findings(fed)
     (finding,) = report.findings
-    assert (finding.round_id, finding.check, finding.client) == (
-        1,
-        "aggregate",
-        fed.consortium.address_of(3),
-    )
+    # The aggregator is named; the client, which committed and revealed, is not at fault.
+    assert (finding.round_id, finding.check, finding.client) == (1, "aggregate", None)
+    assert fed.consortium.parties.aggregator.address in finding.detail
+    assert fed.consortium.address_of(3) in finding.detail
 
 
 class _PaddingAggregator(AggregatorParty):
@@ -110,8 +109,9 @@ def test_aggregate_with_an_uncommitted_blob_is_refused_and_named(make_federation
     report = _findings(fed)
     (finding,) = [f for f in report.findings if f.check == "aggregate"]
     assert "uncommitted blob" in finding.detail
-    # ... and since nothing was released, the round has no attested reveal either.
-    assert {f.check for f in report.findings} == {"aggregate", "reveal"}
+    # ... and its refusal, attested on chain, is accepted: the aggregate was indeed wrong.
+    assert {f.check for f in report.findings} == {"aggregate"}
+    assert fed.consortium.ledger.round_info(1).refusal_code == 1
     assert fed.consortium.parties.aggregator.address in finding.detail
 
 
@@ -164,30 +164,34 @@ def test_client_copying_another_clients_blob_is_named(make_federation):
     from secagg._roles import ClientParty, Submission
 
     fed = make_federation("ckks")
-    original_submit = ClientParty.submit
+    original_commit = ClientParty.commit
 
-    def copying_submit(self, round_id, session, update, event):
-        if self.client_id == 1:  # client 1 re-sends client 0's stored blob as its own
+    def copying_commit(self, round_id, session, update, event):
+        if self.client_id == 1:  # client 1 commits client 0's (public) blob digest as its own
             zero = fed.consortium.address_of(0)
             theirs = next(
                 c for c in fed.consortium.ledger.commitments(round_id) if c.client == zero
             )
             event_digest = fed.consortium.store.put(event.canonical_bytes())
+            manifest_digest = fed.consortium.ledger.round_info(round_id).config_digest
             fed.consortium.ledger.commit(
                 round_id,
+                manifest_digest=manifest_digest,
                 blob_digest=theirs.blob_digest,
                 event_digest=event_digest,
                 epsilon=event.cumulative_epsilon,
                 sender=fed.consortium.account_of(1),
             )
-            return Submission(1, theirs.blob_digest, event_digest, event.cumulative_epsilon)
-        return original_submit(self, round_id, session, update, event)
+            return Submission(
+                1, theirs.blob_digest, event_digest, event.cumulative_epsilon, manifest_digest
+            )
+        return original_commit(self, round_id, session, update, event)
 
-    ClientParty.submit = copying_submit
+    ClientParty.commit = copying_commit
     try:
         fed.round(1)
     finally:
-        ClientParty.submit = original_submit
+        ClientParty.commit = original_commit
     report = _findings(fed)
     assert {(f.check, f.client) for f in report.findings} == {
         ("blobs", fed.consortium.address_of(1))
