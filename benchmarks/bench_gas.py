@@ -1,9 +1,12 @@
 """Gas figures of the consortium ledger, printed as JSON.
 
-Measures deploy gas; open/publish/finalize gas per round; gas per client per round for
-direct commits and for batched EIP-712 signed commits at n in {1, 8, 32, 64, 100}; and a
-baseline measured in the same run: a plain storage-mapping commit (PlainCommitBaseline:
-one fresh slot per commit, no role, selection, deadline or budget checks).
+Measures deploy gas; gas and wall seconds of every phase of a round (open, commit,
+reveal, publish, release = reserve + attest, finalize); gas per client per round for direct
+commits (+ the one reveal transaction per client of the commit/reveal split) and for
+batched EIP-712 signed commits (no reveal transaction: publication marks the participants
+revealed) at n in {1, 5, 8, 32, 64, 100}; and a baseline measured in the same run: a plain
+storage-mapping commit (PlainCommitBaseline: one fresh slot per commit, no role, selection,
+deadline or budget checks).
 
 Every figure is receipt ``gasUsed``, which INCLUDES the 21,000 intrinsic gas of a
 transaction. Per-client batched figures are given three ways: total/n, (total - 21,000)/n,
@@ -11,7 +14,9 @@ and (total - fixed)/n where ``fixed`` is the intercept of a least-squares line t
 (n, total); the slope is the marginal gas of one more client in a batch.
 
 Gas is deterministic for a given EVM fork; the numbers do not depend on machine speed.
-Usage: python benchmarks/bench_gas.py [--backend anvil|inprocess] [--sizes 1,8,32,64,100]
+Seconds are wall time of the web3.py calls (signing, estimation, mining) on this machine;
+they depend on the machine and backend, gas does not.
+Usage: python benchmarks/bench_gas.py [--backend anvil|inprocess] [--sizes 1,5,8,32,64,100]
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import argparse
 import json
 import statistics
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from eth_account import Account
@@ -28,7 +36,7 @@ from eth_utils import keccak
 from chain import AnvilBackend, InProcessBackend, Ledger, Role, find_anvil, load_artifact
 from chain._ledger import send_signed
 
-DIRECT_TARGET = 35_000
+DIRECT_TARGET = 40_000
 BATCH_TARGET_PER_CLIENT = 10_000
 BATCH_TARGET_N = 64
 
@@ -59,12 +67,20 @@ def _baseline(backend: Any, n: int) -> dict[str, Any]:
     return {"deploy_gas": int(receipt["gasUsed"]), "commit_gas_mean": statistics.fmean(gas)}
 
 
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    seconds[phase] = time.perf_counter() - start
+
+
 def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
     admin = backend.faucet
-    aggregator = Account.create()
-    backend.fund([aggregator.address], 10**21)
+    aggregator, key_holder = Account.create(), Account.create()
+    backend.fund([aggregator.address, key_holder.address], 10**21)
     ledger = Ledger.deploy(backend, admin=admin, epsilon_budget=8.0)
     ledger.register(Role.AGGREGATOR, aggregator.address, sender=admin)
+    ledger.register(Role.KEY_HOLDER, key_holder.address, sender=admin)
     pool = [Account.create() for _ in range(max(sizes))]
     backend.fund([c.address for c in pool], 10**17)
     ledger.register(Role.CLIENT, [c.address for c in pool], sender=admin)
@@ -76,19 +92,24 @@ def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
         members = pool[:n]
         for batched in (False, True):
             round_id += 1
-            opened = ledger.open_round(
-                round_id,
-                config_digest=keccak(text=f"cfg{round_id}"),
-                clients=[c.address for c in members],
-                deadline=ledger.block_number() + 10_000,
-                batched=batched,
-                sender=aggregator,
-            )
+            config = keccak(text=f"cfg{round_id}")
+            seconds: dict[str, float] = {}
+            with _timed(seconds, "open"):
+                opened = ledger.open_round(
+                    round_id,
+                    config_digest=config,
+                    clients=[c.address for c in members],
+                    deadline=ledger.block_number() + 10_000,
+                    batched=batched,
+                    sender=aggregator,
+                )
+            start = time.perf_counter()
             if batched:
                 signed = [
                     ledger.sign_commit(
                         c,
                         round_id=round_id,
+                        manifest_digest=config,
                         blob_digest=keccak(text=f"b{round_id}.{i}"),
                         event_digest=keccak(text=f"e{round_id}.{i}"),
                         epsilon=1.0 + i / 1000,
@@ -100,6 +121,7 @@ def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
                 commit_gas = [
                     ledger.commit(
                         round_id,
+                        manifest_digest=config,
                         blob_digest=keccak(text=f"b{round_id}.{i}"),
                         event_digest=keccak(text=f"e{round_id}.{i}"),
                         epsilon=1.0 + i / 1000,
@@ -107,18 +129,47 @@ def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
                     ).gas_used
                     for i, c in enumerate(members)
                 ]
-            published = ledger.publish_aggregate(
-                round_id,
-                aggregate_digest=keccak(text=f"agg{round_id}"),
-                participants=[c.address for c in members],
-                sender=aggregator,
+            seconds["commit"] = time.perf_counter() - start
+            start = time.perf_counter()
+            # Every client committed, so the reveal phase is open. Direct rounds: one reveal
+            # transaction per client; batched rounds: none (publication marks them).
+            reveal_gas = (
+                [] if batched else [ledger.reveal(round_id, sender=c).gas_used for c in members]
             )
-            finalized = ledger.finalize(round_id, sender=aggregator)
-            row = {
+            seconds["reveal"] = time.perf_counter() - start
+            with _timed(seconds, "publish"):
+                published = ledger.publish_aggregate(
+                    round_id,
+                    aggregate_digest=keccak(text=f"agg{round_id}"),
+                    participants=[c.address for c in members],
+                    sender=aggregator,
+                )
+            start = time.perf_counter()
+            reserved = ledger.reserve_release(round_id, sender=key_holder)
+            attested = ledger.attest_reveal(
+                round_id, reveal_digest=keccak(text=f"rev{round_id}"), sender=key_holder
+            )
+            seconds["release"] = time.perf_counter() - start
+            with _timed(seconds, "finalize"):
+                finalized = ledger.finalize(round_id, sender=aggregator)
+            phases = {
+                "open": opened.gas_used,
+                "commit": sum(commit_gas),
+                "reveal": sum(reveal_gas),
+                "publish": published.gas_used,
+                "release": reserved.gas_used + attested.gas_used,
+                "finalize": finalized.gas_used,
+            }
+            row: dict[str, Any] = {
                 "n": n,
                 "open_gas": opened.gas_used,
                 "publish_gas": published.gas_used,
+                "release_gas": phases["release"],
                 "finalize_gas": finalized.gas_used,
+                "phase_gas": phases,
+                "phase_seconds": {k: round(v, 4) for k, v in seconds.items()},
+                "round_gas_total": sum(phases.values()),
+                "client_transactions_per_client": 0 if batched else 2,
             }
             if batched:
                 total = commit_gas[0]
@@ -126,6 +177,7 @@ def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
                     "batch_tx_gas": total,
                     "per_client_total": round(total / n, 1),
                     "per_client_net_of_intrinsic": round((total - 21_000) / n, 1),
+                    "reveal_transactions": 0,
                 }
                 batched_rows.append(row)
             else:
@@ -133,6 +185,11 @@ def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
                     "commit_gas_mean": statistics.fmean(commit_gas),
                     "commit_gas_max": max(commit_gas),
                     "commit_gas_net_of_intrinsic": statistics.fmean(commit_gas) - 21_000,
+                    "reveal_gas_mean": statistics.fmean(reveal_gas),
+                    "reveal_gas_max": max(reveal_gas),
+                    "reveal_transactions": len(reveal_gas),
+                    "commit_plus_reveal_per_client": statistics.fmean(commit_gas)
+                    + statistics.fmean(reveal_gas),
                 }
                 direct_rows.append(row)
 
@@ -143,6 +200,7 @@ def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
     open_slope_batched, open_fixed_batched = _fit([(r["n"], r["open_gas"]) for r in batched_rows])
     fin_slope, fin_fixed = _fit([(r["n"], r["finalize_gas"]) for r in batched_rows])
     direct_max = max(r["commit_gas_max"] for r in direct_rows)
+    reveal_max = max(r["reveal_gas_max"] for r in direct_rows)
     at_target = next((r for r in batched_rows if r["n"] == BATCH_TARGET_N), None)
     return {
         "benchmark": "gas",
@@ -169,7 +227,10 @@ def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
         },
         "targets": {
             "direct_commit_max_gas": direct_max,
-            "direct_commit_le_35k": direct_max <= DIRECT_TARGET,
+            "direct_commit_le_40k": direct_max <= DIRECT_TARGET,
+            "direct_reveal_max_gas": reveal_max,
+            "extra_transactions_per_client_direct": 1,
+            "extra_transactions_per_client_batched": 0,
             "batched_per_client_total_at_64": at_target and at_target["per_client_total"],
             "batched_le_10k_per_client_at_64": bool(
                 at_target and at_target["per_client_total"] <= BATCH_TARGET_PER_CLIENT
@@ -182,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the gas benchmark and print JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["anvil", "inprocess"], default=None)
-    parser.add_argument("--sizes", default="1,8,32,64,100")
+    parser.add_argument("--sizes", default="1,5,8,32,64,100")
     args = parser.parse_args(argv)
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     if min(sizes) < 1:

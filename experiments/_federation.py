@@ -78,7 +78,9 @@ class RoundRecord:
     to their cumulative epsilon (dp=sample); layer-specific fields are None when unused.
     With a ledger, ``excluded`` also holds clients skipped for low reputation or rejected
     by the protocol, ``reputation`` maps client names to their on-chain score after the
-    round, and ``flagged`` maps the ids the round's audit flagged to the reason code."""
+    round, and ``flagged`` maps the ids the round's audit flagged to the reason code.
+    ``chain_phases`` maps each ledger phase of the round (open, commit, reveal, publish,
+    release, finalize, audit) to its ``{"gas": ..., "seconds": ...}``."""
 
     round: int
     accuracy: float
@@ -96,6 +98,7 @@ class RoundRecord:
     excluded: dict[int, str] = field(default_factory=dict)
     reputation: dict[str, float] | None = None
     flagged: dict[int, int] | None = None
+    chain_phases: dict[str, dict[str, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class RoundExtras:
     reputation: dict[str, float] | None = None
     excluded: dict[int, str] = field(default_factory=dict)
     flagged: dict[int, int] | None = None
+    chain_phases: dict[str, dict[str, float]] | None = None
 
 
 class Federation:
@@ -337,11 +341,16 @@ class Federation:
         flagged = None
         gas_used = None
         chain_seconds = None
+        chain_phases = None
         if outcome is not None:
             excluded.update(outcome.excluded)
             flagged = dict(outcome.flagged)
             gas_used = outcome.gas_used
             chain_seconds = outcome.chain_seconds
+            chain_phases = {
+                phase: {"gas": gas, "seconds": outcome.chain_seconds_by_phase.get(phase, 0.0)}
+                for phase, gas in outcome.gas_by_phase.items()
+            }
         ledger = self.ledger.consortium.ledger
         reputation = {
             client.name: ledger.reputation(self.ledger.consortium.address_of(i)).score
@@ -354,6 +363,7 @@ class Federation:
             reputation=reputation,
             excluded=excluded,
             flagged=flagged,
+            chain_phases=chain_phases,
         )
 
     def privacy_spent(self) -> tuple[float | None, float | None]:
@@ -428,6 +438,7 @@ class Federation:
             excluded={**excluded, **extras.excluded},
             reputation=extras.reputation,
             flagged=extras.flagged,
+            chain_phases=extras.chain_phases,
         )
 
     def run(

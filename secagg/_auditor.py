@@ -36,6 +36,21 @@ manifest. What is not checked: that a client trained on its real data, that the 
 was really drawn (a client's own randomness is not verifiable), and the decryption itself
 (the key holder's release is attested, not proven).
 
+What the auditor names, per role (the full threat model is in :mod:`secagg._protocol`):
+
+==========  ==========================================  ================================
+role        named (after the fact)                      not visible to the auditor
+==========  ==========================================  ================================
+client      blob mismatch/missing after a reveal,       whether it trained on real data
+            invalid blob, copied commitment, privacy    or drew its DP noise
+            claim, budget (flagged on chain)
+aggregator  bad manifest, committed blob left out,      blobs it leaked before the commit
+            aggregate that is not the recombined sum    phase closed
+key holder  reservation never attested, false refusal,  the decryption itself (attested,
+            attested reveal missing from the store      not proven)
+ledger      (trusted: its state is the evidence)        consensus faults
+==========  ==========================================  ================================
+
 Threat model of the auditor: honest (anyone can run it; it needs no secret) but it only
 sees the ledger and the store. It is after the fact: it names culprits and flags clients
 (a reputation penalty), it cannot undo a release. Faults of the aggregator or the key

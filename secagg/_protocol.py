@@ -30,20 +30,32 @@ one that crashes after revealing stays in the sum (for masking its self mask is
 reconstructed from the survivors' shares). Any one client's bad input is rejected alone
 and the round carries on with the others.
 
-Threat model of the round (the per-role tables are in :mod:`secagg._roles` and the
-README): clients and aggregator may be malicious, the key holder may try to release more
-than once; the aggregator and the key holder do not collude. Stopped before release: a
-client reading, cancelling (its negation) or copying another client's blob (blobs stay
-private until no one can commit); late or double commits; a commit under another manifest;
-an early publication; an aggregate that is not the committed blobs' sum; a second release.
-Detected after the fact (auditor): a committed, revealed, valid blob left out (the
-aggregator is named, the client keeps its positive event); a manifest no honest blob fits
-(the aggregator is named, no client is flagged); invalid blobs and lying privacy events
-(the client is flagged). Residual risks: an aggregator that leaks revealed-too-early blobs
-to a colluding client (the aggregator sees blobs only when they are revealed, but the
-store is only as private as its operator); no proof of plaintext knowledge (a client may
-commit any valid ciphertext of its own); sample-level DP still bounds what any isolated
-update reveals.
+Threat model of the round, per role (HbC = honest-but-curious; the aggregator and the key
+holder do not collude; the README has the long form):
+
+===========  ==========================  ================================  =================
+role         stopped before release      detected after (auditor names)    out of scope
+===========  ==========================  ================================  =================
+client       reading, cancelling or      invalid blobs, a claimed reveal   no proof of
+             copying another blob        without a blob, lying privacy     plaintext
+             (private until commits      events (flagged on chain)         knowledge
+             close); late, double or
+             wrong-manifest commits
+aggregator   early publication; a        a committed, revealed, valid      leaking blobs
+             payload that is not the     blob left out (client keeps its   early to a
+             committed blobs' sum;       positive event); a manifest no    colluding
+             censoring a signed commit   blob fits (no client flagged)     client
+key holder   a second release; fresh     a reservation never attested; a   the decryption
+             noise per repeat (PRF)      refusal whose reason is false     is not proven
+ledger       enforces roles, phases,     (trusted for integrity)           consensus and
+             deadlines, budgets                                            contract trusted
+auditor      (after the fact only)       re-derives everything public      cannot undo a
+                                                                           release
+===========  ==========================  ================================  =================
+
+Residual risks: an aggregator (or store operator) that leaks blobs before the commit phase
+closes lets a colluding client cancel or copy one; a client can commit any valid
+ciphertext of its own; sample-level DP still bounds what any isolated update reveals.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ ROUND_KEYS = {
     "excluded",
     "reputation",
     "flagged",
+    "chain_phases",
 }
 FINAL_KEYS = {
     "accuracy",
@@ -197,6 +198,10 @@ def test_default_run_is_the_hardened_one_and_passes_its_audit(
     assert epsilons == sorted(epsilons) and 0 < epsilons[-1] <= 1.0
     for record in written["rounds"]:
         assert record["gas_used"] > 0 and record["seconds"]["chain"] > 0
+        phases = record["chain_phases"]
+        assert sum(p["gas"] for p in phases.values()) == record["gas_used"]
+        assert phases["commit"]["gas"] > 0 and phases["reveal"]["gas"] > 0
+        assert phases["release"]["gas"] > 0 and phases["publish"]["seconds"] > 0
         assert set(record["reputation"]) == {f"client_{i}" for i in range(5)}
         assert record["flagged"] == {}
     assert written["final"]["gas_total"] == sum(r["gas_used"] for r in written["rounds"])
