@@ -44,11 +44,11 @@ aggregator     HbC: sees ciphertexts/masked      Malicious: leaving out a commit
                that is not the recombined        leaks blobs early to a colluding client
                committed blobs is refused by the (it sees them when they are revealed, not
                key holder before decryption.     before); colluding with the key holder.
-key holder     HbC: sees only sums of at least   Malicious: releasing without reserving,
-               min_clients committed blobs.      or a reservation never attested, is seen
-               One release per round (ledger     by the auditor; the decryption itself is
-               reservation); repeats give        attested, not proven. Out of scope:
-               identical bytes (PRF flooding).   collusion with the aggregator.
+key holder     HbC: sees only sums of at least   Malicious: a reservation never attested,
+               min_clients committed blobs.      or a refusal whose reason does not hold,
+               One release per round (ledger     is named by the auditor. Out of scope: the
+               reservation); repeats give        decryption itself is attested, not proven;
+               identical bytes (PRF flooding).   decrypting off the protocol (collusion).
 =============  ===============================  ==========================================
 """
 
@@ -99,7 +99,9 @@ REFUSAL_REASONS = {
 
 
 class ReleaseRefusedError(ProtocolAbortError):
-    """The key holder refused to release a round's sum (``reason_code`` says why)."""
+    """The key holder refused to release a round's sum (``reason_code`` says why: one of
+    ``REFUSAL_REASONS``, or 0 when the round's one release was already reserved or the
+    round is not published, which is refused without any attestation)."""
 
     def __init__(self, message: str, *, reason_code: int) -> None:
         super().__init__(message)

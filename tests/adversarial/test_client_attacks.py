@@ -34,8 +34,10 @@ def test_the_negation_attack_works_without_commit_then_reveal(make_federation):
     cancelled = combine_blobs(scheme.public_context, [blobs[0], negation, blobs[1]])
     released = scheme.key_holder.reveal(cancelled)
     np.testing.assert_allclose(released, updates[1], atol=ATOL)  # client 1 isolated
-    copied = combine_blobs(scheme.public_context, [rerandomize_blob(scheme, blobs[2])])
-    np.testing.assert_allclose(scheme.key_holder.reveal(copied), updates[2], atol=ATOL)
+    copy = rerandomize_blob(scheme, blobs[2])  # other bytes, same plaintext
+    assert copy != blobs[2]
+    copied = combine_blobs(scheme.public_context, [blobs[2], copy])
+    np.testing.assert_allclose(scheme.key_holder.reveal(copied), 2 * updates[2], atol=ATOL)
 
 
 def test_last_client_cannot_read_a_blob_before_the_commit_phase_closes(make_federation):

@@ -162,3 +162,17 @@ def test_plain_combine_rejects_a_malformed_blob_alone():
     aggregate = session.combine(blobs)
     assert session.combined == (0, 1) and "BlobFormatError" in session.rejected[2]
     np.testing.assert_allclose(session.reveal(aggregate, survivors=[0, 1]), np.full(4, 1.0))
+
+
+def test_masking_client_that_commits_and_never_reveals_is_recovered_as_a_dropout(
+    make_federation,
+):
+    fed = make_federation("masking", n_clients=6)
+    outcome, updates = fed.round(1, withhold_reveal=[4])
+    assert 4 not in outcome.included and "did not reveal" in outcome.excluded[4]
+    np.testing.assert_allclose(
+        outcome.total, sum(u for c, u in updates.items() if c != 4), atol=1e-5
+    )
+    rep = fed.consortium.ledger.reputation(fed.consortium.address_of(4))
+    assert (rep.positive, rep.negative) == (0, 1)
+    assert audit(fed.consortium.ledger, fed.consortium.store).exit_code == 0
