@@ -30,13 +30,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from hexbytes import HexBytes
 
 from chain import EPSILON_SCALE, ChainError, Commitment, Ledger, RoundInfo, RoundStatus
 from dp import PrivacyEvent, recompute_epsilon
 from dp._errors import DPError
-from secagg._audit_report import AuditReport, Finding, RoundAudit
+from secagg._audit_report import CANNOT_AUDIT_CHECK, AuditReport, Finding, RoundAudit
 from secagg._digest import Digest, keccak256
 from secagg._errors import SecAggError
 from secagg._manifest import RoundManifest
@@ -44,6 +45,7 @@ from secagg._recombine import aggregate_inputs, recombine
 from secagg._roles import ZERO_DIGEST
 from secagg._store import ArtifactNotFoundError, ArtifactStore
 
+_T = TypeVar("_T")
 DEFAULT_EPSILON_TOLERANCE = 1e-6
 _GENESIS = "0x" + "00" * 32
 CHECKS = ("manifest", "blobs", "aggregate", "reveal", "privacy", "budget")
@@ -100,12 +102,33 @@ class Auditor:
         def failed(check: str) -> None:
             checks[check] = False
 
-        manifest = self._manifest(info, failed)
-        blobs = self._blobs(info, manifest, commitments, failed)
+        def guarded(check: str, run: Callable[[], _T], default: _T) -> _T:
+            """Run one check; an unexpected failure is a cannot-audit finding, not a crash
+            (a ledger that cannot be read still stops the whole audit)."""
+            try:
+                return run()
+            except (ChainError, OSError):
+                raise
+            except Exception as error:  # untrusted input must not crash the audit
+                failed(check)
+                self.find(
+                    round_id,
+                    CANNOT_AUDIT_CHECK,
+                    f"the {check} check could not run: {type(error).__name__}: {error}"[:500],
+                )
+                return default
+
+        manifest = guarded("manifest", lambda: self._manifest(info, failed), None)
+        no_blobs: dict[str, bytes] = {}
+        blobs = guarded("blobs", lambda: self._blobs(info, manifest, commitments, failed), no_blobs)
         if manifest is not None:
-            self._aggregate(info, manifest, commitments, blobs, failed)
-            self._reveal(info, manifest, failed)
-            self._privacy(info, manifest, commitments, failed)
+            guarded(
+                "aggregate",
+                lambda: self._aggregate(info, manifest, commitments, blobs, failed),
+                None,
+            )
+            guarded("reveal", lambda: self._reveal(info, manifest, failed), None)
+            guarded("privacy", lambda: self._privacy(info, manifest, commitments, failed), None)
         self._count_reputation(info, commitments)
         return RoundAudit(
             round_id=round_id,
@@ -455,6 +478,16 @@ def audit(
                 )
             # Earlier rounds are read (not reported) so event chains can be followed.
             rounds = [r for r in rounds if r <= round_id]
+        if rounds and not any(ledger.round_info(r).config_digest in store for r in rounds):
+            return AuditReport(
+                ledger_address=address,
+                chain_id=chain_id,
+                rounds=(),
+                findings=(),
+                cannot_audit=f"{store!r} holds no manifest of the ledger's rounds "
+                "(an empty or wrong artifact store)",
+                epsilon_tolerance=epsilon_tolerance,
+            )
         audits = []
         for rid in rounds:
             round_audit, _ = auditor.audit_round(rid)
@@ -471,6 +504,15 @@ def audit(
             rounds=(),
             findings=(),
             cannot_audit=f"cannot read the ledger: {type(error).__name__}: {error}",
+            epsilon_tolerance=epsilon_tolerance,
+        )
+    except Exception as error:  # an audit reports; it never crashes its caller
+        return AuditReport(
+            ledger_address=address,
+            chain_id=None,
+            rounds=(),
+            findings=(),
+            cannot_audit=f"the audit failed unexpectedly: {type(error).__name__}: {error}"[:500],
             epsilon_tolerance=epsilon_tolerance,
         )
     return AuditReport(
