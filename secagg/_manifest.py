@@ -29,7 +29,7 @@ from typing import Any
 
 from secagg._digest import Digest, keccak256
 from secagg._errors import BlobFormatError, SecAggError
-from secagg._safejson import loads_untrusted
+from secagg._safejson import UntrustedJSONError, loads_untrusted
 
 MANIFEST_TAG = "secagg-fl/round-manifest/v1"
 #: Largest manifest :meth:`RoundManifest.from_bytes` parses (about 100 bytes per client).
@@ -163,9 +163,15 @@ class RoundManifest:
         """Parse (under the size and depth caps) and validate a stored manifest.
 
         Raises :class:`ManifestError` for anything but a valid manifest."""
-        payload = loads_untrusted(
-            data, max_bytes=MAX_MANIFEST_BYTES, max_depth=MAX_MANIFEST_DEPTH, what="round manifest"
-        )
+        try:
+            payload = loads_untrusted(
+                data,
+                max_bytes=MAX_MANIFEST_BYTES,
+                max_depth=MAX_MANIFEST_DEPTH,
+                what="round manifest",
+            )
+        except UntrustedJSONError as error:
+            raise ManifestError(str(error)) from error
         if not isinstance(payload, dict) or payload.get("tag") != MANIFEST_TAG:
             tag = payload.get("tag") if isinstance(payload, dict) else None
             raise ManifestError(f"not a round manifest (tag {tag!r:.80})")
