@@ -47,7 +47,9 @@ class ManifestError(BlobFormatError):
 
 def _check_uint(name: str, value: object, *, low: int = 0) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value < _UINT64:
-        raise ManifestError(f"manifest {name} must be an integer in [{low}, 2^64), got {value!r}")
+        raise ManifestError(
+            f"manifest {name} must be an integer in [{low}, 2^64), got {value!r:.80}"
+        )
 
 
 def _check_masking_config(config: Mapping[str, Any]) -> None:
