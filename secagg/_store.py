@@ -221,7 +221,7 @@ class LocalDirectoryStore(ArtifactStore):
         return (
             isinstance(digest, bytes)
             and len(digest) == 32
-            and self.path_of(Digest(digest)).exists()
+            and os.path.lexists(self.path_of(Digest(digest)))
         )
 
     def digests(self) -> Iterator[Digest]:
