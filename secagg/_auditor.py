@@ -37,10 +37,11 @@ from hexbytes import HexBytes
 from chain import EPSILON_SCALE, ChainError, Commitment, Ledger, RoundInfo, RoundStatus
 from dp import PrivacyEvent, recompute_epsilon
 from dp._errors import DPError
+from dp._events import MAX_EVENT_BYTES
 from secagg._audit_report import CANNOT_AUDIT_CHECK, AuditReport, Finding, RoundAudit
 from secagg._digest import Digest, keccak256
 from secagg._errors import SecAggError
-from secagg._manifest import RoundManifest
+from secagg._manifest import MAX_MANIFEST_BYTES, RoundManifest
 from secagg._recombine import aggregate_inputs, recombine
 from secagg._roles import ZERO_DIGEST
 from secagg._store import ArtifactNotFoundError, ArtifactStore
@@ -143,7 +144,9 @@ class Auditor:
         public material is in the store (otherwise no blob can be judged, and no client is
         blamed for what is the aggregator's declaration)."""
         try:
-            manifest = RoundManifest.from_bytes(self.store.get(info.config_digest))
+            manifest = RoundManifest.from_bytes(
+                self.store.get(info.config_digest, max_bytes=MAX_MANIFEST_BYTES)
+            )
             problem = None
             if manifest.round_id != info.round_id:
                 problem = f"manifest is for round {manifest.round_id}"
@@ -319,7 +322,9 @@ class Auditor:
     def _event(self, digest_hex: str) -> PrivacyEvent:
         cached = self.events.get(digest_hex)
         if cached is None:
-            data = self.store.get(Digest(bytes.fromhex(digest_hex.removeprefix("0x"))))
+            data = self.store.get(
+                Digest(bytes.fromhex(digest_hex.removeprefix("0x"))), max_bytes=MAX_EVENT_BYTES
+            )
             cached = PrivacyEvent.from_bytes(data)
             if "0x" + keccak256(cached.canonical_bytes()).hex() != digest_hex:
                 raise DPError("event bytes are not canonical")

@@ -137,7 +137,14 @@ class ArtifactStore(ABC):
         the store's own), and :class:`CommitmentMismatchError` when the stored bytes do not
         hash to ``digest`` (the store was tampered with).
         """
-        data = self.get_unchecked(digest, max_bytes=max_bytes)
+        if max_bytes is None:
+            data = self.get_unchecked(digest)
+        else:
+            data = self.get_unchecked(digest, max_bytes=max_bytes)
+            if len(data) > max_bytes:
+                raise UnsafeArtifactError(
+                    f"artifact {digest.hex()} holds {len(data)} bytes, more than {max_bytes}"
+                )
         actual = keccak256(data)
         if actual != digest:
             raise CommitmentMismatchError(
