@@ -13,6 +13,11 @@ so the bytes do not depend on any JSON library's float formatting. The ``format`
 the format tag. The digest is keccak256 (the original Keccak padding used by Ethereum,
 ``Crypto.Hash.keccak`` with 256-bit output) of the canonical bytes.
 
+Events come from untrusted parties (the artifact store, a client's saved state), so
+:meth:`PrivacyEvent.from_bytes` refuses more than :data:`MAX_EVENT_BYTES` and any nested
+array or object before handing the bytes to the JSON parser: py-evm raises Python's
+recursion limit, and a deeply nested document would otherwise overflow the C stack.
+
 Events form a hash chain per client: ``previous_digest`` is the digest of the same
 client's previous event (32 zero bytes for the first), so a verifier detects a dropped,
 reordered or altered event.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -35,6 +41,7 @@ from dp._errors import EventChainError
 __all__ = [
     "EVENT_FORMAT",
     "GENESIS_DIGEST",
+    "MAX_EVENT_BYTES",
     "PrivacyEvent",
     "events_to_segments",
     "recompute_epsilon",
@@ -46,6 +53,11 @@ EVENT_FORMAT = "secagg-fl/dp-event/v1"
 #: ``previous_digest`` of a client's first event.
 GENESIS_DIGEST = "0x" + "00" * 32
 
+#: Largest encoded event :meth:`PrivacyEvent.from_bytes` parses (an honest one is ~500 bytes).
+MAX_EVENT_BYTES = 64 * 1024
+# A JSON string with its escapes (no nested quantifiers, so matching is linear).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
 _FLOAT_FIELDS = frozenset(
     {"sample_rate", "noise_multiplier", "max_grad_norm", "delta", "cumulative_epsilon"}
 )
@@ -56,6 +68,17 @@ def _is_hex_digest(value: object) -> bool:
     if not isinstance(value, str) or len(value) != 66 or not value.startswith("0x"):
         return False
     return all(c in "0123456789abcdef" for c in value[2:])
+
+
+def _check_flat_json(data: bytes) -> None:
+    """Refuse oversized input and any nesting below the one top-level object, before parsing."""
+    if len(data) > MAX_EVENT_BYTES:
+        raise EventChainError(
+            f"privacy event has {len(data)} bytes, more than the cap {MAX_EVENT_BYTES}"
+        )
+    outside_strings = _JSON_STRING.sub(b'""', data)
+    if outside_strings.count(b"[") or outside_strings.count(b"{") > 1:
+        raise EventChainError("privacy event must be one flat JSON object (nothing nested)")
 
 
 def _keccak256(data: bytes) -> bytes:
@@ -161,9 +184,12 @@ class PrivacyEvent:
     @classmethod
     def from_bytes(cls, data: bytes) -> PrivacyEvent:
         """Decode canonical bytes; anything but the exact canonical encoding is rejected."""
+        if not isinstance(data, bytes):
+            raise EventChainError(f"privacy event must be bytes, got {type(data).__name__}")
+        _check_flat_json(data)
         try:
             raw = json.loads(data.decode("ascii"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, ValueError) as exc:
             raise EventChainError(f"privacy event is not ASCII JSON: {exc}") from exc
         if not isinstance(raw, dict) or raw.get("format") != EVENT_FORMAT:
             raise EventChainError(f"privacy event format must be {EVENT_FORMAT!r}")
@@ -177,6 +203,8 @@ class PrivacyEvent:
         for name, value in raw.items():
             if name == "format":
                 continue
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+                raise EventChainError(f"{name} is out of the 64-bit range: {value}")
             if name in _FLOAT_FIELDS or (name in _OPTIONAL_FLOAT_FIELDS and value is not None):
                 if not isinstance(value, str):
                     raise EventChainError(f"{name} must be encoded as a repr string")

@@ -27,16 +27,18 @@ from secagg._errors import (
     SecAggError,
 )
 from secagg._hydra import SCHEMES, build_scheme, register_configs
-from secagg._manifest import ManifestClient, RoundManifest
+from secagg._manifest import ManifestClient, ManifestError, RoundManifest
 from secagg._protocol import SecureRoundOutcome, SecureRoundProtocol
 from secagg._recombine import recombine
 from secagg._roles import AggregatorParty, ClientParty, KeyHolderParty, Submission
+from secagg._safejson import UntrustedJSONError
 from secagg._scheme import PhaseStats, PlainScheme, ProtectionScheme, RoundSession
 from secagg._store import (
     ArtifactConflictError,
     ArtifactNotFoundError,
     ArtifactStore,
     LocalDirectoryStore,
+    UnsafeArtifactError,
 )
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "KeyHolderParty",
     "LocalDirectoryStore",
     "ManifestClient",
+    "ManifestError",
     "ParameterMismatchError",
     "Parties",
     "PhaseStats",
@@ -75,6 +78,8 @@ __all__ = [
     "SecureRoundOutcome",
     "SecureRoundProtocol",
     "Submission",
+    "UnsafeArtifactError",
+    "UntrustedJSONError",
     "Verdict",
     "audit",
     "build_scheme",

@@ -1,6 +1,9 @@
 """What an audit finds: findings naming client, round and check, and the verdict.
 
-Exit codes follow the command line's contract: 0 clean, 1 findings, 2 cannot audit.
+Exit codes follow the command line's contract: 0 clean, 1 findings, 2 cannot audit. A
+check that fails unexpectedly (the auditor could not decide, which blames no one) is
+reported as a finding whose check is :data:`CANNOT_AUDIT_CHECK`, naming the check that
+failed; such a finding makes the whole verdict "cannot audit".
 """
 
 from __future__ import annotations
@@ -8,6 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
+
+#: The ``check`` of a finding that says a check could not run (no party is blamed).
+CANNOT_AUDIT_CHECK = "cannot-audit"
 
 
 class Verdict(IntEnum):
@@ -52,7 +58,9 @@ class AuditReport:
 
     @property
     def verdict(self) -> Verdict:
-        if self.cannot_audit is not None:
+        if self.cannot_audit is not None or any(
+            finding.check == CANNOT_AUDIT_CHECK for finding in self.findings
+        ):
             return Verdict.CANNOT_AUDIT
         return Verdict.FINDINGS if self.findings else Verdict.CLEAN
 

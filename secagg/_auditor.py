@@ -62,16 +62,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from hexbytes import HexBytes
 
 from chain import EPSILON_SCALE, ChainError, Commitment, Ledger, RoundInfo, RoundStatus
 from dp import PrivacyEvent, recompute_epsilon
 from dp._errors import DPError
-from secagg._audit_report import AuditReport, Finding, RoundAudit
+from dp._events import MAX_EVENT_BYTES
+from secagg._audit_report import CANNOT_AUDIT_CHECK, AuditReport, Finding, RoundAudit
 from secagg._digest import Digest, keccak256
 from secagg._errors import SecAggError
-from secagg._manifest import RoundManifest
+from secagg._manifest import MAX_MANIFEST_BYTES, RoundManifest
 from secagg._recombine import aggregate_inputs, recombine
 from secagg._roles import (
     REFUSAL_AGGREGATE_MISMATCH,
@@ -81,6 +83,7 @@ from secagg._roles import (
 )
 from secagg._store import ArtifactNotFoundError, ArtifactStore
 
+_T = TypeVar("_T")
 DEFAULT_EPSILON_TOLERANCE = 1e-6
 _GENESIS = "0x" + "00" * 32
 CHECKS = ("manifest", "blobs", "aggregate", "reveal", "privacy", "budget")
@@ -137,13 +140,38 @@ class Auditor:
         def failed(check: str) -> None:
             checks[check] = False
 
-        manifest = self._manifest(info, failed)
+        def guarded(check: str, run: Callable[[], _T], default: _T) -> _T:
+            """Run one check; an unexpected failure is a cannot-audit finding, not a crash
+            (a ledger that cannot be read still stops the whole audit)."""
+            try:
+                return run()
+            except (ChainError, OSError):
+                raise
+            except Exception as error:  # untrusted input must not crash the audit
+                failed(check)
+                self.find(
+                    round_id,
+                    CANNOT_AUDIT_CHECK,
+                    f"the {check} check could not run: {type(error).__name__}: {error}"[:500],
+                )
+                return default
+
+        manifest = guarded("manifest", lambda: self._manifest(info, failed), None)
         revealed = {a.lower() for a in self.ledger.revealed(round_id)}
-        blobs = self._blobs(info, manifest, commitments, revealed, failed)
+        no_blobs: dict[str, bytes] = {}
+        blobs = guarded(
+            "blobs",
+            lambda: self._blobs(info, manifest, commitments, revealed, failed),
+            no_blobs,
+        )
         if manifest is not None:
-            aggregate_ok = self._aggregate(info, manifest, commitments, blobs, revealed, failed)
-            self._reveal(info, manifest, aggregate_ok, failed)
-            self._privacy(info, manifest, commitments, failed)
+            aggregate_ok = guarded(
+                "aggregate",
+                lambda: self._aggregate(info, manifest, commitments, blobs, revealed, failed),
+                False,
+            )
+            guarded("reveal", lambda: self._reveal(info, manifest, aggregate_ok, failed), None)
+            guarded("privacy", lambda: self._privacy(info, manifest, commitments, failed), None)
         self._count_reputation(info, commitments, revealed)
         return RoundAudit(
             round_id=round_id,
@@ -158,7 +186,9 @@ class Auditor:
         public material is in the store (otherwise no blob can be judged, and no client is
         blamed for what is the aggregator's declaration)."""
         try:
-            manifest = RoundManifest.from_bytes(self.store.get(info.config_digest))
+            manifest = RoundManifest.from_bytes(
+                self.store.get(info.config_digest, max_bytes=MAX_MANIFEST_BYTES)
+            )
             problem = None
             if manifest.round_id != info.round_id:
                 problem = f"manifest is for round {manifest.round_id}"
@@ -415,7 +445,9 @@ class Auditor:
     def _event(self, digest_hex: str) -> PrivacyEvent:
         cached = self.events.get(digest_hex)
         if cached is None:
-            data = self.store.get(Digest(bytes.fromhex(digest_hex.removeprefix("0x"))))
+            data = self.store.get(
+                Digest(bytes.fromhex(digest_hex.removeprefix("0x"))), max_bytes=MAX_EVENT_BYTES
+            )
             cached = PrivacyEvent.from_bytes(data)
             if "0x" + keccak256(cached.canonical_bytes()).hex() != digest_hex:
                 raise DPError("event bytes are not canonical")
@@ -577,6 +609,16 @@ def audit(
                 )
             # Earlier rounds are read (not reported) so event chains can be followed.
             rounds = [r for r in rounds if r <= round_id]
+        if rounds and not any(ledger.round_info(r).config_digest in store for r in rounds):
+            return AuditReport(
+                ledger_address=address,
+                chain_id=chain_id,
+                rounds=(),
+                findings=(),
+                cannot_audit=f"{store!r} holds no manifest of the ledger's rounds "
+                "(an empty or wrong artifact store)",
+                epsilon_tolerance=epsilon_tolerance,
+            )
         audits = []
         for rid in rounds:
             round_audit, _ = auditor.audit_round(rid)
@@ -593,6 +635,15 @@ def audit(
             rounds=(),
             findings=(),
             cannot_audit=f"cannot read the ledger: {type(error).__name__}: {error}",
+            epsilon_tolerance=epsilon_tolerance,
+        )
+    except Exception as error:  # an audit reports; it never crashes its caller
+        return AuditReport(
+            ledger_address=address,
+            chain_id=None,
+            rounds=(),
+            findings=(),
+            cannot_audit=f"the audit failed unexpectedly: {type(error).__name__}: {error}"[:500],
             epsilon_tolerance=epsilon_tolerance,
         )
     return AuditReport(

@@ -7,20 +7,63 @@ round without the code that ran it: the scheme and its public parameters (for CK
 digest of the public context, itself in the store), the model dimension, the selected
 clients (ledger address, simulation id, FedAvg weight) and, per client, the DP-SGD steps
 the round asks for, so that a privacy event claiming fewer steps is caught.
+
+A manifest read back from the store is untrusted: :meth:`RoundManifest.from_bytes` parses
+it under a size and nesting cap (:data:`MAX_MANIFEST_BYTES`, :data:`MAX_MANIFEST_DEPTH`),
+and every manifest, parsed or built, is validated at construction: field types and ranges,
+distinct clients, and for the masking scheme a complete, valid set of public parameters.
+Anything else raises :class:`ManifestError`, so a bad declaration is the aggregator's
+fault and never surfaces as an ``AttributeError`` in whoever reads it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from secagg._digest import Digest, keccak256
-from secagg._errors import BlobFormatError
+from secagg._errors import BlobFormatError, SecAggError
+from secagg._safejson import UntrustedJSONError, loads_untrusted
 
 MANIFEST_TAG = "secagg-fl/round-manifest/v1"
+#: Largest manifest :meth:`RoundManifest.from_bytes` parses (about 100 bytes per client).
+MAX_MANIFEST_BYTES = 16 * 2**20
+#: Deepest nesting of arrays and objects a manifest may have (an honest one has 3).
+MAX_MANIFEST_DEPTH = 16
+_UINT64 = 2**64
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+class ManifestError(BlobFormatError):
+    """A round manifest is malformed or declares invalid parameters (names the field)."""
+
+
+def _check_uint(name: str, value: object, *, low: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < _UINT64:
+        raise ManifestError(
+            f"manifest {name} must be an integer in [{low}, 2^64), got {value!r:.80}"
+        )
+
+
+def _check_masking_config(config: Mapping[str, Any]) -> None:
+    """The masking scheme's public parameters must all be declared, and valid."""
+    from secagg.masking._params import MaskingParams
+
+    names = [f.name for f in dataclasses.fields(MaskingParams)]
+    missing = [name for name in names if name not in config]
+    if missing:
+        raise ManifestError(f"manifest scheme_config lacks masking parameter(s) {missing}")
+    try:
+        MaskingParams(**{name: config[name] for name in names})
+    except SecAggError as error:
+        raise ManifestError(f"manifest scheme_config: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -44,6 +87,45 @@ class RoundManifest:
     clients: tuple[ManifestClient, ...]
     public_material: str | None = None  # hex digest of e.g. the CKKS public context
     dp_mode: str = "off"
+
+    def __post_init__(self) -> None:
+        _check_uint("round", self.round_id)
+        _check_uint("dim", self.dim, low=1)
+        for name in ("scheme", "dp_mode"):
+            if not isinstance(getattr(self, name), str):
+                raise ManifestError(f"manifest {name} must be a string")
+        if not isinstance(self.scheme_config, Mapping) or not all(
+            isinstance(key, str) for key in self.scheme_config
+        ):
+            raise ManifestError("manifest scheme_config must be an object with string keys")
+        if self.public_material is not None and not (
+            isinstance(self.public_material, str) and _HEX_DIGEST.fullmatch(self.public_material)
+        ):
+            raise ManifestError("manifest public_material must be 64 lowercase hex digits")
+        if not isinstance(self.clients, tuple) or not all(
+            isinstance(c, ManifestClient) for c in self.clients
+        ):
+            raise ManifestError("manifest clients must be a tuple of ManifestClient")
+        for client in self.clients:
+            _check_uint("client id", client.client_id)
+            if not isinstance(client.address, str) or not _ADDRESS.fullmatch(client.address):
+                raise ManifestError(f"manifest client address {client.address!r} is malformed")
+            weight = client.weight
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int | float)
+                or not math.isfinite(weight)
+                or weight < 0
+            ):
+                raise ManifestError(f"manifest client weight must be finite and >= 0: {weight!r}")
+            if client.expected_steps is not None:
+                _check_uint("expected_steps", client.expected_steps)
+        if len({c.client_id for c in self.clients}) != len(self.clients):
+            raise ManifestError("manifest lists a client id twice")
+        if len({c.address.lower() for c in self.clients}) != len(self.clients):
+            raise ManifestError("manifest lists a client address twice")
+        if self.scheme == "masking":
+            _check_masking_config(self.scheme_config)
 
     def canonical_bytes(self) -> bytes:
         payload = {
@@ -80,30 +162,59 @@ class RoundManifest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RoundManifest:
+        """Parse (under the size and depth caps) and validate a stored manifest.
+
+        Raises :class:`ManifestError` for anything but a valid manifest."""
         try:
-            payload = json.loads(data.decode("ascii"))
-            if payload.get("tag") != MANIFEST_TAG:
-                raise BlobFormatError(f"not a round manifest (tag {payload.get('tag')!r})")
+            payload = loads_untrusted(
+                data,
+                max_bytes=MAX_MANIFEST_BYTES,
+                max_depth=MAX_MANIFEST_DEPTH,
+                what="round manifest",
+            )
+        except UntrustedJSONError as error:
+            raise ManifestError(str(error)) from error
+        if not isinstance(payload, dict) or payload.get("tag") != MANIFEST_TAG:
+            tag = payload.get("tag") if isinstance(payload, dict) else None
+            raise ManifestError(f"not a round manifest (tag {tag!r:.80})")
+        try:
+            clients = payload["clients"]
+            if not isinstance(clients, list) or not all(isinstance(c, dict) for c in clients):
+                raise ManifestError("manifest clients must be a list of objects")
             return cls(
-                round_id=int(payload["round"]),
-                scheme=str(payload["scheme"]),
-                scheme_config=dict(payload["scheme_config"]),
-                dim=int(payload["dim"]),
+                round_id=_exact_int(payload["round"]),
+                scheme=payload["scheme"],
+                scheme_config=payload["scheme_config"],
+                dim=_exact_int(payload["dim"]),
                 clients=tuple(
                     ManifestClient(
-                        client_id=int(c["id"]),
-                        address=str(c["address"]),
-                        weight=float(c["weight"]),
+                        client_id=_exact_int(c["id"]),
+                        address=c["address"],
+                        weight=_float_text(c["weight"]),
                         expected_steps=None
                         if c["expected_steps"] is None
-                        else int(c["expected_steps"]),
+                        else _exact_int(c["expected_steps"]),
                     )
-                    for c in payload["clients"]
+                    for c in clients
                 ),
                 public_material=payload["public_material"],
-                dp_mode=str(payload["dp_mode"]),
+                dp_mode=payload["dp_mode"],
             )
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            if isinstance(error, BlobFormatError):
-                raise
-            raise BlobFormatError(f"malformed round manifest: {error}") from error
+        except KeyError as error:
+            raise ManifestError(f"round manifest lacks the field {error}") from error
+
+
+def _exact_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ManifestError(f"manifest holds {value!r:.80} where an integer belongs")
+    return value
+
+
+def _float_text(value: object) -> float:
+    """A weight as the manifest writes it: the ``repr`` of a float, as a string."""
+    if not isinstance(value, str) or len(value) > 40:
+        raise ManifestError(f"manifest weight must be a float written as a string: {value!r:.80}")
+    try:
+        return float(value)
+    except ValueError as error:
+        raise ManifestError(f"manifest weight is not a float: {value!r}") from error

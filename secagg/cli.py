@@ -4,6 +4,9 @@
 URL and the contract address) and the artifact store directory, it re-checks every round
 (or one) and exits 0 when clean, 1 with findings, 2 when it cannot audit (and says why).
 ``--results results.json`` reads the ledger URL, address and store from a run's results.
+``secagg audit`` never shows a traceback: anything unexpected (an unreadable or malformed
+``results.json``, a store that is not a directory or holds no manifest of the ledger's
+rounds, a failure inside the audit) is reported as "cannot audit" with exit code 2.
 An in-process ledger lives only inside the process that ran the federation; to audit from
 another process run the federation with ``chain=anvil`` (or ``chain=rpc``).
 
@@ -14,7 +17,7 @@ loopback port, optionally persisting its state, and prints its URL until interru
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -22,7 +25,13 @@ from pathlib import Path
 
 from secagg._audit_report import AuditReport
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, audit
-from secagg._store import LocalDirectoryStore
+from secagg._errors import SecAggError
+from secagg._safejson import loads_untrusted
+from secagg._store import LocalDirectoryStore, read_regular_file
+
+#: Largest ``results.json`` the command reads, and its deepest nesting.
+MAX_RESULTS_BYTES = 64 * 2**20
+MAX_RESULTS_DEPTH = 64
 
 
 class _CannotAudit(Exception):
@@ -35,19 +44,30 @@ def _cannot(reason: str, address: str = "") -> AuditReport:
     )
 
 
+def _text_field(source: str, name: str, value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise _CannotAudit(f"{source}: {name} must be a string, got {type(value).__name__}")
+
+
 def _targets(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
     url, address, store = args.rpc, args.address, args.store
     if args.results is not None:
         try:
-            results = json.loads(Path(args.results).read_text())
-        except (OSError, ValueError) as error:
+            results = loads_untrusted(
+                read_regular_file(args.results, max_bytes=MAX_RESULTS_BYTES),
+                max_bytes=MAX_RESULTS_BYTES,
+                max_depth=MAX_RESULTS_DEPTH,
+                what=str(args.results),
+            )
+        except (OSError, SecAggError) as error:
             raise _CannotAudit(f"cannot read {args.results}: {error}") from error
         ledger = results.get("ledger") if isinstance(results, dict) else None
         if not isinstance(ledger, dict):
             raise _CannotAudit(f"{args.results} records no ledger (was it run with chain=none?)")
-        url = url or ledger.get("url")
-        address = address or ledger.get("address")
-        store = store or ledger.get("store")
+        url = url or _text_field(args.results, "ledger.url", ledger.get("url"))
+        address = address or _text_field(args.results, "ledger.address", ledger.get("address"))
+        store = store or _text_field(args.results, "ledger.store", ledger.get("store"))
     return url, address, store
 
 
@@ -105,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     audit_cmd.add_argument(
         "--tolerance",
-        type=float,
+        type=_tolerance,
         default=DEFAULT_EPSILON_TOLERANCE,
         help="absolute epsilon tolerance (plus the ledger's 1e-6 fixed-point rounding)",
     )
@@ -114,12 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerance(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; ``audit`` exits 0 clean, 1 findings, 2 cannot audit."""
     args = build_parser().parse_args(argv)
     if args.command == "node":
         return run_node(args)
-    report = run_audit(args)
-    print(report.to_json() if args.json else report.to_table())
+    try:
+        report = run_audit(args)
+        output = report.to_json() if args.json else report.to_table()
+    except Exception as error:  # the audit command reports; it never shows a traceback
+        report = _cannot(f"unexpected {type(error).__name__}: {error}"[:500])
+        output = report.to_json() if args.json else report.to_table()
+    print(output)
     return report.exit_code
 
 

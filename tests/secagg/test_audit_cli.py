@@ -1,4 +1,5 @@
-"""``secagg audit`` from a second process against a live anvil node, and node restarts."""
+"""``secagg audit`` from a second process against a live anvil node, node restarts, and
+hostile stores and results files (exit codes: 0 clean, 1 findings, 2 cannot audit)."""
 
 from __future__ import annotations
 
@@ -142,3 +143,43 @@ def test_runner_on_a_live_node_then_audit_from_results_json(tmp_path):
         assert audited.returncode == 0, audited.stdout + audited.stderr
         report = json.loads(audited.stdout)
         assert [r["round_id"] for r in report["rounds"]] == [1, 2]
+
+
+def test_hostile_stores_from_a_second_process_never_hang_or_crash(tmp_path):
+    """Exit codes: 2 for an empty or wrong store (no client named), 1 naming the client
+    whose blob was replaced by a FIFO (the command must not block on it)."""
+    _anvil_or_skip()
+    store = LocalDirectoryStore(tmp_path / "store")
+    with AnvilBackend() as node:
+        consortium = Consortium.create(node, n_clients=3, store=store, epsilon_budget=10.0)
+        _round(_protocol(consortium), 1)
+        target = ["--rpc", node.public_url, "--address", consortium.ledger.address]
+
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        wrong = LocalDirectoryStore(tmp_path / "wrong")
+        wrong.put(b"an artifact of another federation")
+        for directory in (empty, wrong.root):
+            result = _cli(*target, "--store", str(directory))
+            assert result.returncode == 2, result.stdout + result.stderr
+            assert "holds no manifest" in result.stdout
+            assert all(c.client not in result.stdout for c in consortium.ledger.commitments(1))
+
+        commitment = consortium.ledger.commitments(1)[2]
+        path = store.root / bytes(commitment.blob_digest).hex()
+        path.unlink()
+        os.mkfifo(path)
+        fifo = _cli(*target, "--store", str(store.root), "--json")
+        assert fifo.returncode == 1, fifo.stdout + fifo.stderr
+        report = json.loads(fifo.stdout)
+        assert {f["client"] for f in report["findings"] if f["client"]} == {commitment.client}
+        assert "Traceback" not in fifo.stderr
+
+
+def test_a_results_file_with_a_number_for_the_store_exits_2_without_a_traceback(tmp_path):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"ledger": {"url": "http://127.0.0.1:9", "store": 5}}))
+    result = _cli("--results", str(results), "--address", "0x" + "22" * 20)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "ledger.store must be a string" in result.stdout
