@@ -78,6 +78,7 @@ __all__ = [
     "SampleLevelPrivacy",
     "TrainOutcome",
     "build_privacy_layer",
+    "preprocessing_for",
 ]
 
 #: ``PrivacyEvent.client_id`` (and ``final.privacy`` key) of the federation-level account.
@@ -437,6 +438,16 @@ class ClientLevelPrivacy(PrivacyLayer):
         return self.accountant.epsilon, self.config.delta, {FEDERATION_ACCOUNT: summary}
 
 
+def preprocessing_for(dp_schema: Any) -> str:
+    """The feature scaling a ``dp`` group allows: ``"per_client"`` statistics for
+    ``dp=off``, public constants (``"public"``) under any DP mode."""
+    if isinstance(dp_schema, dict):
+        name = dp_schema.get("name")
+    else:
+        name = getattr(dp_schema, "name", None)
+    return "per_client" if name == "off" else "public"
+
+
 def build_privacy_layer(
     dp_schema: Any,
     *,
@@ -451,6 +462,12 @@ def build_privacy_layer(
         raise ConfigError(str(error)) from error
     if setup.mode == "off":
         return NoPrivacy()
+    if data.preprocessing != "public":
+        raise ConfigError(
+            f"dp={setup.mode} needs public pre-processing: the data was scaled with "
+            f"{data.preprocessing!r} statistics, which let one record move every other "
+            "record's features (load it with preprocessing='public')"
+        )
     if setup.mode == "sample":
         return SampleLevelPrivacy(setup=setup, federation=federation, data=data)
     return ClientLevelPrivacy(

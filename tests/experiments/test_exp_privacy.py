@@ -22,8 +22,14 @@ from dp import (
 )
 from dp._accounting import Segment
 from experiments._config import RunConfig
+from experiments._datasets import load_dataset
 from experiments._errors import ConfigError
-from experiments._privacy import ClientLevelPrivacy, NoPrivacy, SampleLevelPrivacy
+from experiments._privacy import (
+    ClientLevelPrivacy,
+    NoPrivacy,
+    SampleLevelPrivacy,
+    build_privacy_layer,
+)
 from experiments._runner import build_federation, run_experiment
 
 ToRun = Callable[..., RunConfig]
@@ -332,6 +338,29 @@ def test_dp_off_keeps_every_privacy_field_null(run_cfg: ToRun) -> None:
     assert records[0].delta is None and records[0].excluded == {}
     assert final.epsilon is None and final.delta is None and final.privacy is None
     assert federation.privacy_events == {}
+
+
+@pytest.mark.parametrize(
+    ("dp_overrides", "expected"),
+    [
+        (("dp=off",), "per_client"),
+        (("dp=sample", "dp.noise_multiplier=1"), "public"),
+        (("dp=client", "dp.noise_multiplier=1"), "public"),
+    ],
+)
+def test_dp_runs_load_their_data_with_public_preprocessing_only(
+    run_cfg: ToRun, dp_overrides: tuple[str, ...], expected: str
+) -> None:
+    cfg = run_cfg(*TINY, *dp_overrides)
+    assert build_federation(cfg).data.preprocessing == expected
+    if expected == "public":  # the same data scaled with per-client statistics is refused
+        per_client = load_dataset(
+            cfg.dataset, cfg.federation, np.random.default_rng(0), preprocessing="per_client"
+        )
+        with pytest.raises(ConfigError, match="public pre-processing"):
+            build_privacy_layer(
+                cfg.dp, federation=cfg.federation, data=per_client, scheme_name="plain"
+            )
 
 
 @pytest.mark.parametrize(
