@@ -35,8 +35,10 @@ Implementations:
   the client sampling rate with the survivors actually aggregated, so the noise shortfall
   of dropouts is accounted.
 
-Randomness: DP noise and Poisson sampling are drawn from generators seeded from the OS
-entropy pool (``secrets``), never from ``federation.seed``: the seed is published in
+Randomness: DP noise comes from a ChaCha20 keystream keyed from the OS entropy pool
+(:class:`dp.SecureGaussian`: client-level noise and, via the trainer, every DP-SGD step);
+Poisson sampling from torch's generator seeded from ``secrets``; never from
+``federation.seed``: the seed is published in
 ``results.json``, and noise derivable from it would protect nothing. Data splits, model
 initialisation and client selection stay seeded, but DP runs are not bit-reproducible.
 """
@@ -348,6 +350,7 @@ class ClientLevelPrivacy(PrivacyLayer):
                 "the runner selects a fixed-size subset of clients, which cannot claim Poisson "
                 f"amplification (got client_fraction={federation.client_fraction})"
             )
+        self.min_survivors = setup.min_survivors if setup.min_survivors is not None else 1
         try:
             require_secure_aggregation(self.distributed, scheme_name)
             self.accountant = ClientLevelAccountant.from_config(
@@ -356,6 +359,10 @@ class ClientLevelPrivacy(PrivacyLayer):
                 client_sample_rate=min(1.0, n_selected / n_clients),
                 planned_rounds=federation.rounds,
                 federation_id=FEDERATION_ACCOUNT,
+                distributed=self.distributed,
+                selected=n_selected,
+                min_survivors=self.min_survivors if self.distributed else 1,
+                max_colluding=setup.max_colluding_clients,
             )
         except DPError as error:
             raise ConfigError(f"dp=client: {error}") from error
@@ -379,12 +386,11 @@ class ClientLevelPrivacy(PrivacyLayer):
         clipped = clip_update(update, clip_norm=self.clip_norm)
         if not self.distributed:
             return clipped
-        return add_noise(
+        return add_noise(  # ChaCha20 noise (dp.SecureGaussian)
             clipped,
             noise_multiplier=self.accountant.noise_multiplier,
             clip_norm=self.clip_norm,
             n_shares=n_admitted,
-            rng=np.random.default_rng(secrets.randbits(128)),
         )
 
     def after_reveal(
@@ -397,16 +403,16 @@ class ClientLevelPrivacy(PrivacyLayer):
     ) -> np.ndarray | None:
         if mean_update is None or not survivors:
             return mean_update  # nothing released, nothing to account
+        withheld = self.distributed and len(survivors) < self.min_survivors
         released = mean_update
         if not self.distributed:
             # The uniform-weight mean is sum / m: noise the sum once, then divide again.
             m = len(survivors)
             released = (
-                add_noise(
+                add_noise(  # ChaCha20 noise (dp.SecureGaussian)
                     mean_update * m,
                     noise_multiplier=self.accountant.noise_multiplier,
                     clip_norm=self.clip_norm,
-                    rng=np.random.default_rng(secrets.randbits(128)),
                 )
                 / m
             )
@@ -417,6 +423,10 @@ class ClientLevelPrivacy(PrivacyLayer):
             distributed=self.distributed,
         )
         self._round_events[round_id] = {event.client_id: event}
+        if withheld:
+            # Below the survivor floor the budget was checked for: not applied. (The
+            # scheme's parties saw the sum: the round is still accounted above.)
+            return None
         return released
 
     def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
