@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dp import (
@@ -280,6 +281,43 @@ def test_client_level_accounts_dropout_shortfall(run_cfg: ToRun) -> None:
     assert final.privacy is not None and final.privacy["federation"]["weights"] == "uniform"
     assert records[1].epsilon is not None and records[0].epsilon is not None
     assert records[1].epsilon > records[0].epsilon
+
+
+def test_client_level_worst_case_survivors_and_collusion_through_the_runner(
+    run_cfg: ToRun,
+) -> None:
+    common = (
+        *TINY,
+        "federation.rounds=1",
+        "federation.dropout=0.25",
+        "secagg=masking",
+        "secagg.graph=complete",
+        "secagg.max_dropout_fraction=0.3",
+        "dp=client",
+        "dp.target_epsilon=2.0",
+        "dp.distributed=true",
+        "dp.delta=1e-3",
+    )
+    # Calibrated for the worst case: 1 of 4 survive by default; 3 of 4 with one colluding.
+    default = build_federation(run_cfg(*common))
+    tighter = build_federation(run_cfg(*common, "dp.min_survivors=4", "dp.max_colluding_clients=1"))
+    assert isinstance(default.privacy, ClientLevelPrivacy)
+    assert isinstance(tighter.privacy, ClientLevelPrivacy)
+    worst_default = default.privacy.accountant.worst_case_noise_multiplier
+    worst_tighter = tighter.privacy.accountant.worst_case_noise_multiplier
+    assert worst_default == pytest.approx(worst_tighter, rel=1e-9)  # same calibrated target
+    sigma = tighter.privacy.accountant.noise_multiplier
+    assert worst_tighter == pytest.approx(sigma * math.sqrt((4 - 1) / 4))
+    assert default.privacy.accountant.noise_multiplier == pytest.approx(worst_default * 2)
+    # One of four drops: 3 survivors < dp.min_survivors=4, so the sum is accounted (the
+    # scheme's parties saw it) but not applied to the model.
+    before = [p.detach().clone() for p in tighter.model.parameters()]
+    _, final = tighter.run()
+    (event,) = tighter.privacy_events[1].values()
+    assert event.noise_multiplier == pytest.approx(sigma * math.sqrt((3 - 1) / 4))
+    assert final.epsilon is not None and final.epsilon > 2.0  # below the floor: over target
+    after = list(tighter.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def test_client_level_central_noise_and_budget_refusal(
