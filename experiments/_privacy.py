@@ -306,6 +306,7 @@ class SampleLevelPrivacy(PrivacyLayer):
             summary["planned_noise_multiplier"] = dp_client.noise_multiplier
             summary["planned_sample_rate"] = dp_client.sample_rate
             summary["planned_steps_per_round"] = dp_client.steps_per_round
+            summary["preprocessing"] = self.data.preprocessing
             summaries[name] = summary
         epsilon = max(c.epsilon for c in self.clients.values())
         return epsilon, self.config.delta, summaries
@@ -367,6 +368,7 @@ class ClientLevelPrivacy(PrivacyLayer):
         except DPError as error:
             raise ConfigError(f"dp=client: {error}") from error
         self.clip_norm = self.config.max_grad_norm
+        self.preprocessing = data.preprocessing
         self._round_events: dict[int, dict[str, PrivacyEvent]] = {}
 
     def admit(self, round_id: int, selected: Sequence[int]) -> dict[int, str]:
@@ -445,6 +447,9 @@ class ClientLevelPrivacy(PrivacyLayer):
         summary["distributed"] = self.distributed
         summary["clip_norm"] = self.clip_norm
         summary["weights"] = "uniform"
+        summary["preprocessing"] = self.preprocessing
+        summary["min_survivors"] = self.accountant.min_survivors
+        summary["max_colluding_clients"] = self.accountant.max_colluding
         return self.accountant.epsilon, self.config.delta, {FEDERATION_ACCOUNT: summary}
 
 

@@ -348,6 +348,7 @@ def test_client_level_central_noise_and_budget_refusal(
     )
     assert results["final"]["epsilon"] == pytest.approx(one_round, rel=1e-9)
     assert results["final"]["privacy"]["federation"]["distributed"] is False
+    assert results["final"]["privacy"]["federation"]["preprocessing"] == "public"
 
 
 def test_client_level_distributed_noise_is_refused_with_plain(run_cfg: ToRun) -> None:
@@ -437,4 +438,5 @@ def test_heart_disease_reports_per_hospital_epsilons(
     rates = [p["segments"][0]["sample_rate"] for p in privacy.values()]
     assert len(set(rates)) == 4
     assert all(0 < p["epsilon"] <= 1.0 for p in privacy.values())
+    assert all(p["preprocessing"] == "public" for p in privacy.values())
     assert set(results["rounds"][-1]["epsilon_per_client"]) == set(privacy)
