@@ -11,9 +11,22 @@
   :class:`ClientLevelAccountant`, :func:`require_secure_aggregation`
   (:mod:`dp._client_level`).
 * Hydra schemas of the ``dp`` group and :func:`to_dp_setup` (:mod:`dp._hydra`).
+* :func:`independent_epsilon`: the same epsilon recomputed with Google's
+  ``dp_accounting`` (:mod:`dp._independent`), for auditors.
+* :func:`secure_normal` / :class:`SecureGaussian`: Gaussian noise from a ChaCha20 keystream
+  (:mod:`dp._csprng`).
 
 Every epsilon reported is cumulative over all rounds at the configured delta.
+
+``import dp`` imports neither torch nor Opacus: the trainer (:class:`SampleLevelDPClient`,
+:func:`prepare_model`, :class:`LocalTrainingResult`) is loaded on first access, and the
+accounting imports Opacus's analyses only when it computes.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from dp._accounting import (
     MECHANISMS,
@@ -22,6 +35,7 @@ from dp._accounting import (
     calibrate_noise,
     compose_epsilon,
     epsilon_for,
+    gdp_epsilon_diagnostic,
 )
 from dp._client_level import (
     SECURE_AGGREGATION_SCHEMES,
@@ -32,7 +46,8 @@ from dp._client_level import (
     noise_std,
     require_secure_aggregation,
 )
-from dp._config import ACCOUNTANTS, DPConfig
+from dp._config import ACCOUNTANTS, DIAGNOSTIC_ACCOUNTANTS, GRAD_SAMPLE_MODES, DPConfig
+from dp._csprng import SecureGaussian, secure_normal
 from dp._errors import (
     DPError,
     EventChainError,
@@ -41,6 +56,7 @@ from dp._errors import (
     PrivacyBudgetExceededError,
     SecureAggregationRequiredError,
     SecureModeUnavailableError,
+    UnsoundAccountantError,
     UnsupportedModelError,
 )
 from dp._events import (
@@ -61,15 +77,26 @@ from dp._hydra import (
     to_dp_config,
     to_dp_setup,
 )
-from dp._trainer import (
-    GRAD_SAMPLE_MODES,
-    LocalTrainingResult,
-    SampleLevelDPClient,
-    prepare_model,
-)
+from dp._independent import independent_compose_epsilon, independent_epsilon
+
+if TYPE_CHECKING:
+    from dp._trainer import LocalTrainingResult, SampleLevelDPClient, prepare_model
+
+#: Names served lazily from :mod:`dp._trainer` (which imports torch and Opacus).
+_TRAINER_NAMES = frozenset({"LocalTrainingResult", "SampleLevelDPClient", "prepare_model"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAINER_NAMES:
+        value = getattr(importlib.import_module("dp._trainer"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dp' has no attribute {name!r}")
+
 
 __all__ = [
     "ACCOUNTANTS",
+    "DIAGNOSTIC_ACCOUNTANTS",
     "EVENT_FORMAT",
     "GENESIS_DIGEST",
     "GRAD_SAMPLE_MODES",
@@ -90,8 +117,10 @@ __all__ = [
     "PrivacyEvent",
     "SampleLevelDPClient",
     "SecureAggregationRequiredError",
+    "SecureGaussian",
     "SecureModeUnavailableError",
     "Segment",
+    "UnsoundAccountantError",
     "UnsupportedModelError",
     "accounted_parameters",
     "add_noise",
@@ -101,11 +130,15 @@ __all__ = [
     "effective_noise_multiplier",
     "epsilon_for",
     "events_to_segments",
+    "gdp_epsilon_diagnostic",
+    "independent_compose_epsilon",
+    "independent_epsilon",
     "noise_std",
     "prepare_model",
     "recompute_epsilon",
     "register_configs",
     "require_secure_aggregation",
+    "secure_normal",
     "summarize_events",
     "to_dp_config",
     "to_dp_setup",

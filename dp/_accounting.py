@@ -6,11 +6,16 @@ rounds (``"dp-fedavg-client"``, sample rate = client sampling rate). A history i
 :class:`Segment` objects ``(sample_rate, noise_multiplier, steps, poisson_sampling)``; the
 epsilon of a history is the epsilon of the composition of all its steps, at one ``delta``.
 
-The numerical analyses are Opacus's (``opacus.accountants.analysis``): RDP (Mironov et al.
-2019, the default and the tightest sound bound for integer/fractional orders here), PRV
-(Gopi et al. 2021, the reported value is the upper end of its error interval), and GDP
-(Dong et al. 2019; the CLT approximation, which Opacus warns can *underestimate* epsilon:
-prefer ``rdp`` or ``prv`` for claims an auditor must rely on).
+The numerical analyses are Opacus's (``opacus.accountants.analysis``, imported lazily so
+that ``import dp`` pulls in neither torch nor Opacus): RDP (Mironov et al. 2019, the
+default and the tightest sound bound for integer/fractional orders here) and PRV (Gopi et
+al. 2021, the reported value is the upper end of its error interval). These two are the
+only accountants a claim or a budget may use (:data:`dp.ACCOUNTANTS`). GDP (Dong et al.
+2019) is a CLT approximation that *underestimates* epsilon (calibrated to epsilon 1 at
+q=0.05 for one step, the PRV bound of the same mechanism is 4.67): it is kept only as a
+labelled diagnostic, :func:`gdp_epsilon_diagnostic`, and refused everywhere else with
+:class:`~dp.UnsoundAccountantError`. :mod:`dp._independent` recomputes RDP and PLD epsilons
+with Google's ``dp_accounting`` as an independent check.
 
 Segments with the same ``(sample_rate, noise_multiplier, poisson_sampling)`` are merged
 before the analysis (composition is commutative), so R rounds of T steps and one run of
@@ -31,13 +36,9 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
-from opacus.accountants.analysis import gdp as gdp_analysis
-from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.accountants.prv import PRVAccountant
-from opacus.accountants.rdp import RDPAccountant
 
-from dp._config import ACCOUNTANTS
-from dp._errors import InvalidDPConfigError
+from dp._config import ACCOUNTANTS, DIAGNOSTIC_ACCOUNTANTS
+from dp._errors import InvalidDPConfigError, UnsoundAccountantError
 
 __all__ = [
     "MECHANISMS",
@@ -48,14 +49,19 @@ __all__ = [
     "calibrate_noise",
     "compose_epsilon",
     "epsilon_for",
+    "gdp_epsilon_diagnostic",
     "merge_segments",
 ]
 
 Mechanism = Literal["dpsgd-sample", "dp-fedavg-client"]
 MECHANISMS: tuple[str, ...] = get_args(Mechanism)
 
-#: RDP orders searched for the RDP -> (epsilon, delta) conversion (Opacus's defaults).
-RDP_ORDERS: tuple[float, ...] = tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
+#: RDP orders searched for the RDP -> (epsilon, delta) conversion: Opacus's
+#: ``RDPAccountant.DEFAULT_ALPHAS`` (a test checks they are equal), written out so that
+#: this module does not import Opacus.
+RDP_ORDERS: tuple[float, ...] = tuple(
+    [1 + x / 10.0 for x in range(1, 100)] + [float(a) for a in range(12, 64)]
+)
 
 _MAX_SIGMA = 1e6
 
@@ -123,6 +129,11 @@ def _check_delta(delta: float) -> None:
 
 
 def _check_accountant(accountant: str) -> None:
+    if accountant in DIAGNOSTIC_ACCOUNTANTS:
+        raise UnsoundAccountantError(
+            f"accountant {accountant!r} can under-report epsilon and is a diagnostic only; "
+            f"a claim or a budget needs one of {ACCOUNTANTS}"
+        )
     if accountant not in ACCOUNTANTS:
         raise InvalidDPConfigError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
 
@@ -132,6 +143,8 @@ def _rdp_per_step(q: float, sigma: float) -> tuple[float, ...]:
     """RDP of one step at every order; RDP composes additively, so T steps cost T times
     this. Cached: a federation repeats the same (q, sigma) every round, and the auditor
     re-derives every round's epsilon."""
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     return tuple(
         float(value)
         for value in rdp_analysis.compute_rdp(
@@ -141,6 +154,8 @@ def _rdp_per_step(q: float, sigma: float) -> tuple[float, ...]:
 
 
 def _rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     rdp = np.zeros(len(RDP_ORDERS))
     for q, sigma, steps in history:
         rdp = rdp + steps * np.asarray(_rdp_per_step(q, sigma))
@@ -149,27 +164,40 @@ def _rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> f
 
 
 def _prv_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    from opacus.accountants.prv import PRVAccountant
+
     accountant = PRVAccountant()
     accountant.history = [(sigma, q, steps) for q, sigma, steps in history]
     with np.errstate(divide="ignore"):  # log(1 - q) at q = 1 is -inf, which the PRV handles
         return float(accountant.get_epsilon(delta=delta))
 
 
-def _gdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+def gdp_epsilon_diagnostic(segments: Iterable[Segment], *, delta: float) -> float:
+    """GDP (CLT) epsilon of ``segments``: a DIAGNOSTIC that can under-report, never a claim.
+
+    Opacus's Gaussian-DP approximation of the subsampled Gaussian (exact only at sample
+    rate 1, where T steps at sigma are ``sqrt(T)/sigma``-GDP). It may be printed beside a
+    sound epsilon; :func:`compose_epsilon`, budgets and events refuse ``"gdp"``.
+    """
+    from opacus.accountants.analysis import gdp as gdp_analysis
+
+    _check_delta(delta)
     mu_squared = 0.0
-    for q, sigma, steps in history:
+    for q, sigma, steps in merge_segments(segments):
         if q >= 1.0:
             mu = math.sqrt(steps) / sigma  # exact: T-fold Gaussian mechanism is sqrt(T)/sigma-GDP
         else:
             mu = gdp_analysis.compute_mu_poisson(steps=steps, noise_multiplier=sigma, sample_rate=q)
         mu_squared += float(mu) ** 2
+    if mu_squared == 0.0:
+        return 0.0
     mu_total = math.sqrt(mu_squared)
     if gdp_analysis.delta_eps_mu(eps=0.0, mu=mu_total) <= delta:
         return 0.0
     return float(gdp_analysis.eps_from_mu(mu=mu_total, delta=delta))
 
 
-_ANALYSES = {"rdp": _rdp_epsilon, "prv": _prv_epsilon, "gdp": _gdp_epsilon}
+_ANALYSES = {"rdp": _rdp_epsilon, "prv": _prv_epsilon}
 
 
 def compose_epsilon(segments: Iterable[Segment], *, delta: float, accountant: str) -> float:

@@ -19,26 +19,36 @@ Two ways to add the noise:
   aggregation): a single noised update carries only ``sigma / sqrt(n)`` of noise. If only
   ``m`` of the ``n`` survive, the sum carries ``sigma * S * sqrt(m / n)``: the round is
   accounted with that effective multiplier, ``sigma * sqrt(m / n)``, not the planned one.
+  If up to ``c`` of them collude with the server (``max_colluding``), their shares are
+  known and subtracted: the round is accounted at ``sigma * sqrt((m - c) / n)``.
+
+Budgets hold in the worst case the protocol allows: with distributed noise the budget
+check before a round (and, in target mode, the calibration) assumes that only
+``min_survivors`` of the ``n`` selected survive and ``c`` collude, i.e. the effective
+multiplier ``sigma * sqrt((min_survivors - c) / n)``; the releasing party must refuse to
+release a sum of fewer than ``min_survivors`` updates. After the round, the accountant
+records what actually happened, which is never worse than the checked case.
 
 Sampling: amplification assumes each client is selected independently with probability
 ``client_sample_rate`` each round (Poisson sampling of clients; rate 1.0 = everyone, every
 round). A runner that picks a fixed-size subset must set ``poisson_sampling=False``; the
 round is then accounted without amplification (see :mod:`dp._accounting`).
 
-Noise comes from numpy's PCG64 seeded from the OS entropy pool: adequate for research
-runs, not a defence against floating-point side channels (Mironov 2012).
+Noise comes from a ChaCha20 keystream keyed from the OS entropy pool
+(:class:`dp.SecureGaussian`); a numpy generator is accepted only for seeded tests. Not a
+defence against floating-point side channels (Mironov 2012).
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 from typing import Any
 
 import numpy as np
 
-from dp._accounting import Segment, calibrate_noise, compose_epsilon
-from dp._config import ACCOUNTANTS, DPConfig
+from dp._accounting import Segment, _check_accountant, calibrate_noise, compose_epsilon
+from dp._config import DPConfig
+from dp._csprng import SecureGaussian
 from dp._errors import (
     InvalidDPConfigError,
     PrivacyBudgetExceededError,
@@ -115,35 +125,56 @@ def add_noise(
     clip_norm: float,
     n_shares: int = 1,
     rng: np.random.Generator | None = None,
+    sampler: SecureGaussian | None = None,
 ) -> np.ndarray:
     """``vector`` plus Gaussian noise of std :func:`noise_std` per coordinate (float64).
 
     Central noise: call once on the sum with ``n_shares=1``. Distributed noise: each of
     the ``n`` selected clients calls it on its clipped update with ``n_shares=n``.
-    ``rng`` is for reproducible tests; by default a fresh OS-seeded generator is used.
+    By default the noise comes from a freshly keyed :class:`SecureGaussian` (ChaCha20);
+    ``sampler`` passes one explicitly, and ``rng`` (a seeded numpy generator) is for
+    reproducible tests only.
     """
     std = noise_std(noise_multiplier=noise_multiplier, clip_norm=clip_norm, n_shares=n_shares)
     values = np.asarray(vector, dtype=np.float64)
-    generator = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
-    noised: np.ndarray = values + generator.normal(0.0, std, size=values.shape)
+    if rng is not None and sampler is not None:
+        raise InvalidDPConfigError("pass at most one of rng (tests) and sampler")
+    if rng is not None:
+        noise = rng.normal(0.0, std, size=values.shape)
+    else:
+        noise = (sampler if sampler is not None else SecureGaussian()).normal(std, values.shape)
+    noised: np.ndarray = values + noise
     return noised
 
 
 def effective_noise_multiplier(
-    *, noise_multiplier: float, selected: int, survivors: int, distributed: bool
+    *,
+    noise_multiplier: float,
+    selected: int,
+    survivors: int,
+    distributed: bool,
+    colluding: int = 0,
 ) -> float:
-    """Noise std of the released sum divided by its sensitivity ``S``.
+    """Noise std of the released sum divided by its sensitivity ``S``, as seen by a server
+    colluding with ``colluding`` of the survivors.
 
-    Central: ``sigma``. Distributed: ``sigma * sqrt(survivors / selected)``.
+    Central: ``sigma``. Distributed: ``sigma * sqrt((survivors - colluding) / selected)``;
+    raises :class:`InvalidDPConfigError` when no honest survivor's noise is left.
     """
     _check_positive("noise_multiplier", noise_multiplier)
     _check_count("selected", selected, 1)
     _check_count("survivors", survivors, 1)
+    _check_count("colluding", colluding, 0)
     if survivors > selected:
         raise InvalidDPConfigError(f"survivors ({survivors}) must not exceed selected ({selected})")
     if not distributed:
         return float(noise_multiplier)
-    return float(noise_multiplier) * math.sqrt(survivors / selected)
+    honest = survivors - colluding
+    if honest < 1:
+        raise InvalidDPConfigError(
+            f"{colluding} colluding of {survivors} survivors leave no honest noise share"
+        )
+    return float(noise_multiplier) * math.sqrt(honest / selected)
 
 
 class ClientLevelAccountant:
@@ -151,9 +182,14 @@ class ClientLevelAccountant:
 
     Every round is accounted with the client sampling rate and the noise multiplier that
     actually protected the released sum (see :func:`effective_noise_multiplier`). Call
-    :meth:`check_budget` before a round (planned noise, all survivors); then
-    :meth:`record_round` after the sum is released, which always records what happened,
-    even when dropouts pushed epsilon past the budget (later rounds are then refused).
+    :meth:`check_budget` before a round: it projects the round at the worst case the
+    protocol allows (``min_survivors`` of ``selected`` survive, ``max_colluding`` collude,
+    with distributed noise); then :meth:`record_round` after the sum is released, which
+    always records what happened.
+
+    ``selected`` is the number of clients asked each round (the distributed noise is split
+    into that many shares); ``min_survivors`` defaults to 1 (any sum is released) and
+    ``max_colluding`` to 0. They matter only with ``distributed=True``.
     """
 
     def __init__(
@@ -167,6 +203,10 @@ class ClientLevelAccountant:
         poisson_sampling: bool = True,
         epsilon_budget: float | None = None,
         federation_id: str = "federation",
+        distributed: bool = False,
+        selected: int = 1,
+        min_survivors: int = 1,
+        max_colluding: int = 0,
     ) -> None:
         _check_positive("noise_multiplier", noise_multiplier)
         _check_positive("clip_norm", clip_norm)
@@ -176,12 +216,23 @@ class ClientLevelAccountant:
             )
         if not (isinstance(delta, int | float) and 0.0 < delta < 1.0):
             raise InvalidDPConfigError(f"delta must be in (0, 1), got {delta!r}")
-        if accountant not in ACCOUNTANTS:
-            raise InvalidDPConfigError(
-                f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}"
-            )
+        _check_accountant(accountant)
         if epsilon_budget is not None:
             _check_positive("epsilon_budget", epsilon_budget)
+        if not isinstance(distributed, bool):
+            raise InvalidDPConfigError(f"distributed must be a bool, got {distributed!r}")
+        _check_count("selected", selected, 1)
+        _check_count("min_survivors", min_survivors, 1)
+        _check_count("max_colluding", max_colluding, 0)
+        if min_survivors > selected:
+            raise InvalidDPConfigError(
+                f"min_survivors ({min_survivors}) must not exceed selected ({selected})"
+            )
+        if distributed and max_colluding >= min_survivors:
+            raise InvalidDPConfigError(
+                f"max_colluding ({max_colluding}) must be below min_survivors "
+                f"({min_survivors}): otherwise no honest noise share is guaranteed"
+            )
         self.noise_multiplier = float(noise_multiplier)
         self.clip_norm = float(clip_norm)
         self.client_sample_rate = float(client_sample_rate)
@@ -190,7 +241,22 @@ class ClientLevelAccountant:
         self.poisson_sampling = poisson_sampling
         self.epsilon_budget = None if epsilon_budget is None else float(epsilon_budget)
         self.federation_id = federation_id
+        self.distributed = distributed
+        self.selected = selected
+        self.min_survivors = min_survivors
+        self.max_colluding = max_colluding
         self._events: list[PrivacyEvent] = []
+
+    @property
+    def worst_case_noise_multiplier(self) -> float:
+        """The effective multiplier of a round in the worst case the protocol allows."""
+        return effective_noise_multiplier(
+            noise_multiplier=self.noise_multiplier,
+            selected=self.selected,
+            survivors=self.min_survivors,
+            distributed=self.distributed,
+            colluding=self.max_colluding,
+        )
 
     @classmethod
     def from_config(
@@ -201,21 +267,35 @@ class ClientLevelAccountant:
         client_sample_rate: float,
         planned_rounds: int,
         federation_id: str = "federation",
+        distributed: bool = False,
+        selected: int | None = None,
+        min_survivors: int = 1,
+        max_colluding: int = 0,
     ) -> ClientLevelAccountant:
         """Build from a :class:`DPConfig` (``max_grad_norm`` is the update clip norm S).
 
-        Checks ``delta < 1/n_clients``; in target mode calibrates sigma once for
-        ``planned_rounds`` rounds at ``client_sample_rate``.
+        Checks ``delta < 1/n_clients``; in target mode calibrates sigma once so that
+        ``planned_rounds`` rounds at ``client_sample_rate`` stay within the target even if
+        every round ends at the worst case (``min_survivors`` survive, ``max_colluding``
+        collude). ``selected`` defaults to ``round(client_sample_rate * n_clients)``.
         """
         config.validate_for(n_clients)
         _check_count("planned_rounds", planned_rounds, 1)
+        if selected is None:
+            selected = max(1, round(client_sample_rate * n_clients))
+        shape = dict(
+            distributed=distributed,
+            selected=selected,
+            min_survivors=min_survivors,
+            max_colluding=max_colluding,
+        )
         if config.noise_multiplier is not None:
             sigma = float(config.noise_multiplier)
         else:
             target = config.target_epsilon
             if target is None:  # unreachable: DPConfig enforces exactly one
                 raise InvalidDPConfigError("target_epsilon is missing")
-            sigma = calibrate_noise(
+            worst_sigma = calibrate_noise(
                 target_epsilon=target,
                 delta=config.delta,
                 sample_rate=client_sample_rate,
@@ -223,6 +303,15 @@ class ClientLevelAccountant:
                 accountant=config.accountant,
                 poisson_sampling=config.poisson_sampling,
             )
+            # sigma such that the worst-case effective multiplier is the calibrated one.
+            unit = effective_noise_multiplier(
+                noise_multiplier=1.0,
+                selected=selected,
+                survivors=min_survivors,
+                distributed=distributed,
+                colluding=max_colluding,
+            )
+            sigma = worst_sigma / unit
         budget = None if math.isinf(config.budget) else config.budget
         return cls(
             noise_multiplier=sigma,
@@ -233,6 +322,7 @@ class ClientLevelAccountant:
             poisson_sampling=config.poisson_sampling,
             epsilon_budget=budget,
             federation_id=federation_id,
+            **shape,  # type: ignore[arg-type]
         )
 
     @property
@@ -268,18 +358,21 @@ class ClientLevelAccountant:
         )
 
     def projected_epsilon(self, rounds: int = 1) -> float:
-        """Cumulative epsilon after ``rounds`` more rounds at the planned noise."""
+        """Cumulative epsilon after ``rounds`` more rounds at the worst case the protocol
+        allows (:attr:`worst_case_noise_multiplier`; the planned sigma with central noise)."""
         _check_count("rounds", rounds, 0)
-        return self._epsilon_with(self.noise_multiplier, rounds)
+        return self._epsilon_with(self.worst_case_noise_multiplier, rounds)
 
     def check_budget(self, rounds: int = 1) -> float:
-        """Raise :class:`PrivacyBudgetExceededError` if ``rounds`` more planned rounds would
-        pass the budget; return the projected epsilon otherwise."""
+        """Raise :class:`PrivacyBudgetExceededError` if ``rounds`` more rounds could pass the
+        budget in the worst case (:meth:`projected_epsilon`); return that epsilon otherwise."""
         projected = self.projected_epsilon(rounds)
         if self.epsilon_budget is not None and projected > self.epsilon_budget:
             raise PrivacyBudgetExceededError(
-                f"{self.federation_id}: {rounds} more round(s) would bring epsilon from "
-                f"{self.epsilon:.4g} to {projected:.4g}, above the budget {self.epsilon_budget:.4g}"
+                f"{self.federation_id}: {rounds} more round(s) could bring epsilon from "
+                f"{self.epsilon:.4g} to {projected:.4g} (worst case: {self.min_survivors} of "
+                f"{self.selected} survive, {self.max_colluding} collude), above the budget "
+                f"{self.epsilon_budget:.4g}"
             )
         return projected
 
@@ -290,18 +383,23 @@ class ClientLevelAccountant:
 
         ``selected`` clients were asked to contribute, ``survivors`` of them made it into
         the released sum; with ``distributed`` noise the round is accounted at
-        ``sigma * sqrt(survivors / selected)``.
+        ``sigma * sqrt((survivors - max_colluding) / selected)``. Fewer survivors than
+        ``min_survivors`` (the releasing party should have refused) are still recorded;
+        with no honest survivor left, :class:`InvalidDPConfigError` is raised (no finite
+        epsilon describes that release).
         """
         _check_count("round_id", round_id, 0)
         if self._events and round_id <= self._events[-1].round_id:
             raise InvalidDPConfigError(
                 f"round_id must increase: got {round_id} after {self._events[-1].round_id}"
             )
+        colluding = self.max_colluding if distributed else 0
         sigma = effective_noise_multiplier(
             noise_multiplier=self.noise_multiplier,
             selected=selected,
             survivors=survivors,
             distributed=distributed,
+            colluding=colluding,
         )
         epsilon = self._epsilon_with(sigma, 1)
         event = PrivacyEvent(
@@ -321,7 +419,8 @@ class ClientLevelAccountant:
             previous_digest=self._events[-1].digest_hex() if self._events else GENESIS_DIGEST,
             note=(
                 f"selected={selected} survivors={survivors} "
-                f"distributed={str(distributed).lower()} planned_sigma={self.noise_multiplier!r}"
+                f"distributed={str(distributed).lower()} colluding={colluding} "
+                f"planned_sigma={self.noise_multiplier!r}"
             ),
         )
         self._events.append(event)

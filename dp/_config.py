@@ -11,12 +11,27 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from dp._errors import InvalidDPConfigError
+from dp._errors import InvalidDPConfigError, UnsoundAccountantError
 
-__all__ = ["ACCOUNTANTS", "AccountantName", "DPConfig"]
+__all__ = [
+    "ACCOUNTANTS",
+    "DIAGNOSTIC_ACCOUNTANTS",
+    "GRAD_SAMPLE_MODES",
+    "AccountantName",
+    "DPConfig",
+]
 
-AccountantName = Literal["rdp", "prv", "gdp"]
+#: Accountants whose epsilon is a sound upper bound: the only ones a claim or budget uses.
+AccountantName = Literal["rdp", "prv"]
 ACCOUNTANTS: tuple[str, ...] = get_args(AccountantName)
+#: Accountants that may under-report (GDP's CLT approximation): diagnostics only.
+DIAGNOSTIC_ACCOUNTANTS: tuple[str, ...] = ("gdp",)
+
+#: Opacus per-sample gradient engines; ``ghost`` is ghost clipping (Li et al. 2022), which
+#: never materialises per-sample gradients (fastest for the MLPs in benchmarks/bench_dp.py).
+#: ``ew`` (ExpandedWeights) is left out: it raises on the empty batches Poisson sampling makes.
+#: Defined here, not in :mod:`dp._trainer`, so that config validation needs no torch.
+GRAD_SAMPLE_MODES: tuple[str, ...] = ("ghost", "hooks", "functorch")
 
 
 def _positive_finite(name: str, value: float) -> None:
@@ -76,6 +91,11 @@ class DPConfig:
             raise InvalidDPConfigError(f"delta must be a number in (0, 1), got {self.delta!r}")
         if not 0.0 < self.delta < 1.0:
             raise InvalidDPConfigError(f"delta must be in (0, 1), got {self.delta!r}")
+        if self.accountant in DIAGNOSTIC_ACCOUNTANTS:
+            raise UnsoundAccountantError(
+                f"accountant {self.accountant!r} can under-report epsilon (CLT approximation) "
+                f"and may not back a claim or a budget; use one of {ACCOUNTANTS}"
+            )
         if self.accountant not in ACCOUNTANTS:
             raise InvalidDPConfigError(
                 f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}"

@@ -14,6 +14,7 @@ __all__ = [
     "PrivacyBudgetExceededError",
     "SecureAggregationRequiredError",
     "SecureModeUnavailableError",
+    "UnsoundAccountantError",
     "UnsupportedModelError",
 ]
 
@@ -24,6 +25,11 @@ class DPError(Exception):
 
 class InvalidDPConfigError(DPError, ValueError):
     """A privacy parameter is missing, out of range or inconsistent with the data."""
+
+
+class UnsoundAccountantError(InvalidDPConfigError):
+    """An accountant that can under-report epsilon (``gdp``) was asked to back a claim or a
+    budget; it is a diagnostic only (:func:`dp.gdp_epsilon_diagnostic`)."""
 
 
 class PrivacyBudgetExceededError(DPError):

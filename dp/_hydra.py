@@ -2,8 +2,10 @@
 
 ``dp=off|sample|client`` selects a schema; fields are overridden as ``dp.target_epsilon``,
 ``dp.noise_multiplier``, ``dp.max_grad_norm``, ``dp.delta``, ``dp.accountant``,
-``dp.epsilon_budget``, ``dp.poisson_sampling``, ``dp.secure_mode`` (and ``dp.distributed``
-for ``dp=client``). Exactly one of ``dp.noise_multiplier`` and ``dp.target_epsilon`` must be
+``dp.epsilon_budget``, ``dp.poisson_sampling``, ``dp.secure_mode`` (and ``dp.distributed``,
+``dp.min_survivors``, ``dp.max_colluding_clients`` for ``dp=client``). ``dp.accountant``
+is ``rdp`` or ``prv``; ``gdp`` is refused (:class:`~dp.UnsoundAccountantError`).
+Exactly one of ``dp.noise_multiplier`` and ``dp.target_epsilon`` must be
 given: no privacy parameter is ever defaulted silently. Convert at the entry point with
 :func:`to_dp_setup` (or :func:`to_dp_config`) so a bad value fails before training starts.
 """
@@ -16,9 +18,8 @@ from typing import Any, Literal
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from dp._config import DPConfig
+from dp._config import GRAD_SAMPLE_MODES, DPConfig
 from dp._errors import InvalidDPConfigError
-from dp._trainer import GRAD_SAMPLE_MODES
 
 __all__ = [
     "DPClientSchema",
@@ -76,11 +77,16 @@ class DPClientSchema(_DPSchemaBase):
 
     ``distributed`` splits the noise across the selected clients (needs secure
     aggregation); ``poisson_sampling`` states that clients are selected independently with
-    the federation's client sampling rate.
+    the federation's client sampling rate. With distributed noise, budgets and target
+    calibration assume the worst case: only ``min_survivors`` of the selected clients
+    survive (default: 1, i.e. any sum may be released; a sum of fewer is withheld) and
+    ``max_colluding_clients`` of them share their noise with the server.
     """
 
     name: str = "client"
     distributed: bool = False
+    min_survivors: int | None = None
+    max_colluding_clients: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +100,8 @@ class DPSetup:
     mode: DPMode
     config: DPConfig | None
     distributed: bool = False
+    min_survivors: int | None = None
+    max_colluding_clients: int = 0
     fix_model: bool = False
     grad_sample_mode: str = "ghost"
 
@@ -154,13 +162,33 @@ def to_dp_setup(schema: Any) -> DPSetup:
     kwargs = {name: values[name] for name in _CONFIG_FIELDS if name in values}
     try:
         config = DPConfig(**kwargs)
-    except InvalidDPConfigError as exc:
-        raise InvalidDPConfigError(f"dp.{exc}") from exc
+    except InvalidDPConfigError as exc:  # keep the named subclass (e.g. unsound accountant)
+        raise type(exc)(f"dp.{exc}") from exc
     if mode == "client":
         distributed = values.get("distributed", False)
         if not isinstance(distributed, bool):
             raise InvalidDPConfigError(f"dp.distributed must be a bool, got {distributed!r}")
-        return DPSetup(mode="client", config=config, distributed=distributed)
+        min_survivors = values.get("min_survivors")
+        if min_survivors is not None and (
+            isinstance(min_survivors, bool)
+            or not isinstance(min_survivors, int)
+            or min_survivors < 1
+        ):
+            raise InvalidDPConfigError(
+                f"dp.min_survivors must be an int >= 1 or null, got {min_survivors!r}"
+            )
+        colluding = values.get("max_colluding_clients", 0)
+        if isinstance(colluding, bool) or not isinstance(colluding, int) or colluding < 0:
+            raise InvalidDPConfigError(
+                f"dp.max_colluding_clients must be an int >= 0, got {colluding!r}"
+            )
+        return DPSetup(
+            mode="client",
+            config=config,
+            distributed=distributed,
+            min_survivors=min_survivors,
+            max_colluding_clients=colluding,
+        )
     fix_model = values.get("fix_model", False)
     if not isinstance(fix_model, bool):
         raise InvalidDPConfigError(f"dp.fix_model must be a bool, got {fix_model!r}")

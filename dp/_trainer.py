@@ -17,6 +17,13 @@ a routine outcome to be reported per round.
 
 The training loss reported in :class:`LocalTrainingResult` is computed on the raw data
 without noise: it is a local diagnostic and is NOT covered by the DP guarantee.
+
+Noise: unless a seeded ``generator`` is passed (tests) or Opacus's ``secure_mode`` is on,
+the optimizer's per-step Gaussian noise is drawn from a ChaCha20 keystream
+(:class:`dp.SecureGaussian`) instead of torch's Mersenne twister, whose state an attacker
+who sees enough outputs can reconstruct. Poisson sampling still uses torch's generator
+(seeded from the OS by the runner): a predictable batch selection weakens the
+amplification argument, not the Gaussian noise itself.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dp._accounting import Segment, calibrate_noise, compose_epsilon
-from dp._config import DPConfig
+from dp._config import GRAD_SAMPLE_MODES, DPConfig
+from dp._csprng import SecureGaussian
 from dp._errors import (
     DPError,
     InvalidDPConfigError,
@@ -54,10 +62,6 @@ __all__ = [
     "prepare_model",
 ]
 
-#: Opacus per-sample gradient engines; ``ghost`` is ghost clipping (Li et al. 2022), which
-#: never materialises per-sample gradients (fastest for the MLPs in benchmarks/bench_dp.py).
-#: ``ew`` (ExpandedWeights) is left out: it raises on the empty batches Poisson sampling makes.
-GRAD_SAMPLE_MODES: tuple[str, ...] = ("ghost", "hooks", "functorch")
 _OPTIMIZERS = ("sgd", "adam")
 _STATE_FORMAT = "secagg-fl/dp-client/v1"
 
@@ -87,6 +91,30 @@ def _flat_parameters(model: nn.Module) -> np.ndarray:
     out: np.ndarray = vector.detach().cpu().to(torch.float64).numpy().copy()
     out.flags.writeable = False
     return out
+
+
+def use_secure_noise(optimizer: Any, sampler: SecureGaussian) -> None:
+    """Make an Opacus ``DPOptimizer`` draw its per-step noise from ``sampler``.
+
+    Replaces the instance's ``add_noise`` (Opacus 1.5-1.6: ``DPOptimizer`` and the ghost
+    clipping optimizer share its contract): noise of std ``noise_multiplier *
+    max_grad_norm`` (the adjusted multiplier under adaptive clipping) is added to each
+    parameter's clipped sum, exactly as Opacus does, but the values come from ChaCha20.
+    """
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    def add_noise() -> None:
+        multiplier = getattr(optimizer, "_adjusted_noise_multiplier", optimizer.noise_multiplier)
+        std = float(multiplier) * float(optimizer.max_grad_norm)
+        for p in optimizer.params:
+            _check_processed_flag(p.summed_grad)
+            reference = p.summed_grad
+            values = sampler.normal(std, tuple(reference.shape))
+            noise = torch.from_numpy(values).to(device=reference.device, dtype=reference.dtype)
+            p.grad = (reference + noise).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+    optimizer.add_noise = add_noise
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -339,6 +367,8 @@ class SampleLevelDPClient:
             dp_model, dp_optimizer, dp_loader = private
         if dp_loader is not loader:
             raise DPError("Opacus replaced the data loader; refusing to account")
+        if generator is None and not self.config.secure_mode:
+            use_secure_noise(dp_optimizer, SecureGaussian())
         dp_model.forbid_grad_accumulation()
         # Opacus derives this from len(loader) (floor of 1/q); the noisy sum must be
         # divided by the true expected batch size q*n (= batch_size).

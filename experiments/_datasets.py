@@ -5,8 +5,16 @@ Each loader returns a :class:`FederatedData`: per client a train and a test
 clients' test sets), and metadata. Files read from disk are checked against pinned
 sha256 checksums; a missing file fails naming the path and how to obtain it.
 
-Privacy assumption: features are standardised with each client's *own* training
-statistics (as FLamby does), so no statistic of one site's data reaches another site.
+Pre-processing (``preprocessing=``) is part of the privacy guarantee:
+
+* ``"public"`` (the default, and the only choice under any ``dp`` mode): every feature is
+  clipped to a fixed range written down below with its source and mapped linearly to
+  ``[-1, 1]``; pixels are scaled to ``[0, 1]``. Each record is transformed on its own, so
+  replacing one record changes one row of the input and DP-SGD's clipped-gradient sum by
+  at most ``2C``, as the accounting assumes.
+* ``"per_client"`` (``dp=off`` only): z-score with each client's own training mean and std
+  (as FLamby does). No statistic leaves its site, but one record then moves every other
+  record's features, so no record-level DP claim survives it.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -33,6 +41,9 @@ from experiments._config import (
 )
 from experiments._errors import ChecksumError, ConfigError, DatasetNotFoundError
 from experiments._partition import iid_partition, partition
+
+Preprocessing = Literal["public", "per_client"]
+PREPROCESSING: tuple[str, ...] = get_args(Preprocessing)
 
 DATA_DIR_ENV = "SECAGG_DATA_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +74,48 @@ MEDMNIST_HOWTO = (
 )
 
 
+#: Public range ``(low, high)`` of each of WDBC's 30 features, in scikit-learn's column
+#: order (mean, standard error, worst of radius, texture, perimeter, area, smoothness,
+#: compactness, concavity, concave points, symmetry, fractal dimension). Source: the
+#: dataset's published description (UCI wdbc.names, Street, Wolberg and Mangasarian 1993;
+#: "Summary Statistics" in scikit-learn's ``load_breast_cancer().DESCR``). Rule: every
+#: feature is a non-negative length, area or ratio, so ``low = 0``; ``high`` is the
+#: published maximum widened by 25% and rounded up to two significant digits.
+BREAST_CANCER_RANGES: tuple[tuple[float, float], ...] = tuple(
+    (0.0, high)
+    for high in (
+        36.0, 50.0, 240.0, 3200.0, 0.21, 0.44, 0.54, 0.26, 0.38, 0.13,
+        3.6, 6.2, 28.0, 680.0, 0.039, 0.17, 0.5, 0.067, 0.099, 0.038,
+        46.0, 62.0, 320.0, 5400.0, 0.28, 1.4, 1.6, 0.37, 0.83, 0.26,
+    )
+)  # fmt: skip
+
+#: Documented codes of the two categorical heart-disease attributes (UCI heart-disease.names:
+#: cp 1-4 = typical angina, atypical angina, non-anginal pain, asymptomatic; restecg 0-2 =
+#: normal, ST-T wave abnormality, left ventricular hypertrophy).
+HEART_DISEASE_CP_LEVELS = (1.0, 2.0, 3.0, 4.0)
+HEART_DISEASE_RESTECG_LEVELS = (0.0, 1.0, 2.0)
+
+#: Public range of each of the 13 encoded heart-disease features (FLamby's column order:
+#: eight numeric attributes, then the cp and restecg dummies), with its source. Values
+#: outside are clipped (the Swiss and VA files code a missing cholesterol as 0).
+HEART_DISEASE_RANGES: tuple[tuple[str, float, float, str], ...] = (
+    ("age", 0.0, 100.0, "years; UCI heart-disease.names"),
+    ("sex", 0.0, 1.0, "UCI: 1 = male, 0 = female"),
+    ("trestbps", 80.0, 200.0, "resting systolic blood pressure, mm Hg; clinical range"),
+    ("chol", 100.0, 600.0, "serum cholesterol, mg/dl; clinical range"),
+    ("fbs", 0.0, 1.0, "UCI: fasting blood sugar > 120 mg/dl, 1 = true"),
+    ("thalach", 60.0, 220.0, "maximum heart rate, bpm; 220 = age-predicted maximum at 0"),
+    ("exang", 0.0, 1.0, "UCI: exercise-induced angina, 1 = yes"),
+    ("oldpeak", -3.0, 7.0, "exercise ST depression, mm (negative: ST elevation)"),
+    ("cp=2", 0.0, 1.0, "one-hot of the documented cp codes 1-4, drop first"),
+    ("cp=3", 0.0, 1.0, "one-hot"),
+    ("cp=4", 0.0, 1.0, "one-hot"),
+    ("restecg=1", 0.0, 1.0, "one-hot of the documented restecg codes 0-2, drop first"),
+    ("restecg=2", 0.0, 1.0, "one-hot"),
+)
+
+
 @dataclass(frozen=True)
 class ClientData:
     """One client's local data: a training set and a held-out test set."""
@@ -86,6 +139,9 @@ class FederatedData:
     n_features: int
     n_classes: int
     input_shape: tuple[int, ...]
+    #: How features were scaled (see the module docstring); only ``"public"`` keeps a
+    #: record-level DP guarantee.
+    preprocessing: str = "public"
 
     @property
     def client_names(self) -> tuple[str, ...]:
@@ -160,6 +216,31 @@ def _can_stratify(labels: np.ndarray, test_fraction: float) -> bool:
     )
 
 
+def check_preprocessing(preprocessing: str) -> None:
+    """Raise :class:`ConfigError` unless ``preprocessing`` is one of :data:`PREPROCESSING`."""
+    if preprocessing not in PREPROCESSING:
+        raise ConfigError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
+
+
+def scale_to_range(features: np.ndarray, ranges: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Clip each column to its public ``(low, high)`` and map it linearly to ``[-1, 1]``.
+
+    A function of one row at a time: no statistic of the data enters it.
+    """
+    low = np.asarray([r[0] for r in ranges], dtype=np.float64)
+    high = np.asarray([r[1] for r in ranges], dtype=np.float64)
+    values = np.asarray(features, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(low):
+        raise ConfigError(
+            f"{len(low)} public ranges for features of shape {values.shape}: they must match"
+        )
+    if not np.all(high > low):
+        raise ConfigError("every public range needs high > low")
+    clipped = np.clip(values, low, high)
+    scaled: np.ndarray = 2.0 * (clipped - low) / (high - low) - 1.0
+    return scaled
+
+
 def _standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = train.mean(axis=0)
     std = train.std(axis=0)
@@ -176,7 +257,11 @@ def _tabular_clients(
     test_fraction: float,
     standardize: bool,
 ) -> tuple[ClientData, ...]:
-    """Partition samples across clients, then split each client into train and test."""
+    """Partition samples across clients, then split each client into train and test.
+
+    ``standardize`` z-scores each client with its own training statistics (``dp=off``
+    only: see the module docstring); public scaling is applied by the caller beforehand.
+    """
     parts = partition(fed.partition, labels, fed.clients, rng, alpha=fed.alpha, min_size=2)
     clients = []
     for index, part in enumerate(parts):
@@ -202,19 +287,31 @@ def _tabular_clients(
 
 
 def load_breast_cancer_data(
-    cfg: BreastCancerConfig, fed: FederationConfig, rng: np.random.Generator
+    cfg: BreastCancerConfig,
+    fed: FederationConfig,
+    rng: np.random.Generator,
+    *,
+    preprocessing: str = "public",
 ) -> FederatedData:
-    """Wisconsin Diagnostic Breast Cancer from scikit-learn, split across K hospitals."""
+    """Wisconsin Diagnostic Breast Cancer from scikit-learn, split across K hospitals.
+
+    ``preprocessing="public"`` scales by :data:`BREAST_CANCER_RANGES`;
+    ``"per_client"`` z-scores each client if ``cfg.standardize`` (else raw values).
+    """
+    check_preprocessing(preprocessing)
     bunch = load_breast_cancer()
     features = np.asarray(bunch.data, dtype=np.float64)
     labels = np.asarray(bunch.target, dtype=np.int64)
+    public = preprocessing == "public"
+    if public:
+        features = scale_to_range(features, BREAST_CANCER_RANGES)
     clients = _tabular_clients(
         features,
         labels,
         fed,
         rng,
         test_fraction=cfg.test_fraction,
-        standardize=cfg.standardize,
+        standardize=cfg.standardize and not public,
     )
     return FederatedData(
         name="breast_cancer",
@@ -223,13 +320,24 @@ def load_breast_cancer_data(
         n_features=features.shape[1],
         n_classes=2,
         input_shape=(features.shape[1],),
+        preprocessing=preprocessing,
     )
 
 
 def load_synthetic_data(
-    cfg: SyntheticConfig, fed: FederationConfig, rng: np.random.Generator
+    cfg: SyntheticConfig,
+    fed: FederationConfig,
+    rng: np.random.Generator,
+    *,
+    preprocessing: str = "public",
 ) -> FederatedData:
-    """A seeded ``make_classification`` task of any size, split across K clients."""
+    """A seeded ``make_classification`` task of any size, split across K clients.
+
+    ``preprocessing="public"`` leaves the generator's output as it is: its scale is fixed
+    by the generator's published parameters (clusters at the vertices of a hypercube of
+    side 2, unit-variance noise), not estimated from the data. ``"per_client"`` z-scores.
+    """
+    check_preprocessing(preprocessing)
     features, labels = make_classification(
         n_samples=cfg.n_samples,
         n_features=cfg.n_features,
@@ -246,7 +354,7 @@ def load_synthetic_data(
         fed,
         rng,
         test_fraction=cfg.test_fraction,
-        standardize=True,
+        standardize=preprocessing == "per_client",
     )
     return FederatedData(
         name="synthetic",
@@ -255,6 +363,7 @@ def load_synthetic_data(
         n_features=cfg.n_features,
         n_classes=cfg.n_classes,
         input_shape=(cfg.n_features,),
+        preprocessing=preprocessing,
     )
 
 
@@ -283,13 +392,22 @@ def _one_hot_drop_first(column: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
 
 def load_heart_disease_data(
-    cfg: HeartDiseaseConfig, fed: FederationConfig, rng: np.random.Generator
+    cfg: HeartDiseaseConfig,
+    fed: FederationConfig,
+    rng: np.random.Generator,
+    *,
+    preprocessing: str = "public",
 ) -> FederatedData:
-    """UCI Heart Disease, one client per hospital, preprocessed exactly as FLamby's
+    """UCI Heart Disease, one client per hospital, split and encoded as FLamby's
     Fed-Heart-Disease: per-center split (train_size=0.66, random_state=43, stratified on
     the binary label when every class has > 2 samples), one-hot ``cp`` and ``restecg``
-    with drop_first over all centers (13 features), z-score with each center's own
-    training mean and (unbiased) std plus 1e-9, computed in float32 as FLamby does."""
+    with drop_first (13 features).
+
+    Scaling: ``preprocessing="public"`` clips each feature to its public range
+    (:data:`HEART_DISEASE_RANGES`) and maps it to ``[-1, 1]``, one-hot over the documented
+    codes; ``"per_client"`` is FLamby's: one-hot over the codes seen in all centers, z-score
+    with each center's own training mean and (unbiased) std plus 1e-9, in float32."""
+    check_preprocessing(preprocessing)
     data_dir = resolve_data_dir(cfg.data_dir, "heart_disease", HEART_DISEASE_HOWTO)
     centers_x: list[np.ndarray] = []
     centers_y: list[np.ndarray] = []
@@ -305,8 +423,13 @@ def load_heart_disease_data(
     # Columns left after dropping 10-12 and the label: 0,1,2(cp),3,4,5,6(restecg),7,8,9.
     cp_index, restecg_index = 2, 6
     all_x = np.concatenate(centers_x)
-    cp_levels = np.unique(all_x[:, cp_index])
-    restecg_levels = np.unique(all_x[:, restecg_index])
+    public = preprocessing == "public"
+    if public:
+        cp_levels = np.asarray(HEART_DISEASE_CP_LEVELS)
+        restecg_levels = np.asarray(HEART_DISEASE_RESTECG_LEVELS)
+    else:
+        cp_levels = np.unique(all_x[:, cp_index])
+        restecg_levels = np.unique(all_x[:, restecg_index])
     numeric = [c for c in range(all_x.shape[1]) if c not in (cp_index, restecg_index)]
 
     clients = []
@@ -333,11 +456,15 @@ def load_heart_disease_data(
         )
         # As FLamby: a row is a test row if its index is in the test split, else train.
         train_mask = ~np.isin(np.arange(len(labels)), test_index)
-        features = torch.from_numpy(encoded.astype(np.float32))
-        train_features = features[torch.from_numpy(train_mask)]
-        mean = train_features.mean(dim=0)
-        std = train_features.std(dim=0)
-        normalized = ((features - mean) / (std + 1e-9)).numpy()
+        if public:
+            ranges = [(low, high) for _, low, high, _ in HEART_DISEASE_RANGES]
+            normalized = scale_to_range(encoded, ranges)
+        else:
+            features = torch.from_numpy(encoded.astype(np.float32))
+            train_features = features[torch.from_numpy(train_mask)]
+            mean = train_features.mean(dim=0)
+            std = train_features.std(dim=0)
+            normalized = ((features - mean) / (std + 1e-9)).numpy()
         clients.append(
             ClientData(
                 name=center,
@@ -353,15 +480,22 @@ def load_heart_disease_data(
         n_features=n_features,
         n_classes=2,
         input_shape=(n_features,),
+        preprocessing=preprocessing,
     )
 
 
 def load_medmnist_data(
-    cfg: MedMNISTConfig, fed: FederationConfig, rng: np.random.Generator
+    cfg: MedMNISTConfig,
+    fed: FederationConfig,
+    rng: np.random.Generator,
+    *,
+    preprocessing: str = "public",
 ) -> FederatedData:
     """A MedMNIST 28x28 task: the official train split partitioned across K clients with
     the configured scheme, the official test split dealt IID to the clients (pooled, it is
-    the official test set). Pixels are scaled to [0, 1]; the val split is not used."""
+    the official test set). Pixels are scaled to [0, 1] by the public constant 255 under
+    every ``preprocessing``; the val split is not used."""
+    check_preprocessing(preprocessing)
     data_dir = resolve_data_dir(cfg.data_dir, "medmnist", MEDMNIST_HOWTO)
     path = _require(data_dir / f"{cfg.subset}.npz", MEDMNIST_HOWTO)
     if cfg.verify_checksums:
@@ -397,10 +531,11 @@ def load_medmnist_data(
         n_features=28 * 28,
         n_classes=n_classes,
         input_shape=(1, 28, 28),
+        preprocessing="public",
     )
 
 
-DatasetLoader = Callable[[Any, FederationConfig, np.random.Generator], FederatedData]
+DatasetLoader = Callable[..., FederatedData]
 
 DATASETS: dict[str, DatasetLoader] = {
     "breast_cancer": load_breast_cancer_data,
@@ -410,9 +545,15 @@ DATASETS: dict[str, DatasetLoader] = {
 }
 
 
-def load_dataset(cfg: Any, fed: FederationConfig, rng: np.random.Generator) -> FederatedData:
-    """Load the dataset a ``dataset`` schema instance names (registry lookup, no _target_)."""
+def load_dataset(
+    cfg: Any, fed: FederationConfig, rng: np.random.Generator, *, preprocessing: str = "public"
+) -> FederatedData:
+    """Load the dataset a ``dataset`` schema instance names (registry lookup, no _target_).
+
+    ``preprocessing`` is ``"public"`` (default; required under DP) or ``"per_client"``.
+    """
     name = getattr(cfg, "name", None)
     if name not in DATASETS:
         raise ConfigError(f"dataset.name must be one of {list(DATASETS)}, got {name!r}")
-    return DATASETS[name](cfg, fed, rng)
+    check_preprocessing(preprocessing)
+    return DATASETS[name](cfg, fed, rng, preprocessing=preprocessing)

@@ -35,8 +35,10 @@ Implementations:
   the client sampling rate with the survivors actually aggregated, so the noise shortfall
   of dropouts is accounted.
 
-Randomness: DP noise and Poisson sampling are drawn from generators seeded from the OS
-entropy pool (``secrets``), never from ``federation.seed``: the seed is published in
+Randomness: DP noise comes from a ChaCha20 keystream keyed from the OS entropy pool
+(:class:`dp.SecureGaussian`: client-level noise and, via the trainer, every DP-SGD step);
+Poisson sampling from torch's generator seeded from ``secrets``; never from
+``federation.seed``: the seed is published in
 ``results.json``, and noise derivable from it would protect nothing. Data splits, model
 initialisation and client selection stay seeded, but DP runs are not bit-reproducible.
 """
@@ -78,6 +80,7 @@ __all__ = [
     "SampleLevelPrivacy",
     "TrainOutcome",
     "build_privacy_layer",
+    "preprocessing_for",
 ]
 
 #: ``PrivacyEvent.client_id`` (and ``final.privacy`` key) of the federation-level account.
@@ -303,6 +306,7 @@ class SampleLevelPrivacy(PrivacyLayer):
             summary["planned_noise_multiplier"] = dp_client.noise_multiplier
             summary["planned_sample_rate"] = dp_client.sample_rate
             summary["planned_steps_per_round"] = dp_client.steps_per_round
+            summary["preprocessing"] = self.data.preprocessing
             summaries[name] = summary
         epsilon = max(c.epsilon for c in self.clients.values())
         return epsilon, self.config.delta, summaries
@@ -347,6 +351,7 @@ class ClientLevelPrivacy(PrivacyLayer):
                 "the runner selects a fixed-size subset of clients, which cannot claim Poisson "
                 f"amplification (got client_fraction={federation.client_fraction})"
             )
+        self.min_survivors = setup.min_survivors if setup.min_survivors is not None else 1
         try:
             require_secure_aggregation(self.distributed, scheme_name)
             self.accountant = ClientLevelAccountant.from_config(
@@ -355,10 +360,15 @@ class ClientLevelPrivacy(PrivacyLayer):
                 client_sample_rate=min(1.0, n_selected / n_clients),
                 planned_rounds=federation.rounds,
                 federation_id=FEDERATION_ACCOUNT,
+                distributed=self.distributed,
+                selected=n_selected,
+                min_survivors=self.min_survivors if self.distributed else 1,
+                max_colluding=setup.max_colluding_clients,
             )
         except DPError as error:
             raise ConfigError(f"dp=client: {error}") from error
         self.clip_norm = self.config.max_grad_norm
+        self.preprocessing = data.preprocessing
         self._round_events: dict[int, dict[str, PrivacyEvent]] = {}
 
     def admit(self, round_id: int, selected: Sequence[int]) -> dict[int, str]:
@@ -378,12 +388,11 @@ class ClientLevelPrivacy(PrivacyLayer):
         clipped = clip_update(update, clip_norm=self.clip_norm)
         if not self.distributed:
             return clipped
-        return add_noise(
+        return add_noise(  # ChaCha20 noise (dp.SecureGaussian)
             clipped,
             noise_multiplier=self.accountant.noise_multiplier,
             clip_norm=self.clip_norm,
             n_shares=n_admitted,
-            rng=np.random.default_rng(secrets.randbits(128)),
         )
 
     def after_reveal(
@@ -396,16 +405,16 @@ class ClientLevelPrivacy(PrivacyLayer):
     ) -> np.ndarray | None:
         if mean_update is None or not survivors:
             return mean_update  # nothing released, nothing to account
+        withheld = self.distributed and len(survivors) < self.min_survivors
         released = mean_update
         if not self.distributed:
             # The uniform-weight mean is sum / m: noise the sum once, then divide again.
             m = len(survivors)
             released = (
-                add_noise(
+                add_noise(  # ChaCha20 noise (dp.SecureGaussian)
                     mean_update * m,
                     noise_multiplier=self.accountant.noise_multiplier,
                     clip_norm=self.clip_norm,
-                    rng=np.random.default_rng(secrets.randbits(128)),
                 )
                 / m
             )
@@ -416,6 +425,10 @@ class ClientLevelPrivacy(PrivacyLayer):
             distributed=self.distributed,
         )
         self._round_events[round_id] = {event.client_id: event}
+        if withheld:
+            # Below the survivor floor the budget was checked for: not applied. (The
+            # scheme's parties saw the sum: the round is still accounted above.)
+            return None
         return released
 
     def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
@@ -434,7 +447,20 @@ class ClientLevelPrivacy(PrivacyLayer):
         summary["distributed"] = self.distributed
         summary["clip_norm"] = self.clip_norm
         summary["weights"] = "uniform"
+        summary["preprocessing"] = self.preprocessing
+        summary["min_survivors"] = self.accountant.min_survivors
+        summary["max_colluding_clients"] = self.accountant.max_colluding
         return self.accountant.epsilon, self.config.delta, {FEDERATION_ACCOUNT: summary}
+
+
+def preprocessing_for(dp_schema: Any) -> str:
+    """The feature scaling a ``dp`` group allows: ``"per_client"`` statistics for
+    ``dp=off``, public constants (``"public"``) under any DP mode."""
+    if isinstance(dp_schema, dict):
+        name = dp_schema.get("name")
+    else:
+        name = getattr(dp_schema, "name", None)
+    return "per_client" if name == "off" else "public"
 
 
 def build_privacy_layer(
@@ -451,6 +477,12 @@ def build_privacy_layer(
         raise ConfigError(str(error)) from error
     if setup.mode == "off":
         return NoPrivacy()
+    if data.preprocessing != "public":
+        raise ConfigError(
+            f"dp={setup.mode} needs public pre-processing: the data was scaled with "
+            f"{data.preprocessing!r} statistics, which let one record move every other "
+            "record's features (load it with preprocessing='public')"
+        )
     if setup.mode == "sample":
         return SampleLevelPrivacy(setup=setup, federation=federation, data=data)
     return ClientLevelPrivacy(

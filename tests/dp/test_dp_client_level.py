@@ -146,3 +146,120 @@ def test_distributed_noise_requires_secure_aggregation() -> None:
     require_secure_aggregation(True, "masking")
     with pytest.raises(SecureAggregationRequiredError, match="plain"):
         require_secure_aggregation(True, "plain")
+
+
+# ----------------------------------------------------------------- worst-case budgets
+
+
+def _scenario_accountant(**kwargs: object) -> ClientLevelAccountant:
+    """5 clients, every one selected every round, 20 rounds, target epsilon 1 at 1e-3."""
+    args: dict[str, object] = dict(
+        n_clients=5,
+        client_sample_rate=1.0,
+        planned_rounds=20,
+        distributed=True,
+        selected=5,
+    )
+    args.update(kwargs)
+    config = args.pop("config", DPConfig(target_epsilon=1.0, delta=1e-3))
+    return ClientLevelAccountant.from_config(config, **args)  # type: ignore[arg-type]
+
+
+def _run_rounds(accountant: ClientLevelAccountant, survivors: list[int]) -> None:
+    for round_id, alive in enumerate(survivors, start=1):
+        accountant.check_budget(1)
+        accountant.record_round(round_id=round_id, selected=5, survivors=alive, distributed=True)
+
+
+def test_planned_sigma_budget_ends_above_it_after_a_dropout_round() -> None:
+    # The issue's scenario under the old rule (budget checked at the planned sigma, i.e.
+    # assuming every selected client survives): 19 full rounds and one with 1 of 5
+    # survivors end at epsilon 1.112 against a budget of 1.0.
+    old_rule = _scenario_accountant(min_survivors=5)
+    _run_rounds(old_rule, [5] * 19 + [1])
+    assert old_rule.epsilon == pytest.approx(1.112, abs=1e-3)
+    assert old_rule.epsilon > 1.0
+
+
+def test_worst_case_budget_refuses_the_round_that_could_pass_it() -> None:
+    # Same sigma as the old rule, but the threshold accepts a sum of a single survivor:
+    # each check assumes that worst case, so the budget can no longer be passed. With
+    # every client surviving, the federation is stopped at round 17 (16 full rounds and a
+    # worst-case one would pass 1), never beyond epsilon 1.
+    old_sigma = _scenario_accountant(min_survivors=5).noise_multiplier
+    accountant = _scenario_accountant(
+        config=DPConfig(noise_multiplier=old_sigma, delta=1e-3, epsilon_budget=1.0),
+        min_survivors=1,
+    )
+    refused_at = None
+    for round_id in range(1, 21):
+        try:
+            accountant.check_budget(1)
+        except PrivacyBudgetExceededError as error:
+            assert "1 of 5 survive" in str(error)
+            refused_at = round_id
+            break
+        accountant.record_round(round_id=round_id, selected=5, survivors=5, distributed=True)
+    assert refused_at == 17
+    assert accountant.epsilon <= 1.0
+    # What the refusal prevented: round 17 with a single survivor would have passed 1.
+    accountant.record_round(round_id=17, selected=5, survivors=1, distributed=True)
+    assert accountant.epsilon > 1.0
+
+
+def test_worst_case_calibration_keeps_the_dropout_scenario_within_target() -> None:
+    accountant = _scenario_accountant(min_survivors=1)
+    _run_rounds(accountant, [5] * 19 + [1])
+    assert accountant.epsilon <= 1.0
+    assert recompute_epsilon(list(accountant.events)) == pytest.approx(accountant.epsilon)
+    # All twenty rounds at the worst case would also have stayed within it.
+    worst = _scenario_accountant(min_survivors=1)
+    _run_rounds(worst, [1] * 20)
+    assert worst.epsilon <= 1.0
+
+
+def test_colluding_clients_noise_is_not_counted() -> None:
+    accountant = ClientLevelAccountant(
+        noise_multiplier=2.0,
+        clip_norm=1.0,
+        client_sample_rate=1.0,
+        delta=1e-3,
+        distributed=True,
+        selected=5,
+        min_survivors=3,
+        max_colluding=1,
+    )
+    assert accountant.worst_case_noise_multiplier == pytest.approx(2.0 * math.sqrt(2 / 5))
+    event = accountant.record_round(round_id=1, selected=5, survivors=5, distributed=True)
+    assert event.noise_multiplier == pytest.approx(2.0 * math.sqrt(4 / 5))
+    assert "colluding=1" in event.note
+    assert effective_noise_multiplier(
+        noise_multiplier=2.0, selected=5, survivors=5, distributed=False, colluding=4
+    ) == pytest.approx(2.0)  # central noise: the releasing party's, unknown to clients
+    with pytest.raises(InvalidDPConfigError, match="no honest noise"):
+        effective_noise_multiplier(
+            noise_multiplier=2.0, selected=5, survivors=2, distributed=True, colluding=2
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(min_survivors=2, max_colluding=2), "max_colluding"),
+        (dict(min_survivors=6), "min_survivors"),
+        (dict(min_survivors=0), "min_survivors"),
+        (dict(max_colluding=-1), "max_colluding"),
+    ],
+)
+def test_worst_case_parameters_are_checked(kwargs: dict[str, int], message: str) -> None:
+    args: dict[str, object] = dict(
+        noise_multiplier=1.0,
+        clip_norm=1.0,
+        client_sample_rate=1.0,
+        delta=1e-3,
+        distributed=True,
+        selected=5,
+    )
+    args.update(kwargs)
+    with pytest.raises(InvalidDPConfigError, match=message):
+        ClientLevelAccountant(**args)  # type: ignore[arg-type]

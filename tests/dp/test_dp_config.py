@@ -16,6 +16,7 @@ from dp import (
     DPError,
     DPSampleSchema,
     InvalidDPConfigError,
+    UnsoundAccountantError,
     register_configs,
     to_dp_config,
     to_dp_setup,
@@ -111,3 +112,27 @@ def test_hydra_errors_name_the_override(tmp_path: Path) -> None:
         to_dp_setup(DPSampleSchema(noise_multiplier=1.0, grad_sample_mode="magic"))
     with pytest.raises(InvalidDPConfigError, match=r"dp\.max_grad_norm"):
         to_dp_setup({"name": "client", "noise_multiplier": 1.0, "max_grad_norm": 0})
+
+
+def test_gdp_is_refused_as_the_accountant_of_a_claim(tmp_path: Path) -> None:
+    with pytest.raises(UnsoundAccountantError, match="gdp"):
+        DPConfig(noise_multiplier=1.0, accountant="gdp")  # type: ignore[arg-type]
+    cfg = _compose(["dp=sample", "dp.noise_multiplier=1.0", "dp.accountant=gdp"], tmp_path)
+    with pytest.raises(UnsoundAccountantError, match=r"^dp\.accountant 'gdp'"):
+        to_dp_setup(cfg.dp)  # type: ignore[attr-defined]
+
+
+def test_hydra_client_worst_case_fields(tmp_path: Path) -> None:
+    overrides = [
+        "dp=client",
+        "dp.noise_multiplier=0.8",
+        "dp.distributed=true",
+        "dp.min_survivors=3",
+        "dp.max_colluding_clients=1",
+    ]
+    setup = to_dp_setup(_compose(overrides, tmp_path).dp)  # type: ignore[attr-defined]
+    assert setup.min_survivors == 3 and setup.max_colluding_clients == 1
+    with pytest.raises(InvalidDPConfigError, match=r"dp\.max_colluding_clients"):
+        to_dp_setup({"name": "client", "noise_multiplier": 1.0, "max_colluding_clients": -1})
+    with pytest.raises(InvalidDPConfigError, match=r"dp\.min_survivors"):
+        to_dp_setup({"name": "client", "noise_multiplier": 1.0, "min_survivors": 0})

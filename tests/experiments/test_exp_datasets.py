@@ -1,4 +1,5 @@
-"""Loaders: FLamby's Fed-Heart-Disease counts, checksums, missing data, partitioned sets."""
+"""Loaders: FLamby's Fed-Heart-Disease counts, checksums, missing data, partitioned sets,
+and public pre-processing that keeps DP-SGD's clipped-sum sensitivity at ``2C``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import experiments._datasets as datasets_module
 from experiments._config import (
     BreastCancerConfig,
     FederationConfig,
@@ -17,15 +19,18 @@ from experiments._config import (
     SyntheticConfig,
 )
 from experiments._datasets import (
+    BREAST_CANCER_RANGES,
     DATA_DIR_ENV,
+    HEART_DISEASE_RANGES,
     HEART_DISEASE_SHA256,
     load_breast_cancer_data,
+    load_dataset,
     load_heart_disease_data,
     load_medmnist_data,
     load_synthetic_data,
     resolve_data_dir,
 )
-from experiments._errors import ChecksumError, DatasetNotFoundError
+from experiments._errors import ChecksumError, ConfigError, DatasetNotFoundError
 
 HEART_COUNTS = {
     "cleveland": (199, 104),
@@ -41,8 +46,12 @@ def _rng() -> np.random.Generator:
 
 def test_heart_disease_matches_flamby_counts_and_features(heart_dir: Path) -> None:
     data = load_heart_disease_data(
-        HeartDiseaseConfig(data_dir=str(heart_dir)), FederationConfig(clients=4), _rng()
+        HeartDiseaseConfig(data_dir=str(heart_dir)),
+        FederationConfig(clients=4),
+        _rng(),
+        preprocessing="per_client",
     )
+    assert data.preprocessing == "per_client"
     assert data.client_names == tuple(HEART_COUNTS)
     assert data.n_features == 13 and data.n_classes == 2
     for client in data.clients:
@@ -154,3 +163,128 @@ def test_synthetic_has_the_requested_shape() -> None:
     assert data.n_features == 7 and data.n_classes == 3
     assert sum(len(c.train) + len(c.test) for c in data.clients) == 300
     assert data.clients[0].train.tensors[0].shape[1] == 7
+
+
+# ----------------------------------------------------------------- public pre-processing
+
+
+def _clipped_gradient_sum(
+    features: torch.Tensor, labels: torch.Tensor, *, clip: float, seed: int = 0
+) -> np.ndarray:
+    """Sum over the records of the per-record cross-entropy gradients of a fixed logistic
+    regression, each clipped to L2 norm ``clip``: what DP-SGD adds noise to (batch = all)."""
+    x = features.numpy().astype(np.float64)
+    y = labels.numpy()
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(size=(2, x.shape[1]))
+    bias = rng.normal(size=2)
+    logits = x @ weights.T + bias
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    residual = probs.copy()
+    residual[np.arange(len(y)), y] -= 1.0
+    grads = np.concatenate(
+        [(residual[:, :, None] * x[:, None, :]).reshape(len(y), -1), residual], axis=1
+    )
+    norms = np.linalg.norm(grads, axis=1, keepdims=True)
+    clipped: np.ndarray = (grads * np.minimum(1.0, clip / np.maximum(norms, 1e-12))).sum(axis=0)
+    return clipped
+
+
+def _replace_first_cleveland_record(directory: Path) -> None:
+    """Replace one record (same label, so the same split) by an outlier: any record is a
+    valid neighbour, a typo included."""
+    path = directory / "processed.cleveland.data"
+    lines = path.read_text().splitlines()
+    cells = lines[0].split(",")
+    cells[0], cells[3], cells[4], cells[7], cells[9] = "100.0", "300.0", "20000.0", "250.0", "60"
+    path.write_text("\n".join([",".join(cells), *lines[1:]]) + "\n")
+
+
+@pytest.mark.parametrize(("preprocessing", "blows_up"), [("per_client", True), ("public", False)])
+def test_replacing_one_heart_record_moves_the_clipped_sum_by_at_most_2c_only_when_public(
+    heart_dir: Path, tmp_path: Path, preprocessing: str, blows_up: bool
+) -> None:
+    clip = 1.0
+    copy = _copy_heart(heart_dir, tmp_path / "heart_disease")
+    cfg = HeartDiseaseConfig(data_dir=str(copy), verify_checksums=False)
+    fed = FederationConfig(clients=4)
+    before = load_heart_disease_data(cfg, fed, _rng(), preprocessing=preprocessing)
+    _replace_first_cleveland_record(copy)
+    after = load_heart_disease_data(cfg, fed, _rng(), preprocessing=preprocessing)
+    x_before, y_before = before.clients[0].train.tensors
+    x_after, y_after = after.clients[0].train.tensors
+    assert torch.equal(y_before, y_after)
+    changed_rows = int((x_before != x_after).any(dim=1).sum())
+    change = float(
+        np.linalg.norm(
+            _clipped_gradient_sum(x_before, y_before, clip=clip)
+            - _clipped_gradient_sum(x_after, y_after, clip=clip)
+        )
+    )
+    if blows_up:  # per-client z-scores: one record moves every record, sensitivity >> 2C
+        assert changed_rows == len(y_before)
+        assert change > 2 * clip
+    else:
+        assert changed_rows == 1
+        assert 0 < change <= 2 * clip
+
+
+@pytest.mark.parametrize(("preprocessing", "blows_up"), [("per_client", True), ("public", False)])
+def test_replacing_one_breast_cancer_record_keeps_the_sensitivity_only_when_public(
+    monkeypatch: pytest.MonkeyPatch, preprocessing: str, blows_up: bool
+) -> None:
+    clip = 1.0
+    original = datasets_module.load_breast_cancer()
+    fed = FederationConfig(clients=4)
+    # A record of client 0's training set: public scaling is row by row, so its row is
+    # found by value (each record's scaled row is unique).
+    public_rows = load_breast_cancer_data(BreastCancerConfig(), fed, _rng()).clients[0].train
+    scaled = torch.from_numpy(
+        datasets_module.scale_to_range(original.data, BREAST_CANCER_RANGES).astype(np.float32)
+    )
+    target = next(
+        index
+        for index, row in enumerate(scaled)
+        if (row == public_rows.tensors[0]).all(dim=1).any()
+    )
+    before = load_breast_cancer_data(BreastCancerConfig(), fed, _rng(), preprocessing=preprocessing)
+    x_before, y_before = before.clients[0].train.tensors
+    neighbour = original.data.copy()
+    neighbour[target] = original.data[target] * 50.0  # same label, far-off values
+    bunch = type(original)(data=neighbour, target=original.target)
+    monkeypatch.setattr(datasets_module, "load_breast_cancer", lambda: bunch)
+    after = load_breast_cancer_data(BreastCancerConfig(), fed, _rng(), preprocessing=preprocessing)
+    x_after, y_after = after.clients[0].train.tensors
+    assert torch.equal(y_before, y_after)
+    change = float(
+        np.linalg.norm(
+            _clipped_gradient_sum(x_before, y_before, clip=clip)
+            - _clipped_gradient_sum(x_after, y_after, clip=clip)
+        )
+    )
+    changed_rows = int((x_before != x_after).any(dim=1).sum())
+    if blows_up:
+        assert changed_rows == len(y_before) and change > 2 * clip
+    else:
+        assert changed_rows == 1 and 0 < change <= 2 * clip
+
+
+def test_public_heart_features_are_the_documented_ranges_row_by_row(heart_dir: Path) -> None:
+    data = load_heart_disease_data(
+        HeartDiseaseConfig(data_dir=str(heart_dir)), FederationConfig(clients=4), _rng()
+    )
+    assert data.preprocessing == "public" and data.n_features == len(HEART_DISEASE_RANGES) == 13
+    for client in data.clients:
+        for split in (client.train, client.test):
+            x = split.tensors[0]
+            assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    # A 63-year-old (0.26 in [-1, 1] over 0-100 years) is the first Cleveland record.
+    first = data.clients[0]
+    rows = torch.cat([first.train.tensors[0], first.test.tensors[0]])
+    assert bool(torch.isclose(rows[:, 0], torch.tensor(0.26)).any())
+
+
+def test_unknown_preprocessing_is_refused() -> None:
+    with pytest.raises(ConfigError, match="preprocessing"):
+        load_dataset(BreastCancerConfig(), FederationConfig(), _rng(), preprocessing="global")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dp import (
@@ -22,8 +23,14 @@ from dp import (
 )
 from dp._accounting import Segment
 from experiments._config import RunConfig
+from experiments._datasets import load_dataset
 from experiments._errors import ConfigError
-from experiments._privacy import ClientLevelPrivacy, NoPrivacy, SampleLevelPrivacy
+from experiments._privacy import (
+    ClientLevelPrivacy,
+    NoPrivacy,
+    SampleLevelPrivacy,
+    build_privacy_layer,
+)
 from experiments._runner import build_federation, run_experiment
 
 ToRun = Callable[..., RunConfig]
@@ -276,6 +283,43 @@ def test_client_level_accounts_dropout_shortfall(run_cfg: ToRun) -> None:
     assert records[1].epsilon > records[0].epsilon
 
 
+def test_client_level_worst_case_survivors_and_collusion_through_the_runner(
+    run_cfg: ToRun,
+) -> None:
+    common = (
+        *TINY,
+        "federation.rounds=1",
+        "federation.dropout=0.25",
+        "secagg=masking",
+        "secagg.graph=complete",
+        "secagg.max_dropout_fraction=0.3",
+        "dp=client",
+        "dp.target_epsilon=2.0",
+        "dp.distributed=true",
+        "dp.delta=1e-3",
+    )
+    # Calibrated for the worst case: 1 of 4 survive by default; 3 of 4 with one colluding.
+    default = build_federation(run_cfg(*common))
+    tighter = build_federation(run_cfg(*common, "dp.min_survivors=4", "dp.max_colluding_clients=1"))
+    assert isinstance(default.privacy, ClientLevelPrivacy)
+    assert isinstance(tighter.privacy, ClientLevelPrivacy)
+    worst_default = default.privacy.accountant.worst_case_noise_multiplier
+    worst_tighter = tighter.privacy.accountant.worst_case_noise_multiplier
+    assert worst_default == pytest.approx(worst_tighter, rel=1e-9)  # same calibrated target
+    sigma = tighter.privacy.accountant.noise_multiplier
+    assert worst_tighter == pytest.approx(sigma * math.sqrt((4 - 1) / 4))
+    assert default.privacy.accountant.noise_multiplier == pytest.approx(worst_default * 2)
+    # One of four drops: 3 survivors < dp.min_survivors=4, so the sum is accounted (the
+    # scheme's parties saw it) but not applied to the model.
+    before = [p.detach().clone() for p in tighter.model.parameters()]
+    _, final = tighter.run()
+    (event,) = tighter.privacy_events[1].values()
+    assert event.noise_multiplier == pytest.approx(sigma * math.sqrt((3 - 1) / 4))
+    assert final.epsilon is not None and final.epsilon > 2.0  # below the floor: over target
+    after = list(tighter.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
 def test_client_level_central_noise_and_budget_refusal(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
@@ -304,6 +348,7 @@ def test_client_level_central_noise_and_budget_refusal(
     )
     assert results["final"]["epsilon"] == pytest.approx(one_round, rel=1e-9)
     assert results["final"]["privacy"]["federation"]["distributed"] is False
+    assert results["final"]["privacy"]["federation"]["preprocessing"] == "public"
 
 
 def test_client_level_distributed_noise_is_refused_with_plain(run_cfg: ToRun) -> None:
@@ -332,6 +377,29 @@ def test_dp_off_keeps_every_privacy_field_null(run_cfg: ToRun) -> None:
     assert records[0].delta is None and records[0].excluded == {}
     assert final.epsilon is None and final.delta is None and final.privacy is None
     assert federation.privacy_events == {}
+
+
+@pytest.mark.parametrize(
+    ("dp_overrides", "expected"),
+    [
+        (("dp=off",), "per_client"),
+        (("dp=sample", "dp.noise_multiplier=1"), "public"),
+        (("dp=client", "dp.noise_multiplier=1"), "public"),
+    ],
+)
+def test_dp_runs_load_their_data_with_public_preprocessing_only(
+    run_cfg: ToRun, dp_overrides: tuple[str, ...], expected: str
+) -> None:
+    cfg = run_cfg(*TINY, *dp_overrides)
+    assert build_federation(cfg).data.preprocessing == expected
+    if expected == "public":  # the same data scaled with per-client statistics is refused
+        per_client = load_dataset(
+            cfg.dataset, cfg.federation, np.random.default_rng(0), preprocessing="per_client"
+        )
+        with pytest.raises(ConfigError, match="public pre-processing"):
+            build_privacy_layer(
+                cfg.dp, federation=cfg.federation, data=per_client, scheme_name="plain"
+            )
 
 
 @pytest.mark.parametrize(
@@ -370,4 +438,5 @@ def test_heart_disease_reports_per_hospital_epsilons(
     rates = [p["segments"][0]["sample_rate"] for p in privacy.values()]
     assert len(set(rates)) == 4
     assert all(0 < p["epsilon"] <= 1.0 for p in privacy.values())
+    assert all(p["preprocessing"] == "public" for p in privacy.values())
     assert set(results["rounds"][-1]["epsilon_per_client"]) == set(privacy)
