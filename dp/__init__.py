@@ -10,6 +10,9 @@
 * Client-level DP-FedAvg: :func:`clip_update`, :func:`add_noise`,
   :class:`ClientLevelAccountant`, :func:`require_secure_aggregation`
   (:mod:`dp._client_level`).
+* Empirical lower bound on epsilon from one run (Steinke et al. 2023):
+  :func:`audit_one_run`, :class:`OneRunAudit` (:mod:`dp._empirical`, no torch) and the
+  white-box :class:`GradientCanaries` of a DP-SGD client (:mod:`dp._canaries`).
 * Hydra schemas of the ``dp`` group and :func:`to_dp_setup` (:mod:`dp._hydra`).
 
 Every epsilon reported is cumulative over all rounds at the configured delta.
@@ -23,6 +26,7 @@ from dp._accounting import (
     compose_epsilon,
     epsilon_for,
 )
+from dp._canaries import GradientCanaries
 from dp._client_level import (
     SECURE_AGGREGATION_SCHEMES,
     ClientLevelAccountant,
@@ -33,6 +37,15 @@ from dp._client_level import (
     require_secure_aggregation,
 )
 from dp._config import ACCOUNTANTS, DPConfig
+from dp._empirical import (
+    AUDIT_METHODS,
+    InvalidAuditError,
+    OneRunAudit,
+    audit_one_run,
+    default_guess_counts,
+    one_run_epsilon_lower,
+    one_run_p_value,
+)
 from dp._errors import (
     DPError,
     EventChainError,
@@ -70,6 +83,7 @@ from dp._trainer import (
 
 __all__ = [
     "ACCOUNTANTS",
+    "AUDIT_METHODS",
     "EVENT_FORMAT",
     "GENESIS_DIGEST",
     "GRAD_SAMPLE_MODES",
@@ -83,9 +97,12 @@ __all__ = [
     "DPSampleSchema",
     "DPSetup",
     "EventChainError",
+    "GradientCanaries",
+    "InvalidAuditError",
     "InvalidDPConfigError",
     "LocalTrainingResult",
     "NonFiniteLossError",
+    "OneRunAudit",
     "PrivacyBudgetExceededError",
     "PrivacyEvent",
     "SampleLevelDPClient",
@@ -95,13 +112,17 @@ __all__ = [
     "UnsupportedModelError",
     "accounted_parameters",
     "add_noise",
+    "audit_one_run",
     "calibrate_noise",
     "clip_update",
     "compose_epsilon",
+    "default_guess_counts",
     "effective_noise_multiplier",
     "epsilon_for",
     "events_to_segments",
     "noise_std",
+    "one_run_epsilon_lower",
+    "one_run_p_value",
     "prepare_model",
     "recompute_epsilon",
     "register_configs",

@@ -13,7 +13,8 @@ points of every round, in this order:
 5. :meth:`~PrivacyLayer.after_reveal`: what the party that releases the aggregate does to
    it, and the accounting of the released aggregate.
 6. :meth:`~PrivacyLayer.round_privacy` / :meth:`~PrivacyLayer.final_privacy`: the figures
-   of ``results.json``.
+   of ``results.json``; :meth:`~PrivacyLayer.privacy_audit` its ``final.privacy_audit``
+   (the empirical lower bound of ``dp.audit=one_run``, :mod:`dp._empirical`).
 
 Implementations:
 
@@ -56,6 +57,7 @@ from dp import (
     ClientLevelAccountant,
     DPError,
     DPSetup,
+    GradientCanaries,
     PrivacyBudgetExceededError,
     PrivacyEvent,
     SampleLevelDPClient,
@@ -165,6 +167,11 @@ class PrivacyLayer:
         """``(final.epsilon, final.delta, final.privacy)``."""
         return None, None, None
 
+    def privacy_audit(self) -> dict[str, Any] | None:
+        """``final.privacy_audit``: per audited party, the empirical lower bound on epsilon
+        beside the claimed one; None unless ``dp.audit=one_run``."""
+        return None
+
 
 class NoPrivacy(PrivacyLayer):
     """``dp=off``: no differential privacy; every privacy field of the results is null."""
@@ -191,6 +198,9 @@ class SampleLevelPrivacy(PrivacyLayer):
         self.federation = federation
         self.data = data
         self.clients: dict[int, SampleLevelDPClient] = {}
+        # dp.audit=one_run: each client's canaries (made at its first round, when the model's
+        # size is known); their secret in/out bits never leave the GradientCanaries object.
+        self.canaries: dict[int, GradientCanaries] = {}
         self._round_events: dict[int, dict[str, PrivacyEvent]] = {}
         for index, client in enumerate(data.clients):
             n_records = client.n_train
@@ -254,6 +264,7 @@ class SampleLevelPrivacy(PrivacyLayer):
         dp_client = self.clients[client_id]
         client = self.data.clients[client_id]
         local_steps, local_epochs = self._local_plan()
+        canaries = self._canaries_of(client_id, model)
         model.train()  # Opacus validates in training mode; evaluate() switches back to eval
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -267,6 +278,7 @@ class SampleLevelPrivacy(PrivacyLayer):
                 device=device,
                 local_steps=local_steps,
                 local_epochs=local_epochs,
+                canaries=canaries,
             )
         self._round_events.setdefault(round_id, {})[result.event.client_id] = result.event
         info = {
@@ -276,6 +288,29 @@ class SampleLevelPrivacy(PrivacyLayer):
             "epsilon": result.event.cumulative_epsilon,
         }
         return TrainOutcome(update=np.asarray(result.update), n_samples=client.n_train, info=info)
+
+    def _canaries_of(self, client_id: int, model: nn.Module) -> GradientCanaries | None:
+        if self.setup.audit != "one_run":
+            return None
+        if client_id not in self.canaries:
+            dp_client = self.clients[client_id]
+            self.canaries[client_id] = GradientCanaries(
+                count=self.setup.audit_canaries,
+                dimension=sum(p.numel() for p in model.parameters()),
+                max_grad_norm=self.config.max_grad_norm,
+                sample_rate=dp_client.sample_rate,
+            )
+        return self.canaries[client_id]
+
+    def privacy_audit(self) -> dict[str, Any] | None:
+        if self.setup.audit != "one_run":
+            return None
+        audits: dict[str, Any] = {}
+        for index, canaries in self.canaries.items():
+            dp_client = self.clients[index]
+            audit = canaries.audit(delta=self.config.delta, confidence=self.setup.audit_confidence)
+            audits[self.data.clients[index].name] = audit.to_dict(epsilon_claimed=dp_client.epsilon)
+        return audits
 
     def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
         return dict(self._round_events.get(round_id, {}))
@@ -336,6 +371,11 @@ class ClientLevelPrivacy(PrivacyLayer):
     ) -> None:
         if setup.config is None:
             raise ConfigError("dp=client needs a DP configuration")
+        if setup.audit != "none":
+            raise ConfigError(
+                "dp.audit=one_run is implemented for dp=sample only (canary clients for "
+                "dp=client are not built yet); use dp.audit=none"
+            )
         self.setup = setup
         self.config = setup.config
         self.distributed = setup.distributed

@@ -1,0 +1,107 @@
+"""``dp.audit=one_run`` through a real federation: canaries in every client's DP-SGD, the
+empirical lower bound in ``results.json``'s ``final.privacy_audit`` and the summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from experiments._config import RunConfig
+from experiments._errors import ConfigError
+from experiments._runner import build_federation, run_experiment, summary_table
+
+TINY = (
+    "dataset=synthetic",
+    "dataset.n_samples=200",
+    "dataset.n_features=6",
+    "dataset.n_informative=4",
+    "federation.clients=3",
+    "federation.batch_size=16",
+    "federation.local_steps=3",
+    "federation.rounds=2",
+    "federation.lr=0.5",
+    "secagg=plain",
+    "chain=none",
+    "dp=sample",
+    "dp.target_epsilon=2.0",
+    "dp.delta=1e-4",
+)
+AUDIT_FIELDS = {
+    "method",
+    "canaries",
+    "guesses",
+    "correct",
+    "confidence",
+    "delta",
+    "epsilon_lower",
+    "epsilon_claimed",
+}
+
+
+def _run(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path, *overrides: str
+) -> tuple[dict, str]:
+    composed = compose_cfg(*overrides)
+    cfg = OmegaConf.to_object(composed)
+    resolved = OmegaConf.to_container(composed, resolve=True)
+    assert isinstance(cfg, RunConfig) and isinstance(resolved, dict)
+    results = run_experiment(cfg, resolved_config=resolved, output_dir=tmp_path, progress=False)
+    return json.loads((tmp_path / "results.json").read_text()), summary_table(results)
+
+
+def test_one_run_audit_reports_a_bound_per_client(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    results, table = _run(
+        compose_cfg,
+        tmp_path,
+        *TINY,
+        "dp.audit=one_run",
+        "dp.audit_canaries=200",
+        "dp.audit_confidence=0.9",
+    )
+    final = results["final"]
+    audits = final["privacy_audit"]
+    assert sorted(audits) == sorted(final["privacy"])
+    for name, entry in audits.items():
+        assert set(entry) == AUDIT_FIELDS
+        assert entry["method"] == "one_run"
+        assert entry["canaries"] == 200 and entry["confidence"] == 0.9
+        assert entry["delta"] == 1e-4
+        assert 0 <= entry["correct"] <= entry["guesses"] <= 200
+        assert entry["epsilon_claimed"] == pytest.approx(final["privacy"][name]["epsilon"])
+        assert 0.0 <= entry["epsilon_lower"] <= entry["epsilon_claimed"]  # an honest run
+        assert f"{name} audit" in table
+    # The secret in/out bits stay with the client: nothing but the counts is written.
+    assert "included" not in json.dumps(results)
+
+
+def test_no_audit_by_default(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    results, table = _run(compose_cfg, tmp_path, *TINY, "federation.rounds=1")
+    assert results["final"]["privacy_audit"] is None
+    assert results["config"]["dp"]["audit"] == "none"
+    assert "epsilon >=" not in table
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("dp.audit=twice",), "dp.audit must be one of"),
+        (("dp.audit=one_run", "dp.audit_canaries=0"), "dp.audit_canaries"),
+        (("dp.audit=one_run", "dp.audit_confidence=1.5"), "dp.audit_confidence"),
+        (("dp=client", "dp.noise_multiplier=1.0", "dp.audit=one_run"), "dp=sample only"),
+    ],
+)
+def test_bad_audit_settings_fail_at_start(
+    compose_cfg: Callable[..., DictConfig], overrides: tuple[str, ...], message: str
+) -> None:
+    base = tuple(o for o in TINY if not o.startswith("dp"))
+    dp_mode = ("dp=sample", "dp.target_epsilon=2.0") if overrides[0] != "dp=client" else ()
+    converted = OmegaConf.to_object(compose_cfg(*base, *dp_mode, "dp.delta=1e-4", *overrides))
+    assert isinstance(converted, RunConfig)
+    with pytest.raises(ConfigError, match=message):
+        build_federation(converted)
