@@ -3,7 +3,8 @@
 ``secagg audit`` is for someone who did not run the federation: given a ledger (a JSON-RPC
 URL and the contract address) and the artifact store directory, it re-checks every round
 (or one) and exits 0 when clean, 1 with findings, 2 when it cannot audit (and says why).
-``--results results.json`` reads the ledger URL, address and store from a run's results.
+``--results results.json`` reads the ledger URL, address and store from a run's results,
+and prints the run's empirical privacy audit (``final.privacy_audit``) when it has one.
 An in-process ledger lives only inside the process that ran the federation; to audit from
 another process run the federation with ``chain=anvil`` (or ``chain=rpc``).
 
@@ -80,6 +81,28 @@ def run_audit(args: argparse.Namespace) -> AuditReport:
     )
 
 
+def privacy_audit_lines(results_path: str) -> list[str]:
+    """The one-run audit of ``final.privacy_audit``, one line per audited party.
+
+    These bounds are reported by the clients (each keeps its canaries' secret bits); the
+    auditor prints them beside the claimed epsilon but cannot re-check them.
+    """
+    try:
+        results = json.loads(Path(results_path).read_text())
+        audits = results["final"]["privacy_audit"] or {}
+        lines = [
+            f"  {name}: epsilon >= {a['epsilon_lower']:.3f} at {a['confidence']:.0%} confidence "
+            f"(claimed {a['epsilon_claimed']:.3f}; {a['correct']}/{a['guesses']} guesses right, "
+            f"{a['canaries']} canaries)"
+            for name, a in audits.items()
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not lines:
+        return []
+    return ["empirical privacy audit (one run, reported by the clients):", *lines]
+
+
 def run_node(args: argparse.Namespace) -> int:
     """Start an anvil node and keep it up until interrupted."""
     from chain import AnvilBackend
@@ -120,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_node(args)
     report = run_audit(args)
     print(report.to_json() if args.json else report.to_table())
+    if args.results is not None and not args.json:
+        for line in privacy_audit_lines(args.results):
+            print(line)
     return report.exit_code
 
 

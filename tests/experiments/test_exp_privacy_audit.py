@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from experiments._config import RunConfig
 from experiments._errors import ConfigError
 from experiments._runner import build_federation, run_experiment, summary_table
+from experiments.report import collect, plot_privacy_audit
+from secagg.cli import main as secagg_main
 
 TINY = (
     "dataset=synthetic",
@@ -54,7 +56,7 @@ def _run(
 
 
 def test_one_run_audit_reports_a_bound_per_client(
-    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results, table = _run(
         compose_cfg,
@@ -79,12 +81,29 @@ def test_one_run_audit_reports_a_bound_per_client(
     # The secret in/out bits stay with the client: nothing but the counts is written.
     assert "included" not in json.dumps(results)
 
+    # The sweep report carries the bound and plots it beside the claim.
+    (row,) = collect(tmp_path)
+    assert row["epsilon_lower"] == max(e["epsilon_lower"] for e in audits.values())
+    assert plot_privacy_audit([row], tmp_path / "audit.png")
+    assert (tmp_path / "audit.png").read_bytes()[:4] == b"\x89PNG"
+
+    # `secagg audit --results` prints it (this run has no ledger: exit 2, bound still shown).
+    capsys.readouterr()
+    assert secagg_main(["audit", "--results", str(tmp_path / "results.json")]) == 2
+    printed = capsys.readouterr().out
+    assert "empirical privacy audit" in printed
+    for name, entry in audits.items():
+        assert f"{name}: epsilon >= {entry['epsilon_lower']:.3f} at 90% confidence" in printed
+
 
 def test_no_audit_by_default(compose_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
     results, table = _run(compose_cfg, tmp_path, *TINY, "federation.rounds=1")
     assert results["final"]["privacy_audit"] is None
     assert results["config"]["dp"]["audit"] == "none"
     assert "epsilon >=" not in table
+    (row,) = collect(tmp_path)
+    assert row["epsilon_lower"] is None
+    assert not plot_privacy_audit([row], tmp_path / "audit.png")
 
 
 @pytest.mark.parametrize(
