@@ -26,7 +26,7 @@ from dp._accounting import (
     compose_epsilon,
     epsilon_for,
 )
-from dp._canaries import GradientCanaries
+from dp._canaries import GradientCanaries, UpdateCanaries
 from dp._client_level import (
     SECURE_AGGREGATION_SCHEMES,
     ClientLevelAccountant,
@@ -110,6 +110,7 @@ __all__ = [
     "SecureModeUnavailableError",
     "Segment",
     "UnsupportedModelError",
+    "UpdateCanaries",
     "accounted_parameters",
     "add_noise",
     "audit_one_run",

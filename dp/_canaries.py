@@ -16,6 +16,13 @@ its direction, signed so that an included canary (which pushes the parameters al
 ``-u_i``) scores high. :meth:`GradientCanaries.audit` then runs
 :func:`dp._empirical.audit_one_run`.
 
+Client-level DP-FedAvg (:class:`UpdateCanaries`): canary *clients* (Andrew et al. 2023,
+"One-shot empirical privacy estimation for federated learning"), each with a fixed update
+of norm ``S`` (the update clip norm) along its own direction, included with probability
+1/2 and then present in every released aggregate. They score ``+<released update, u_i>``
+summed over rounds (ranking by it equals ranking by the cosine with the final model
+change used by Andrew et al.).
+
 Canaries change the trained model: every released update carries their gradients, which
 costs accuracy (worst with Dirac canaries on few parameters). Use them for audit runs.
 """
@@ -32,7 +39,10 @@ from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
 
 from dp._empirical import InvalidAuditError, OneRunAudit, audit_one_run
 
-__all__ = ["GradientCanaries"]
+__all__ = ["GradientCanaries", "UpdateCanaries"]
+
+#: Largest ``count * dimension`` stored for random-direction canaries (float64: 400 MB).
+MAX_DIRECTION_ENTRIES = 50_000_000
 
 
 class GradientCanaries:
@@ -69,6 +79,11 @@ class GradientCanaries:
         self.max_grad_norm = float(max_grad_norm)
         self.sample_rate = float(sample_rate)
         self.dirac = count <= dimension
+        if not self.dirac and count * dimension > MAX_DIRECTION_ENTRIES:
+            raise InvalidAuditError(
+                f"count * dimension must be <= {MAX_DIRECTION_ENTRIES} for random-direction "
+                f"canaries, got {count} * {dimension}"
+            )
         setup_rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
         if seed is None:
             raw = np.frombuffer(secrets.token_bytes(count), dtype=np.uint8)
@@ -157,3 +172,27 @@ class GradientCanaries:
         return audit_one_run(
             scores=self._scores, included=self._included, delta=delta, confidence=confidence
         )
+
+
+class UpdateCanaries(GradientCanaries):
+    """``count`` canary clients for client-level DP-FedAvg, with their secret in/out bits.
+
+    Every round each included canary client contributes an update of norm ``clip_norm``
+    along its direction to the sum that is noised and released (:meth:`round_sum`); it
+    takes part in every round, which is what the accounting allows any client to do.
+    """
+
+    def __init__(
+        self, *, count: int, dimension: int, clip_norm: float, seed: int | None = None
+    ) -> None:
+        super().__init__(
+            count=count, dimension=dimension, max_grad_norm=clip_norm, sample_rate=1.0, seed=seed
+        )
+
+    def round_sum(self) -> np.ndarray:
+        """The included canary clients' summed update for one round (flat, float64)."""
+        return self.step_gradient()
+
+    def observe(self, update: np.ndarray) -> None:
+        """Score one released aggregate update: included canaries push it along ``+u_i``."""
+        super().observe(-np.asarray(update, dtype=np.float64))

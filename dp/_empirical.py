@@ -5,14 +5,15 @@ Run", NeurIPS 2023, arXiv 2305.08846). ``m`` canaries are each included in train
 independently with probability 1/2 (secret bits ``S``). After training each canary gets a
 score; the auditor guesses "in" for the ``k+`` highest scores and "out" for the ``k-``
 lowest and abstains on the rest. If the mechanism is (epsilon, delta)-DP in each canary,
-the number ``W`` of correct guesses among the ``r = k+ + k-`` made satisfies (their
-Theorem 3.1 with the delta term of Proposition 5.7 / Algorithm 2)::
+the number ``W`` of correct guesses among the ``r = k+ + k-`` made satisfies (their main
+theorem with its (epsilon, delta) extension; the computation follows the p-value routine
+printed in the paper)::
 
     P[W >= v] <= P[Binomial(r, q) >= v] + 2 m delta * max_{i=1..v} P[v-i <= Binomial(r, q) < v] / i
 
 with ``q = e^eps / (1 + e^eps)``. The lower bound is the largest epsilon whose p-value is
-still below the significance ``1 - confidence``: every (epsilon, delta) claim at or above
-it is rejected by this run at that confidence.
+still below the significance ``1 - confidence``: every (epsilon', delta) claim with
+epsilon' below it is rejected by this run at that confidence.
 
 The auditor does not know the best ``(k+, k-)`` in advance; :func:`audit_one_run` tries a
 fixed grid of them on the same scores and corrects for it with a union bound (each of the

@@ -61,6 +61,7 @@ from dp import (
     PrivacyBudgetExceededError,
     PrivacyEvent,
     SampleLevelDPClient,
+    UpdateCanaries,
     add_noise,
     clip_update,
     require_secure_aggregation,
@@ -73,6 +74,7 @@ from experiments._errors import ConfigError
 
 __all__ = [
     "FEDERATION_ACCOUNT",
+    "AuditedClientLevelPrivacy",
     "ClientLevelPrivacy",
     "NoPrivacy",
     "PrivacyLayer",
@@ -371,10 +373,10 @@ class ClientLevelPrivacy(PrivacyLayer):
     ) -> None:
         if setup.config is None:
             raise ConfigError("dp=client needs a DP configuration")
-        if setup.audit != "none":
+        if setup.audit != "none" and not isinstance(self, AuditedClientLevelPrivacy):
             raise ConfigError(
-                "dp.audit=one_run is implemented for dp=sample only (canary clients for "
-                "dp=client are not built yet); use dp.audit=none"
+                "dp.audit=one_run with dp=client needs AuditedClientLevelPrivacy "
+                "(build_privacy_layer picks it)"
             )
         self.setup = setup
         self.config = setup.config
@@ -477,6 +479,52 @@ class ClientLevelPrivacy(PrivacyLayer):
         return self.accountant.epsilon, self.config.delta, {FEDERATION_ACCOUNT: summary}
 
 
+class AuditedClientLevelPrivacy(ClientLevelPrivacy):
+    """``dp=client`` with ``dp.audit=one_run``: canary clients in every released aggregate.
+
+    ``dp.audit_canaries`` canary clients (:class:`dp.UpdateCanaries`, Andrew et al. 2023),
+    each included with probability 1/2 by the releasing party, contribute an update of norm
+    ``S`` to every round's released sum; each is scored on the released mean updates and
+    the one-run bound is computed over them. Adding the canaries' sum to the released
+    (noised) sum gives the same release distribution as adding it before the noise (the
+    noise is additive and independent), so where the noise is drawn does not matter here.
+    Only accounted releases carry canaries. The canaries move the global model: audit runs.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.canaries: UpdateCanaries | None = None
+
+    def after_reveal(
+        self,
+        *,
+        round_id: int,
+        mean_update: np.ndarray | None,
+        selected: Sequence[int],
+        survivors: Sequence[int],
+    ) -> np.ndarray | None:
+        released = super().after_reveal(
+            round_id=round_id, mean_update=mean_update, selected=selected, survivors=survivors
+        )
+        if released is None or not self.round_events(round_id):
+            return released  # nothing released or nothing accounted: no canaries
+        if self.canaries is None:
+            self.canaries = UpdateCanaries(
+                count=self.setup.audit_canaries,
+                dimension=int(np.asarray(released).size),
+                clip_norm=self.clip_norm,
+            )
+        released = np.asarray(released) + self.canaries.round_sum() / len(survivors)
+        self.canaries.observe(released)
+        return released
+
+    def privacy_audit(self) -> dict[str, Any] | None:
+        if self.canaries is None:
+            return {}
+        audit = self.canaries.audit(delta=self.config.delta, confidence=self.setup.audit_confidence)
+        return {FEDERATION_ACCOUNT: audit.to_dict(epsilon_claimed=self.accountant.epsilon)}
+
+
 def build_privacy_layer(
     dp_schema: Any,
     *,
@@ -493,6 +541,5 @@ def build_privacy_layer(
         return NoPrivacy()
     if setup.mode == "sample":
         return SampleLevelPrivacy(setup=setup, federation=federation, data=data)
-    return ClientLevelPrivacy(
-        setup=setup, federation=federation, data=data, scheme_name=scheme_name
-    )
+    layer = AuditedClientLevelPrivacy if setup.audit == "one_run" else ClientLevelPrivacy
+    return layer(setup=setup, federation=federation, data=data, scheme_name=scheme_name)

@@ -436,6 +436,7 @@ def test_canaries_must_match_the_client(tiny_data: TensorDataset) -> None:
         ({"dimension": 0}, "dimension"),
         ({"max_grad_norm": -1.0}, "max_grad_norm"),
         ({"sample_rate": 0.0}, "sample_rate"),
+        ({"count": 100_001, "dimension": 1000}, "count \\* dimension"),
     ],
 )
 def test_bad_canary_parameters_are_named(kwargs: dict[str, Any], field: str) -> None:
