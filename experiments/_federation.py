@@ -107,8 +107,9 @@ class FinalRecord:
     enough to recompute epsilon without this code; None without dp. ``audit`` is the
     verdict of a fresh auditor over the whole ledger at the end of the run (None without
     a ledger): ``{verdict, exit_code, findings}``. ``privacy_audit`` (``dp.audit=one_run``)
-    maps each audited client to its empirical lower bound on epsilon, ``{method, canaries,
-    guesses, correct, confidence, delta, epsilon_lower, epsilon_claimed}``."""
+    maps each audited client (``federation`` for dp=client) to its empirical lower bound on
+    epsilon, ``{method, canaries, guesses, correct, confidence, delta, epsilon_lower,
+    epsilon_claimed}``."""
 
     accuracy: float
     auc: float | None

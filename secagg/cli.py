@@ -84,8 +84,9 @@ def run_audit(args: argparse.Namespace) -> AuditReport:
 def privacy_audit_lines(results_path: str) -> list[str]:
     """The one-run audit of ``final.privacy_audit``, one line per audited party.
 
-    These bounds are reported by the clients (each keeps its canaries' secret bits); the
-    auditor prints them beside the claimed epsilon but cannot re-check them.
+    These bounds are reported by the party that holds the canaries' secret bits (each
+    client for dp=sample, the releasing party for dp=client); the auditor prints them
+    beside the claimed epsilon but cannot re-check them.
     """
     try:
         results = json.loads(Path(results_path).read_text())
@@ -100,7 +101,7 @@ def privacy_audit_lines(results_path: str) -> list[str]:
         return []
     if not lines:
         return []
-    return ["empirical privacy audit (one run, reported by the clients):", *lines]
+    return ["empirical privacy audit (one run, as reported by the run, not re-checked):", *lines]
 
 
 def run_node(args: argparse.Namespace) -> int:
