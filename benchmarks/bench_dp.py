@@ -12,7 +12,13 @@ that its peak memory can be read: on the CPU the growth of peak RSS over the chi
 starting RSS (``resource``), on CUDA ``torch.cuda.max_memory_allocated``. Step times are
 medians over the timed steps (robust to other processes on a shared CPU). Prints one JSON
 document; ratios are DP / non-private in the same run.
-Usage: ``python benchmarks/bench_dp.py [--quick]``.
+
+The ``privacy_audit`` section runs the default federation (``dp=hardened``, breast_cancer,
+logreg, 5 clients, 20 rounds; ``secagg=plain chain=none``, which the audit does not
+touch) with ``dp.audit=none`` and with ``dp.audit=one_run`` (1000 canaries per client) and
+reports the audit's cost (extra seconds per round), the accuracy with and without
+canaries, and each client's ratio epsilon_lower / epsilon.
+Usage: ``python benchmarks/bench_dp.py [--quick] [--audit-only | --no-audit]``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import opacus
@@ -220,11 +227,90 @@ def _run_forked(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+AUDIT_OVERRIDES = ("secagg=plain", "chain=none", "federation.device=cpu")
+
+
+def _default_run(audit: str, extra: tuple[str, ...]) -> dict[str, Any]:
+    """One default federation with ``dp.audit=audit``: seconds per round, accuracy, audit."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    from experiments import RunConfig, run_experiment
+
+    overrides = [*AUDIT_OVERRIDES, *extra, f"dp.audit={audit}"]
+    cfg = OmegaConf.to_object(compose(config_name="config", overrides=overrides))
+    if not isinstance(cfg, RunConfig):
+        raise TypeError("composition did not give a RunConfig")
+    start = time.perf_counter()
+    results = run_experiment(cfg, resolved_config={}, progress=False)
+    elapsed = time.perf_counter() - start
+    rounds = len(results.rounds)
+    return {
+        "overrides": overrides,
+        "train_s_per_round": sum(r.seconds.train for r in results.rounds) / rounds,
+        "wall_s_per_round": elapsed / rounds,
+        "accuracy": results.final.accuracy,
+        "mean_client_accuracy": results.final.mean_client_accuracy,
+        "epsilon": results.final.epsilon,
+        "privacy_audit": results.final.privacy_audit,
+    }
+
+
+def audit_section(*, repeats: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The one-run audit's cost and tightness on the default run (median of ``repeats``)."""
+    from hydra import initialize_config_dir
+
+    from experiments import register_configs
+
+    register_configs()
+    conf_dir = Path(__file__).resolve().parents[1] / "conf"
+    runs: dict[str, list[dict[str, Any]]] = {"none": [], "one_run": []}
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        _default_run("one_run", (*extra, "federation.rounds=1"))  # warm-up: imports, caches
+        for _ in range(repeats):
+            for audit in runs:  # interleaved, so a busy CPU hurts both alike
+                runs[audit].append(_default_run(audit, extra))
+
+    def median(audit: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[audit])
+
+    ratios = [
+        entry["epsilon_lower"] / entry["epsilon_claimed"]
+        for run in runs["one_run"]
+        for entry in (run["privacy_audit"] or {}).values()
+        if entry["epsilon_claimed"]
+    ]
+    return {
+        "runs": runs,
+        "extra_train_s_per_round": median("one_run", "train_s_per_round")
+        - median("none", "train_s_per_round"),
+        "extra_wall_s_per_round": median("one_run", "wall_s_per_round")
+        - median("none", "wall_s_per_round"),
+        "accuracy_without_canaries": median("none", "accuracy"),
+        "accuracy_with_canaries": median("one_run", "accuracy"),
+        "epsilon_lower_over_epsilon_max": max(ratios) if ratios else None,
+        "epsilon_lower_over_epsilon_mean": statistics.fmean(ratios) if ratios else None,
+        "note": (
+            "epsilon_lower is a lower bound at 95% confidence on each client's privacy "
+            "loss in this run; epsilon is the accountant's upper bound"
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    skip = parser.add_mutually_exclusive_group()
+    skip.add_argument("--audit-only", action="store_true", help="only the privacy_audit part")
+    skip.add_argument("--no-audit", action="store_true", help="skip the privacy_audit part")
     args = parser.parse_args()
+    if args.audit_only:
+        torch.set_num_threads(args.threads)
+        extra = ("federation.rounds=3",) if args.quick else ()
+        section = audit_section(repeats=1 if args.quick else 3, extra=extra)
+        print(json.dumps({"benchmark": "dp_privacy_audit", "privacy_audit": section}, indent=1))
+        return
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results: list[dict[str, Any]] = []
     for device in devices:
@@ -294,6 +380,11 @@ def main() -> None:
         "all_mlp_max_ratio": max(mlp_ratios) if mlp_ratios else None,
         "small_mlp_meets_target": bool(small_mlp_ratios) and max(small_mlp_ratios) <= 3.0,
     }
+    privacy_audit = None
+    if not args.no_audit:
+        torch.set_num_threads(args.threads)
+        extra = ("federation.rounds=3",) if args.quick else ()
+        privacy_audit = audit_section(repeats=1 if args.quick else 3, extra=extra)
     print(
         json.dumps(
             {
@@ -314,6 +405,7 @@ def main() -> None:
                 ),
                 "results": results,
                 "summary": summary,
+                "privacy_audit": privacy_audit,
             },
             indent=1,
         )

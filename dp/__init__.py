@@ -10,6 +10,9 @@
 * Client-level DP-FedAvg: :func:`clip_update`, :func:`add_noise`,
   :class:`ClientLevelAccountant`, :func:`require_secure_aggregation`
   (:mod:`dp._client_level`).
+* Empirical lower bound on epsilon from one run (Steinke et al. 2023):
+  :func:`audit_one_run`, :class:`OneRunAudit` (:mod:`dp._empirical`, no torch) and the
+  white-box :class:`GradientCanaries` of a DP-SGD client (:mod:`dp._canaries`).
 * Hydra schemas of the ``dp`` group and :func:`to_dp_setup` (:mod:`dp._hydra`).
 * :func:`independent_epsilon`: the same epsilon recomputed with Google's
   ``dp_accounting`` (:mod:`dp._independent`), for auditors.
@@ -48,6 +51,15 @@ from dp._client_level import (
 )
 from dp._config import ACCOUNTANTS, DIAGNOSTIC_ACCOUNTANTS, GRAD_SAMPLE_MODES, DPConfig
 from dp._csprng import SecureGaussian, secure_normal
+from dp._empirical import (
+    AUDIT_METHODS,
+    InvalidAuditError,
+    OneRunAudit,
+    audit_one_run,
+    default_guess_counts,
+    one_run_epsilon_lower,
+    one_run_p_value,
+)
 from dp._errors import (
     DPError,
     EventChainError,
@@ -80,15 +92,18 @@ from dp._hydra import (
 from dp._independent import independent_compose_epsilon, independent_epsilon
 
 if TYPE_CHECKING:
+    from dp._canaries import GradientCanaries, UpdateCanaries
     from dp._trainer import LocalTrainingResult, SampleLevelDPClient, prepare_model
 
 #: Names served lazily from :mod:`dp._trainer` (which imports torch and Opacus).
 _TRAINER_NAMES = frozenset({"LocalTrainingResult", "SampleLevelDPClient", "prepare_model"})
+_CANARY_NAMES = frozenset({"GradientCanaries", "UpdateCanaries"})
 
 
 def __getattr__(name: str) -> Any:
-    if name in _TRAINER_NAMES:
-        value = getattr(importlib.import_module("dp._trainer"), name)
+    if name in _TRAINER_NAMES | _CANARY_NAMES:
+        module = "dp._trainer" if name in _TRAINER_NAMES else "dp._canaries"
+        value = getattr(importlib.import_module(module), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'dp' has no attribute {name!r}")
@@ -96,6 +111,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ACCOUNTANTS",
+    "AUDIT_METHODS",
     "DIAGNOSTIC_ACCOUNTANTS",
     "EVENT_FORMAT",
     "GENESIS_DIGEST",
@@ -110,9 +126,12 @@ __all__ = [
     "DPSampleSchema",
     "DPSetup",
     "EventChainError",
+    "GradientCanaries",
+    "InvalidAuditError",
     "InvalidDPConfigError",
     "LocalTrainingResult",
     "NonFiniteLossError",
+    "OneRunAudit",
     "PrivacyBudgetExceededError",
     "PrivacyEvent",
     "SampleLevelDPClient",
@@ -122,11 +141,14 @@ __all__ = [
     "Segment",
     "UnsoundAccountantError",
     "UnsupportedModelError",
+    "UpdateCanaries",
     "accounted_parameters",
     "add_noise",
+    "audit_one_run",
     "calibrate_noise",
     "clip_update",
     "compose_epsilon",
+    "default_guess_counts",
     "effective_noise_multiplier",
     "epsilon_for",
     "events_to_segments",
@@ -134,6 +156,8 @@ __all__ = [
     "independent_compose_epsilon",
     "independent_epsilon",
     "noise_std",
+    "one_run_epsilon_lower",
+    "one_run_p_value",
     "prepare_model",
     "recompute_epsilon",
     "register_configs",

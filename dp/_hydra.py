@@ -5,6 +5,7 @@
 ``dp.epsilon_budget``, ``dp.poisson_sampling``, ``dp.secure_mode`` (and ``dp.distributed``,
 ``dp.min_survivors``, ``dp.max_colluding_clients`` for ``dp=client``). ``dp.accountant``
 is ``rdp`` or ``prv``; ``gdp`` is refused (:class:`~dp.UnsoundAccountantError`).
+The empirical audit: ``dp.audit=none|one_run``, ``dp.audit_canaries``, ``dp.audit_confidence``.
 Exactly one of ``dp.noise_multiplier`` and ``dp.target_epsilon`` must be
 given: no privacy parameter is ever defaulted silently. Convert at the entry point with
 :func:`to_dp_setup` (or :func:`to_dp_config`) so a bad value fails before training starts.
@@ -19,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from dp._config import GRAD_SAMPLE_MODES, DPConfig
+from dp._empirical import AUDIT_METHODS
 from dp._errors import InvalidDPConfigError
 
 __all__ = [
@@ -43,7 +45,11 @@ class DPOffSchema:
 
 @dataclass
 class _DPSchemaBase:
-    """Fields shared by ``dp=sample`` and ``dp=client`` (see :class:`dp.DPConfig`)."""
+    """Fields shared by ``dp=sample`` and ``dp=client`` (see :class:`dp.DPConfig`).
+
+    ``audit=one_run`` adds ``audit_canaries`` canaries to the run and reports an empirical
+    lower bound on epsilon at ``audit_confidence`` (:mod:`dp._empirical`).
+    """
 
     name: str = "sample"
     noise_multiplier: float | None = None
@@ -55,6 +61,9 @@ class _DPSchemaBase:
     poisson_sampling: bool = True
     secure_mode: bool = False
     allow_large_delta: bool = False
+    audit: str = "none"
+    audit_canaries: int = 1000
+    audit_confidence: float = 0.95
 
 
 @dataclass
@@ -95,6 +104,8 @@ class DPSetup:
 
     ``config`` is ``None`` for ``mode="off"``. ``distributed`` only applies to
     ``mode="client"``; ``fix_model`` and ``grad_sample_mode`` only to ``mode="sample"``.
+    ``audit`` is ``"none"`` or ``"one_run"`` (with ``audit_canaries`` canaries and the
+    bound's ``audit_confidence``).
     """
 
     mode: DPMode
@@ -104,6 +115,27 @@ class DPSetup:
     max_colluding_clients: int = 0
     fix_model: bool = False
     grad_sample_mode: str = "ghost"
+    audit: str = "none"
+    audit_canaries: int = 1000
+    audit_confidence: float = 0.95
+
+
+def _audit_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Validated ``dp.audit``, ``dp.audit_canaries``, ``dp.audit_confidence``."""
+    audit = values.get("audit", "none")
+    if audit not in AUDIT_METHODS:
+        raise InvalidDPConfigError(f"dp.audit must be one of {AUDIT_METHODS}, got {audit!r}")
+    canaries = values.get("audit_canaries", 1000)
+    if isinstance(canaries, bool) or not isinstance(canaries, int) or canaries < 1:
+        raise InvalidDPConfigError(f"dp.audit_canaries must be an int >= 1, got {canaries!r}")
+    confidence = values.get("audit_confidence", 0.95)
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, int | float)
+        or not 0 < confidence < 1
+    ):
+        raise InvalidDPConfigError(f"dp.audit_confidence must be in (0, 1), got {confidence!r}")
+    return {"audit": audit, "audit_canaries": canaries, "audit_confidence": float(confidence)}
 
 
 def register_configs(store: ConfigStore | None = None) -> None:
@@ -188,6 +220,7 @@ def to_dp_setup(schema: Any) -> DPSetup:
             distributed=distributed,
             min_survivors=min_survivors,
             max_colluding_clients=colluding,
+            **_audit_fields(values),
         )
     fix_model = values.get("fix_model", False)
     if not isinstance(fix_model, bool):
@@ -198,7 +231,11 @@ def to_dp_setup(schema: Any) -> DPSetup:
             f"dp.grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}"
         )
     return DPSetup(
-        mode="sample", config=config, fix_model=fix_model, grad_sample_mode=grad_sample_mode
+        mode="sample",
+        config=config,
+        fix_model=fix_model,
+        grad_sample_mode=grad_sample_mode,
+        **_audit_fields(values),
     )
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dp._accounting import Segment, calibrate_noise, compose_epsilon
+from dp._canaries import GradientCanaries
 from dp._config import GRAD_SAMPLE_MODES, DPConfig
 from dp._csprng import SecureGaussian
 from dp._errors import (
@@ -299,13 +300,16 @@ class SampleLevelDPClient:
         device: torch.device | str = "cpu",
         criterion: nn.Module | None = None,
         generator: torch.Generator | None = None,
+        canaries: GradientCanaries | None = None,
     ) -> LocalTrainingResult:
         """Train a private copy of ``model`` for one round and account it.
 
         The budget is checked before any training; a refused or failed round (non-finite
         loss, unsupported model) leaves the accountant unchanged and releases nothing. The
         caller's ``model`` is not modified. ``generator`` seeds Poisson sampling and noise
-        (tests only; refused in ``secure_mode``).
+        (tests only; refused in ``secure_mode``). ``canaries`` (for an empirical audit, see
+        :mod:`dp._canaries`) are added to every step's clipped-gradient sum before noise and
+        score the round's update; they must be made for this client's sample rate and clip.
         """
         if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 0:
             raise InvalidDPConfigError(f"round_id must be an int >= 0, got {round_id!r}")
@@ -323,6 +327,15 @@ class SampleLevelDPClient:
             raise InvalidDPConfigError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
         if generator is not None and self.config.secure_mode:
             raise InvalidDPConfigError("a seeded generator is not allowed in secure_mode")
+        if canaries is not None and (
+            canaries.sample_rate != self.sample_rate
+            or canaries.max_grad_norm != self.config.max_grad_norm
+        ):
+            raise InvalidDPConfigError(
+                "canaries must use the client's sample rate and max_grad_norm "
+                f"({self.sample_rate}, {self.config.max_grad_norm}), got "
+                f"({canaries.sample_rate}, {canaries.max_grad_norm})"
+            )
         steps = self.steps_for(local_steps=local_steps, local_epochs=local_epochs)
         projected = self.check_budget(steps)
         prepare_model(model, fix=False)
@@ -373,6 +386,10 @@ class SampleLevelDPClient:
         # Opacus derives this from len(loader) (floor of 1/q); the noisy sum must be
         # divided by the true expected batch size q*n (= batch_size).
         dp_optimizer.expected_batch_size = self.sample_rate * self.n_records
+        injected_before = 0
+        if canaries is not None:
+            canaries.attach(dp_optimizer)
+            injected_before = canaries.steps_injected
 
         losses: list[float] = []
         empty = 0
@@ -403,6 +420,8 @@ class SampleLevelDPClient:
         engine_steps = sum(s for _, _, s in engine.accountant.history)
         if engine_steps != taken:
             raise DPError(f"Opacus counted {engine_steps} noisy steps, the loop took {taken}")
+        if canaries is not None and canaries.steps_injected - injected_before != taken:
+            raise DPError("the canaries were not added to every noisy step; refusing to audit")
         parameters = _flat_parameters(private_model)
         if not np.all(np.isfinite(parameters)):
             raise NonFiniteLossError(
@@ -410,6 +429,8 @@ class SampleLevelDPClient:
             )
         update = parameters - incoming
         update.flags.writeable = False
+        if canaries is not None:
+            canaries.observe(update)
 
         event = PrivacyEvent(
             client_id=self.client_id,

@@ -109,7 +109,10 @@ class FinalRecord:
     delta, sample rate / noise multiplier / steps segments, total steps, epsilon, budget),
     enough to recompute epsilon without this code; None without dp. ``audit`` is the
     verdict of a fresh auditor over the whole ledger at the end of the run (None without
-    a ledger): ``{verdict, exit_code, findings}``."""
+    a ledger): ``{verdict, exit_code, findings}``. ``privacy_audit`` (``dp.audit=one_run``)
+    maps each audited client (``federation`` for dp=client) to its empirical lower bound on
+    epsilon, ``{method, canaries, guesses, correct, confidence, delta, epsilon_lower,
+    epsilon_claimed}``."""
 
     accuracy: float
     auc: float | None
@@ -122,6 +125,7 @@ class FinalRecord:
     gas_total: int | None
     privacy: dict[str, Any] | None = None
     audit: dict[str, Any] | None = None
+    privacy_audit: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -467,6 +471,7 @@ class Federation:
             bytes_up_total=sum(r.bytes_up for r in records),
             gas_total=sum(gas) if gas else None,
             privacy=self.privacy_summary(),
+            privacy_audit=self.privacy.privacy_audit(),
         )
         return records, final
 

@@ -13,7 +13,8 @@ points of every round, in this order:
 5. :meth:`~PrivacyLayer.after_reveal`: what the party that releases the aggregate does to
    it, and the accounting of the released aggregate.
 6. :meth:`~PrivacyLayer.round_privacy` / :meth:`~PrivacyLayer.final_privacy`: the figures
-   of ``results.json``.
+   of ``results.json``; :meth:`~PrivacyLayer.privacy_audit` its ``final.privacy_audit``
+   (the empirical lower bound of ``dp.audit=one_run``, :mod:`dp._empirical`).
 
 Implementations:
 
@@ -58,9 +59,11 @@ from dp import (
     ClientLevelAccountant,
     DPError,
     DPSetup,
+    GradientCanaries,
     PrivacyBudgetExceededError,
     PrivacyEvent,
     SampleLevelDPClient,
+    UpdateCanaries,
     add_noise,
     clip_update,
     require_secure_aggregation,
@@ -73,6 +76,7 @@ from experiments._errors import ConfigError
 
 __all__ = [
     "FEDERATION_ACCOUNT",
+    "AuditedClientLevelPrivacy",
     "ClientLevelPrivacy",
     "NoPrivacy",
     "PrivacyLayer",
@@ -168,6 +172,11 @@ class PrivacyLayer:
         """``(final.epsilon, final.delta, final.privacy)``."""
         return None, None, None
 
+    def privacy_audit(self) -> dict[str, Any] | None:
+        """``final.privacy_audit``: per audited party, the empirical lower bound on epsilon
+        beside the claimed one; None unless ``dp.audit=one_run``."""
+        return None
+
 
 class NoPrivacy(PrivacyLayer):
     """``dp=off``: no differential privacy; every privacy field of the results is null."""
@@ -194,6 +203,9 @@ class SampleLevelPrivacy(PrivacyLayer):
         self.federation = federation
         self.data = data
         self.clients: dict[int, SampleLevelDPClient] = {}
+        # dp.audit=one_run: each client's canaries (made at its first round, when the model's
+        # size is known); their secret in/out bits never leave the GradientCanaries object.
+        self.canaries: dict[int, GradientCanaries] = {}
         self._round_events: dict[int, dict[str, PrivacyEvent]] = {}
         for index, client in enumerate(data.clients):
             n_records = client.n_train
@@ -257,6 +269,7 @@ class SampleLevelPrivacy(PrivacyLayer):
         dp_client = self.clients[client_id]
         client = self.data.clients[client_id]
         local_steps, local_epochs = self._local_plan()
+        canaries = self._canaries_of(client_id, model)
         model.train()  # Opacus validates in training mode; evaluate() switches back to eval
         devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -270,6 +283,7 @@ class SampleLevelPrivacy(PrivacyLayer):
                 device=device,
                 local_steps=local_steps,
                 local_epochs=local_epochs,
+                canaries=canaries,
             )
         self._round_events.setdefault(round_id, {})[result.event.client_id] = result.event
         info = {
@@ -279,6 +293,29 @@ class SampleLevelPrivacy(PrivacyLayer):
             "epsilon": result.event.cumulative_epsilon,
         }
         return TrainOutcome(update=np.asarray(result.update), n_samples=client.n_train, info=info)
+
+    def _canaries_of(self, client_id: int, model: nn.Module) -> GradientCanaries | None:
+        if self.setup.audit != "one_run":
+            return None
+        if client_id not in self.canaries:
+            dp_client = self.clients[client_id]
+            self.canaries[client_id] = GradientCanaries(
+                count=self.setup.audit_canaries,
+                dimension=sum(p.numel() for p in model.parameters()),
+                max_grad_norm=self.config.max_grad_norm,
+                sample_rate=dp_client.sample_rate,
+            )
+        return self.canaries[client_id]
+
+    def privacy_audit(self) -> dict[str, Any] | None:
+        if self.setup.audit != "one_run":
+            return None
+        audits: dict[str, Any] = {}
+        for index, canaries in self.canaries.items():
+            dp_client = self.clients[index]
+            audit = canaries.audit(delta=self.config.delta, confidence=self.setup.audit_confidence)
+            audits[self.data.clients[index].name] = audit.to_dict(epsilon_claimed=dp_client.epsilon)
+        return audits
 
     def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
         return dict(self._round_events.get(round_id, {}))
@@ -340,6 +377,11 @@ class ClientLevelPrivacy(PrivacyLayer):
     ) -> None:
         if setup.config is None:
             raise ConfigError("dp=client needs a DP configuration")
+        if setup.audit != "none" and not isinstance(self, AuditedClientLevelPrivacy):
+            raise ConfigError(
+                "dp.audit=one_run with dp=client needs AuditedClientLevelPrivacy "
+                "(build_privacy_layer picks it)"
+            )
         self.setup = setup
         self.config = setup.config
         self.distributed = setup.distributed
@@ -453,6 +495,52 @@ class ClientLevelPrivacy(PrivacyLayer):
         return self.accountant.epsilon, self.config.delta, {FEDERATION_ACCOUNT: summary}
 
 
+class AuditedClientLevelPrivacy(ClientLevelPrivacy):
+    """``dp=client`` with ``dp.audit=one_run``: canary clients in every released aggregate.
+
+    ``dp.audit_canaries`` canary clients (:class:`dp.UpdateCanaries`, Andrew et al. 2023),
+    each included with probability 1/2 by the releasing party, contribute an update of norm
+    ``S`` to every round's released sum; each is scored on the released mean updates and
+    the one-run bound is computed over them. Adding the canaries' sum to the released
+    (noised) sum gives the same release distribution as adding it before the noise (the
+    noise is additive and independent), so where the noise is drawn does not matter here.
+    Only accounted releases carry canaries. The canaries move the global model: audit runs.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.canaries: UpdateCanaries | None = None
+
+    def after_reveal(
+        self,
+        *,
+        round_id: int,
+        mean_update: np.ndarray | None,
+        selected: Sequence[int],
+        survivors: Sequence[int],
+    ) -> np.ndarray | None:
+        released = super().after_reveal(
+            round_id=round_id, mean_update=mean_update, selected=selected, survivors=survivors
+        )
+        if released is None or not self.round_events(round_id):
+            return released  # nothing released or nothing accounted: no canaries
+        if self.canaries is None:
+            self.canaries = UpdateCanaries(
+                count=self.setup.audit_canaries,
+                dimension=int(np.asarray(released).size),
+                clip_norm=self.clip_norm,
+            )
+        released = np.asarray(released) + self.canaries.round_sum() / len(survivors)
+        self.canaries.observe(released)
+        return released
+
+    def privacy_audit(self) -> dict[str, Any] | None:
+        if self.canaries is None:
+            return {}
+        audit = self.canaries.audit(delta=self.config.delta, confidence=self.setup.audit_confidence)
+        return {FEDERATION_ACCOUNT: audit.to_dict(epsilon_claimed=self.accountant.epsilon)}
+
+
 def preprocessing_for(dp_schema: Any) -> str:
     """The feature scaling a ``dp`` group allows: ``"per_client"`` statistics for
     ``dp=off``, public constants (``"public"``) under any DP mode."""
@@ -485,6 +573,5 @@ def build_privacy_layer(
         )
     if setup.mode == "sample":
         return SampleLevelPrivacy(setup=setup, federation=federation, data=data)
-    return ClientLevelPrivacy(
-        setup=setup, federation=federation, data=data, scheme_name=scheme_name
-    )
+    layer = AuditedClientLevelPrivacy if setup.audit == "one_run" else ClientLevelPrivacy
+    return layer(setup=setup, federation=federation, data=data, scheme_name=scheme_name)

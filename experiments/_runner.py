@@ -235,6 +235,10 @@ def summary_table(results: RunResults) -> str:
     privacy = final.privacy or {}
     rows += [(f"  {name}", fmt(summary.get("epsilon"), 3)) for name, summary in privacy.items()]
     rows += [
+        (f"  {name} audit", f"epsilon >= {entry['epsilon_lower']:.3f} ({entry['confidence']:.0%})")
+        for name, entry in (final.privacy_audit or {}).items()
+    ]
+    rows += [
         ("delta", "n/a" if final.delta is None else f"{final.delta:.3g}"),
         ("bytes up (total)", str(final.bytes_up_total)),
         ("gas (total)", "n/a" if final.gas_total is None else str(final.gas_total)),

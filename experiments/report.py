@@ -2,7 +2,9 @@
 
 Gathers every ``results.json`` below the directory into one CSV row per run, draws a PNG
 (final accuracy against epsilon; seconds and bytes per round by secure-aggregation
-scheme) with matplotlib's Agg backend, and prints the table. Nothing is re-run.
+scheme) with matplotlib's Agg backend, and prints the table. Runs with ``dp.audit=one_run``
+also get ``privacy_audit.png``: the empirical lower bound beside the claimed epsilon.
+Nothing is re-run.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ COLUMNS = (
     "mean_client_accuracy",
     "epsilon",
     "delta",
+    "epsilon_lower",
     "train_s_per_round",
     "protect_s_per_round",
     "combine_s_per_round",
@@ -80,6 +83,7 @@ def summarise(path: Path, root: Path) -> dict[str, Any]:
             "bytes_down_per_round": _mean([r["bytes_down"] for r in rounds]),
             "gas_total": final["gas_total"],
             "audit": (final.get("audit") or {}).get("verdict"),
+            "epsilon_lower": _epsilon_lower(final),
             "wall_seconds": final["wall_seconds"],
         }
         for phase in PHASES:
@@ -87,6 +91,44 @@ def summarise(path: Path, root: Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError) as error:
         raise ReportError(f"{path} does not follow the results.json schema: {error!r}") from error
     return row
+
+
+def _epsilon_lower(final: dict[str, Any]) -> float | None:
+    """The run's empirical lower bound: the largest over its audited clients, or None."""
+    audits = final.get("privacy_audit") or {}
+    bounds = [entry["epsilon_lower"] for entry in audits.values()]
+    return max(bounds) if bounds else None
+
+
+def plot_privacy_audit(rows: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Per audited run, the claimed epsilon (accountant, an upper bound) beside the
+    empirical lower bound of the one-run audit. Returns False (no file) when no run was
+    audited."""
+    audited = [r for r in rows if r["epsilon_lower"] is not None and r["epsilon"] is not None]
+    if not audited:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(max(5.0, 1.2 * len(audited) + 2), 4.5))
+    positions = list(range(len(audited)))
+    axis.bar([p - 0.2 for p in positions], [r["epsilon"] for r in audited], 0.4, label="claimed")
+    axis.bar(
+        [p + 0.2 for p in positions],
+        [r["epsilon_lower"] for r in audited],
+        0.4,
+        label="empirical lower bound",
+    )
+    axis.set_xticks(positions, [r["run"] for r in audited], rotation=30, ha="right")
+    axis.set_ylabel("epsilon")
+    axis.set_title("claimed epsilon vs one-run audit lower bound")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
@@ -203,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(rows, png_path)
     print(format_table(rows))
     print(f"csv: {csv_path}\npng: {png_path}")
+    audit_png = png_path.with_name("privacy_audit.png")
+    if plot_privacy_audit(rows, audit_png):
+        print(f"privacy audit png: {audit_png}")
     return 0
 
 

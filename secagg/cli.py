@@ -3,7 +3,8 @@
 ``secagg audit`` is for someone who did not run the federation: given a ledger (a JSON-RPC
 URL and the contract address) and the artifact store directory, it re-checks every round
 (or one) and exits 0 when clean, 1 with findings, 2 when it cannot audit (and says why).
-``--results results.json`` reads the ledger URL, address and store from a run's results.
+``--results results.json`` reads the ledger URL, address and store from a run's results,
+and prints the run's empirical privacy audit (``final.privacy_audit``) when it has one.
 ``secagg audit`` never shows a traceback: anything unexpected (an unreadable or malformed
 ``results.json``, a store that is not a directory or holds no manifest of the ledger's
 rounds, a failure inside the audit) is reported as "cannot audit" with exit code 2.
@@ -100,6 +101,34 @@ def run_audit(args: argparse.Namespace) -> AuditReport:
     )
 
 
+def privacy_audit_lines(results_path: str) -> list[str]:
+    """The one-run audit of ``final.privacy_audit``, one line per audited party.
+
+    These bounds are reported by the party that holds the canaries' secret bits (each
+    client for dp=sample, the releasing party for dp=client); the auditor prints them
+    beside the claimed epsilon but cannot re-check them.
+    """
+    try:
+        results = loads_untrusted(
+            read_regular_file(results_path, max_bytes=MAX_RESULTS_BYTES),
+            max_bytes=MAX_RESULTS_BYTES,
+            max_depth=MAX_RESULTS_DEPTH,
+            what=results_path,
+        )
+        audits = results["final"]["privacy_audit"] or {}
+        lines = [
+            f"  {name}: epsilon >= {a['epsilon_lower']:.3f} at {a['confidence']:.0%} confidence "
+            f"(claimed {a['epsilon_claimed']:.3f}; {a['correct']}/{a['guesses']} guesses right, "
+            f"{a['canaries']} canaries)"
+            for name, a in audits.items()
+        ]
+    except (OSError, SecAggError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    if not lines:
+        return []
+    return ["empirical privacy audit (one run, as reported by the run, not re-checked):", *lines]
+
+
 def run_node(args: argparse.Namespace) -> int:
     """Start an anvil node and keep it up until interrupted."""
     from chain import AnvilBackend
@@ -149,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = run_audit(args)
         output = report.to_json() if args.json else report.to_table()
+        if args.results is not None and not args.json:
+            output = "\n".join([output, *privacy_audit_lines(args.results)])
     except Exception as error:  # the audit command reports; it never shows a traceback
         report = _cannot(f"unexpected {type(error).__name__}: {error}"[:500])
         output = report.to_json() if args.json else report.to_table()

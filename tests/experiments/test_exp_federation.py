@@ -60,6 +60,7 @@ FINAL_KEYS = {
     "gas_total",
     "privacy",
     "audit",
+    "privacy_audit",
 }
 
 
@@ -139,7 +140,7 @@ def test_end_to_end_two_rounds_on_breast_cancer_writes_results_json(
     final = results["final"]
     assert set(final) == FINAL_KEYS
     assert final["epsilon"] is None and final["delta"] is None and final["gas_total"] is None
-    assert final["audit"] is None
+    assert final["audit"] is None and final["privacy_audit"] is None
     assert final["accuracy"] == rounds[-1]["accuracy"]
     assert final["accuracy"] > 0.85  # logistic regression learns this task in two rounds
     per_client = final["per_client_accuracy"]
