@@ -1,0 +1,149 @@
+"""Arithmetic in Z_q for one prime q < 2^55, vectorized and portable, and the samplers.
+
+numpy has no 128-bit product, so :func:`mulmod` estimates the quotient floor(x*y/q) in
+float64 (off by at most ~10, since each operand and the product carry a relative error of
+2^-53 and the quotient is < 2^55), computes x*y - quotient*q exactly modulo 2^64 with
+wrapping uint64 arithmetic, and fixes the small remaining multiple of q with one signed
+modulo. Nothing depends on x86 long doubles. A test checks it against Python integers.
+
+Randomness: every secret (key shares, Shamir coefficients, smudging noise) comes from the
+operating system's CSPRNG through pycryptodome's ``get_random_bytes``; the public common
+random polynomial comes from SHAKE256 of a public seed, so anyone can re-derive it.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from Crypto.Hash import SHAKE256
+from Crypto.Random import get_random_bytes
+
+from secagg.ckks._flooding import csprng_gaussian
+
+#: Standard deviation of key-share errors: a centered binomial of 2 x 21 bits has variance
+#: 10.5, i.e. std 3.24, the HE standard's (and SEAL's) 3.2.
+_CBD_BITS = 21
+#: Smudging samples are clipped at this many standard deviations (Box-Muller over 53-bit
+#: uniforms never exceeds 8.6), so |noise| has a hard bound the consistency check can use.
+SMUDGING_TAIL_STDS = 9.0
+
+
+def mulmod(x: np.ndarray, y: np.ndarray | int, q: int) -> np.ndarray:
+    """(x * y) mod q elementwise for uint64 ``x``, ``y`` in [0, q) (``y`` may be a scalar)."""
+    x = np.asarray(x, dtype=np.uint64)
+    y_array = np.asarray(y, dtype=np.uint64)
+    quotient = np.floor(x.astype(np.float64) * y_array.astype(np.float64) / float(q))
+    estimate = quotient.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        residue = (x * y_array - estimate * np.uint64(q)).view(np.int64)
+    return np.mod(residue, np.int64(q)).astype(np.uint64)
+
+
+def addmod(x: np.ndarray, y: np.ndarray, q: int) -> np.ndarray:
+    total = x + y  # < 2q < 2^56: no overflow
+    return np.minimum(total, total - np.uint64(q))  # where total < q, total - q wraps above
+
+
+def submod(x: np.ndarray, y: np.ndarray, q: int) -> np.ndarray:
+    return addmod(x, np.uint64(q) - y, q)
+
+
+def from_signed(values: np.ndarray, q: int) -> np.ndarray:
+    """Signed integers (int64, |value| < q) to their residues in [0, q)."""
+    return np.mod(values.astype(np.int64), np.int64(q)).astype(np.uint64)
+
+
+def centered(values: np.ndarray, q: int) -> np.ndarray:
+    """Residues in [0, q) to their representatives in (-q/2, q/2], as int64."""
+    signed = values.astype(np.int64)
+    return np.where(signed > q // 2, signed - np.int64(q), signed)
+
+
+def sum_mod(rows: list[np.ndarray], q: int) -> np.ndarray:
+    total = rows[0].copy()
+    for row in rows[1:]:
+        total = addmod(total, row, q)
+    return total
+
+
+def _uniform_mod(random_bytes: bytes, q: int) -> np.ndarray:
+    words = np.frombuffer(random_bytes, dtype="<u8") & np.uint64((1 << q.bit_length()) - 1)
+    return words[words < np.uint64(q)]
+
+
+def uniform_from_seed(seed: bytes, count: int, q: int) -> np.ndarray:
+    """``count`` uniform residues mod q expanded from ``seed`` by SHAKE256 (rejection)."""
+    shake = SHAKE256.new(seed)
+    out = np.empty(0, dtype=np.uint64)
+    while out.shape[0] < count:
+        out = np.concatenate([out, _uniform_mod(shake.read(8 * (count + 16)), q)])
+    return out[:count]
+
+
+def uniform_secret(count: int, q: int) -> np.ndarray:
+    """``count`` uniform residues mod q from the OS CSPRNG (rejection sampling)."""
+    out = np.empty(0, dtype=np.uint64)
+    while out.shape[0] < count:
+        out = np.concatenate([out, _uniform_mod(get_random_bytes(8 * (count + 16)), q)])
+    return out[:count]
+
+
+def ternary(count: int) -> np.ndarray:
+    """``count`` uniform values in {-1, 0, 1} (int64) from the OS CSPRNG."""
+    out = np.empty(0, dtype=np.int64)
+    while out.shape[0] < count:
+        raw = np.frombuffer(get_random_bytes(count + 16), dtype=np.uint8)
+        raw = raw[raw < 255]  # 255 = 3 * 85: unbiased modulo 3
+        out = np.concatenate([out, (raw % 3).astype(np.int64) - 1])
+    return out[:count]
+
+
+def centered_binomial(count: int) -> np.ndarray:
+    """``count`` samples of sum(21 bits) - sum(21 bits) (std 3.24), int64, OS CSPRNG."""
+    raw = np.frombuffer(get_random_bytes(count * 6), dtype=np.uint8)
+    bits = np.unpackbits(raw).reshape(count, 48).astype(np.int64)
+    return bits[:, :_CBD_BITS].sum(axis=1) - bits[:, _CBD_BITS : 2 * _CBD_BITS].sum(axis=1)
+
+
+def smudging_noise(shape: tuple[int, ...], *, std: float) -> np.ndarray:
+    """Rounded Gaussian integers of std ``std``, clipped at ``SMUDGING_TAIL_STDS`` stds."""
+    count = int(np.prod(shape))
+    samples = np.rint(csprng_gaussian(count, std=std))
+    bound = np.floor(SMUDGING_TAIL_STDS * std)
+    return np.clip(samples, -bound, bound).astype(np.int64).reshape(shape)
+
+
+def shamir_shares(
+    secret: np.ndarray, *, threshold: int, points: tuple[int, ...], q: int
+) -> dict[int, np.ndarray]:
+    """Shamir-share each coefficient of ``secret`` (residues mod q) at the given points.
+
+    A fresh polynomial of degree ``threshold - 1`` per coefficient, constant term the
+    secret, other coefficients uniform mod q (CSPRNG). Points are small positive ints,
+    so Horner's rule stays within uint64 (acc * x < 2^55 * 2^5).
+    """
+    coefficients = [uniform_secret(secret.shape[0], q) for _ in range(threshold - 1)]
+    shares: dict[int, np.ndarray] = {}
+    for point in points:
+        acc = np.zeros_like(secret)
+        for coefficient in reversed(coefficients):
+            acc = (acc * np.uint64(point) + coefficient) % np.uint64(q)
+        shares[point] = (acc * np.uint64(point) + secret) % np.uint64(q)
+    return shares
+
+
+def lagrange(points: tuple[int, ...], at: int) -> dict[int, Fraction]:
+    """Exact Lagrange basis values L_j(at) for interpolation through ``points``."""
+    weights: dict[int, Fraction] = {}
+    for point in points:
+        weight = Fraction(1)
+        for other in points:
+            if other != point:
+                weight *= Fraction(at - other, point - other)
+        weights[point] = weight
+    return weights
+
+
+def fraction_mod(value: Fraction, q: int) -> int:
+    return value.numerator % q * pow(value.denominator % q, -1, q) % q
