@@ -19,8 +19,6 @@ import numpy as np
 from Crypto.Hash import SHAKE256
 from Crypto.Random import get_random_bytes
 
-from secagg.ckks._flooding import csprng_gaussian
-
 #: Standard deviation of key-share errors: a centered binomial of 2 x 21 bits has variance
 #: 10.5, i.e. std 3.24, the HE standard's (and SEAL's) 3.2.
 _CBD_BITS = 21
@@ -106,10 +104,19 @@ def centered_binomial(count: int) -> np.ndarray:
     return bits[:, :_CBD_BITS].sum(axis=1) - bits[:, _CBD_BITS : 2 * _CBD_BITS].sum(axis=1)
 
 
+def _uniform_open(count: int) -> np.ndarray:
+    """``count`` uniforms in (0, 1] with 53 random bits each, from the OS CSPRNG."""
+    words = np.frombuffer(get_random_bytes(8 * count), dtype="<u8") >> np.uint64(11)
+    return (words.astype(np.float64) + 1.0) * 2.0**-53
+
+
 def smudging_noise(shape: tuple[int, ...], *, std: float) -> np.ndarray:
     """Rounded Gaussian integers of std ``std``, clipped at ``SMUDGING_TAIL_STDS`` stds."""
     count = int(np.prod(shape))
-    samples = np.rint(csprng_gaussian(count, std=std))
+    half = (count + 1) // 2  # Box-Muller: both the cosine and the sine output are used
+    radius = std * np.sqrt(-2.0 * np.log(_uniform_open(half)))
+    angle = 2.0 * np.pi * _uniform_open(half)
+    samples = np.rint(np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count])
     bound = np.floor(SMUDGING_TAIL_STDS * std)
     return np.clip(samples, -bound, bound).astype(np.int64).reshape(shape)
 
