@@ -44,11 +44,12 @@ from secagg.ckks import (
     committee_from_schema,
     compat_params,
     parse_blob,
+    smudging_budget,
     verify_public_context,
 )
 from secagg.ckks._committee import recombine
 from secagg.ckks._seal import CommitteeRing
-from secagg.ckks._zq import fraction_mod, lagrange, mulmod, shamir_shares, sum_mod
+from secagg.ckks._zq import fraction_mod, lagrange, mulmod, shamir_shares, smudging_noise, sum_mod
 
 PARAMS = aggregation_params()
 POLICY = RevealPolicy(min_clients=2)
@@ -425,3 +426,26 @@ def test_schema_committee_fields() -> None:
         committee_from_schema(CKKSSchema(preset="compat", committee_size=3, committee_threshold=2))
     with pytest.raises(CommitteeConfigError):  # valid, but not wired into the protocol yet
         build_ckks_scheme(schema)
+
+
+def test_smudging_noise_has_its_std_and_a_hard_bound() -> None:
+    noise = smudging_noise((200_000,), std=1000.0)
+    assert noise.dtype == np.int64
+    assert abs(float(noise.std()) / 1000.0 - 1.0) < 0.02
+    assert abs(float(noise.mean())) < 10.0
+    assert int(np.abs(noise).max()) <= 9000
+
+
+@pytest.mark.parametrize(("size", "threshold"), [(1, 1), (3, 3), (3, 2), (5, 4), (8, 5)])
+def test_every_release_is_flooded_at_most_like_a_single_key_holder(
+    size: int, threshold: int
+) -> None:
+    committee = CommitteeParams(size=size, threshold=threshold)
+    budget = smudging_budget(params=PARAMS, committee=committee, policy=POLICY)
+    to_values = np.sqrt(PARAMS.poly_modulus_degree / 2) / PARAMS.scale
+    for subset in committee.decrypting_subsets():
+        mus = committee.integer_weights(subset)
+        assert sum(abs(mu) for mu in mus.values()) > 0
+        release = budget.member_std * np.sqrt(sum(mu * mu for mu in mus.values())) * to_values
+        assert release <= POLICY.flood_std * (1 + 1e-12)
+        assert budget.honest_member_std <= release
