@@ -252,7 +252,7 @@ class CommitteeMember:
         ).member_std
         degree = params.poly_modulus_degree
         secret, error = ternary(degree), centered_binomial(degree)
-        transformed = self._ring.to_ntt(from_signed(np.stack([secret, error]), self._q))
+        transformed = self._ring.secret_to_ntt(from_signed(np.stack([secret, error]), self._q))
         secret_ntt, error_ntt = transformed[0], transformed[1]
         crp = common_random_polynomial(params, crp_seed)
         p = submod(error_ntt, mulmod(crp, secret_ntt, self._q), self._q)
@@ -360,7 +360,7 @@ class CommitteeMember:
         c1 = parsed.coefficients[:, 1, :]
         noise = smudging_noise(c1.shape, std=self._noise_std) * self.committee.lagrange_scale
         masked = mulmod(c1, self._key_share, self._q)
-        partial = addmod(masked, self._ring.to_ntt(from_signed(noise, self._q)), self._q)
+        partial = addmod(masked, self._ring.secret_to_ntt(from_signed(noise, self._q)), self._q)
         self.decryptions += 1
         return PartialDecryption(
             member=self.member,

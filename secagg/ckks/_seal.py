@@ -30,6 +30,7 @@ import zstandard
 
 from secagg._errors import ParameterMismatchError
 from secagg.ckks._params import CKKSParams
+from secagg.ckks._zq import NegacyclicNTT
 
 _SEAL_MAGIC = 0xA15E
 _SEAL_MAJOR = 4
@@ -52,6 +53,29 @@ def _scratch_base() -> str | None:
 def _scratch_path() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="secagg-ckks-", dir=_scratch_base()) as folder:
         yield os.path.join(folder, "obj.bin")
+
+
+@contextmanager
+def _memory_file() -> Iterator[str | None]:
+    """A path to an anonymous in-memory file (Linux ``memfd_create``), or None if none.
+
+    The file has no name in any filesystem, never reaches a disk, is visible only to this
+    process (``/proc/self/fd``) and is freed when closed: secrets may pass through it.
+    """
+    create = getattr(os, "memfd_create", None)
+    if create is None:
+        yield None
+        return
+    try:
+        descriptor = create("secagg-ckks-secret", os.MFD_CLOEXEC)
+    except OSError:
+        yield None
+        return
+    path = f"/proc/self/fd/{descriptor}"
+    try:
+        yield path if os.path.exists(path) else None
+    finally:
+        os.close(descriptor)
 
 
 class _Ring:
@@ -237,10 +261,13 @@ _MAX_COMMITTEE_BITS = 55
 class CommitteeRing:
     """SEAL's ring operations for committee decryption; holds no key of any kind.
 
-    Committee members, the combiner and the auditor need three things SEAL does and numpy
-    should not re-implement (the NTT must be *SEAL's* NTT, with its ordering): the
-    forward and inverse negacyclic NTT at the wire level, assembling a SEAL public key from
-    two NTT-form polynomials, and decoding an NTT-form plaintext. Polynomials pass as
+    Committee members, the combiner and the auditor need SEAL's own ring operations on
+    polynomials: the forward and inverse negacyclic NTT at the wire level, assembling a
+    SEAL public key from two NTT-form polynomials, and decoding an NTT-form plaintext.
+    Public polynomials (partials, key shares, releases) pass through the private scratch
+    file; secret ones (key shares, smudging noise) only through :meth:`secret_to_ntt`,
+    which uses an anonymous in-memory file and, where the OS has none, the numpy NTT
+    :class:`secagg.ckks._zq.NegacyclicNTT` (same result, slower). Polynomials pass as
     ``(count, N)`` uint64 arrays of coefficients in ``[0, q)``. Only single-prime
     parameter sets are supported (the aggregation preset): there the key level is the wire
     level, so key shares, ciphertexts and partial decryptions share one NTT domain.
@@ -257,36 +284,61 @@ class CommitteeRing:
         if self._ring.context.key_parms_id() != self._ring.wire_parms_id:
             raise ParameterMismatchError("the key level is not the wire level")  # pragma: no cover
         self._evaluator = seal.Evaluator(self._ring.context)
+        self._numpy_ntt: NegacyclicNTT | None = None
 
     @property
     def wire_prime(self) -> int:
         return self._ring.wire_prime
 
+    def secret_to_ntt(self, polys: np.ndarray) -> np.ndarray:
+        """Forward NTT of secret polynomials: never through a named file, never on disk."""
+        with _memory_file() as path:
+            if path is not None:
+                return self._transform(polys, forward=True, path=path)
+        return self.numpy_ntt().forward(np.ascontiguousarray(polys, dtype=np.uint64))
+
+    def numpy_ntt(self) -> NegacyclicNTT:
+        """The in-memory numpy NTT, in SEAL's order (built on first use)."""
+        if self._numpy_ntt is None:
+            self._numpy_ntt = NegacyclicNTT(q=self.wire_prime, points=self.ntt_points())
+        return self._numpy_ntt
+
     def to_ntt(self, polys: np.ndarray) -> np.ndarray:
-        """SEAL's forward NTT of each row of ``polys`` (coefficient domain, in [0, q))."""
-        return self._transform(polys, forward=True)
+        """SEAL's forward NTT of each row of ``polys`` (coefficient domain, in [0, q)).
+
+        For public polynomials only: they pass through the scratch file.
+        """
+        return self._transform(polys, forward=True, path=self._ring._ciphertext_path)
+
+    def ntt_points(self) -> np.ndarray:
+        """The roots of X^N + 1 at which SEAL's NTT evaluates each slot (the NTT of X)."""
+        monomial = np.zeros((1, self._ring.params.poly_modulus_degree), dtype=np.uint64)
+        monomial[0, 1] = 1
+        return self.to_ntt(monomial)[0]
 
     def from_ntt(self, polys: np.ndarray) -> np.ndarray:
-        """SEAL's inverse NTT of each row of ``polys`` (NTT domain, in [0, q))."""
-        return self._transform(polys, forward=False)
+        """SEAL's inverse NTT of each row of ``polys`` (NTT domain, in [0, q)); public only."""
+        return self._transform(polys, forward=False, path=self._ring._ciphertext_path)
 
-    def _transform(self, polys: np.ndarray, *, forward: bool) -> np.ndarray:
+    def _transform(self, polys: np.ndarray, *, forward: bool, path: str) -> np.ndarray:
         rows = np.ascontiguousarray(polys, dtype=np.uint64)
         out = np.empty_like(rows)
         for start in range(0, rows.shape[0], _MAX_POLYS_PER_CIPHERTEXT):
             batch = rows[start : start + _MAX_POLYS_PER_CIPHERTEXT]
             if batch.shape[0] == 1:  # SEAL ciphertexts have at least two polynomials
                 batch = np.concatenate([batch, batch])
-            ciphertext = self._load_polys(batch, ntt_form=not forward)
+            ciphertext = self._load_polys(batch, ntt_form=not forward, path=path)
             if forward:
                 self._evaluator.transform_to_ntt_inplace(ciphertext)
             else:
                 self._evaluator.transform_from_ntt_inplace(ciphertext)
             stop = min(start + _MAX_POLYS_PER_CIPHERTEXT, rows.shape[0])
-            out[start:stop] = self._saved_polys(ciphertext, batch.shape[0])[: stop - start]
+            out[start:stop] = self._saved_polys(ciphertext, batch.shape[0], path=path)[
+                : stop - start
+            ]
         return out
 
-    def _load_polys(self, polys: np.ndarray, *, ntt_form: bool) -> seal.Ciphertext:
+    def _load_polys(self, polys: np.ndarray, *, ntt_form: bool, path: str) -> seal.Ciphertext:
         ring = self._ring
         count, degree = polys.shape
         array_body = struct.pack("<Q", count * degree) + polys.astype("<u8").tobytes()
@@ -296,21 +348,21 @@ class CommitteeRing:
             + ring._header(len(array_body))
             + array_body
         )
-        return self._load(seal.Ciphertext(), ring._header(len(members)) + members)
+        return self._load(seal.Ciphertext(), ring._header(len(members)) + members, path)
 
-    def _load(self, target: seal.Ciphertext, data: bytes) -> seal.Ciphertext:
-        with open(self._ring._ciphertext_path, "wb") as handle:
+    def _load(self, target: seal.Ciphertext, data: bytes, path: str) -> seal.Ciphertext:
+        with open(path, "wb") as handle:
             handle.write(data)
         try:
-            target.load(self._ring.context, self._ring._ciphertext_path)
+            target.load(self._ring.context, path)
         except (RuntimeError, ValueError) as error:
             raise ParameterMismatchError(f"SEAL refused a polynomial batch: {error}") from error
         return target
 
-    def _saved_polys(self, ciphertext: seal.Ciphertext, count: int) -> np.ndarray:
+    def _saved_polys(self, ciphertext: seal.Ciphertext, count: int, *, path: str) -> np.ndarray:
         degree = self._ring.params.poly_modulus_degree
-        ciphertext.save(self._ring._ciphertext_path)
-        with open(self._ring._ciphertext_path, "rb") as handle:
+        ciphertext.save(path)
+        with open(path, "rb") as handle:
             raw = handle.read()
         magic, _, _, _, mode, _, size = _SEAL_HEADER.unpack_from(raw)
         if magic != _SEAL_MAGIC or size != len(raw):

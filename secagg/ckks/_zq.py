@@ -3,8 +3,10 @@
 numpy has no 128-bit product, so :func:`mulmod` estimates the quotient floor(x*y/q) in
 float64 (off by at most ~10, since each operand and the product carry a relative error of
 2^-53 and the quotient is < 2^55), computes x*y - quotient*q exactly modulo 2^64 with
-wrapping uint64 arithmetic, and fixes the small remaining multiple of q with one signed
-modulo. Nothing depends on x86 long doubles. A test checks it against Python integers.
+wrapping uint64 arithmetic (a small signed multiple of q away from the result), removes
+that multiple with a second float64 quotient of the now small residue, and fixes the last
++-q with comparisons (no integer division, which is slow in numpy). Nothing depends on
+x86 long doubles. A test checks it against Python integers.
 
 Randomness: every secret (key shares, Shamir coefficients, smudging noise) comes from the
 operating system's CSPRNG through pycryptodome's ``get_random_bytes``; the public common
@@ -31,11 +33,14 @@ def mulmod(x: np.ndarray, y: np.ndarray | int, q: int) -> np.ndarray:
     """(x * y) mod q elementwise for uint64 ``x``, ``y`` in [0, q) (``y`` may be a scalar)."""
     x = np.asarray(x, dtype=np.uint64)
     y_array = np.asarray(y, dtype=np.uint64)
-    quotient = np.floor(x.astype(np.float64) * y_array.astype(np.float64) / float(q))
-    estimate = quotient.astype(np.uint64)
+    modulus = float(q)
+    estimate = (x.astype(np.float64) * (y_array.astype(np.float64) / modulus)).astype(np.uint64)
     with np.errstate(over="ignore"):
-        residue = (x * y_array - estimate * np.uint64(q)).view(np.int64)
-    return np.mod(residue, np.int64(q)).astype(np.uint64)
+        residue = (x * y_array - estimate * np.uint64(q)).view(np.int64)  # |residue| < 16 q
+    residue -= np.floor(residue / modulus).astype(np.int64) * np.int64(q)  # in [-q, 2q)
+    residue += np.where(residue < 0, np.int64(q), np.int64(0))
+    residue -= np.where(residue >= q, np.int64(q), np.int64(0))
+    return residue.view(np.uint64)
 
 
 def addmod(x: np.ndarray, y: np.ndarray, q: int) -> np.ndarray:
@@ -154,3 +159,60 @@ def lagrange(points: tuple[int, ...], at: int) -> dict[int, Fraction]:
 
 def fraction_mod(value: Fraction, q: int) -> int:
     return value.numerator % q * pow(value.denominator % q, -1, q) % q
+
+
+class NegacyclicNTT:
+    """The forward NTT of Z_q[X]/(X^N + 1) in numpy, in SEAL's output order.
+
+    Secrets (key shares, smudging noise) must never pass through SEAL's file-based
+    load/save, so their transforms run here. ``points[k]`` is the root of X^N + 1 at
+    which SEAL's NTT evaluates output slot k (obtained once from SEAL by transforming
+    the public polynomial X); the transform is a twist by powers of psi = points[0]
+    followed by a radix-2 cyclic NTT of root psi^2, then a reordering into SEAL's slots.
+    A test checks it against SEAL on random polynomials.
+    """
+
+    def __init__(self, *, q: int, points: np.ndarray) -> None:
+        degree = points.shape[0]
+        if degree & (degree - 1) or degree < 2:
+            raise ValueError("N must be a power of two")
+        self.q = q
+        self.degree = degree
+        psi = int(points[0])
+        powers = [1] * (2 * degree)
+        for index in range(1, 2 * degree):
+            powers[index] = powers[index - 1] * psi % q
+        if powers[degree] != q - 1:
+            raise ValueError("points[0] is not a primitive 2N-th root of unity mod q")
+        exponent_of = {value: index for index, value in enumerate(powers)}
+        # SEAL slot k holds x(psi^(2 j + 1)) for the natural-order index j = order[k]
+        self._order = np.array([(exponent_of[int(p)] - 1) // 2 for p in points], dtype=np.int64)
+        self._twist = np.array(powers[:degree], dtype=np.uint64)
+        omega = [powers[2 * index % (2 * degree)] for index in range(degree)]  # psi^(2i)
+        bits = degree.bit_length() - 1
+        self._bit_reverse = np.array(
+            [int(f"{index:0{bits}b}"[::-1], 2) for index in range(degree)], dtype=np.int64
+        )
+        self._stage_roots = []
+        size = 2
+        while size <= degree:
+            step = degree // size
+            self._stage_roots.append(
+                np.array([omega[j * step] for j in range(size // 2)], dtype=np.uint64)
+            )
+            size *= 2
+
+    def forward(self, polys: np.ndarray) -> np.ndarray:
+        """NTT of each row of ``polys`` (coefficients in [0, q)), in SEAL's slot order."""
+        q = self.q
+        batch = polys.shape[0]
+        values = mulmod(polys, self._twist[None, :], q)[:, self._bit_reverse]
+        size = 2
+        for roots in self._stage_roots:
+            half = size // 2
+            blocks = values.reshape(batch, self.degree // size, size)
+            even = blocks[:, :, :half]
+            odd = mulmod(blocks[:, :, half:], roots[None, None, :], q)
+            values = np.concatenate([addmod(even, odd, q), submod(even, odd, q)], axis=2)
+            size *= 2
+        return np.ascontiguousarray(values.reshape(batch, self.degree)[:, self._order])

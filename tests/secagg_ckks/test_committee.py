@@ -449,3 +449,14 @@ def test_every_release_is_flooded_at_most_like_a_single_key_holder(
         release = budget.member_std * np.sqrt(sum(mu * mu for mu in mus.values())) * to_values
         assert release <= POLICY.flood_std * (1 + 1e-12)
         assert budget.honest_member_std <= release
+
+
+def test_secret_transforms_match_seals_ntt() -> None:
+    ring = CommitteeRing(PARAMS)
+    q = ring.wire_prime
+    polys = np.random.default_rng(3).integers(0, q, size=(19, PARAMS.poly_modulus_degree))
+    polys = polys.astype(np.uint64)
+    expected = ring.to_ntt(polys)
+    assert np.array_equal(ring.secret_to_ntt(polys), expected)
+    assert np.array_equal(ring.numpy_ntt().forward(polys), expected)
+    assert np.array_equal(ring.from_ntt(expected), polys)
