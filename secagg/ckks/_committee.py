@@ -221,9 +221,10 @@ class CommitteeMember:
     digest goes on the ledger); when T < K, send each :meth:`deal_secret_shares` message
     to its recipient over an authenticated, encrypted channel (they are secret) and
     :meth:`receive_secret_share` the others'; then :meth:`join` with all K public key
-    shares, which builds and checks the collective public context. Afterwards
-    :meth:`partial_decrypt` serves each aggregate. Never serialized; the secret is dropped
-    as soon as it has been dealt.
+    shares, which builds and checks the collective public context. Afterwards, for each
+    aggregate, :meth:`verify_aggregate` against the committed client blobs, then
+    :meth:`partial_decrypt` (or both in one call, passing ``committed_blobs``). Never
+    serialized; the secret is dropped as soon as it has been dealt.
     """
 
     def __init__(
@@ -269,6 +270,7 @@ class CommitteeMember:
             )
             self._received[member] = self._dealt.pop(member)
         self._key_share: np.ndarray | None = None
+        self._checked: set[Digest] = set()
         self.context: PublicContext | None = None
 
     def deal_secret_shares(self) -> dict[int, bytes]:
@@ -335,18 +337,18 @@ class CommitteeMember:
         self._received = {}
         return self.context
 
-    def partial_decrypt(self, aggregate: bytes, *, committed_blobs: Sequence[bytes]) -> bytes:
-        """Check ``aggregate`` against the committed blobs, then return this member's partial.
+    def verify_aggregate(self, aggregate: bytes, *, committed_blobs: Sequence[bytes]) -> Digest:
+        """Recombine ``committed_blobs`` itself and compare with ``aggregate``, byte for byte.
 
-        Raises :class:`CommitmentMismatchError` (aggregate is not the recombination of
-        ``committed_blobs``), :class:`NotAnAggregateError`, :class:`DuplicateClientError`,
-        :class:`InsufficientClientsError` (fewer than ``min_clients`` inputs),
-        :class:`CommitteeSetupError` (before :meth:`join`), and the blob parser's errors.
+        On success the aggregate's digest is remembered as checked (and returned), which
+        :meth:`partial_decrypt` requires. Raises :class:`CommitmentMismatchError` (not the
+        recombination of ``committed_blobs``), :class:`NotAnAggregateError`,
+        :class:`DuplicateClientError`, :class:`InsufficientClientsError` (fewer than
+        ``min_clients`` inputs), :class:`CommitteeSetupError` (before :meth:`join`) and
+        the blob parser's errors.
         """
-        if self.context is None or self._key_share is None:
-            raise CommitteeSetupError(f"member {self.member} has not joined the committee")
-        parsed = parse_blob(aggregate, self.params, context_digest=self.context.digest)
-        header = parsed.header
+        context = self._joined_context()
+        header = parse_blob(aggregate, self.params, context_digest=context.digest).header
         if not header.is_aggregate:
             raise NotAnAggregateError("committee members decrypt aggregate blobs only")
         if len(set(header.inputs)) != len(header.inputs):
@@ -356,7 +358,29 @@ class CommitteeMember:
                 f"aggregate combines {len(header.inputs)} client blobs, fewer than "
                 f"min_clients={self.policy.min_clients}"
             )
-        check_aggregate(self.context, aggregate, committed_blobs)
+        check_aggregate(context, aggregate, committed_blobs)
+        digest = blob_digest(aggregate)
+        self._checked.add(digest)
+        return digest
+
+    def partial_decrypt(
+        self, aggregate: bytes, *, committed_blobs: Sequence[bytes] | None = None
+    ) -> bytes:
+        """This member's partial decryption of an aggregate it has verified.
+
+        With ``committed_blobs``, runs :meth:`verify_aggregate` first; without, the
+        aggregate must have been verified before, else :class:`CommitmentMismatchError`.
+        """
+        if committed_blobs is not None:
+            self.verify_aggregate(aggregate, committed_blobs=committed_blobs)
+        context = self._joined_context()
+        digest = blob_digest(aggregate)
+        if digest not in self._checked or self._key_share is None:
+            raise CommitmentMismatchError(
+                f"member {self.member} has not verified this aggregate against the committed "
+                "client blobs: refusing to decrypt it"
+            )
+        parsed = parse_blob(aggregate, self.params, context_digest=context.digest)
         c1 = parsed.coefficients[:, 1, :]
         noise = smudging_noise(c1.shape, std=self._noise_std) * self.committee.lagrange_scale
         masked = mulmod(c1, self._key_share, self._q)
@@ -365,11 +389,16 @@ class CommitteeMember:
         return PartialDecryption(
             member=self.member,
             committee=self.committee,
-            context_digest=self.context.digest,
-            aggregate_digest=blob_digest(aggregate),
+            context_digest=context.digest,
+            aggregate_digest=digest,
             coefficients=partial,
             bits=self._q.bit_length(),
         ).to_bytes()
+
+    def _joined_context(self) -> PublicContext:
+        if self.context is None or self._key_share is None:
+            raise CommitteeSetupError(f"member {self.member} has not joined the committee")
+        return self.context
 
 
 @dataclass(frozen=True)

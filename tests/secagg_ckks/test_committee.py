@@ -366,6 +366,13 @@ def test_member_refuses_an_aggregate_that_is_not_the_committed_recombination() -
     with pytest.raises(InsufficientClientsError):
         member.partial_decrypt(single.aggregate(), committed_blobs=round_.blobs[:1])
     check_aggregate(round_.context, round_.aggregate, round_.blobs)
+    fresh = CKKSAggregator(round_.context, element_count=ELEMENTS)
+    for blob in round_.blobs[:10]:
+        fresh.add(blob)
+    with pytest.raises(CommitmentMismatchError):  # never verified by this member
+        member.partial_decrypt(fresh.aggregate())
+    assert member.verify_aggregate(fresh.aggregate(), committed_blobs=round_.blobs[:10])
+    assert PartialDecryption.from_bytes(member.partial_decrypt(fresh.aggregate()), PARAMS)
 
 
 def test_key_setup_errors_are_named() -> None:
