@@ -3,7 +3,8 @@
 Roles. A :class:`CommitteeMember` holds one share of the collective secret key (see
 :mod:`secagg.ckks._committee_keys` for key generation). Given an aggregate blob and the
 committed client blobs, it first recombines the blobs itself and compares the aggregate
-byte for byte (:func:`check_aggregate`), then publishes a :class:`PartialDecryption`.
+byte for byte (:meth:`CommitteeMember.verify_aggregate`, :func:`check_aggregate`), then
+publishes a :class:`PartialDecryption`.
 Anyone holding the aggregate and partials of T members releases the sum with
 :func:`combine_partials`, which needs no secret.
 
@@ -47,19 +48,23 @@ recombine committed blobs of at least ``min_clients`` distinct clients, and coun
 decryptions for key rotation.
 
 Verifiability (:func:`combine_partials`). With n > T partials, they must all lie on one
-degree-(T-1) polynomial up to the smudging noise: member j's inverse-NTT partial is
-compared with the interpolation at j of T others, with the hard bound
-(Delta + sum_k |Delta * L_k(j)|) * max|e| (smudging is clipped, so honest members never
-fail it). What this proves: if at least T of the n partials are honest, any partial that
-deviates beyond the noise bound is detected and nothing is released; if moreover
-n >= T + 2 and exactly one partial deviates, that member is named
-(:class:`PartialMismatchError` ``.culprits``), because it is the only member whose
-removal leaves a consistent set of at least T + 1 partials. With n == T + 1 the deviation
-is detected but cannot be attributed; with n == T (always when T == K) there is no
-redundancy, and only gross errors are caught (a release outside the valid range is
-refused). It does not prove that the shares dealt at key generation were consistent
-(no verifiable secret sharing for lattice secrets here), nor bind a partial to the
-member's committed key share (that needs a zero-knowledge proof of correct decryption).
+degree-(T-1) polynomial up to the smudging noise: each member j outside a base of T
+members (the lowest indices) has its inverse-NTT partial compared with the base's
+interpolation at j, with the hard bound (Delta + sum_k |Delta * L_k(j)|) * max|e|
+(smudging is clipped, so honest partials never fail it). What this proves: if the base's
+partials are honest, any other partial that deviates beyond the bound is detected and
+nothing is released; with one wrong partial and n >= T + 2 it is named
+(:class:`PartialMismatchError` ``.culprits``): the wrong member is then the only one whose
+removal leaves a consistent set of at least T + 1 (the tests exercise this). A wrong
+partial inside the base shows, through the factors L_k(j), in every other member's
+residual; it escapes only if crafted to keep all of them within the bound, and is then
+typically refused without a name because the release leaves the range a sum can take.
+With n == T + 1 a deviation is detected but not attributed; with n == T (always when
+T == K) there is no redundancy and only that range check applies. Colluding members can
+make wrong partials mutually consistent: no claim there. Nor does the check prove that
+the shares dealt at key generation were consistent (no verifiable secret sharing for
+lattice secrets here) or bind a partial to the member's committed key share (that needs
+a zero-knowledge proof of correct decryption).
 """
 
 from __future__ import annotations
@@ -255,7 +260,7 @@ class CommitteeMember:
         secret, error = ternary(degree), centered_binomial(degree)
         transformed = self._ring.secret_to_ntt(from_signed(np.stack([secret, error]), self._q))
         secret_ntt, error_ntt = transformed[0], transformed[1]
-        crp = common_random_polynomial(params, crp_seed)
+        crp = common_random_polynomial(params, crp_seed=crp_seed)
         p = submod(error_ntt, mulmod(crp, secret_ntt, self._q), self._q)
         self.public_key_share = PublicKeyShare(
             member=member, committee=committee, params=params, crp_seed=crp_seed, coefficients=p

@@ -166,7 +166,7 @@ def smudging_budget(
     )
 
 
-def common_random_polynomial(params: CKKSParams, crp_seed: bytes) -> np.ndarray:
+def common_random_polynomial(params: CKKSParams, *, crp_seed: bytes) -> np.ndarray:
     """The public polynomial ``a`` (NTT form, uniform mod q) expanded from ``crp_seed``.
 
     SHAKE256 over a domain tag, the parameters' canonical bytes and the seed; 54-bit words
@@ -288,7 +288,7 @@ def collective_public_context(
     total = np.zeros(params.poly_modulus_degree, dtype=np.uint64)
     for member in committee.members:
         total = (total + by_member[member].coefficients) % np.uint64(q)
-    crp = common_random_polynomial(params, crp_seed)
+    crp = common_random_polynomial(params, crp_seed=crp_seed)
     public_key = CommitteeRing(params).public_key_bytes(total, crp)
     return PublicContext(params=params, public_key=public_key)
 
