@@ -11,6 +11,9 @@ Galois keys: only additions happen), so a party holding it cannot decrypt. The s
 lives only inside :class:`SecretSealKeys`, in memory; it is never serialized or written to
 disk. SEAL's ``save``/``load`` take file paths, so public keys and ciphertexts pass through
 a private temporary directory (``/dev/shm`` when present) that is removed afterwards.
+:class:`CommitteeRing` serves committee decryption: public polynomials take the same
+path; a committee member's secret polynomials (key share, smudging noise) only pass
+through an anonymous in-memory file (Linux ``memfd_create``), or else through a numpy NTT.
 """
 
 from __future__ import annotations
