@@ -164,8 +164,13 @@ def test_shamir_any_threshold_shares_reconstruct_and_fewer_do_not() -> None:
     assert not np.array_equal(rebuilt, secret)
 
 
-def test_collective_key_is_what_clients_use_and_matches_the_committed_shares() -> None:
+def test_collective_key_is_what_clients_use_and_matches_the_committed_shares(
+    client: CKKSClient,
+) -> None:
     formed = _form(3, 2)
+    update = np.random.default_rng(4).uniform(-1.0, 1.0, size=ELEMENTS)
+    committee_blob = CKKSClient(formed.context.to_bytes()).protect(update)
+    assert len(committee_blob) == len(client.protect(update))  # same ciphertexts on the wire
     digests = [PublicKeyShare.from_bytes(share, PARAMS).digest for share in formed.shares]
     context = verify_public_context(
         formed.context.to_bytes(),
