@@ -432,7 +432,10 @@ def combine_partials(
     Raises :class:`InsufficientPartialsError` with fewer than T distinct members,
     :class:`PartialMismatchError` (``culprits`` named where possible) when a partial is
     for another aggregate or context, duplicated, inconsistent with the others, or the
-    result is outside the range a sum can take. Nothing is released when it raises.
+    result is outside the range a sum can take. Nothing is released when it raises; a
+    caller (the round protocol, the auditor) records the named culprits and may call again
+    without their partials, which releases if at least T consistent partials remain.
+    ``policy`` must be the members' reveal policy: it fixes the smudging bound.
     """
     if isinstance(public_context, bytes | bytearray):
         public_context = PublicContext.from_bytes(bytes(public_context))
