@@ -4,7 +4,9 @@ Overrides: ``secagg.preset`` (aggregation | compat), optional explicit
 ``secagg.poly_modulus_degree`` / ``secagg.coeff_mod_bit_sizes`` / ``secagg.scale_bits``
 (each replaces the preset's value), ``secagg.min_clients``, ``secagg.precision_bits`` and
 ``secagg.flood_std_bits`` (the key holder floods with std 2^-flood_std_bits and rounds to
-2^-precision_bits before release).
+2^-precision_bits before release), ``secagg.committee_size`` (K) and
+``secagg.committee_threshold`` (T): a decryption committee, any T of K members release a
+sum (default 1 and 1: a single key holder; see :mod:`secagg.ckks._committee`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from secagg._errors import InsecureParametersError
+from secagg.ckks._committee_keys import CommitteeConfigError, CommitteeParams
 from secagg.ckks._params import CKKSParams, RevealPolicy, preset_params
 from secagg.ckks._session import CKKSScheme
 
@@ -30,6 +33,8 @@ class CKKSSchema:
     min_clients: int = 2
     precision_bits: int = 24
     flood_std_bits: int = 24
+    committee_size: int = 1
+    committee_threshold: int = 1
 
 
 def params_from_schema(schema: Any) -> CKKSParams:
@@ -45,10 +50,39 @@ def params_from_schema(schema: Any) -> CKKSParams:
     return dataclasses.replace(params, **overrides) if overrides else params
 
 
+def committee_from_schema(schema: Any) -> CommitteeParams:
+    """The committee (K, T) of a schema, validated; :class:`CommitteeConfigError` if not.
+
+    K > 1 needs a single-prime parameter set (the aggregation preset), where key shares,
+    ciphertexts and partial decryptions live in one NTT domain.
+    """
+    committee = CommitteeParams(
+        size=_as_int(schema.committee_size, "committee_size"),
+        threshold=_as_int(schema.committee_threshold, "committee_threshold"),
+    )
+    if committee.size > 1 and len(params_from_schema(schema).coeff_mod_bit_sizes) != 1:
+        raise CommitteeConfigError(
+            "committee_size > 1 needs a single-prime parameter set (preset=aggregation)"
+        )
+    return committee
+
+
+def _as_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CommitteeConfigError(f"{field} must be an int, got {value!r}")
+    return value
+
+
 def build_ckks_scheme(schema: Any) -> CKKSScheme:
     """Validate a :class:`CKKSSchema` instance and build the scheme (keys are generated)."""
     if schema.name != "ckks":
         raise InsecureParametersError(f"name must be 'ckks', got {schema.name!r}")
+    committee = committee_from_schema(schema)
+    if committee.size > 1:
+        raise CommitteeConfigError(
+            f"committee_size={committee.size}: committee decryption (secagg.ckks.CommitteeMember,"
+            " combine_partials) is not wired into the round protocol yet; use committee_size=1"
+        )
     policy = RevealPolicy(
         min_clients=int(schema.min_clients),
         precision_bits=int(schema.precision_bits),
