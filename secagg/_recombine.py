@@ -14,7 +14,7 @@ import numpy as np
 
 from secagg._digest import Digest
 from secagg._errors import BlobFormatError, EmptyAggregateError, ParameterMismatchError
-from secagg._manifest import RoundManifest
+from secagg._manifest import ManifestError, RoundManifest
 from secagg._scheme import PlainScheme
 from secagg._store import ArtifactStore
 
@@ -60,7 +60,12 @@ def recombine(
         from secagg.masking._constants import SERVER_ID
         from secagg.masking._messages import Aggregate, Header
 
-        params = MaskingParams.from_schema(_Schema(manifest.scheme_config))
+        try:
+            params = MaskingParams.from_schema(_Schema(manifest.scheme_config))
+        except (AttributeError, TypeError, ValueError) as error:
+            raise ManifestError(
+                f"the manifest's masking parameters are unusable: {error}"
+            ) from error
         plan = plan_round(
             params,
             round_id=manifest.round_id,
