@@ -4,56 +4,118 @@
 ``results.json``; ``python -m experiments.report DIR`` summarises a sweep. The round loop
 (:class:`Federation`) has small overridable steps so the dp, secagg and chain layers plug
 in without rewriting it.
+
+Names are imported on first use (PEP 562), so ``import experiments`` and the command
+line's config checks do not load torch.
 """
 
-from experiments._config import (
-    BreastCancerConfig,
-    CNNConfig,
-    FederationConfig,
-    HeartDiseaseConfig,
-    LogRegConfig,
-    MedMNISTConfig,
-    MLPConfig,
-    RunConfig,
-    SyntheticConfig,
-    register_configs,
-    validate,
-)
-from experiments._datasets import (
-    DATASETS,
-    ClientData,
-    FederatedData,
-    load_dataset,
-    resolve_data_dir,
-)
-from experiments._errors import (
-    ChecksumError,
-    ConfigError,
-    DatasetNotFoundError,
-    ExperimentError,
-    PartitionError,
-)
-from experiments._federation import (
-    AggregationResult,
-    Federation,
-    FinalRecord,
-    RoundExtras,
-    RoundRecord,
-    RoundSeconds,
-    RunResults,
-    derive_seed,
-    resolve_device,
-)
-from experiments._models import MLP, MODELS, LogisticRegression, SmallCNN, build_model
-from experiments._partition import (
-    dirichlet_partition,
-    iid_partition,
-    label_skew,
-    partition,
-    quantity_partition,
-)
-from experiments._runner import build_federation, run_experiment, summary_table, write_results
-from experiments._training import Evaluation, LocalResult, LocalTrainer, SGDTrainer, evaluate
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "AggregationResult": "experiments._federation",
+    "BreastCancerConfig": "experiments._config",
+    "CNNConfig": "experiments._config",
+    "ChecksumError": "experiments._errors",
+    "ClientData": "experiments._datasets",
+    "ConfigError": "experiments._errors",
+    "DATASETS": "experiments._datasets",
+    "DatasetNotFoundError": "experiments._errors",
+    "Evaluation": "experiments._training",
+    "ExperimentError": "experiments._errors",
+    "FederatedData": "experiments._datasets",
+    "Federation": "experiments._federation",
+    "FederationConfig": "experiments._config",
+    "FinalRecord": "experiments._federation",
+    "HeartDiseaseConfig": "experiments._config",
+    "LocalResult": "experiments._training",
+    "LocalTrainer": "experiments._training",
+    "LogRegConfig": "experiments._config",
+    "LogisticRegression": "experiments._models",
+    "MLP": "experiments._models",
+    "MLPConfig": "experiments._config",
+    "MODELS": "experiments._models",
+    "MedMNISTConfig": "experiments._config",
+    "PartitionError": "experiments._errors",
+    "RoundExtras": "experiments._federation",
+    "RoundRecord": "experiments._federation",
+    "RoundSeconds": "experiments._federation",
+    "RunConfig": "experiments._config",
+    "RunResults": "experiments._federation",
+    "SGDTrainer": "experiments._training",
+    "SmallCNN": "experiments._models",
+    "SyntheticConfig": "experiments._config",
+    "build_federation": "experiments._runner",
+    "build_model": "experiments._models",
+    "derive_seed": "experiments._federation",
+    "dirichlet_partition": "experiments._partition",
+    "evaluate": "experiments._training",
+    "iid_partition": "experiments._partition",
+    "label_skew": "experiments._partition",
+    "load_dataset": "experiments._datasets",
+    "partition": "experiments._partition",
+    "quantity_partition": "experiments._partition",
+    "register_configs": "experiments._config",
+    "resolve_data_dir": "experiments._datasets",
+    "resolve_device": "experiments._federation",
+    "run_experiment": "experiments._runner",
+    "summary_table": "experiments._runner",
+    "validate": "experiments._config",
+    "write_results": "experiments._runner",
+}
+
+if TYPE_CHECKING:
+    from experiments._config import (
+        BreastCancerConfig,
+        CNNConfig,
+        FederationConfig,
+        HeartDiseaseConfig,
+        LogRegConfig,
+        MedMNISTConfig,
+        MLPConfig,
+        RunConfig,
+        SyntheticConfig,
+        register_configs,
+        validate,
+    )
+    from experiments._datasets import (
+        DATASETS,
+        ClientData,
+        FederatedData,
+        load_dataset,
+        resolve_data_dir,
+    )
+    from experiments._errors import (
+        ChecksumError,
+        ConfigError,
+        DatasetNotFoundError,
+        ExperimentError,
+        PartitionError,
+    )
+    from experiments._federation import (
+        AggregationResult,
+        Federation,
+        FinalRecord,
+        RoundExtras,
+        RoundRecord,
+        RoundSeconds,
+        RunResults,
+        derive_seed,
+        resolve_device,
+    )
+    from experiments._models import MLP, MODELS, LogisticRegression, SmallCNN, build_model
+    from experiments._partition import (
+        dirichlet_partition,
+        iid_partition,
+        label_skew,
+        partition,
+        quantity_partition,
+    )
+    from experiments._runner import build_federation, run_experiment, summary_table, write_results
+    from experiments._training import Evaluation, LocalResult, LocalTrainer, SGDTrainer, evaluate
 
 __all__ = [
     "DATASETS",
@@ -106,3 +168,16 @@ __all__ = [
     "validate",
     "write_results",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'experiments' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

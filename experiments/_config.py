@@ -278,25 +278,30 @@ def validate_model(model: Any) -> None:
                 )
 
 
+def validate_local(*, dataset: Any, model: Any, federation: FederationConfig) -> None:
+    """Check the groups this package defines, and how they combine (no heavy imports)."""
+    validate_federation(federation)
+    validate_dataset(dataset)
+    validate_model(model)
+    natural = NATURAL_CLIENTS.get(dataset.name)
+    if natural is not None and federation.clients != natural:
+        raise ConfigError(
+            f"federation.clients must be {natural} for dataset={dataset.name} "
+            f"(one client per hospital), got {federation.clients}; "
+            f"add federation.clients={natural} or federation={dataset.name}"
+        )
+    if model.name in IMAGE_MODELS and dataset.name not in IMAGE_DATASETS:
+        raise ConfigError(
+            f"model={model.name} needs 28x28 images (dataset one of "
+            f"{list(IMAGE_DATASETS)}), got dataset={dataset.name}"
+        )
+
+
 def validate(cfg: RunConfig) -> None:
     """Check a whole run config once, at start; raise :class:`ConfigError` naming the field."""
     from secagg._hydra import SCHEMES
 
-    validate_federation(cfg.federation)
-    validate_dataset(cfg.dataset)
-    validate_model(cfg.model)
-    natural = NATURAL_CLIENTS.get(cfg.dataset.name)
-    if natural is not None and cfg.federation.clients != natural:
-        raise ConfigError(
-            f"federation.clients must be {natural} for dataset={cfg.dataset.name} "
-            f"(one client per hospital), got {cfg.federation.clients}; "
-            f"add federation.clients={natural} or federation={cfg.dataset.name}"
-        )
-    if cfg.model.name in IMAGE_MODELS and cfg.dataset.name not in IMAGE_DATASETS:
-        raise ConfigError(
-            f"model={cfg.model.name} needs 28x28 images (dataset one of "
-            f"{list(IMAGE_DATASETS)}), got dataset={cfg.dataset.name}"
-        )
+    validate_local(dataset=cfg.dataset, model=cfg.model, federation=cfg.federation)
     _check_choice("secagg.name", getattr(cfg.secagg, "name", None), tuple(SCHEMES))
     for group in ("dp", "chain"):
         if not isinstance(getattr(getattr(cfg, group), "name", None), str):

@@ -31,6 +31,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from dp import PrivacyEvent
 from experiments._config import FederationConfig
 from experiments._datasets import FederatedData
+from experiments._errors import ConfigError
 from experiments._privacy import NoPrivacy, PrivacyLayer
 from experiments._training import Evaluation, LocalTrainer, SGDTrainer, evaluate
 from secagg import PhaseStats, ProtectionScheme, SecAggError, SecureRoundOutcome
@@ -51,9 +52,15 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is a
+    :class:`ConfigError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "federation.device=cuda, but no CUDA device is available "
+            "(torch.cuda.is_available() is False); use federation.device=cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -106,7 +113,9 @@ class FinalRecord:
     delta, sample rate / noise multiplier / steps segments, total steps, epsilon, budget),
     enough to recompute epsilon without this code; None without dp. ``audit`` is the
     verdict of a fresh auditor over the whole ledger at the end of the run (None without
-    a ledger): ``{verdict, exit_code, findings}``."""
+    a ledger): ``{verdict, exit_code, findings}``. ``majority_accuracy`` is the accuracy
+    of always predicting the pooled test set's most common class (the level a model that
+    learnt nothing reaches)."""
 
     accuracy: float
     auc: float | None
@@ -119,6 +128,7 @@ class FinalRecord:
     gas_total: int | None
     privacy: dict[str, Any] | None = None
     audit: dict[str, Any] | None = None
+    majority_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -456,8 +466,16 @@ class Federation:
             bytes_up_total=sum(r.bytes_up for r in records),
             gas_total=sum(gas) if gas else None,
             privacy=self.privacy_summary(),
+            majority_accuracy=self.majority_accuracy(),
         )
         return records, final
+
+    def majority_accuracy(self) -> float | None:
+        """Share of the pooled test set's most common class (None for an empty set)."""
+        labels = self.data.pooled_test.tensors[1]
+        if labels.numel() == 0:
+            return None
+        return float(torch.bincount(labels.long()).max()) / labels.numel()
 
     def evaluate_pooled(self) -> Evaluation:
         """The global model on the pooled test set."""

@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +35,13 @@ from experiments._federation import (
 )
 from experiments._ledger import open_ledger_layer
 from experiments._models import build_model
+from experiments._preflight import check_feasible
 from experiments._privacy import build_privacy_layer
 from secagg._hydra import build_scheme
 
 log = logging.getLogger("experiments")
+# Per-round lines: always in run.log; on the console only when there is no progress bar.
+ROUND_LOG = logging.getLogger("experiments.rounds")
 
 RESULTS_FILE = "results.json"
 # The layers this runner wires in so far; others fail at start rather than run unprotected.
@@ -69,6 +71,7 @@ def check_supported(cfg: RunConfig) -> None:
             f"secagg.max_dropout_fraction={max_dropout}: the masking threshold would not "
             "survive that many dropouts (raise secagg.max_dropout_fraction)"
         )
+    check_feasible(cfg)  # min_clients, a masking round at the largest dropout, the device
 
 
 def build_federation(cfg: RunConfig) -> Federation:
@@ -122,10 +125,28 @@ def use_progress_bar() -> bool:
 
 def _format_round(record: RoundRecord, rounds: int) -> str:
     auc = "n/a" if record.auc is None else f"{record.auc:.4f}"
+    epsilon = "n/a" if record.epsilon is None else f"{record.epsilon:.3f}"
     return (
         f"round {record.round}/{rounds}: accuracy={record.accuracy:.4f} auc={auc} "
-        f"loss={record.loss:.4f} clients={record.n_clients} dropped={len(record.dropped)}"
+        f"loss={record.loss:.4f} epsilon={epsilon} clients={record.n_clients} "
+        f"dropped={len(record.dropped)}"
     )
+
+
+class _NotRounds(logging.Filter):
+    """Keeps the per-round lines off the console while the progress bar shows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != ROUND_LOG.name
+
+
+def _console_handlers() -> list[logging.Handler]:
+    """The root logger's console handlers (stream handlers that are not files)."""
+    return [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
 
 
 def run_experiment(
@@ -154,21 +175,23 @@ def run_experiment(
         cfg.chain.name,
         federation.device,
     )
-    on_round: Callable[[RoundRecord], None]
+    bar: Any = None
+    quiet = _NotRounds()
     if show_bar:
         from tqdm import tqdm
 
         bar = tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr)
+        for handler in _console_handlers():
+            handler.addFilter(quiet)
 
-        def on_round(record: RoundRecord) -> None:
+    def on_round(record: RoundRecord) -> None:
+        ROUND_LOG.info(_format_round(record, rounds))
+        if bar is not None:
             bar.update(1)
-            bar.set_postfix(accuracy=f"{record.accuracy:.4f}", loss=f"{record.loss:.4f}")
-
-    else:
-        bar = None
-
-        def on_round(record: RoundRecord) -> None:
-            log.info(_format_round(record, rounds))
+            postfix = {"accuracy": f"{record.accuracy:.4f}", "loss": f"{record.loss:.4f}"}
+            if record.epsilon is not None:
+                postfix["epsilon"] = f"{record.epsilon:.3f}"
+            bar.set_postfix(postfix)
 
     with open_ledger_layer(
         cfg.chain,
@@ -186,6 +209,8 @@ def run_experiment(
         finally:
             if bar is not None:
                 bar.close()
+                for handler in _console_handlers():
+                    handler.removeFilter(quiet)
         ledger_entry = None
         if ledger is not None:
             report = ledger.final_audit()

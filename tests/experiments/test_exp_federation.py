@@ -59,6 +59,7 @@ FINAL_KEYS = {
     "gas_total",
     "privacy",
     "audit",
+    "majority_accuracy",
 }
 
 
