@@ -8,13 +8,15 @@ An in-process ledger lives only inside the process that ran the federation; to a
 another process run the federation with ``chain=anvil`` (or ``chain=rpc``).
 
 ``secagg node`` starts a local anvil node (from the project's ``node_modules``) on a free
-loopback port, optionally persisting its state, and prints its URL until interrupted.
+loopback port (or ``--port``), optionally persisting its state, and prints its URL; it
+stops the node on SIGINT or SIGTERM (exit 0) and exits 1 if the node dies.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +25,10 @@ from pathlib import Path
 from secagg._audit_report import AuditReport
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, audit
 from secagg._store import LocalDirectoryStore
+
+# ``secagg node`` checks its anvil every NODE_POLL_S seconds; this many misses: it died.
+NODE_POLL_S = 1.0
+NODE_MISSES = 3
 
 
 class _CannotAudit(Exception):
@@ -55,7 +61,7 @@ def run_audit(args: argparse.Namespace) -> AuditReport:
     """Attach to the ledger and audit it against the store (never raises on bad targets)."""
     from web3 import HTTPProvider, Web3
 
-    from chain import ChainError, Ledger
+    from chain import ChainError, Ledger, redact_url
 
     try:
         url, address, store_dir = _targets(args)
@@ -68,7 +74,11 @@ def run_audit(args: argparse.Namespace) -> AuditReport:
     w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
     try:
         if not w3.is_connected():
-            return _cannot("cannot reach the ledger's JSON-RPC endpoint", address)
+            return _cannot(
+                f"cannot reach the ledger's JSON-RPC endpoint at {redact_url(url)} (is the "
+                "node still running? point --rpc URL at the node that holds the ledger)",
+                address,
+            )
         ledger = Ledger.attach(w3, address)
     except (ChainError, OSError, ValueError) as error:
         return _cannot(f"cannot attach to the ledger: {error}", address)
@@ -80,17 +90,32 @@ def run_audit(args: argparse.Namespace) -> AuditReport:
     )
 
 
-def run_node(args: argparse.Namespace) -> int:
-    """Start an anvil node and keep it up until interrupted."""
-    from chain import AnvilBackend
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # leave the ``with`` block: anvil is stopped (state dumped)
 
-    with AnvilBackend(state_file=args.state) as backend:
+
+def run_node(args: argparse.Namespace) -> int:
+    """Start an anvil node and keep it up until SIGINT or SIGTERM (then stop it, exit 0);
+    exit 1 if the node stops answering on its own."""
+    from chain import AnvilBackend, ChainError
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        backend = AnvilBackend(state_file=args.state, port=args.port)
+    except ChainError as error:
+        print(f"secagg node: {error}", file=sys.stderr)
+        return 2
+    with backend:
         print(backend.public_url, flush=True)
         try:
-            while True:
-                time.sleep(3600)
+            misses = 0
+            while misses < NODE_MISSES:
+                time.sleep(NODE_POLL_S)
+                misses = 0 if backend.w3.is_connected() else misses + 1
         except KeyboardInterrupt:
             return 0
+    print(f"secagg node: anvil at {backend.public_url} stopped answering", file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     node_cmd = commands.add_parser("node", help="start a local anvil node")
     node_cmd.add_argument("--state", default=None, help="persist the node's state here")
+    node_cmd.add_argument(
+        "--port", type=int, default=None, help="listen on this loopback port (default: a free one)"
+    )
     return parser
 
 
