@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "ModelFileError": "experiments._artifacts",
+    "load_model": "experiments._artifacts",
+    "run_metadata": "experiments._artifacts",
     "AggregationResult": "experiments._federation",
     "BreastCancerConfig": "experiments._config",
     "CNNConfig": "experiments._config",
@@ -68,6 +71,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from experiments._artifacts import ModelFileError, load_model, run_metadata
     from experiments._config import (
         BreastCancerConfig,
         CNNConfig,
@@ -141,6 +145,7 @@ __all__ = [
     "LogisticRegression",
     "MLPConfig",
     "MedMNISTConfig",
+    "ModelFileError",
     "PartitionError",
     "RoundExtras",
     "RoundRecord",
@@ -158,12 +163,14 @@ __all__ = [
     "iid_partition",
     "label_skew",
     "load_dataset",
+    "load_model",
     "partition",
     "quantity_partition",
     "register_configs",
     "resolve_data_dir",
     "resolve_device",
     "run_experiment",
+    "run_metadata",
     "summary_table",
     "validate",
     "write_results",

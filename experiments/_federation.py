@@ -133,12 +133,14 @@ class FinalRecord:
 
 @dataclass(frozen=True)
 class RunResults:
-    """Everything ``results.json`` holds."""
+    """Everything ``results.json`` holds. ``meta`` says when, where and with what the run
+    ran, and names the saved model file (:func:`experiments._artifacts.run_metadata`)."""
 
     config: dict[str, Any]
     rounds: list[RoundRecord]
     final: FinalRecord
     ledger: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

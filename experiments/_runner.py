@@ -21,6 +21,7 @@ import numpy as np
 from chain import ChainError
 from chain._hydra import validate_options
 from dp import DPError, prepare_model
+from experiments._artifacts import MODEL_FILE, run_metadata, save_model
 from experiments._config import RunConfig, validate
 from experiments._datasets import load_dataset
 from experiments._errors import ConfigError
@@ -225,7 +226,21 @@ def run_experiment(
             )
             ledger_entry = ledger.entry()
     final = dataclasses.replace(final, wall_seconds=time.perf_counter() - start)
-    results = RunResults(config=resolved_config, rounds=records, final=final, ledger=ledger_entry)
+    meta = run_metadata(federation.device)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        dp_fix = bool(getattr(cfg.dp, "fix_model", False))
+        save_model(
+            federation.model,
+            model_config=cfg.model,
+            data=federation.data,
+            dp_fix=dp_fix if federation.privacy.mode == "sample" else None,
+            path=output_dir / MODEL_FILE,
+        )
+        meta["model_file"] = MODEL_FILE
+    results = RunResults(
+        config=resolved_config, rounds=records, final=final, ledger=ledger_entry, meta=meta
+    )
     if output_dir is not None:
         path = write_results(results, output_dir)
         log.info("results written to %s", path)
