@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "STRATEGIES": "experiments._strategies",
+    "ServerOptimizer": "experiments._strategies",
+    "ServerOptimizerParams": "experiments._strategies",
     "ModelFileError": "experiments._artifacts",
     "load_model": "experiments._artifacts",
     "run_metadata": "experiments._artifacts",
@@ -119,12 +122,14 @@ if TYPE_CHECKING:
         quantity_partition,
     )
     from experiments._runner import build_federation, run_experiment, summary_table, write_results
+    from experiments._strategies import STRATEGIES, ServerOptimizer, ServerOptimizerParams
     from experiments._training import Evaluation, LocalResult, LocalTrainer, SGDTrainer, evaluate
 
 __all__ = [
     "DATASETS",
     "MLP",
     "MODELS",
+    "STRATEGIES",
     "AggregationResult",
     "BreastCancerConfig",
     "CNNConfig",
@@ -153,6 +158,8 @@ __all__ = [
     "RunConfig",
     "RunResults",
     "SGDTrainer",
+    "ServerOptimizer",
+    "ServerOptimizerParams",
     "SmallCNN",
     "SyntheticConfig",
     "build_federation",

@@ -33,6 +33,7 @@ from experiments._config import FederationConfig
 from experiments._datasets import FederatedData
 from experiments._errors import ConfigError
 from experiments._privacy import NoPrivacy, PrivacyLayer
+from experiments._strategies import ServerOptimizer, server_params
 from experiments._training import Evaluation, LocalTrainer, SGDTrainer, evaluate
 from secagg import PhaseStats, ProtectionScheme, SecAggError, SecureRoundOutcome
 
@@ -191,6 +192,7 @@ class Federation:
         self.scheme = scheme
         self.trainer: LocalTrainer = trainer or SGDTrainer(config)
         self.dim = int(parameters_to_vector(self.model.parameters()).numel())
+        self.server = ServerOptimizer(server_params(config), self.dim)
         self.privacy: PrivacyLayer = privacy or NoPrivacy()
         # round id -> {PrivacyEvent.client_id (client name, or "federation"): event}
         self.privacy_events: dict[int, dict[str, PrivacyEvent]] = {}
@@ -330,10 +332,12 @@ class Federation:
         )
 
     def apply_update(self, mean_update: np.ndarray) -> None:
-        """Add the mean update to the global weights (server learning rate 1)."""
+        """Move the global weights by the server strategy's step for the mean update
+        (FedAvg with server learning rate 1 by default; experiments/_strategies.py)."""
+        step = self.server.step(mean_update)
         with torch.no_grad():
             current = parameters_to_vector(self.model.parameters())
-            update = torch.as_tensor(mean_update, dtype=current.dtype, device=current.device)
+            update = torch.as_tensor(step, dtype=current.dtype, device=current.device)
             vector_to_parameters(current + update, self.model.parameters())
 
     def round_extras(self, round_id: int) -> RoundExtras:

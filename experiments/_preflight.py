@@ -220,8 +220,20 @@ def check_values(config: Mapping[str, Mapping[str, Any]]) -> None:
     validate_local(dataset=dataset, model=model, federation=federation)
     if "secagg" in config:
         check_min_clients(federation, config["secagg"])
+    if "dp" in config:
+        check_strategy(federation, str(config["dp"].get("name")))
     if federation.device == "cuda":
         check_cuda_build()
+
+
+def check_strategy(federation: FederationConfig, dp_name: str) -> None:
+    """FedProx's proximal term is applied by the plain trainer, not by DP-SGD (Opacus)."""
+    if federation.strategy == "fedprox" and dp_name == "sample":
+        raise ConfigError(
+            "federation.strategy=fedprox needs the proximal term in local training, which "
+            "dp=sample (Opacus DP-SGD) does not apply; use dp=off or dp=client, or another "
+            "strategy (the adaptive ones compose with dp=sample)"
+        )
 
 
 def survivors_per_round(federation: FederationConfig) -> tuple[int, int]:
@@ -294,6 +306,7 @@ def check_feasible(cfg: Any) -> None:
     the scheme's minimum number of clients, a masking round at the configured dropout
     (naming the largest dropout fraction ``n`` clients allow), and the CUDA device."""
     check_min_clients(cfg.federation, cfg.secagg)
+    check_strategy(cfg.federation, str(cfg.dp.name))
     if cfg.secagg.name == "masking":
         _check_masking(cfg.federation, cfg.secagg)
     if cfg.federation.device == "cuda":
