@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
+    "federated_from_arrays": "experiments._registry",
+    "load_plugins": "experiments._registry",
+    "register_dataset": "experiments._registry",
+    "register_model": "experiments._registry",
     "STRATEGIES": "experiments._strategies",
     "ServerOptimizer": "experiments._strategies",
     "ServerOptimizerParams": "experiments._strategies",
@@ -121,6 +125,12 @@ if TYPE_CHECKING:
         partition,
         quantity_partition,
     )
+    from experiments._registry import (
+        federated_from_arrays,
+        load_plugins,
+        register_dataset,
+        register_model,
+    )
     from experiments._runner import build_federation, run_experiment, summary_table, write_results
     from experiments._strategies import STRATEGIES, ServerOptimizer, ServerOptimizerParams
     from experiments._training import Evaluation, LocalResult, LocalTrainer, SGDTrainer, evaluate
@@ -167,13 +177,17 @@ __all__ = [
     "derive_seed",
     "dirichlet_partition",
     "evaluate",
+    "federated_from_arrays",
     "iid_partition",
     "label_skew",
     "load_dataset",
     "load_model",
+    "load_plugins",
     "partition",
     "quantity_partition",
     "register_configs",
+    "register_dataset",
+    "register_model",
     "resolve_data_dir",
     "resolve_device",
     "run_experiment",

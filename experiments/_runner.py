@@ -89,7 +89,10 @@ def build_federation(cfg: RunConfig) -> Federation:
         try:
             model = prepare_model(model, fix=bool(getattr(cfg.dp, "fix_model", False)))
         except DPError as error:
-            raise ConfigError(f"dp=sample: {error}") from error
+            raise ConfigError(
+                f"dp=sample: model={cfg.model.name}: {error}; on the command line: "
+                "dp.fix_model=true"
+            ) from error
     return Federation(
         config=fed,
         data=data,

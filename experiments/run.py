@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments._config import RunConfig, register_configs
 from experiments._errors import ConfigError, ExperimentError
 from experiments._preflight import check_command_line, check_composed
+from experiments._registry import load_plugins
 
 if TYPE_CHECKING:
     from experiments._federation import RunResults
@@ -130,6 +131,7 @@ def main() -> None:
     """Console-script entry point (``secagg-run``): check the command line first (no
     torch yet, exit 2 with one line on a bad config), then compose and run."""
     try:
+        load_plugins()  # $SECAGG_PLUGINS: user packages that register models and datasets
         check_command_line(sys.argv[1:])
     except ConfigError as error:
         print(f"ConfigError: {error}", file=sys.stderr)
