@@ -371,7 +371,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: gather, write CSV and PNG, print the table."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.report", description=(__doc__ or "").replace("``", "")
+    )
     parser.add_argument("directory", type=Path, help="a multirun (or any) directory")
     parser.add_argument("--csv", type=Path, default=None, help="default: DIR/summary.csv")
     parser.add_argument("--png", type=Path, default=None, help="default: DIR/summary.png")
