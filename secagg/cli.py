@@ -119,7 +119,8 @@ def run_node(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="secagg", description=__doc__.split("\n\n")[0])
+    summary = (__doc__ or "").split("\n\n")[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="secagg", description=summary)
     commands = parser.add_subparsers(dest="command", required=True)
     audit_cmd = commands.add_parser("audit", help="audit a ledger against an artifact store")
     audit_cmd.add_argument("--rpc", help="the ledger node's JSON-RPC URL")

@@ -107,3 +107,13 @@ def test_audit_names_the_url_it_cannot_reach(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert f"http://127.0.0.1:{port}" in result.stdout and "--rpc" in result.stdout
+
+
+@pytest.mark.parametrize("module", ["secagg", "experiments.report"])
+def test_command_line_help_has_no_rst_markup(module: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0 and "usage:" in result.stdout
+    assert "``" not in result.stdout and ":class:" not in result.stdout
