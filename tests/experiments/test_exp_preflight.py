@@ -138,3 +138,27 @@ def test_too_few_clients_for_the_scheme_is_refused_at_start(run_cfg: ToRun) -> N
         check_supported(run_cfg("federation.clients=1"))
     with pytest.raises(ConfigError, match="pairwise masking needs at least 3 clients"):
         check_supported(run_cfg("secagg=masking", "federation.clients=2"))
+
+
+def test_a_stale_catalogue_defers_the_external_groups_instead_of_refusing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import experiments._catalog as catalog
+
+    monkeypatch.setattr(catalog, "load_catalog", lambda: None)
+    check_command_line(["dp=off", "+dp.target_epsilon=1.0"])  # left to check_composed
+    check_command_line(["secagg=plain", "secagg.new_field=1"])
+    with pytest.raises(ConfigError, match=r"did you mean federation\.rounds"):
+        check_command_line(["federation.round=3"])
+
+
+def test_a_changed_schema_source_makes_the_catalogue_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import experiments._catalog as catalog
+    from experiments._schema_catalog import SOURCES
+
+    assert catalog.load_catalog() is not None
+    relative = sorted(SOURCES)[0]
+    monkeypatch.setitem(SOURCES, relative, "0" * 64)
+    assert catalog.load_catalog() is None
