@@ -349,3 +349,24 @@ def _check_masking(federation: FederationConfig, schema: Any) -> None:
         f"secagg=masking cannot plan a round of {selected} clients with dropout fraction "
         f"{fraction:g}: {problem}; {hint}"
     )
+
+
+def check_partition(cfg: Any, data: Any) -> None:
+    """With ``dp=sample`` every client needs at least ``batch_size`` training records (the
+    sample rate is ``batch_size / n_train``); name the smallest clients and the fixes."""
+    if getattr(cfg.dp, "name", None) != "sample":
+        return
+    batch = cfg.federation.batch_size
+    small = sorted(
+        (client.n_train, client.name) for client in data.clients if client.n_train < batch
+    )
+    if not small:
+        return
+    listed = ", ".join(f"{name} has {size}" for size, name in small[:3])
+    more = f" and {len(small) - 3} more" if len(small) > 3 else ""
+    raise ConfigError(
+        f"federation.partition={cfg.federation.partition} (alpha={cfg.federation.alpha}) "
+        f"leaves clients with fewer training records than federation.batch_size={batch}, "
+        f"which dp=sample needs ({listed}{more}); raise federation.alpha, lower "
+        "federation.batch_size or federation.clients, or use federation.partition=iid"
+    )

@@ -36,7 +36,7 @@ from experiments._federation import (
 )
 from experiments._ledger import open_ledger_layer
 from experiments._models import build_model
-from experiments._preflight import check_feasible
+from experiments._preflight import check_feasible, check_partition
 from experiments._privacy import build_privacy_layer
 from secagg._hydra import build_scheme
 
@@ -82,6 +82,7 @@ def build_federation(cfg: RunConfig) -> Federation:
     fed = cfg.federation
     data_rng = np.random.default_rng(derive_seed(fed.seed, SEED_DATA))
     data = load_dataset(cfg.dataset, fed, data_rng)
+    check_partition(cfg, data)  # dp=sample: no client smaller than a batch
     model = build_model(cfg.model, data, seed=derive_seed(fed.seed, SEED_MODEL))
     privacy = build_privacy_layer(cfg.dp, federation=fed, data=data, scheme_name=cfg.secagg.name)
     if privacy.mode == "sample":

@@ -17,7 +17,7 @@ from experiments._catalog import build_catalog
 from experiments._config import RunConfig
 from experiments._errors import ConfigError
 from experiments._preflight import check_command_line, check_cuda_build
-from experiments._runner import check_supported
+from experiments._runner import build_federation, check_supported
 from experiments.run import to_run_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +162,14 @@ def test_a_changed_schema_source_makes_the_catalogue_stale(
     relative = sorted(SOURCES)[0]
     monkeypatch.setitem(SOURCES, relative, "0" * 64)
     assert catalog.load_catalog() is None
+
+
+def test_a_dirichlet_client_smaller_than_a_batch_is_named_with_the_fixes(
+    run_cfg: ToRun,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_federation(run_cfg("federation.partition=dirichlet", "chain=none"))
+    message = str(caught.value)
+    assert "fewer training records than federation.batch_size=32" in message
+    assert "raise federation.alpha" in message and "federation.partition=iid" in message
+    build_federation(run_cfg("federation.partition=dirichlet", "chain=none", "dp=off"))
