@@ -159,7 +159,9 @@ class AnvilBackend(_BaseBackend):
         state_file: str | os.PathLike[str] | None = None,
         chain_id: int | None = None,
         startup_timeout_s: float = 30.0,
+        port: int | None = None,
     ) -> None:
+        self._port = port  # None: a free loopback port
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: Any = None
         self.state_file = Path(state_file) if state_file is not None else None
@@ -179,8 +181,8 @@ class AnvilBackend(_BaseBackend):
         if binary is None:
             raise BackendError(f"anvil not found: run `npm ci` or set {ANVIL_ENV}")
         last_error = ""
-        for _attempt in range(3):
-            port = _free_port()
+        for _attempt in range(3 if self._port is None else 1):
+            port = _free_port() if self._port is None else self._port
             cmd = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"]
             if chain_id is not None:
                 cmd += ["--chain-id", str(chain_id)]

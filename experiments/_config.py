@@ -29,6 +29,7 @@ DEFAULTS: list[Any] = [
 ]
 
 OPTIMIZERS = ("sgd", "adam")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 PARTITIONS = ("iid", "dirichlet", "quantity")
 DEVICES = ("auto", "cpu", "cuda")
 MEDMNIST_SUBSETS = ("breastmnist", "pneumoniamnist")
@@ -51,6 +52,13 @@ class FederationConfig:
     alpha: float = 0.5  # Dirichlet concentration for partition=dirichlet|quantity
     dropout: float = 0.0  # share of the selected clients that drop mid-round
     device: str = "auto"
+    # Server strategy (experiments/_strategies.py): fedavg|fedprox|fedadam|fedyogi|fedadagrad
+    strategy: str = "fedavg"
+    server_lr: float | None = None  # null: 1 for fedavg/fedprox, 0.01 for the adaptive ones
+    proximal_mu: float = 0.0  # FedProx's proximal coefficient (> 0 with strategy=fedprox)
+    server_beta1: float = 0.9  # adaptive strategies: first-moment decay
+    server_beta2: float = 0.99  # fedadam/fedyogi: second-moment decay
+    server_tau: float = 0.001  # adaptive strategies: adaptivity (epsilon) term
 
 
 @dataclass
@@ -213,6 +221,26 @@ def validate_federation(fed: FederationConfig) -> None:
     _check_float("federation.alpha", fed.alpha, 0.0, math.inf, low_open=True, high_open=True)
     _check_float("federation.dropout", fed.dropout, 0.0, 1.0, low_open=False, high_open=True)
     _check_choice("federation.device", fed.device, DEVICES)
+    _check_choice("federation.strategy", fed.strategy, STRATEGIES)
+    if fed.server_lr is not None:
+        _check_float(
+            "federation.server_lr", fed.server_lr, 0.0, math.inf, low_open=True, high_open=True
+        )
+    _check_float(
+        "federation.proximal_mu", fed.proximal_mu, 0.0, math.inf, low_open=False, high_open=True
+    )
+    if fed.strategy == "fedprox" and fed.proximal_mu == 0:
+        raise _fail("federation.proximal_mu", "> 0 with strategy=fedprox (0 is FedAvg)", 0.0)
+    if fed.strategy != "fedprox" and fed.proximal_mu != 0:
+        raise ConfigError(
+            f"federation.proximal_mu={fed.proximal_mu} applies only to "
+            f"federation.strategy=fedprox, got strategy={fed.strategy}"
+        )
+    for name, value in (("server_beta1", fed.server_beta1), ("server_beta2", fed.server_beta2)):
+        _check_float(f"federation.{name}", value, 0.0, 1.0, low_open=False, high_open=True)
+    _check_float(
+        "federation.server_tau", fed.server_tau, 0.0, math.inf, low_open=True, high_open=True
+    )
 
 
 def validate_dataset(dataset: Any) -> None:
@@ -278,25 +306,30 @@ def validate_model(model: Any) -> None:
                 )
 
 
+def validate_local(*, dataset: Any, model: Any, federation: FederationConfig) -> None:
+    """Check the groups this package defines, and how they combine (no heavy imports)."""
+    validate_federation(federation)
+    validate_dataset(dataset)
+    validate_model(model)
+    natural = NATURAL_CLIENTS.get(dataset.name)
+    if natural is not None and federation.clients != natural:
+        raise ConfigError(
+            f"federation.clients must be {natural} for dataset={dataset.name} "
+            f"(one client per hospital), got {federation.clients}; "
+            f"add federation.clients={natural} or federation={dataset.name}"
+        )
+    if model.name in IMAGE_MODELS and dataset.name not in IMAGE_DATASETS:
+        raise ConfigError(
+            f"model={model.name} needs 28x28 images (dataset one of "
+            f"{list(IMAGE_DATASETS)}), got dataset={dataset.name}"
+        )
+
+
 def validate(cfg: RunConfig) -> None:
     """Check a whole run config once, at start; raise :class:`ConfigError` naming the field."""
     from secagg._hydra import SCHEMES
 
-    validate_federation(cfg.federation)
-    validate_dataset(cfg.dataset)
-    validate_model(cfg.model)
-    natural = NATURAL_CLIENTS.get(cfg.dataset.name)
-    if natural is not None and cfg.federation.clients != natural:
-        raise ConfigError(
-            f"federation.clients must be {natural} for dataset={cfg.dataset.name} "
-            f"(one client per hospital), got {cfg.federation.clients}; "
-            f"add federation.clients={natural} or federation={cfg.dataset.name}"
-        )
-    if cfg.model.name in IMAGE_MODELS and cfg.dataset.name not in IMAGE_DATASETS:
-        raise ConfigError(
-            f"model={cfg.model.name} needs 28x28 images (dataset one of "
-            f"{list(IMAGE_DATASETS)}), got dataset={cfg.dataset.name}"
-        )
+    validate_local(dataset=cfg.dataset, model=cfg.model, federation=cfg.federation)
     _check_choice("secagg.name", getattr(cfg.secagg, "name", None), tuple(SCHEMES))
     for group in ("dp", "chain"):
         if not isinstance(getattr(getattr(cfg, group), "name", None), str):

@@ -31,7 +31,9 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from dp import PrivacyEvent
 from experiments._config import FederationConfig
 from experiments._datasets import FederatedData
+from experiments._errors import ConfigError
 from experiments._privacy import NoPrivacy, PrivacyLayer
+from experiments._strategies import ServerOptimizer, server_params
 from experiments._training import Evaluation, LocalTrainer, SGDTrainer, evaluate
 from secagg import PhaseStats, ProtectionScheme, SecAggError, SecureRoundOutcome
 
@@ -51,9 +53,15 @@ def derive_seed(seed: int, *keys: int) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without CUDA is a
+    :class:`ConfigError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "federation.device=cuda, but no CUDA device is available "
+            "(torch.cuda.is_available() is False); use federation.device=cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -112,7 +120,8 @@ class FinalRecord:
     a ledger): ``{verdict, exit_code, findings}``. ``privacy_audit`` (``dp.audit=one_run``)
     maps each audited client (``federation`` for dp=client) to its empirical lower bound on
     epsilon, ``{method, canaries, guesses, correct, confidence, delta, epsilon_lower,
-    epsilon_claimed}``."""
+    epsilon_claimed}``. ``majority_accuracy`` is the accuracy of always predicting the
+    pooled test set's most common class (the level a model that learnt nothing reaches)."""
 
     accuracy: float
     auc: float | None
@@ -126,16 +135,19 @@ class FinalRecord:
     privacy: dict[str, Any] | None = None
     audit: dict[str, Any] | None = None
     privacy_audit: dict[str, Any] | None = None
+    majority_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
 class RunResults:
-    """Everything ``results.json`` holds."""
+    """Everything ``results.json`` holds. ``meta`` says when, where and with what the run
+    ran, and names the saved model file (:func:`experiments._artifacts.run_metadata`)."""
 
     config: dict[str, Any]
     rounds: list[RoundRecord]
     final: FinalRecord
     ledger: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,6 +199,7 @@ class Federation:
         self.scheme = scheme
         self.trainer: LocalTrainer = trainer or SGDTrainer(config)
         self.dim = int(parameters_to_vector(self.model.parameters()).numel())
+        self.server = ServerOptimizer(server_params(config), self.dim)
         self.privacy: PrivacyLayer = privacy or NoPrivacy()
         # round id -> {PrivacyEvent.client_id (client name, or "federation"): event}
         self.privacy_events: dict[int, dict[str, PrivacyEvent]] = {}
@@ -326,10 +339,12 @@ class Federation:
         )
 
     def apply_update(self, mean_update: np.ndarray) -> None:
-        """Add the mean update to the global weights (server learning rate 1)."""
+        """Move the global weights by the server strategy's step for the mean update
+        (FedAvg with server learning rate 1 by default; experiments/_strategies.py)."""
+        step = self.server.step(mean_update)
         with torch.no_grad():
             current = parameters_to_vector(self.model.parameters())
-            update = torch.as_tensor(mean_update, dtype=current.dtype, device=current.device)
+            update = torch.as_tensor(step, dtype=current.dtype, device=current.device)
             vector_to_parameters(current + update, self.model.parameters())
 
     def round_extras(self, round_id: int) -> RoundExtras:
@@ -472,8 +487,16 @@ class Federation:
             gas_total=sum(gas) if gas else None,
             privacy=self.privacy_summary(),
             privacy_audit=self.privacy.privacy_audit(),
+            majority_accuracy=self.majority_accuracy(),
         )
         return records, final
+
+    def majority_accuracy(self) -> float | None:
+        """Share of the pooled test set's most common class (None for an empty set)."""
+        labels = self.data.pooled_test.tensors[1]
+        if labels.numel() == 0:
+            return None
+        return float(torch.bincount(labels.long()).max()) / labels.numel()
 
     def evaluate_pooled(self) -> Evaluation:
         """The global model on the pooled test set."""

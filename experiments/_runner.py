@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 from chain import ChainError
 from chain._hydra import validate_options
 from dp import DPError, prepare_model
+from experiments._artifacts import MODEL_FILE, run_metadata, save_model
 from experiments._config import RunConfig, validate
 from experiments._datasets import load_dataset
 from experiments._errors import ConfigError
@@ -36,10 +36,13 @@ from experiments._federation import (
 )
 from experiments._ledger import open_ledger_layer
 from experiments._models import build_model
+from experiments._preflight import check_feasible, check_partition
 from experiments._privacy import build_privacy_layer, preprocessing_for
 from secagg._hydra import build_scheme
 
 log = logging.getLogger("experiments")
+# Per-round lines: always in run.log; on the console only when there is no progress bar.
+ROUND_LOG = logging.getLogger("experiments.rounds")
 
 RESULTS_FILE = "results.json"
 # The layers this runner wires in so far; others fail at start rather than run unprotected.
@@ -69,6 +72,7 @@ def check_supported(cfg: RunConfig) -> None:
             f"secagg.max_dropout_fraction={max_dropout}: the masking threshold would not "
             "survive that many dropouts (raise secagg.max_dropout_fraction)"
         )
+    check_feasible(cfg)  # min_clients, a masking round at the largest dropout, the device
 
 
 def build_federation(cfg: RunConfig) -> Federation:
@@ -78,6 +82,7 @@ def build_federation(cfg: RunConfig) -> Federation:
     fed = cfg.federation
     data_rng = np.random.default_rng(derive_seed(fed.seed, SEED_DATA))
     data = load_dataset(cfg.dataset, fed, data_rng, preprocessing=preprocessing_for(cfg.dp))
+    check_partition(cfg, data)  # dp=sample: no client smaller than a batch
     model = build_model(cfg.model, data, seed=derive_seed(fed.seed, SEED_MODEL))
     privacy = build_privacy_layer(cfg.dp, federation=fed, data=data, scheme_name=cfg.secagg.name)
     if privacy.mode == "sample":
@@ -85,7 +90,10 @@ def build_federation(cfg: RunConfig) -> Federation:
         try:
             model = prepare_model(model, fix=bool(getattr(cfg.dp, "fix_model", False)))
         except DPError as error:
-            raise ConfigError(f"dp=sample: {error}") from error
+            raise ConfigError(
+                f"dp=sample: model={cfg.model.name}: {error}; on the command line: "
+                "dp.fix_model=true"
+            ) from error
     return Federation(
         config=fed,
         data=data,
@@ -122,10 +130,28 @@ def use_progress_bar() -> bool:
 
 def _format_round(record: RoundRecord, rounds: int) -> str:
     auc = "n/a" if record.auc is None else f"{record.auc:.4f}"
+    epsilon = "n/a" if record.epsilon is None else f"{record.epsilon:.3f}"
     return (
         f"round {record.round}/{rounds}: accuracy={record.accuracy:.4f} auc={auc} "
-        f"loss={record.loss:.4f} clients={record.n_clients} dropped={len(record.dropped)}"
+        f"loss={record.loss:.4f} epsilon={epsilon} clients={record.n_clients} "
+        f"dropped={len(record.dropped)}"
     )
+
+
+class _NotRounds(logging.Filter):
+    """Keeps the per-round lines off the console while the progress bar shows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != ROUND_LOG.name
+
+
+def _console_handlers() -> list[logging.Handler]:
+    """The root logger's console handlers (stream handlers that are not files)."""
+    return [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
 
 
 def run_experiment(
@@ -154,21 +180,23 @@ def run_experiment(
         cfg.chain.name,
         federation.device,
     )
-    on_round: Callable[[RoundRecord], None]
+    bar: Any = None
+    quiet = _NotRounds()
     if show_bar:
         from tqdm import tqdm
 
         bar = tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr)
+        for handler in _console_handlers():
+            handler.addFilter(quiet)
 
-        def on_round(record: RoundRecord) -> None:
+    def on_round(record: RoundRecord) -> None:
+        ROUND_LOG.info(_format_round(record, rounds))
+        if bar is not None:
             bar.update(1)
-            bar.set_postfix(accuracy=f"{record.accuracy:.4f}", loss=f"{record.loss:.4f}")
-
-    else:
-        bar = None
-
-        def on_round(record: RoundRecord) -> None:
-            log.info(_format_round(record, rounds))
+            postfix = {"accuracy": f"{record.accuracy:.4f}", "loss": f"{record.loss:.4f}"}
+            if record.epsilon is not None:
+                postfix["epsilon"] = f"{record.epsilon:.3f}"
+            bar.set_postfix(postfix)
 
     with open_ledger_layer(
         cfg.chain,
@@ -186,6 +214,8 @@ def run_experiment(
         finally:
             if bar is not None:
                 bar.close()
+                for handler in _console_handlers():
+                    handler.removeFilter(quiet)
         ledger_entry = None
         if ledger is not None:
             report = ledger.final_audit()
@@ -200,7 +230,21 @@ def run_experiment(
             )
             ledger_entry = ledger.entry()
     final = dataclasses.replace(final, wall_seconds=time.perf_counter() - start)
-    results = RunResults(config=resolved_config, rounds=records, final=final, ledger=ledger_entry)
+    meta = run_metadata(federation.device)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        dp_fix = bool(getattr(cfg.dp, "fix_model", False))
+        save_model(
+            federation.model,
+            model_config=cfg.model,
+            data=federation.data,
+            dp_fix=dp_fix if federation.privacy.mode == "sample" else None,
+            path=output_dir / MODEL_FILE,
+        )
+        meta["model_file"] = MODEL_FILE
+    results = RunResults(
+        config=resolved_config, rounds=records, final=final, ledger=ledger_entry, meta=meta
+    )
     if output_dir is not None:
         path = write_results(results, output_dir)
         log.info("results written to %s", path)

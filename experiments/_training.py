@@ -56,7 +56,9 @@ def make_optimizer(name: str, parameters: Any, *, lr: float) -> torch.optim.Opti
 
 class SGDTrainer:
     """Plain (non-private) local training: ``local_steps`` mini-batch steps if set,
-    else ``local_epochs`` shuffled passes. A fresh optimiser is made every round."""
+    else ``local_epochs`` shuffled passes. A fresh optimiser is made every round. With
+    ``proximal_mu > 0`` (FedProx) the loss adds ``mu / 2 * ||w - w_global||^2``, where
+    ``w_global`` are the weights the client received this round."""
 
     def __init__(self, config: FederationConfig) -> None:
         self.config = config
@@ -78,10 +80,18 @@ class SGDTrainer:
         model.train()
         total_loss, steps = 0.0, 0
         max_steps = config.local_steps or config.local_epochs * len(loader)
+        mu = config.proximal_mu  # FedProx: pull towards the round's global weights
+        anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
         while steps < max_steps:
             for features, labels in loader:
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(features.to(device)), labels.to(device))
+                if anchor:
+                    distance = sum(
+                        ((p - a) ** 2).sum()
+                        for p, a in zip(model.parameters(), anchor, strict=True)
+                    )
+                    loss = loss + mu / 2 * distance
                 loss.backward()
                 optimizer.step()
                 total_loss += float(loss.detach())

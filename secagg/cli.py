@@ -12,13 +12,15 @@ An in-process ledger lives only inside the process that ran the federation; to a
 another process run the federation with ``chain=anvil`` (or ``chain=rpc``).
 
 ``secagg node`` starts a local anvil node (from the project's ``node_modules``) on a free
-loopback port, optionally persisting its state, and prints its URL until interrupted.
+loopback port (or ``--port``), optionally persisting its state, and prints its URL; it
+stops the node on SIGINT or SIGTERM (exit 0) and exits 1 if the node dies.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +35,10 @@ from secagg._store import LocalDirectoryStore, read_regular_file
 #: Largest ``results.json`` the command reads, and its deepest nesting.
 MAX_RESULTS_BYTES = 64 * 2**20
 MAX_RESULTS_DEPTH = 64
+
+# ``secagg node`` checks its anvil every NODE_POLL_S seconds; this many misses: it died.
+NODE_POLL_S = 1.0
+NODE_MISSES = 3
 
 
 class _CannotAudit(Exception):
@@ -76,7 +82,7 @@ def run_audit(args: argparse.Namespace) -> AuditReport:
     """Attach to the ledger and audit it against the store (never raises on bad targets)."""
     from web3 import HTTPProvider, Web3
 
-    from chain import ChainError, Ledger
+    from chain import ChainError, Ledger, redact_url
 
     try:
         url, address, store_dir = _targets(args)
@@ -89,7 +95,11 @@ def run_audit(args: argparse.Namespace) -> AuditReport:
     w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
     try:
         if not w3.is_connected():
-            return _cannot("cannot reach the ledger's JSON-RPC endpoint", address)
+            return _cannot(
+                f"cannot reach the ledger's JSON-RPC endpoint at {redact_url(url)} (is the "
+                "node still running? point --rpc URL at the node that holds the ledger)",
+                address,
+            )
         ledger = Ledger.attach(w3, address)
     except (ChainError, OSError, ValueError) as error:
         return _cannot(f"cannot attach to the ledger: {error}", address)
@@ -129,21 +139,37 @@ def privacy_audit_lines(results_path: str) -> list[str]:
     return ["empirical privacy audit (one run, as reported by the run, not re-checked):", *lines]
 
 
-def run_node(args: argparse.Namespace) -> int:
-    """Start an anvil node and keep it up until interrupted."""
-    from chain import AnvilBackend
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # leave the ``with`` block: anvil is stopped (state dumped)
 
-    with AnvilBackend(state_file=args.state) as backend:
+
+def run_node(args: argparse.Namespace) -> int:
+    """Start an anvil node and keep it up until SIGINT or SIGTERM (then stop it, exit 0);
+    exit 1 if the node stops answering on its own."""
+    from chain import AnvilBackend, ChainError
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        backend = AnvilBackend(state_file=args.state, port=args.port)
+    except ChainError as error:
+        print(f"secagg node: {error}", file=sys.stderr)
+        return 2
+    with backend:
         print(backend.public_url, flush=True)
         try:
-            while True:
-                time.sleep(3600)
+            misses = 0
+            while misses < NODE_MISSES:
+                time.sleep(NODE_POLL_S)
+                misses = 0 if backend.w3.is_connected() else misses + 1
         except KeyboardInterrupt:
             return 0
+    print(f"secagg node: anvil at {backend.public_url} stopped answering", file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="secagg", description=__doc__.split("\n\n")[0])
+    summary = (__doc__ or "").split("\n\n")[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="secagg", description=summary)
     commands = parser.add_subparsers(dest="command", required=True)
     audit_cmd = commands.add_parser("audit", help="audit a ledger against an artifact store")
     audit_cmd.add_argument("--rpc", help="the ledger node's JSON-RPC URL")
@@ -160,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     node_cmd = commands.add_parser("node", help="start a local anvil node")
     node_cmd.add_argument("--state", default=None, help="persist the node's state here")
+    node_cmd.add_argument(
+        "--port", type=int, default=None, help="listen on this loopback port (default: a free one)"
+    )
     return parser
 
 

@@ -30,7 +30,10 @@ def test_run_with_the_documented_overrides_writes_results_in_the_run_dir(tmp_pat
     completed = _run(["-m", "experiments.run", *overrides], cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert "summary" in completed.stdout and "pooled accuracy" in completed.stdout
-    assert "round 2/2" in completed.stdout + completed.stderr  # plain log lines under CI
+    output = completed.stdout + completed.stderr
+    assert "round 2/2" in output and "epsilon=" in output  # plain log lines under CI
+    assert "Ghost Clipping" not in output  # Opacus's INFO lines are silenced
+    assert "Ghost Clipping" not in (out / "run.log").read_text()
     results = json.loads((out / "results.json").read_text())
     config = results["config"]
     assert config["federation"]["clients"] == 3 and config["federation"]["seed"] == 1

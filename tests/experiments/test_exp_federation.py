@@ -61,6 +61,7 @@ FINAL_KEYS = {
     "privacy",
     "audit",
     "privacy_audit",
+    "majority_accuracy",
 }
 
 
@@ -121,7 +122,7 @@ def test_end_to_end_two_rounds_on_breast_cancer_writes_results_json(
     assert isinstance(cfg, RunConfig) and isinstance(resolved, dict)
     run_experiment(cfg, resolved_config=resolved, output_dir=tmp_path, progress=False)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results) == {"config", "rounds", "final", "ledger"}
+    assert set(results) == {"config", "rounds", "final", "ledger", "meta"}
     assert results["ledger"] is None  # chain=none
     assert results["config"]["dataset"]["name"] == "breast_cancer"
     assert results["config"]["federation"]["rounds"] == 2
