@@ -547,6 +547,8 @@ class MaskingClient:
             request, round_id=plan.round_id, params_digest=plan.params_digest
         )
         self._check_recipient(message.recipient, "unmask request")
+        if self.authenticated:
+            self._require(Stage.UNMASK, "unmask request")
         both = set(message.seed_owners) & set(message.key_owners)
         if both:
             raise SecretExposureError(
@@ -558,7 +560,6 @@ class MaskingClient:
                 f"client {self.client_id} holds no accepted shares of {sorted(unknown)}"
             )
         if self.authenticated:
-            self._require(Stage.UNMASK, "unmask request")
             survivors = state.survivors or frozenset()
             if not set(message.seed_owners) <= survivors or set(message.key_owners) & survivors:
                 raise ConsistencyCheckError(
