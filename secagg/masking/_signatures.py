@@ -21,8 +21,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from Crypto.PublicKey import ECC
-from Crypto.Signature import eddsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
@@ -44,18 +44,18 @@ class SigningKey:
     """An Ed25519 round signing key; ``public`` is its 32-byte RFC 8032 encoding."""
 
     public: bytes
-    private: ECC.EccKey = field(compare=False)
+    private: Ed25519PrivateKey = field(compare=False)
 
 
 def generate_signing_key() -> SigningKey:
-    """A fresh Ed25519 key pair from the OS CSPRNG."""
-    key = ECC.generate(curve="ed25519")
-    return SigningKey(public=bytes(key.public_key().export_key(format="raw")), private=key)
+    """A fresh Ed25519 key pair from the OS CSPRNG (OpenSSL, through ``cryptography``)."""
+    key = Ed25519PrivateKey.generate()
+    return SigningKey(public=key.public_key().public_bytes_raw(), private=key)
 
 
 def sign(key: SigningKey, digest: bytes) -> bytes:
     """Ed25519 signature (64 bytes) of a statement digest."""
-    return bytes(eddsa.new(key.private, "rfc8032").sign(digest))
+    return key.private.sign(digest)
 
 
 def verify(public: bytes, digest: bytes, signature: bytes) -> bool:
@@ -63,8 +63,8 @@ def verify(public: bytes, digest: bytes, signature: bytes) -> bool:
     if len(public) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     try:
-        eddsa.new(eddsa.import_public_key(public), "rfc8032").verify(digest, signature)
-    except ValueError:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, digest)
+    except (InvalidSignature, ValueError):
         return False
     return True
 
