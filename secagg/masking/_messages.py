@@ -279,20 +279,15 @@ class EncryptedShares:
         return struct.pack("<Q", self.peer) + self.ephemeral_key + self.nonce + self.sealed
 
 
+_SHARE_ITEM = struct.Struct(f"<Q{PUBLIC_KEY_BYTES}s{NONCE_BYTES}s{SEALED_SHARES_BYTES}s")
+
+
 def _read_shares(reader: _Reader) -> tuple[EncryptedShares, ...]:
     count = reader.u32()
-    entry = 8 + PUBLIC_KEY_BYTES + NONCE_BYTES + SEALED_SHARES_BYTES
-    if count * entry != reader.remaining():
+    if count * _SHARE_ITEM.size != reader.remaining():
         raise MessageFormatError(f"share list of {count} entries has the wrong length")
-    shares = tuple(
-        EncryptedShares(
-            reader.u64(),
-            reader.take(PUBLIC_KEY_BYTES),
-            reader.take(NONCE_BYTES),
-            reader.take(SEALED_SHARES_BYTES),
-        )
-        for _ in range(count)
-    )
+    body = reader.take(reader.remaining())
+    shares = tuple(EncryptedShares(*fields) for fields in _SHARE_ITEM.iter_unpack(body))
     _require_unique(item.peer for item in shares)
     return shares
 

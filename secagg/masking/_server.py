@@ -84,11 +84,16 @@ from secagg.masking._quantize import dequantize_sum
 
 @dataclass(frozen=True)
 class CombineResult:
-    """Outcome of the masked-input stage: the aggregate message and who is in it."""
+    """Outcome of the masked-input stage: the aggregate message and who is in it.
+
+    ``rejected`` maps each included client to the neighbours whose shares it rejected (it
+    did not mask with them); the masked vectors themselves are not kept.
+    """
 
     aggregate: bytes
     included: tuple[int, ...]
     misbehaving: dict[int, str]
+    rejected: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(repr=False)
@@ -101,7 +106,6 @@ class ServerState:
     shares: dict[int, ShareKeys] = field(default_factory=dict)
     delivered_to: dict[int, frozenset[int]] = field(default_factory=dict)
     combined: CombineResult | None = None
-    masked_inputs: dict[int, MaskedInput] = field(default_factory=dict)
     responders: dict[int, UnmaskRequest] = field(default_factory=dict)
     responses: dict[int, UnmaskResponse] = field(default_factory=dict)
     misbehaving: dict[int, str] = field(default_factory=dict)
@@ -340,19 +344,21 @@ class MaskingServer:
         Call before :meth:`receive_masked_inputs`; an accused that does not rebut is excluded.
         """
         self._require_stage(Stage.MASKED_INPUT, "rebuttal requests")
-        inputs: dict[int, MaskedInput] = {}
+        reports: dict[int, tuple[tuple[int, ...], tuple[bytes, ...]]] = {}
         for sender in sorted(blobs):
             try:
-                inputs[sender] = self.parse_masked_input(sender, blobs[sender], inputs)
+                message = self.parse_masked_input(sender, blobs[sender], reports)
             except ValueError as error:
                 if not isinstance(error, SecAggError):
                     raise
+                continue
+            reports[sender] = (message.rejected, message.accusations)
         out = {}
-        for reporter, message in inputs.items():
-            signatures = message.accusations or (b"",) * len(message.rejected)
-            for accused, signature in zip(message.rejected, signatures, strict=True):
+        for reporter, (rejected, accusations) in reports.items():
+            signatures = accusations or (b"",) * len(rejected)
+            for accused, signature in zip(rejected, signatures, strict=True):
                 self._state.accusations[(reporter, accused)] = signature
-                if accused in inputs:
+                if accused in reports:
                     request = RebuttalRequest(self._header(), accused, reporter, signature)
                     out[(accused, reporter)] = request.encode()
         return out
@@ -417,17 +423,23 @@ class MaskingServer:
             raise StageError(f"masked input arrived in stage {self._state.stage.name}")
         if not blobs:
             raise EmptyAggregateError("no masked inputs to combine")
-        inputs: dict[int, MaskedInput] = {}
+        # Streamed: each vector is added as it is parsed (memory O(dim), not O(n * dim));
+        # the few parsed but then excluded (accused, false reporters) are taken back out.
+        rejected: dict[int, tuple[int, ...]] = {}
         misbehaving: dict[int, str] = {}
+        total = np.zeros(self.plan.dim, dtype=np.uint32)
         for sender in sorted(blobs):
             try:
-                inputs[sender] = self.parse_masked_input(sender, blobs[sender], inputs)
+                message = self.parse_masked_input(sender, blobs[sender], rejected)
             except ValueError as error:
                 if not isinstance(error, SecAggError):
                     raise
                 misbehaving[sender] = _reason(error)
-        for reporter in sorted(inputs):
-            for accused in inputs[reporter].rejected:
+                continue
+            rejected[sender] = message.rejected
+            total += message.vector
+        for reporter in sorted(rejected):
+            for accused in rejected[reporter]:
                 culprit, reason = self._state.verdicts.get(
                     (reporter, accused),
                     (
@@ -437,14 +449,19 @@ class MaskingServer:
                     ),
                 )
                 misbehaving.setdefault(culprit, reason)
-        included = tuple(sorted(set(inputs) - set(misbehaving)))
+        included = tuple(sorted(set(rejected) - set(misbehaving)))
         self._require_threshold(len(included), "sent valid masked input")
-        total = np.zeros(self.plan.dim, dtype=np.uint32)
-        for client in included:
-            total += inputs[client].vector
+        for client in sorted(set(rejected) - set(included)):
+            total -= self._vector(blobs[client])
         total &= np.uint32(self.plan.modulus_mask)
         aggregate = Aggregate(self._header(), included, total).encode()
-        return CombineResult(aggregate, included, misbehaving)
+        return CombineResult(aggregate, included, misbehaving, {c: rejected[c] for c in included})
+
+    def _vector(self, blob: bytes) -> np.ndarray:
+        plan = self.plan
+        return MaskedInput.decode(
+            blob, round_id=plan.round_id, params_digest=plan.params_digest, dim=plan.dim
+        ).vector
 
     def receive_masked_inputs(self, blobs: Mapping[int, bytes]) -> bytes:
         """End stage 2: combine once and remember who is included; returns the aggregate."""
@@ -456,15 +473,6 @@ class MaskingServer:
         self._state.combined = result
         for client, reason in result.misbehaving.items():
             self._state.misbehaving.setdefault(client, reason)
-        self._state.masked_inputs = {
-            client: MaskedInput.decode(
-                blobs[client],
-                round_id=self.plan.round_id,
-                params_digest=self.plan.params_digest,
-                dim=self.plan.dim,
-            )
-            for client in result.included
-        }
         self._state.stage = Stage.CONSISTENCY_CHECK if self.authenticated else Stage.UNMASK
         return result.aggregate
 
@@ -476,8 +484,9 @@ class MaskingServer:
 
     def _accepted(self, client: int) -> frozenset[int]:
         """Neighbours whose shares ``client`` holds (and masked with)."""
-        message = self._state.masked_inputs[client]
-        return self._state.delivered_to[client] - frozenset(message.rejected)
+        combined = self._state.combined
+        rejected = () if combined is None else combined.rejected[client]
+        return self._state.delivered_to[client] - frozenset(rejected)
 
     def _needed_keys(self) -> set[int]:
         included = set(self.included)
@@ -630,8 +639,9 @@ class MaskingServer:
             secret = value.to_bytes(32, "big")
             if not check(secret):
                 continue
+            evaluate = _shamir.evaluator(window)
             for x in points:
-                if x not in window and _shamir.interpolate_at(window, x) != shares[x]:
+                if x not in window and evaluate(x) != shares[x]:
                     self._state.misbehaving.setdefault(
                         x - 1, f"ShareReconstructionError: bad share of client {owner}"
                     )
