@@ -11,8 +11,12 @@ AES-CTR mask expansion of D words, so the ratios compare across machines; with
 in one process through a minimal in-memory grid) on the same n, D, dropout schedule,
 neighbour count k and threshold t, and the speed-up of ours over it.
 
+``--authenticated`` adds, per case, the actively secure variant (ledger-signed keys and
+the consistency check). ``process_peak_rss_mib`` is this process's peak so far (it
+includes every client's update and masked vector, all held in one process).
+
 Usage: .venv/bin/python benchmarks/bench_masking.py [--n 10 50 100] [--dims 100000 1000000]
-       [--dropouts 0.0 0.1] [--flower]     (Flower: pip install -e '.[bench]')
+       [--dropouts 0.0 0.1] [--flower] [--authenticated]   (Flower: pip install -e '.[bench]')
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import logging
 import math
 import os
 import platform
+import resource
 import time
 from collections import defaultdict
 
 import numpy as np
+from eth_account import Account
 
 from secagg._scheme import PlainScheme
 from secagg.masking import MaskingClient, MaskingParams, MaskingServer, plan_round
@@ -65,10 +71,24 @@ class _Meter:
         return result
 
 
-def run_case(params: MaskingParams, *, n: int, dim: int, dropout: float, seed: int) -> dict:
-    """One round with ``dropout * n`` clients lost: half before masked input, half before unmask."""
+def run_case(
+    params: MaskingParams,
+    *,
+    n: int,
+    dim: int,
+    dropout: float,
+    seed: int,
+    authenticated: bool = False,
+) -> dict:
+    """One round with ``dropout * n`` clients lost: half before masked input, half before unmask.
+
+    ``authenticated``: the actively secure variant (ledger accounts, signed advertisements,
+    consistency check); account creation is not timed.
+    """
     rng = np.random.default_rng(seed)  # benchmark data only; masks come from AES-CTR
     ids = list(range(n))
+    accounts = {c: Account.create() for c in ids} if authenticated else {}
+    registry = {c: str(a.address) for c, a in accounts.items()} if authenticated else None
     updates = {c: (rng.normal(0.0, 0.05, dim) / n) for c in ids}
     dropped = math.ceil(dropout * n)
     before_input = set(ids[: (dropped + 1) // 2])
@@ -83,8 +103,8 @@ def run_case(params: MaskingParams, *, n: int, dim: int, dropout: float, seed: i
 
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     plan = meter.call(server_party, lambda: plan_round(params, round_id=1, client_ids=ids, dim=dim))
-    server = MaskingServer(plan)
-    clients = {c: MaskingClient(plan, c) for c in ids}
+    server = MaskingServer(plan, registry=registry)
+    clients = {c: MaskingClient(plan, c, account=accounts.get(c), registry=registry) for c in ids}
     adverts = send({c: meter.call(c, clients[c].advertise_keys) for c in ids}, meter.up)
     meter.call(server_party, server.collect, server.receive_advertise, adverts)
     broadcasts = send(meter.call(server_party, server.broadcast_keys), meter.down)
@@ -101,6 +121,15 @@ def run_case(params: MaskingParams, *, n: int, dim: int, dropout: float, seed: i
     )
     meter.call(server_party, server.receive_masked_inputs, blobs)
     online = [c for c in senders if c not in before_unmask]
+    if authenticated:
+        checks = send(meter.call(server_party, server.consistency_requests, online), meter.down)
+        signatures = send(
+            {c: meter.call(c, clients[c].sign_survivors, r) for c, r in checks.items()}, meter.up
+        )
+        meter.call(server_party, server.collect, server.receive_consistency, signatures)
+        proofs = send(meter.call(server_party, server.consistency_proofs), meter.down)
+        for c, proof in proofs.items():
+            meter.call(c, clients[c].check_consistency, proof)
     requests = send(meter.call(server_party, server.unmask_requests, online), meter.down)
     responses = send(
         {c: meter.call(c, clients[c].unmask, r) for c, r in requests.items()}, meter.up
@@ -123,6 +152,8 @@ def run_case(params: MaskingParams, *, n: int, dim: int, dropout: float, seed: i
         "n": n,
         "dim": dim,
         "dropout": dropout,
+        "authenticated": authenticated,
+        "process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "degree_k": plan.degree,
         "threshold_t": plan.threshold,
         "graph": "complete" if plan.complete else "sparse",
@@ -260,6 +291,11 @@ def main() -> None:
     parser.add_argument(
         "--flower", action="store_true", help="also run Flower's SecAgg+ on each case"
     )
+    parser.add_argument(
+        "--authenticated",
+        action="store_true",
+        help="also run each case in the actively secure variant (ledger-signed keys)",
+    )
     args = parser.parse_args()
     params = MaskingParams()
     cases = []
@@ -280,6 +316,10 @@ def main() -> None:
             case["flower"] = flower
             case["speedup_over_flower_wall"] = flower["wall_seconds"] / case["wall_seconds"]
             case["speedup_over_flower_cpu"] = flower["cpu_seconds"] / case["cpu_seconds"]
+        if args.authenticated:
+            case["authenticated_case"] = run_case(
+                params, n=n, dim=dim, dropout=dropout, seed=index, authenticated=True
+            )
         cases.append(case)
 
     def find(n: int, dim: int, dropout: float) -> dict | None:
