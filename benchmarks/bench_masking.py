@@ -31,12 +31,13 @@ import platform
 import resource
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from eth_account import Account
 
 from secagg._scheme import PlainScheme
-from secagg.masking import MaskingClient, MaskingParams, MaskingServer, plan_round
+from secagg.masking import MaskingClient, MaskingParams, MaskingServer, RoundPlan, plan_round
 from secagg.masking._prg import expand_mask
 
 
@@ -71,6 +72,97 @@ class _Meter:
         return result
 
 
+_WORKER_CLIENTS: dict[int, MaskingClient] = {}
+_WORKER_UPDATES: dict[int, np.ndarray] = {}
+
+
+def _client_update(seed: int, client: int, n: int, dim: int) -> np.ndarray:
+    """Benchmark data of one client (its own generator, so any process can rebuild it)."""
+    return np.random.default_rng([seed, client]).normal(0.0, 0.05, dim) / n
+
+
+def _worker_start(plan: RoundPlan, clients: list[int], seed: int) -> None:
+    for client in clients:
+        _WORKER_CLIENTS[client] = MaskingClient(plan, client)
+        _WORKER_UPDATES[client] = _client_update(seed, client, len(plan.client_ids), plan.dim)
+
+
+def _worker_call(method: str, messages: dict[int, bytes]) -> tuple[dict, dict, float]:
+    """Run one stage for this worker's clients: (replies, seconds per client, CPU seconds)."""
+    cpu_start = time.process_time()
+    replies, seconds = {}, {}
+    for client, message in messages.items():
+        start = time.perf_counter()
+        args = (message, _WORKER_UPDATES[client]) if method == "masked_input" else (message,)
+        if method == "advertise_keys":
+            args = ()
+        replies[client] = getattr(_WORKER_CLIENTS[client], method)(*args)
+        seconds[client] = time.perf_counter() - start
+    return replies, seconds, time.process_time() - cpu_start
+
+
+class _Clients:
+    """The clients of one round: in this process, or split over worker processes.
+
+    With workers, each worker process owns a fixed share of the clients (as separate
+    machines would); only serialized messages cross process boundaries.
+    """
+
+    def __init__(
+        self,
+        plan: RoundPlan,
+        clients: dict[int, MaskingClient],
+        meter: _Meter,
+        *,
+        workers: int,
+        seed: int,
+        updates: dict[int, np.ndarray],
+    ) -> None:
+        self.clients, self.meter, self.updates = clients, meter, updates
+        self.worker_cpu = 0.0
+        self.pools: list[tuple[ProcessPoolExecutor, set[int]]] = []
+        ids = list(plan.client_ids)
+        for index in range(workers):
+            part = ids[index::workers]
+            pool = ProcessPoolExecutor(
+                max_workers=1, initializer=_worker_start, initargs=(plan, part, seed)
+            )
+            pool.submit(time.sleep, 0).result()  # start the process before timing
+            self.pools.append((pool, set(part)))
+
+    def call(self, method: str, messages: dict[int, bytes]) -> dict[int, bytes]:
+        if not self.pools:
+            out = {}
+            for client, message in messages.items():
+                client_object = self.clients[client]
+                if method == "advertise_keys":
+                    out[client] = self.meter.call(client, client_object.advertise_keys)
+                elif method == "masked_input":
+                    update = self.updates[client]
+                    out[client] = self.meter.call(
+                        client, client_object.masked_input, message, update
+                    )
+                else:
+                    out[client] = self.meter.call(client, getattr(client_object, method), message)
+            return out
+        futures = [
+            pool.submit(_worker_call, method, {c: m for c, m in messages.items() if c in part})
+            for pool, part in self.pools
+        ]
+        out = {}
+        for future in futures:
+            replies, seconds, cpu = future.result()
+            out.update(replies)
+            for client, value in seconds.items():
+                self.meter.seconds[client] += value
+            self.worker_cpu += cpu
+        return out
+
+    def close(self) -> None:
+        for pool, _ in self.pools:
+            pool.shutdown()
+
+
 def run_case(
     params: MaskingParams,
     *,
@@ -79,17 +171,21 @@ def run_case(
     dropout: float,
     seed: int,
     authenticated: bool = False,
+    workers: int = 0,
 ) -> dict:
     """One round with ``dropout * n`` clients lost: half before masked input, half before unmask.
 
     ``authenticated``: the actively secure variant (ledger accounts, signed advertisements,
-    consistency check); account creation is not timed.
+    consistency check); account creation is not timed. ``workers``: run the clients in that
+    many worker processes (each owns a fixed share of them; messages cross as bytes), the
+    server in this one; CPU seconds then add the workers' CPU time.
     """
-    rng = np.random.default_rng(seed)  # benchmark data only; masks come from AES-CTR
-    ids = list(range(n))
+    if workers and authenticated:
+        raise ValueError("--workers runs the honest-but-curious variant only")
+    ids = list(range(n))  # benchmark data: numpy generators; masks come from AES-CTR
     accounts = {c: Account.create() for c in ids} if authenticated else {}
     registry = {c: str(a.address) for c, a in accounts.items()} if authenticated else None
-    updates = {c: (rng.normal(0.0, 0.05, dim) / n) for c in ids}
+    updates = {c: _client_update(seed, c, n, dim) for c in ids}
     dropped = math.ceil(dropout * n)
     before_input = set(ids[: (dropped + 1) // 2])
     before_unmask = set(ids[(dropped + 1) // 2 : dropped])
@@ -101,22 +197,25 @@ def run_case(
             direction[client] += len(message)
         return messages
 
+    plan = plan_round(params, round_id=1, client_ids=ids, dim=dim)
+    pool = _Clients(plan, {}, meter, workers=workers, seed=seed, updates=updates)
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     plan = meter.call(server_party, lambda: plan_round(params, round_id=1, client_ids=ids, dim=dim))
     server = MaskingServer(plan, registry=registry)
-    clients = {c: MaskingClient(plan, c, account=accounts.get(c), registry=registry) for c in ids}
-    adverts = send({c: meter.call(c, clients[c].advertise_keys) for c in ids}, meter.up)
+    if not workers:
+        pool.clients = {
+            c: MaskingClient(plan, c, account=accounts.get(c), registry=registry) for c in ids
+        }
+    clients = pool.clients
+    adverts = send(pool.call("advertise_keys", dict.fromkeys(ids, b"")), meter.up)
     meter.call(server_party, server.collect, server.receive_advertise, adverts)
     broadcasts = send(meter.call(server_party, server.broadcast_keys), meter.down)
-    uploads = send(
-        {c: meter.call(c, clients[c].share_keys, b) for c, b in broadcasts.items()}, meter.up
-    )
+    uploads = send(pool.call("share_keys", broadcasts), meter.up)
     meter.call(server_party, server.collect, server.receive_share_keys, uploads)
     deliveries = meter.call(server_party, server.deliver_shares)
     senders = [c for c in deliveries if c not in before_input]
-    send({c: deliveries[c] for c in senders}, meter.down)
     blobs = send(
-        {c: meter.call(c, clients[c].masked_input, deliveries[c], updates[c]) for c in senders},
+        pool.call("masked_input", send({c: deliveries[c] for c in senders}, meter.down)),
         meter.up,
     )
     meter.call(server_party, server.receive_masked_inputs, blobs)
@@ -131,13 +230,12 @@ def run_case(
         for c, proof in proofs.items():
             meter.call(c, clients[c].check_consistency, proof)
     requests = send(meter.call(server_party, server.unmask_requests, online), meter.down)
-    responses = send(
-        {c: meter.call(c, clients[c].unmask, r) for c, r in requests.items()}, meter.up
-    )
+    responses = send(pool.call("unmask", requests), meter.up)
     meter.call(server_party, server.collect, server.receive_unmask_response, responses)
     recovered = meter.call(server_party, server.finish)
     wall = time.perf_counter() - wall_start
-    cpu = time.process_time() - cpu_start
+    cpu = time.process_time() - cpu_start + pool.worker_cpu
+    pool.close()
 
     included = server.included
     plain_mean = np.sum([updates[c] for c in included], axis=0)
@@ -153,6 +251,7 @@ def run_case(
         "dim": dim,
         "dropout": dropout,
         "authenticated": authenticated,
+        "client_worker_processes": workers,
         "process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "degree_k": plan.degree,
         "threshold_t": plan.threshold,
@@ -292,6 +391,12 @@ def main() -> None:
         "--flower", action="store_true", help="also run Flower's SecAgg+ on each case"
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run the clients in this many worker processes (default: all in this one)",
+    )
+    parser.add_argument(
         "--authenticated",
         action="store_true",
         help="also run each case in the actively secure variant (ledger-signed keys)",
@@ -302,7 +407,7 @@ def main() -> None:
     for index, (n, dim, dropout) in enumerate(
         (n, dim, dropout) for n in args.n for dim in args.dims for dropout in args.dropouts
     ):
-        case = run_case(params, n=n, dim=dim, dropout=dropout, seed=index)
+        case = run_case(params, n=n, dim=dim, dropout=dropout, seed=index, workers=args.workers)
         if args.flower:
             logging.getLogger("flwr").setLevel(logging.ERROR)
             flower = run_flower_case(

@@ -16,16 +16,18 @@ lied (:class:`FalseAccusationError`) and the reporter is excluded, not the accus
 does not, or the accused does not answer, the accused is excluded, and its exclusion
 reason names the reporter.
 
-Honest-but-curious behaviour otherwise: It routes sealed shares it cannot open,
-sums masked vectors it cannot unmask alone, and in the unmask stage asks every survivor,
+In every round the server routes sealed shares it cannot open, sums masked vectors it
+cannot unmask alone (streamed: it keeps no client's vector), and in the unmask stage asks
+every survivor,
 per peer, for *either* the self-mask share (peer sent masked input) *or* the masking-key
 share (peer did not, or was excluded), never both; :attr:`MaskingServer.revealed_seeds`
 and :attr:`MaskingServer.revealed_keys` record what it reconstructed and never intersect.
 
 Misbehaving clients (malformed or out-of-stage messages, unknown or spoofed ids,
 duplicates, masked vectors of the wrong length or type, shares that fail authentication
-at their receiver) are excluded and recorded in :attr:`MaskingServer.misbehaving`; the
-sum of the others is still recovered while every stage keeps ``t`` clients.
+at their receiver, false accusations) are excluded and recorded in
+:attr:`MaskingServer.misbehaving`; the sum of the others is still recovered while every
+stage keeps ``t`` clients.
 """
 
 from __future__ import annotations
