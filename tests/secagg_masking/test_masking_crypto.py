@@ -174,3 +174,30 @@ def test_aead_tamper_or_rebind_fails(change: str) -> None:
 def test_gcm_open_refuses_short_input() -> None:
     opened = aes_gcm_open(os.urandom(32), nonce=os.urandom(12), sealed=b"x", associated_data=b"")
     assert opened is None
+
+
+def test_openssl_keystream_matches_an_independent_aes_ctr() -> None:
+    """Masks are bit-for-bit what pycryptodome's AES-256-CTR (counter block from 0) gives."""
+    from Crypto.Cipher import AES
+
+    key = os.urandom(32)
+    reference = AES.new(key, AES.MODE_CTR, nonce=b"", initial_value=0).encrypt(bytes(4 * 1001))
+    assert expand_mask(key, dim=1001).tobytes() == reference
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+    ],
+)
+def test_small_order_public_keys_are_refused(point: str) -> None:
+    with pytest.raises(ValueError, match="small order"):
+        load_public(bytes.fromhex(point))
+    assert load_public(generate_keypair().public) is not None
