@@ -238,7 +238,9 @@ def run_case(
     pool.close()
 
     included = server.included
-    plain_mean = np.sum([updates[c] for c in included], axis=0)
+    plain_mean = np.zeros(dim)
+    for client in included:  # a running sum: no n x D array
+        plain_mean += updates[client]
     error = float(np.max(np.abs(recovered - plain_mean)))
     plain_wall = _plain_seconds({c: updates[c] for c in included}, dim)
     mask_seconds = _mask_seconds(dim)
