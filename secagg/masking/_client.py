@@ -442,7 +442,9 @@ class MaskingClient:
         )
         self._check_recipient(message.recipient, "consistency request")
         self._require(Stage.CONSISTENCY_CHECK, "consistency request")
-        if state.survivors is not None or state.signing is None:
+        if state.signing is None:
+            raise StageError(f"client {self.client_id} is not in an authenticated round")
+        if state.survivors is not None:
             raise StageError(f"client {self.client_id} already signed a survivor set")
         survivors = frozenset(message.survivors)
         if self.client_id not in survivors:

@@ -9,7 +9,8 @@ parameters is rejected.
 Threat model: the server is honest-but-curious; at most ``max_corrupt_fraction`` of the
 clients collude with it; at most ``max_dropout_fraction`` drop out; dropouts and corruption
 do not depend on the (public, pseudorandom) neighbour graph. The server then learns only
-the sum of the included clients' quantized updates.
+the sum of the included clients' quantized updates. Authenticated rounds (clients with
+ledger accounts) drop the first assumption: see :attr:`RoundPlan.consistency_threshold`.
 """
 
 from __future__ import annotations
