@@ -7,8 +7,9 @@ colluding with fewer than ``t`` of any client's neighbours, learns only the sum.
 
 Layout: ``_client.py`` / ``_server.py`` (one method per stage), ``_messages.py`` (typed
 wire messages), ``_constants.py``, ``_params.py`` (public parameters and the round plan),
-small crypto modules ``_shamir.py``, ``_prg.py``, ``_keys.py``, ``_aead.py``, ``_ciphers.py``
-(the only module that builds pycryptodome ciphers), ``_quantize.py``, ``_graph.py``, and
+small crypto modules ``_shamir.py``, ``_prg.py``, ``_keys.py``, ``_aead.py``,
+``_signatures.py`` (ledger-account and round signatures), ``_ciphers.py`` (the only module
+that builds pycryptodome ciphers), ``_quantize.py``, ``_graph.py``, and
 ``_session.py`` (the runner's interface).
 """
 
@@ -16,9 +17,13 @@ from secagg.masking._client import MaskingClient
 from secagg.masking._constants import MessageKind, Stage
 from secagg.masking._errors import (
     BelowThresholdError,
+    ConsistencyCheckError,
+    FalseAccusationError,
+    KeyAuthenticationError,
     MaskedInputError,
     MaskingParameterError,
     MessageFormatError,
+    RebuttalError,
     SecretExposureError,
     ShareAuthenticationError,
     ShareReconstructionError,
@@ -30,11 +35,16 @@ from secagg.masking._errors import (
 from secagg.masking._messages import (
     AdvertiseKeys,
     Aggregate,
+    ConsistencyProof,
+    ConsistencyRequest,
+    ConsistencySignature,
     EncryptedShares,
     Header,
     KeysBroadcast,
     MaskedInput,
     PeerKeys,
+    Rebuttal,
+    RebuttalRequest,
     ShareKeys,
     SharesDelivery,
     UnmaskRequest,
@@ -42,15 +52,26 @@ from secagg.masking._messages import (
 )
 from secagg.masking._params import MaskingParams, MaskingSchema, RoundPlan, plan_round
 from secagg.masking._server import CombineResult, MaskingServer
-from secagg.masking._session import MaskingScheme, MaskingSession, build_masking_scheme
+from secagg.masking._session import (
+    MaskingScheme,
+    MaskingSession,
+    build_masking_scheme,
+    ledger_registry,
+)
 
 __all__ = [
     "AdvertiseKeys",
     "Aggregate",
     "BelowThresholdError",
     "CombineResult",
+    "ConsistencyCheckError",
+    "ConsistencyProof",
+    "ConsistencyRequest",
+    "ConsistencySignature",
     "EncryptedShares",
+    "FalseAccusationError",
     "Header",
+    "KeyAuthenticationError",
     "KeysBroadcast",
     "MaskedInput",
     "MaskedInputError",
@@ -64,6 +85,9 @@ __all__ = [
     "MessageFormatError",
     "MessageKind",
     "PeerKeys",
+    "Rebuttal",
+    "RebuttalError",
+    "RebuttalRequest",
     "RoundPlan",
     "SecretExposureError",
     "ShareAuthenticationError",
@@ -78,5 +102,6 @@ __all__ = [
     "WeakGraphError",
     "WrapAroundError",
     "build_masking_scheme",
+    "ledger_registry",
     "plan_round",
 ]

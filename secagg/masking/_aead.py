@@ -1,10 +1,18 @@
-"""Share encryption: AES-256-GCM bound to sender, receiver, round and round parameters.
+"""Share encryption: ephemeral-static X25519, HKDF-SHA256, AES-256-GCM.
 
-The keys are HKDF(X25519(c_u, c_v), salt=params_digest, info=label|round|low|high), split
-into one key per direction, so the two directions of a pair use different keys, and the
-associated data repeats the binding: a ciphertext moved to another receiver, attributed
-to another sender, replayed in another round or under other parameters fails
-authentication.
+For each neighbour, the sender draws a fresh ephemeral X25519 key pair ``e`` and seals its
+shares under ``HKDF(X25519(e, c_receiver), salt=params_digest,
+info=label|round|sender|receiver|e_public)``; the associated data repeats the binding, so
+a ciphertext moved to another receiver, attributed to another sender, replayed in another
+round or under other parameters fails authentication.
+
+Why ephemeral: a receiver that reports a neighbour's item as unopenable can be checked.
+The accused reveals the ephemeral secret of that one item; anyone then recomputes the key
+from it and the receiver's (signed) public key and tries the item. Revealing ``e`` opens
+that single item and nothing else (the static keys stay secret), and the item holds only
+shares the reporter already received, so a rebuttal leaks nothing new to a colluding
+reporter. With a static-static channel the report could not be checked without a
+private key that opens every channel of the party.
 """
 
 from __future__ import annotations
@@ -13,35 +21,28 @@ import struct
 
 from Crypto.Random import get_random_bytes
 
+from secagg.masking import _keys
 from secagg.masking._ciphers import aes_gcm_open, aes_gcm_seal
 from secagg.masking._constants import LABEL_SHARE_AD, LABEL_SHARE_KEY, NONCE_BYTES
 from secagg.masking._errors import ShareAuthenticationError
-from secagg.masking._keys import hkdf
 
 
 def _binding(round_id: int, sender: int, receiver: int) -> bytes:
     return struct.pack("<QQQ", round_id, sender, receiver)
 
 
-def channel_keys(
-    shared: bytes, *, params_digest: bytes, round_id: int, first: int, second: int
-) -> tuple[bytes, bytes]:
-    """Directional AES keys of one pair: (``first`` -> ``second``, ``second`` -> ``first``).
-
-    One HKDF-SHA256 call expands the X25519 secret into both 256-bit keys; the info string
-    names the round and both ids, so each direction of each pair of each round differs.
-    """
-    low, high = sorted((first, second))
-    keys = hkdf(
-        shared,
-        salt=params_digest,
-        info=LABEL_SHARE_KEY + _binding(round_id, low, high),
-        length=64,
-    )
-    low_to_high, high_to_low = keys[:32], keys[32:]
-    if first == low:
-        return low_to_high, high_to_low
-    return high_to_low, low_to_high
+def item_key(
+    shared: bytes,
+    *,
+    params_digest: bytes,
+    round_id: int,
+    sender: int,
+    receiver: int,
+    ephemeral_public: bytes,
+) -> bytes:
+    """AES-256 key of one item from ``X25519(e, c_receiver)``, bound to both ids and ``e``."""
+    info = LABEL_SHARE_KEY + _binding(round_id, sender, receiver) + ephemeral_public
+    return _keys.hkdf(shared, salt=params_digest, info=info)
 
 
 def seal_shares(
@@ -78,3 +79,34 @@ def open_shares(
             "failed AES-GCM authentication"
         )
     return plaintext
+
+
+def open_item(
+    shared: bytes,
+    *,
+    params_digest: bytes,
+    round_id: int,
+    sender: int,
+    receiver: int,
+    ephemeral_public: bytes,
+    nonce: bytes,
+    sealed: bytes,
+) -> bytes:
+    """Derive the item key from the X25519 secret and open the item (either side may call)."""
+    key = item_key(
+        shared,
+        params_digest=params_digest,
+        round_id=round_id,
+        sender=sender,
+        receiver=receiver,
+        ephemeral_public=ephemeral_public,
+    )
+    return open_shares(
+        key,
+        params_digest=params_digest,
+        round_id=round_id,
+        sender=sender,
+        receiver=receiver,
+        nonce=nonce,
+        sealed=sealed,
+    )

@@ -1,24 +1,39 @@
 """The client role: one method per stage (advertise keys, share keys, masked input, unmask).
 
-Threat model for the client: the server is honest-but-curious and may see every message;
-other clients may be corrupt. The client therefore (a) seals every share for its receiver
-with AES-GCM bound to sender, receiver, round and parameters; (b) masks its input with a
-self mask and with a pairwise mask per neighbour whose shares it accepted; (c) in the
-unmask stage answers once, and never for the same peer with both the self-mask share and
-the masking-key share (:class:`SecretExposureError` otherwise).
+Threat model for the client: other clients may be corrupt and, in authenticated rounds
+(the client has a ledger account and the registry of client addresses), so may the server.
+The client therefore
+
+(a) seals every share for its receiver under a fresh ephemeral X25519 key, AES-GCM bound
+    to sender, receiver, round and parameters (:mod:`._aead`);
+(b) masks its input with a self mask and a pairwise mask per neighbour whose shares it
+    accepted;
+(c) in authenticated rounds signs its key advertisement with its ledger account and
+    refuses neighbour keys that the neighbour's registered account did not sign (the
+    server cannot substitute keys), signs each accusation of a neighbour, rebuts an
+    accusation only when the reporter signed the very item it sent, and answers the
+    unmask stage only after the consistency check: at least
+    ``plan.consistency_threshold`` valid signatures on the survivor set it was told,
+    its own included, and a request that matches that set;
+(d) answers the unmask stage once, and never for the same peer with both the self-mask
+    share and the masking-key share (:class:`SecretExposureError` otherwise).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from Crypto.Random import get_random_bytes
+from eth_account.signers.local import LocalAccount
 
 from secagg._digest import keccak256
 from secagg._errors import InvalidUpdateError
 from secagg.masking import _aead, _keys, _shamir
+from secagg.masking import _signatures as sig
 from secagg.masking._constants import (
     LABEL_PAIR_MASK,
     LABEL_SELF_COMMIT,
@@ -28,6 +43,10 @@ from secagg.masking._constants import (
 )
 from secagg.masking._errors import (
     BelowThresholdError,
+    ConsistencyCheckError,
+    KeyAuthenticationError,
+    MaskingParameterError,
+    RebuttalError,
     SecretExposureError,
     ShareAuthenticationError,
     StageError,
@@ -35,10 +54,16 @@ from secagg.masking._errors import (
 )
 from secagg.masking._messages import (
     AdvertiseKeys,
+    ConsistencyProof,
+    ConsistencyRequest,
+    ConsistencySignature,
     EncryptedShares,
     Header,
     KeysBroadcast,
     MaskedInput,
+    PeerKeys,
+    Rebuttal,
+    RebuttalRequest,
     ShareKeys,
     SharesDelivery,
     UnmaskRequest,
@@ -67,6 +92,50 @@ def pairwise_mask(owner: int, peer: int, key: bytes, *, dim: int) -> np.ndarray:
     return mask if owner < peer else np.negative(mask)
 
 
+def advertisement_digest_of(plan: RoundPlan, peer: PeerKeys | AdvertiseKeys) -> bytes:
+    """The digest a client's ledger account signs, from its advert or its broadcast entry."""
+    client = peer.client_id if isinstance(peer, PeerKeys) else peer.header.sender
+    return sig.advertisement_digest(
+        round_id=plan.round_id,
+        params_digest=plan.params_digest,
+        client_id=client,
+        encryption_key=peer.encryption_key,
+        masking_key=peer.masking_key,
+        self_mask_commitment=peer.self_mask_commitment,
+        signing_key=peer.signing_key,
+    )
+
+
+def check_certificate(
+    plan: RoundPlan, peer: PeerKeys | AdvertiseKeys, registry: Mapping[int, str]
+) -> None:
+    """Raise :class:`KeyAuthenticationError` unless the registered account signed ``peer``."""
+    client = peer.client_id if isinstance(peer, PeerKeys) else peer.header.sender
+    address = registry.get(client)
+    if address is None:
+        raise KeyAuthenticationError(f"client {client} has no registered ledger account")
+    if not peer.signature:
+        raise KeyAuthenticationError(f"keys of client {client} are not signed")
+    signer = sig.recover_account(advertisement_digest_of(plan, peer), peer.signature)
+    if not sig.same_address(signer, address):
+        raise KeyAuthenticationError(
+            f"keys of client {client} are not signed by its registered account {address}"
+        )
+
+
+def item_digest(plan: RoundPlan, *, sender: int, receiver: int, item: EncryptedShares) -> bytes:
+    """Digest of a sealed share item from ``sender`` to ``receiver``."""
+    return sig.share_item_digest(
+        round_id=plan.round_id,
+        params_digest=plan.params_digest,
+        sender=sender,
+        receiver=receiver,
+        ephemeral_key=item.ephemeral_key,
+        nonce=item.nonce,
+        sealed=item.sealed,
+    )
+
+
 @dataclass(repr=False)
 class ClientState:
     """Private state of one client during one round (never serialized)."""
@@ -75,27 +144,65 @@ class ClientState:
     encryption: _keys.KeyPair = field(default_factory=_keys.generate_keypair)
     masking: _keys.KeyPair = field(default_factory=_keys.generate_keypair)
     self_seed: bytes = field(default_factory=lambda: get_random_bytes(SECRET_BYTES))
-    peer_masking_keys: dict[int, bytes] = field(default_factory=dict)
-    channel_keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    signing: sig.SigningKey | None = None
+    peers: dict[int, PeerKeys] = field(default_factory=dict)
+    sent_items: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     held_shares: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     rejected: tuple[int, ...] = ()
+    accusations: tuple[bytes, ...] = ()
+    survivors: frozenset[int] | None = None
+    consistency_signature: bytes = b""
 
 
 class MaskingClient:
-    """One client of one round; every method takes and returns serialized messages."""
+    """One client of one round; every method takes and returns serialized messages.
 
-    def __init__(self, plan: RoundPlan, client_id: int) -> None:
+    With ``account`` (its ledger account) and ``registry`` (client id -> registered
+    address, read from the ledger) the client runs the actively secure variant; without
+    them, the honest-but-curious one.
+    """
+
+    def __init__(
+        self,
+        plan: RoundPlan,
+        client_id: int,
+        *,
+        account: LocalAccount | None = None,
+        registry: Mapping[int, str] | None = None,
+    ) -> None:
         if client_id not in plan.neighbours:
             raise UnknownClientError(f"client {client_id} is not part of round {plan.round_id}")
+        if (account is None) != (registry is None):
+            raise MaskingParameterError("account and registry must be given together")
+        if (
+            account is not None
+            and registry is not None
+            and not sig.same_address(registry.get(client_id), str(account.address))
+        ):
+            raise MaskingParameterError(
+                f"the account of client {client_id} is not its registered address"
+            )
         self.plan = plan
         self.client_id = client_id
         self.neighbours = plan.neighbours[client_id]
+        self._account = account
+        self._registry = dict(registry) if registry is not None else None
         self._state = ClientState()
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether this client runs the actively secure variant."""
+        return self._registry is not None
 
     @property
     def stage(self) -> Stage:
         """The stage whose input this client expects next."""
         return self._state.stage
+
+    @property
+    def rejected(self) -> tuple[int, ...]:
+        """Neighbours whose shares failed to open here (reported in the masked input)."""
+        return self._state.rejected
 
     def _header(self) -> Header:
         return Header(self.plan.round_id, self.plan.params_digest, self.client_id)
@@ -107,27 +214,51 @@ class MaskingClient:
             )
         self._state.stage = following
 
+    def _check_recipient(self, recipient: int, what: str) -> None:
+        if recipient != self.client_id:
+            raise UnknownClientError(
+                f"{what} for client {recipient} reached client {self.client_id}"
+            )
+
     def advertise_keys(self) -> bytes:
-        """Stage 0: publish both public keys and a commitment to the self-mask seed."""
+        """Stage 0: publish both public keys and a commitment to the self-mask seed.
+
+        Authenticated: also a fresh round signing key, all signed by the ledger account.
+        """
         self._enter(Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS)
         state = self._state
-        return AdvertiseKeys(
+        advert = AdvertiseKeys(
             self._header(),
             state.encryption.public,
             state.masking.public,
             self_mask_commitment(state.self_seed),
-        ).encode()
+        )
+        if self._account is None:
+            return advert.encode()
+        state.signing = sig.generate_signing_key()
+        unsigned = AdvertiseKeys(
+            advert.header,
+            advert.encryption_key,
+            advert.masking_key,
+            advert.self_mask_commitment,
+            state.signing.public,
+        )
+        signature = sig.sign_with_account(
+            self._account, advertisement_digest_of(self.plan, unsigned)
+        )
+        return dataclasses.replace(unsigned, signature=signature).encode()
 
     def share_keys(self, broadcast: bytes) -> bytes:
-        """Stage 1: Shamir-share the self-mask seed and masking key among the neighbours."""
+        """Stage 1: Shamir-share the self-mask seed and masking key among the neighbours.
+
+        Authenticated: every neighbour's keys must carry its registered account's signature,
+        else :class:`KeyAuthenticationError` and nothing is sent (the server substituted keys).
+        """
         plan = self.plan
         message = KeysBroadcast.decode(
             broadcast, round_id=plan.round_id, params_digest=plan.params_digest
         )
-        if message.recipient != self.client_id:
-            raise UnknownClientError(
-                f"keys broadcast for client {message.recipient} reached client {self.client_id}"
-            )
+        self._check_recipient(message.recipient, "keys broadcast")
         self._enter(Stage.SHARE_KEYS, Stage.MASKED_INPUT)
         state = self._state
         peers = {peer.client_id: peer for peer in message.peers}
@@ -137,12 +268,14 @@ class MaskingClient:
                 f"keys broadcast to client {self.client_id} lists non-neighbours "
                 f"{sorted(strangers)}"
             )
+        if self._registry is not None:
+            for entry in peers.values():
+                check_certificate(plan, entry, self._registry)
         if len(peers) < plan.threshold:
             raise BelowThresholdError(
                 f"client {self.client_id} has {len(peers)} neighbours with keys, "
                 f"below the threshold t={plan.threshold}"
             )
-        own_secret = state.encryption.private
         order = sorted(peers)
         points = [peer + 1 for peer in order]
         seed_shares = _shamir.split(state.self_seed, threshold=plan.threshold, points=points)
@@ -155,69 +288,84 @@ class MaskingClient:
                 raise UnknownClientError(
                     f"neighbour {peer} advertised a bad key: {error}"
                 ) from None
-            keys = _aead.channel_keys(
-                _keys.agree(own_secret, peer_public),
+            ephemeral = _keys.generate_keypair()
+            key = _aead.item_key(
+                _keys.agree(ephemeral.private, peer_public),
                 params_digest=plan.params_digest,
                 round_id=plan.round_id,
-                first=self.client_id,
-                second=peer,
+                sender=self.client_id,
+                receiver=peer,
+                ephemeral_public=ephemeral.public,
             )
-            state.channel_keys[peer] = keys
-            state.peer_masking_keys[peer] = peers[peer].masking_key
             plaintext = _shamir.encode_share(seed_shares[peer + 1]) + _shamir.encode_share(
                 key_shares[peer + 1]
             )
             nonce, ciphertext = _aead.seal_shares(
-                keys[0],
+                key,
                 params_digest=plan.params_digest,
                 round_id=plan.round_id,
                 sender=self.client_id,
                 receiver=peer,
                 plaintext=plaintext,
             )
-            sealed.append(EncryptedShares(peer, nonce, ciphertext))
+            item = EncryptedShares(peer, ephemeral.public, nonce, ciphertext)
+            digest = item_digest(plan, sender=self.client_id, receiver=peer, item=item)
+            state.sent_items[peer] = (digest, ephemeral.secret)
+            state.peers[peer] = peers[peer]
+            sealed.append(item)
         return ShareKeys(self._header(), tuple(sealed)).encode()
 
     def _open_delivery(self, message: SharesDelivery) -> None:
         plan, state = self.plan, self._state
-        rejected = []
+        rejected, accusations = [], []
         for item in message.shares:
-            keys = state.channel_keys.get(item.peer)
-            if keys is None:
+            if item.peer not in state.peers:
                 raise UnknownClientError(
                     f"client {self.client_id} got shares from {item.peer}, not a neighbour "
                     "that received its keys"
                 )
             try:
-                plaintext = _aead.open_shares(
-                    keys[1],
+                plaintext = _aead.open_item(
+                    _keys.agree(state.encryption.private, _keys.load_public(item.ephemeral_key)),
                     params_digest=plan.params_digest,
                     round_id=plan.round_id,
                     sender=item.peer,
                     receiver=self.client_id,
+                    ephemeral_public=item.ephemeral_key,
                     nonce=item.nonce,
                     sealed=item.sealed,
                 )
-            except ShareAuthenticationError:
+            except (ShareAuthenticationError, ValueError):
                 rejected.append(item.peer)
+                if state.signing is not None:
+                    digest = sig.accusation_digest(
+                        round_id=plan.round_id,
+                        params_digest=plan.params_digest,
+                        reporter=self.client_id,
+                        accused=item.peer,
+                        item_digest=item_digest(
+                            plan, sender=item.peer, receiver=self.client_id, item=item
+                        ),
+                    )
+                    accusations.append(sig.sign(state.signing, digest))
                 continue
             state.held_shares[item.peer] = (plaintext[:SHARE_BYTES], plaintext[SHARE_BYTES:])
-        state.rejected = tuple(sorted(rejected))
+        order = sorted(range(len(rejected)), key=rejected.__getitem__)
+        state.rejected = tuple(rejected[i] for i in order)
+        state.accusations = tuple(accusations[i] for i in order) if accusations else ()
 
     def masked_input(self, delivery: bytes, update: np.ndarray) -> bytes:
         """Stage 2: accept the neighbours' shares and send the masked, quantized update.
 
-        Shares that fail authentication are rejected and reported; the client does not mask
-        with their sender (the server then excludes that sender).
+        Shares that fail authentication are rejected and reported (signed, in authenticated
+        rounds); the client does not mask with their sender. The server then asks the
+        accused to rebut (:meth:`rebut`) and excludes whichever of the two lied.
         """
         plan, state = self.plan, self._state
         message = SharesDelivery.decode(
             delivery, round_id=plan.round_id, params_digest=plan.params_digest
         )
-        if message.recipient != self.client_id:
-            raise UnknownClientError(
-                f"shares for client {message.recipient} reached client {self.client_id}"
-            )
+        self._check_recipient(message.recipient, "shares")
         values = np.asarray(update)
         if values.ndim != 1 or values.shape[0] != plan.dim:
             raise InvalidUpdateError(
@@ -225,7 +373,8 @@ class MaskingClient:
             )
         if not np.issubdtype(values.dtype, np.floating) or not np.all(np.isfinite(values)):
             raise InvalidUpdateError("update must be a finite floating-point vector")
-        self._enter(Stage.MASKED_INPUT, Stage.UNMASK)
+        following = Stage.CONSISTENCY_CHECK if self.authenticated else Stage.UNMASK
+        self._enter(Stage.MASKED_INPUT, following)
         self._open_delivery(message)
         if len(state.held_shares) < plan.threshold:
             raise BelowThresholdError(
@@ -236,7 +385,7 @@ class MaskingClient:
         vector += expand_mask(state.self_seed, dim=plan.dim)
         own_secret = state.masking.private
         for peer in sorted(state.held_shares):
-            shared = _keys.agree(own_secret, _keys.load_public(state.peer_masking_keys[peer]))
+            shared = _keys.agree(own_secret, _keys.load_public(state.peers[peer].masking_key))
             key = pairwise_mask_key(shared, plan=plan, first=self.client_id, second=peer)
             mask = expand_mask(key, dim=plan.dim)
             if self.client_id < peer:
@@ -244,18 +393,164 @@ class MaskingClient:
             else:
                 vector -= mask
         vector &= np.uint32(plan.modulus_mask)
-        return MaskedInput(self._header(), state.rejected, vector).encode()
+        return MaskedInput(self._header(), state.rejected, vector, state.accusations).encode()
+
+    def rebut(self, request: bytes) -> bytes:
+        """Answer an accusation: reveal the ephemeral secret of the item sealed for the reporter.
+
+        That secret opens this one item only, whose shares the reporter already received.
+        Authenticated: only if the reporter signed the digest of exactly the item this client
+        sent (else :class:`RebuttalError`: the server forged the report or altered the item
+        in transit, and revealing would hand it a share it never had).
+        """
+        plan, state = self.plan, self._state
+        message = RebuttalRequest.decode(
+            request, round_id=plan.round_id, params_digest=plan.params_digest
+        )
+        self._check_recipient(message.recipient, "rebuttal request")
+        if state.stage not in (Stage.CONSISTENCY_CHECK, Stage.UNMASK):
+            raise StageError(
+                f"rebuttal request reached client {self.client_id} in stage {state.stage.name}"
+            )
+        sent = state.sent_items.get(message.reporter)
+        if sent is None:
+            raise UnknownClientError(
+                f"client {self.client_id} sent no shares to client {message.reporter}"
+            )
+        digest, ephemeral_secret = sent
+        if self.authenticated:
+            statement = sig.accusation_digest(
+                round_id=plan.round_id,
+                params_digest=plan.params_digest,
+                reporter=message.reporter,
+                accused=self.client_id,
+                item_digest=digest,
+            )
+            reporter_key = state.peers[message.reporter].signing_key
+            if not sig.verify(reporter_key, statement, message.accusation):
+                raise RebuttalError(
+                    f"the accusation by client {message.reporter} is not its signature on the "
+                    f"item client {self.client_id} sent: refusing to reveal anything"
+                )
+        return Rebuttal(self._header(), message.reporter, ephemeral_secret).encode()
+
+    def sign_survivors(self, request: bytes) -> bytes:
+        """Consistency check, step 1: sign the survivor set U3 the server announced."""
+        plan, state = self.plan, self._state
+        message = ConsistencyRequest.decode(
+            request, round_id=plan.round_id, params_digest=plan.params_digest
+        )
+        self._check_recipient(message.recipient, "consistency request")
+        self._require(Stage.CONSISTENCY_CHECK, "consistency request")
+        if state.signing is None:
+            raise StageError(f"client {self.client_id} is not in an authenticated round")
+        if state.survivors is not None:
+            raise StageError(f"client {self.client_id} already signed a survivor set")
+        survivors = frozenset(message.survivors)
+        if self.client_id not in survivors:
+            raise ConsistencyCheckError(
+                f"survivor set sent to client {self.client_id} leaves it out"
+            )
+        strangers = survivors - set(plan.client_ids)
+        if strangers:
+            raise UnknownClientError(f"survivor set names non-clients {sorted(strangers)}")
+        if len(survivors) < plan.consistency_threshold:
+            raise ConsistencyCheckError(
+                f"survivor set of {len(survivors)} clients is below the consistency threshold "
+                f"{plan.consistency_threshold}"
+            )
+        state.survivors = survivors
+        state.consistency_signature = sig.sign(
+            state.signing,
+            sig.consistency_digest(
+                round_id=plan.round_id,
+                params_digest=plan.params_digest,
+                signer=self.client_id,
+                survivors=survivors,
+            ),
+        )
+        return ConsistencySignature(self._header(), state.consistency_signature).encode()
+
+    def check_consistency(self, proof: bytes) -> None:
+        """Consistency check, step 2: require ``consistency_threshold`` signatures on our set.
+
+        The proof forwards the signed advertisements of signers that are not neighbours;
+        each is checked against the registry (neighbours' were checked in share keys). Any
+        signature that does not verify on this client's own survivor set is evidence that
+        the server equivocated: :class:`ConsistencyCheckError`, and this client reveals
+        nothing.
+        """
+        plan, state = self.plan, self._state
+        message = ConsistencyProof.decode(
+            proof, round_id=plan.round_id, params_digest=plan.params_digest
+        )
+        self._check_recipient(message.recipient, "consistency proof")
+        self._require(Stage.CONSISTENCY_CHECK, "consistency proof")
+        survivors, registry = state.survivors, self._registry
+        if survivors is None or registry is None:
+            raise StageError(f"client {self.client_id} has not signed a survivor set")
+        signatures = dict(message.signatures)
+        certificates = {peer.client_id: peer for peer in message.certificates}
+        if signatures.get(self.client_id) != state.consistency_signature:
+            raise ConsistencyCheckError(
+                f"the proof sent to client {self.client_id} lacks its own signature"
+            )
+        valid = 0
+        # Neighbours first: their certificates were already checked in share keys.
+        for signer in sorted(signatures, key=lambda s: (s not in state.peers, s)):
+            if valid >= plan.consistency_threshold:
+                break
+            if signer not in survivors:
+                raise ConsistencyCheckError(f"client {signer} signed but is not a survivor")
+            if signer == self.client_id:
+                valid += 1
+                continue
+            certificate = state.peers.get(signer) or certificates.get(signer)
+            if certificate is None:
+                raise ConsistencyCheckError(f"no certified signing key of client {signer}")
+            if signer not in state.peers:
+                try:
+                    check_certificate(plan, certificate, registry)
+                except KeyAuthenticationError as error:
+                    raise ConsistencyCheckError(str(error)) from None
+            statement = sig.consistency_digest(
+                round_id=plan.round_id,
+                params_digest=plan.params_digest,
+                signer=signer,
+                survivors=survivors,
+            )
+            if not sig.verify(certificate.signing_key, statement, signatures[signer]):
+                raise ConsistencyCheckError(
+                    f"client {signer}'s signature is not on the survivor set client "
+                    f"{self.client_id} was told: the server equivocated"
+                )
+            valid += 1
+        if valid < plan.consistency_threshold:
+            raise ConsistencyCheckError(
+                f"{valid} signatures on the survivor set, below the consistency threshold "
+                f"{plan.consistency_threshold}: client {self.client_id} reveals nothing"
+            )
+        state.stage = Stage.UNMASK
+
+    def _require(self, stage: Stage, what: str) -> None:
+        if self._state.stage != stage:
+            raise StageError(
+                f"{what} reached client {self.client_id} in stage {self._state.stage.name}"
+            )
 
     def unmask(self, request: bytes) -> bytes:
-        """Stage 3: reveal, per peer, either its self-mask share or its masking-key share."""
+        """Stage 3: reveal, per peer, either its self-mask share or its masking-key share.
+
+        Authenticated: only after the consistency check, and only seed shares of clients in
+        the agreed survivor set and key shares of clients outside it.
+        """
         plan, state = self.plan, self._state
         message = UnmaskRequest.decode(
             request, round_id=plan.round_id, params_digest=plan.params_digest
         )
-        if message.recipient != self.client_id:
-            raise UnknownClientError(
-                f"unmask request for client {message.recipient} reached client {self.client_id}"
-            )
+        self._check_recipient(message.recipient, "unmask request")
+        if self.authenticated:
+            self._require(Stage.UNMASK, "unmask request")
         both = set(message.seed_owners) & set(message.key_owners)
         if both:
             raise SecretExposureError(
@@ -266,6 +561,12 @@ class MaskingClient:
             raise UnknownClientError(
                 f"client {self.client_id} holds no accepted shares of {sorted(unknown)}"
             )
+        if self.authenticated:
+            survivors = state.survivors or frozenset()
+            if not set(message.seed_owners) <= survivors or set(message.key_owners) & survivors:
+                raise ConsistencyCheckError(
+                    f"unmask request to client {self.client_id} contradicts the agreed survivor set"
+                )
         self._enter(Stage.UNMASK, Stage.DONE)
         return UnmaskResponse(
             self._header(),

@@ -12,7 +12,8 @@ from typing import Final
 MAGIC: Final = b"SAGM"
 """First four bytes of every masking message (SecAgg Masking)."""
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+"""2: ephemeral-static share encryption, signed advertisements, consistency check, rebuttals."""
 
 SERVER_ID: Final = 2**64 - 1
 """Sender id the server writes into the messages it sends (never a client id)."""
@@ -33,6 +34,10 @@ PUBLIC_KEY_BYTES: Final = 32
 COMMITMENT_BYTES: Final = 32
 NONCE_BYTES: Final = 12
 TAG_BYTES: Final = 16
+SIGNATURE_BYTES: Final = 64
+"""An Ed25519 signature under a client's round signing key."""
+LEDGER_SIGNATURE_BYTES: Final = 65
+"""An EIP-191 secp256k1 signature (r, s, v) by a client's ledger account."""
 
 # Domain separation labels: every derived key and commitment names its purpose.
 LABEL_SHARE_KEY: Final = b"secagg/masking/v1/share-encryption-key"
@@ -41,16 +46,25 @@ LABEL_PAIR_MASK: Final = b"secagg/masking/v1/pairwise-mask-key"
 LABEL_SELF_COMMIT: Final = b"secagg/masking/v1/self-mask-commitment"
 LABEL_GRAPH: Final = b"secagg/masking/v1/neighbour-graph"
 LABEL_PARAMS: Final = b"secagg/masking/v1/round-parameters"
+LABEL_ADVERTISEMENT: Final = b"secagg/masking/v2/key-advertisement"
+LABEL_SHARE_ITEM: Final = b"secagg/masking/v2/sealed-share-item"
+LABEL_ACCUSATION: Final = b"secagg/masking/v2/share-accusation"
+LABEL_CONSISTENCY: Final = b"secagg/masking/v2/survivor-set"
 
 
 class Stage(enum.IntEnum):
-    """Protocol stages, in order (Bonawitz et al. 2017, rounds 0, 1, 2, 4)."""
+    """Protocol stages, in order (Bonawitz et al. 2017, rounds 0 to 4).
+
+    ``CONSISTENCY_CHECK`` runs only in authenticated rounds (clients with ledger accounts);
+    otherwise the masked-input stage leads straight to ``UNMASK``.
+    """
 
     ADVERTISE_KEYS = 0
     SHARE_KEYS = 1
     MASKED_INPUT = 2
-    UNMASK = 3
-    DONE = 4
+    CONSISTENCY_CHECK = 3
+    UNMASK = 4
+    DONE = 5
 
 
 class MessageKind(enum.IntEnum):
@@ -64,6 +78,11 @@ class MessageKind(enum.IntEnum):
     UNMASK_REQUEST = 6
     UNMASK_RESPONSE = 7
     AGGREGATE = 8
+    REBUTTAL_REQUEST = 9
+    REBUTTAL = 10
+    CONSISTENCY_REQUEST = 11
+    CONSISTENCY_SIGNATURE = 12
+    CONSISTENCY_PROOF = 13
 
 
 STAGE_OF: Final = {
@@ -75,6 +94,11 @@ STAGE_OF: Final = {
     MessageKind.UNMASK_REQUEST: Stage.UNMASK,
     MessageKind.UNMASK_RESPONSE: Stage.UNMASK,
     MessageKind.AGGREGATE: Stage.UNMASK,
+    MessageKind.REBUTTAL_REQUEST: Stage.MASKED_INPUT,
+    MessageKind.REBUTTAL: Stage.MASKED_INPUT,
+    MessageKind.CONSISTENCY_REQUEST: Stage.CONSISTENCY_CHECK,
+    MessageKind.CONSISTENCY_SIGNATURE: Stage.CONSISTENCY_CHECK,
+    MessageKind.CONSISTENCY_PROOF: Stage.CONSISTENCY_CHECK,
 }
 
 DTYPE_UINT32: Final = 4

@@ -59,3 +59,27 @@ class BelowThresholdError(InsufficientClientsError, ProtocolAbortError):
 
 class SecretExposureError(ProtocolAbortError):
     """A request would reveal both secrets of one client; refused."""
+
+
+class KeyAuthenticationError(SecAggError, ValueError):
+    """A key advertisement is not signed by the ledger account registered for its client.
+
+    Raised by the server on a client's bad advertisement, and by a client when the server
+    hands it a neighbour's keys that its registered account did not sign (the server tried
+    to substitute keys): that client then sends nothing further.
+    """
+
+
+class FalseAccusationError(SecAggError, ValueError):
+    """A client reported a neighbour's shares as unopenable, and the rebuttal shows they open."""
+
+
+class RebuttalError(SecAggError, ValueError):
+    """A rebuttal request is not backed by the reporter's signature on the accused's item."""
+
+
+class ConsistencyCheckError(ProtocolAbortError):
+    """The server's survivor sets are inconsistent or too few clients vouch for one.
+
+    A client that raises it reveals no unmasking share (Bonawitz et al. 2017, ConsistencyCheck).
+    """

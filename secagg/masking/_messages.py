@@ -5,6 +5,10 @@ params_digest[32] | sender u64`` (little-endian). Decoding is strict: a truncate
 padded message, an unknown kind or a field out of range is a :class:`MessageFormatError`;
 a valid message of another stage is a :class:`StageError`; another round or other
 parameters is a :class:`~secagg._errors.ParameterMismatchError`.
+
+Signatures are optional on the wire (authenticated rounds carry them, honest-but-curious
+rounds do not); where present they have a fixed length announced by a one-byte flag, so
+the layout stays strict.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ from secagg.masking._constants import (
     COMMITMENT_BYTES,
     DTYPE_UINT32,
     FORMAT_VERSION,
+    LEDGER_SIGNATURE_BYTES,
     MAGIC,
     NONCE_BYTES,
     PUBLIC_KEY_BYTES,
+    SECRET_BYTES,
     SERVER_ID,
     SHARE_BYTES,
+    SIGNATURE_BYTES,
     TAG_BYTES,
     MessageKind,
 )
@@ -68,6 +75,16 @@ class _Reader:
 
     def remaining(self) -> int:
         return len(self._data) - self._offset
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def optional(self, size: int) -> int:
+        """A one-byte length that must be 0 or ``size`` (an optional fixed-size field)."""
+        length = self.u8()
+        if length not in (0, size):
+            raise MessageFormatError(f"optional field of {length} bytes, expected 0 or {size}")
+        return length
 
     def finish(self) -> None:
         if self._offset != len(self._data):
@@ -124,15 +141,25 @@ def _open(
     return Header(message_round, digest, sender), _Reader(bytes(data), _HEADER.size)
 
 
+_CERTIFICATE_BYTES = PUBLIC_KEY_BYTES + LEDGER_SIGNATURE_BYTES
+"""Round signing key and the ledger account's signature over the advertisement."""
+
+
 @dataclass(frozen=True)
 class AdvertiseKeys:
-    """Stage 0, client -> server: two X25519 public keys and a commitment to the self-mask seed."""
+    """Stage 0, client -> server: two X25519 public keys and a commitment to the self-mask seed.
+
+    In authenticated rounds it also carries the client's Ed25519 round signing key and its
+    ledger account's EIP-191 signature over all of it (see :mod:`._signatures`).
+    """
 
     kind: ClassVar[MessageKind] = MessageKind.ADVERTISE_KEYS
     header: Header
     encryption_key: bytes
     masking_key: bytes
     self_mask_commitment: bytes
+    signing_key: bytes = b""
+    signature: bytes = b""
 
     def encode(self) -> bytes:
         return (
@@ -140,28 +167,52 @@ class AdvertiseKeys:
             + self.encryption_key
             + self.masking_key
             + self.self_mask_commitment
+            + self.signing_key
+            + self.signature
         )
 
     @classmethod
     def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> AdvertiseKeys:
         header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
-        message = cls(
-            header,
+        keys = (
             reader.take(PUBLIC_KEY_BYTES),
             reader.take(PUBLIC_KEY_BYTES),
             reader.take(COMMITMENT_BYTES),
         )
-        reader.finish()
-        return message
+        if reader.remaining() not in (0, _CERTIFICATE_BYTES):
+            raise MessageFormatError(
+                f"advertisement has {reader.remaining()} bytes after its keys, "
+                f"expected 0 or {_CERTIFICATE_BYTES}"
+            )
+        certificate: tuple[bytes, ...] = ()
+        if reader.remaining():
+            certificate = (reader.take(PUBLIC_KEY_BYTES), reader.take(LEDGER_SIGNATURE_BYTES))
+        return cls(header, *keys, *certificate)
 
 
 @dataclass(frozen=True)
 class PeerKeys:
-    """One neighbour's advertised public keys."""
+    """One neighbour's advertised public keys (and, if signed, what its signature covers)."""
 
     client_id: int
     encryption_key: bytes
     masking_key: bytes
+    self_mask_commitment: bytes = b""
+    signing_key: bytes = b""
+    signature: bytes = b""
+
+    @classmethod
+    def of(cls, advert: AdvertiseKeys) -> PeerKeys:
+        """The broadcast entry of one advertisement (signed fields kept when present)."""
+        signed = bool(advert.signature)
+        return cls(
+            advert.header.sender,
+            advert.encryption_key,
+            advert.masking_key,
+            advert.self_mask_commitment if signed else b"",
+            advert.signing_key,
+            advert.signature,
+        )
 
 
 @dataclass(frozen=True)
@@ -174,11 +225,12 @@ class KeysBroadcast:
     peers: tuple[PeerKeys, ...]
 
     def encode(self) -> bytes:
-        body = struct.pack("<QI", self.recipient, len(self.peers))
-        body += b"".join(
-            struct.pack("<Q", peer.client_id) + peer.encryption_key + peer.masking_key
-            for peer in self.peers
-        )
+        signed = any(peer.signature for peer in self.peers)
+        body = struct.pack("<QBI", self.recipient, int(signed), len(self.peers))
+        for peer in self.peers:
+            body += struct.pack("<Q", peer.client_id) + peer.encryption_key + peer.masking_key
+            if signed:
+                body += peer.self_mask_commitment + peer.signing_key + peer.signature
         return _encode_header(self.kind, self.header) + body
 
     @classmethod
@@ -186,39 +238,56 @@ class KeysBroadcast:
         header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
         _require_server(header)
         recipient = reader.u64()
+        signed = reader.u8()
+        if signed not in (0, 1):
+            raise MessageFormatError(f"keys broadcast signed flag is {signed}, expected 0 or 1")
         count = reader.u32()
-        entry = 8 + 2 * PUBLIC_KEY_BYTES
+        entry = 8 + 2 * PUBLIC_KEY_BYTES + signed * (COMMITMENT_BYTES + _CERTIFICATE_BYTES)
         if count * entry != reader.remaining():
             raise MessageFormatError(f"keys broadcast of {count} peers has the wrong length")
-        peers = tuple(
-            PeerKeys(reader.u64(), reader.take(PUBLIC_KEY_BYTES), reader.take(PUBLIC_KEY_BYTES))
-            for _ in range(count)
-        )
+        peers = []
+        for _ in range(count):
+            client, keys = (
+                reader.u64(),
+                (reader.take(PUBLIC_KEY_BYTES), reader.take(PUBLIC_KEY_BYTES)),
+            )
+            certificate: tuple[bytes, ...] = ()
+            if signed:
+                certificate = (
+                    reader.take(COMMITMENT_BYTES),
+                    reader.take(PUBLIC_KEY_BYTES),
+                    reader.take(LEDGER_SIGNATURE_BYTES),
+                )
+            peers.append(PeerKeys(client, *keys, *certificate))
         _require_unique(peer.client_id for peer in peers)
-        return cls(header, recipient, peers)
+        return cls(header, recipient, tuple(peers))
 
 
 @dataclass(frozen=True)
 class EncryptedShares:
-    """AES-GCM sealed shares; ``peer`` is the receiver (upload) or the sender (delivery)."""
+    """Sealed shares under an ephemeral X25519 key (see :mod:`._aead`).
+
+    ``peer`` is the receiver (upload) or the sender (delivery).
+    """
 
     peer: int
+    ephemeral_key: bytes
     nonce: bytes
     sealed: bytes
 
     def encode(self) -> bytes:
-        return struct.pack("<Q", self.peer) + self.nonce + self.sealed
+        return struct.pack("<Q", self.peer) + self.ephemeral_key + self.nonce + self.sealed
+
+
+_SHARE_ITEM = struct.Struct(f"<Q{PUBLIC_KEY_BYTES}s{NONCE_BYTES}s{SEALED_SHARES_BYTES}s")
 
 
 def _read_shares(reader: _Reader) -> tuple[EncryptedShares, ...]:
     count = reader.u32()
-    entry = 8 + NONCE_BYTES + SEALED_SHARES_BYTES
-    if count * entry != reader.remaining():
+    if count * _SHARE_ITEM.size != reader.remaining():
         raise MessageFormatError(f"share list of {count} entries has the wrong length")
-    shares = tuple(
-        EncryptedShares(reader.u64(), reader.take(NONCE_BYTES), reader.take(SEALED_SHARES_BYTES))
-        for _ in range(count)
-    )
+    body = reader.take(reader.remaining())
+    shares = tuple(EncryptedShares(*fields) for fields in _SHARE_ITEM.iter_unpack(body))
     _require_unique(item.peer for item in shares)
     return shares
 
@@ -265,16 +334,26 @@ class SharesDelivery:
 
 @dataclass(frozen=True)
 class MaskedInput:
-    """Stage 2, client -> server: the masked vector, and the neighbours whose shares it rejected."""
+    """Stage 2, client -> server: the masked vector, and the neighbours whose shares it rejected.
+
+    ``accusations`` holds, per rejected neighbour in the same order, the reporter's signature
+    (round signing key) over the digest of the item it could not open; empty in
+    unauthenticated rounds.
+    """
 
     kind: ClassVar[MessageKind] = MessageKind.MASKED_INPUT
     header: Header
     rejected: tuple[int, ...]
     vector: np.ndarray
+    accusations: tuple[bytes, ...] = ()
 
     def encode(self) -> bytes:
         vector = np.ascontiguousarray(self.vector, dtype="<u4")
+        signed = SIGNATURE_BYTES if self.accusations else 0
+        if signed and len(self.accusations) != len(self.rejected):
+            raise MessageFormatError("one accusation signature per rejected neighbour")
         body = struct.pack("<IB", vector.size, DTYPE_UINT32) + _ids(self.rejected)
+        body += struct.pack("<B", signed) + b"".join(self.accusations)
         return _encode_header(self.kind, self.header) + body + vector.tobytes()
 
     @classmethod
@@ -292,13 +371,152 @@ class MaskedInput:
                 f"masked vector of client {header.sender} has length {length}, expected {dim}"
             )
         rejected = reader.ids()
+        signed = reader.optional(SIGNATURE_BYTES)
+        accusations = tuple(reader.take(signed) for _ in rejected) if signed else ()
         payload = reader.take(reader.remaining())
         if len(payload) != 4 * dim:
             raise MaskedInputError(
                 f"masked vector of client {header.sender} carries {len(payload)} bytes, "
                 f"expected {4 * dim}"
             )
-        return cls(header, rejected, np.frombuffer(payload, dtype="<u4"))
+        return cls(header, rejected, np.frombuffer(payload, dtype="<u4"), accusations)
+
+
+@dataclass(frozen=True)
+class RebuttalRequest:
+    """Stage 2, server -> accused: ``reporter`` says the item you sealed for it does not open."""
+
+    kind: ClassVar[MessageKind] = MessageKind.REBUTTAL_REQUEST
+    header: Header
+    recipient: int
+    reporter: int
+    accusation: bytes
+
+    def encode(self) -> bytes:
+        body = struct.pack("<QQB", self.recipient, self.reporter, len(self.accusation))
+        return _encode_header(self.kind, self.header) + body + self.accusation
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> RebuttalRequest:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        _require_server(header)
+        recipient, reporter = reader.u64(), reader.u64()
+        accusation = reader.take(reader.optional(SIGNATURE_BYTES))
+        reader.finish()
+        return cls(header, recipient, reporter, accusation)
+
+
+@dataclass(frozen=True)
+class Rebuttal:
+    """Stage 2, accused -> server: the ephemeral secret of the item it sealed for ``reporter``."""
+
+    kind: ClassVar[MessageKind] = MessageKind.REBUTTAL
+    header: Header
+    reporter: int
+    ephemeral_secret: bytes
+
+    def encode(self) -> bytes:
+        body = struct.pack("<Q", self.reporter) + self.ephemeral_secret
+        return _encode_header(self.kind, self.header) + body
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> Rebuttal:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        message = cls(header, reader.u64(), reader.take(SECRET_BYTES))
+        reader.finish()
+        return message
+
+
+@dataclass(frozen=True)
+class ConsistencyRequest:
+    """Stage 3 (authenticated rounds), server -> survivor: the set U3 of included clients."""
+
+    kind: ClassVar[MessageKind] = MessageKind.CONSISTENCY_REQUEST
+    header: Header
+    recipient: int
+    survivors: tuple[int, ...]
+
+    def encode(self) -> bytes:
+        body = struct.pack("<Q", self.recipient) + _ids(self.survivors)
+        return _encode_header(self.kind, self.header) + body
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> ConsistencyRequest:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        _require_server(header)
+        message = cls(header, reader.u64(), reader.ids())
+        reader.finish()
+        return message
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    """Stage 3, survivor -> server: its signature over the survivor set it was told."""
+
+    kind: ClassVar[MessageKind] = MessageKind.CONSISTENCY_SIGNATURE
+    header: Header
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return _encode_header(self.kind, self.header) + self.signature
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> ConsistencySignature:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        message = cls(header, reader.take(SIGNATURE_BYTES))
+        reader.finish()
+        return message
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """Stage 3, server -> survivor: the signatures it collected, as (signer, signature).
+
+    ``certificates`` are the signed advertisements of signers the recipient has no keys of
+    (not its neighbours), so that it can check their round signing keys against the registry.
+    """
+
+    kind: ClassVar[MessageKind] = MessageKind.CONSISTENCY_PROOF
+    header: Header
+    recipient: int
+    signatures: tuple[tuple[int, bytes], ...]
+    certificates: tuple[PeerKeys, ...] = ()
+
+    def encode(self) -> bytes:
+        body = struct.pack("<QI", self.recipient, len(self.signatures))
+        body += b"".join(struct.pack("<Q", signer) + sig for signer, sig in self.signatures)
+        body += struct.pack("<I", len(self.certificates))
+        for peer in self.certificates:
+            body += struct.pack("<Q", peer.client_id) + peer.encryption_key + peer.masking_key
+            body += peer.self_mask_commitment + peer.signing_key + peer.signature
+        return _encode_header(self.kind, self.header) + body
+
+    @classmethod
+    def decode(cls, data: bytes, *, round_id: int, params_digest: bytes) -> ConsistencyProof:
+        header, reader = _open(data, cls.kind, round_id=round_id, params_digest=params_digest)
+        _require_server(header)
+        recipient, count = reader.u64(), reader.u32()
+        if count * (8 + SIGNATURE_BYTES) > reader.remaining():
+            raise MessageFormatError(f"consistency proof of {count} signatures does not fit")
+        signatures = tuple((reader.u64(), reader.take(SIGNATURE_BYTES)) for _ in range(count))
+        _require_unique(signer for signer, _ in signatures)
+        count = reader.u32()
+        entry = 8 + 3 * PUBLIC_KEY_BYTES + COMMITMENT_BYTES + LEDGER_SIGNATURE_BYTES
+        if count * entry != reader.remaining():
+            raise MessageFormatError(f"{count} certificates do not fill the consistency proof")
+        certificates = tuple(
+            PeerKeys(
+                reader.u64(),
+                reader.take(PUBLIC_KEY_BYTES),
+                reader.take(PUBLIC_KEY_BYTES),
+                reader.take(COMMITMENT_BYTES),
+                reader.take(PUBLIC_KEY_BYTES),
+                reader.take(LEDGER_SIGNATURE_BYTES),
+            )
+            for _ in range(count)
+        )
+        _require_unique(peer.client_id for peer in certificates)
+        return cls(header, recipient, signatures, certificates)
 
 
 @dataclass(frozen=True)

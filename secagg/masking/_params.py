@@ -9,7 +9,8 @@ parameters is rejected.
 Threat model: the server is honest-but-curious; at most ``max_corrupt_fraction`` of the
 clients collude with it; at most ``max_dropout_fraction`` drop out; dropouts and corruption
 do not depend on the (public, pseudorandom) neighbour graph. The server then learns only
-the sum of the included clients' quantized updates.
+the sum of the included clients' quantized updates. Authenticated rounds (clients with
+ledger accounts) drop the first assumption: see :attr:`RoundPlan.consistency_threshold`.
 """
 
 from __future__ import annotations
@@ -135,7 +136,14 @@ def _check_fraction(name: str, value: object, low: float, high: float, open_high
 
 @dataclass(frozen=True, kw_only=True)
 class RoundPlan:
-    """Everything public about one round; all parties derive the same plan."""
+    """Everything public about one round; all parties derive the same plan.
+
+    ``consistency_threshold`` is how many clients must sign one survivor set before any
+    client of an authenticated round reveals a share: ``max(t, floor((n + C) / 2) + 1)``
+    with ``C = floor(max_corrupt_fraction * n)``. Two different sets can then never both
+    collect it (their signers would number more than ``n + C``, and honest clients sign
+    once), so every honest client that answers the unmask stage answers for the same set.
+    """
 
     round_id: int
     client_ids: tuple[int, ...]
@@ -145,6 +153,7 @@ class RoundPlan:
     scale: float
     degree: int
     threshold: int
+    consistency_threshold: int
     complete: bool
     params_digest: bytes
     neighbours: dict[int, frozenset[int]] = field(repr=False, compare=False)
@@ -261,6 +270,7 @@ def plan_round(
             f"pairwise masking needs at least 3 clients (a sum of 2 reveals both), got {n}"
         )
     degree, threshold, complete = _choose_graph(params, n)
+    consistency_threshold = max(threshold, (n + _count(params.max_corrupt_fraction, n)) // 2 + 1)
     if params.scale is None:
         scale = max_scale(bits=params.bits, clip_range=params.clip_range, num_clients=n)
     else:
@@ -297,6 +307,7 @@ def plan_round(
         scale=scale,
         degree=degree,
         threshold=threshold,
+        consistency_threshold=consistency_threshold,
         complete=complete,
         params_digest=params_digest,
         neighbours=neighbours,

@@ -1,15 +1,33 @@
 """The server role: one method per stage, each validating every message it receives.
 
-Threat model: the server is honest-but-curious. It routes sealed shares it cannot open,
-sums masked vectors it cannot unmask alone, and in the unmask stage asks every survivor,
+Threat model: without a registry the server is honest-but-curious. With one (client id ->
+registered ledger address) the round is the actively secure variant of Bonawitz et al.
+2017: advertisements must carry the registered account's signature (the server could not
+substitute keys even if it tried: clients check the same signatures), and before any
+share is revealed the clients sign the survivor set the server announced
+(:meth:`MaskingServer.consistency_requests`, :meth:`consistency_proofs`); the clients'
+checks, not this class, are what protect them from a malicious server. This class is the
+honest server's side.
+
+Accusations: a client whose neighbour's item does not open reports it. The server asks the
+accused to rebut (:meth:`rebuttal_requests`): the accused reveals the ephemeral secret of
+that one item, the server recomputes the key and tries the item. If it opens, the reporter
+lied (:class:`FalseAccusationError`) and the reporter is excluded, not the accused; if it
+does not, or the accused does not answer, the accused is excluded, and its exclusion
+reason names the reporter.
+
+In every round the server routes sealed shares it cannot open, sums masked vectors it
+cannot unmask alone (streamed: it keeps no client's vector), and in the unmask stage asks
+every survivor,
 per peer, for *either* the self-mask share (peer sent masked input) *or* the masking-key
 share (peer did not, or was excluded), never both; :attr:`MaskingServer.revealed_seeds`
 and :attr:`MaskingServer.revealed_keys` record what it reconstructed and never intersect.
 
 Misbehaving clients (malformed or out-of-stage messages, unknown or spoofed ids,
 duplicates, masked vectors of the wrong length or type, shares that fail authentication
-at their receiver) are excluded and recorded in :attr:`MaskingServer.misbehaving`; the
-sum of the others is still recovered while every stage keeps ``t`` clients.
+at their receiver, false accusations) are excluded and recorded in
+:attr:`MaskingServer.misbehaving`; the sum of the others is still recovered while every
+stage keeps ``t`` clients.
 """
 
 from __future__ import annotations
@@ -21,13 +39,24 @@ from functools import partial
 import numpy as np
 
 from secagg._errors import DuplicateClientError, EmptyAggregateError, SecAggError
-from secagg.masking import _keys, _shamir
-from secagg.masking._client import pairwise_mask, pairwise_mask_key, self_mask_commitment
+from secagg.masking import _aead, _keys, _shamir
+from secagg.masking import _signatures as sig
+from secagg.masking._client import (
+    check_certificate,
+    item_digest,
+    pairwise_mask,
+    pairwise_mask_key,
+    self_mask_commitment,
+)
 from secagg.masking._constants import SERVER_ID, Stage
 from secagg.masking._errors import (
     BelowThresholdError,
+    FalseAccusationError,
+    KeyAuthenticationError,
     MessageFormatError,
+    RebuttalError,
     SecretExposureError,
+    ShareAuthenticationError,
     ShareReconstructionError,
     StageError,
     UnknownClientError,
@@ -35,10 +64,16 @@ from secagg.masking._errors import (
 from secagg.masking._messages import (
     AdvertiseKeys,
     Aggregate,
+    ConsistencyProof,
+    ConsistencyRequest,
+    ConsistencySignature,
+    EncryptedShares,
     Header,
     KeysBroadcast,
     MaskedInput,
     PeerKeys,
+    Rebuttal,
+    RebuttalRequest,
     ShareKeys,
     SharesDelivery,
     UnmaskRequest,
@@ -51,11 +86,16 @@ from secagg.masking._quantize import dequantize_sum
 
 @dataclass(frozen=True)
 class CombineResult:
-    """Outcome of the masked-input stage: the aggregate message and who is in it."""
+    """Outcome of the masked-input stage: the aggregate message and who is in it.
+
+    ``rejected`` maps each included client to the neighbours whose shares it rejected (it
+    did not mask with them); the masked vectors themselves are not kept.
+    """
 
     aggregate: bytes
     included: tuple[int, ...]
     misbehaving: dict[int, str]
+    rejected: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(repr=False)
@@ -68,10 +108,13 @@ class ServerState:
     shares: dict[int, ShareKeys] = field(default_factory=dict)
     delivered_to: dict[int, frozenset[int]] = field(default_factory=dict)
     combined: CombineResult | None = None
-    masked_inputs: dict[int, MaskedInput] = field(default_factory=dict)
     responders: dict[int, UnmaskRequest] = field(default_factory=dict)
     responses: dict[int, UnmaskResponse] = field(default_factory=dict)
     misbehaving: dict[int, str] = field(default_factory=dict)
+    accusations: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    verdicts: dict[tuple[int, int], tuple[int, str]] = field(default_factory=dict)
+    told: dict[int, frozenset[int]] = field(default_factory=dict)
+    consistency: dict[int, bytes] = field(default_factory=dict)
 
 
 def _matches_commitment(commitment: bytes, seed: bytes) -> bool:
@@ -103,8 +146,9 @@ def _reason(error: Exception) -> str:
 class MaskingServer:
     """The aggregator of one round; methods take and return serialized messages."""
 
-    def __init__(self, plan: RoundPlan) -> None:
+    def __init__(self, plan: RoundPlan, *, registry: Mapping[int, str] | None = None) -> None:
         self.plan = plan
+        self._registry = dict(registry) if registry is not None else None
         self._state = ServerState()
         self.revealed_seeds: set[int] = set()
         self.revealed_keys: set[int] = set()
@@ -114,6 +158,19 @@ class MaskingServer:
     def stage(self) -> Stage:
         """The stage whose client messages the server accepts now."""
         return self._state.stage
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether this round runs the actively secure variant (registry given)."""
+        return self._registry is not None
+
+    @property
+    def accusations(self) -> dict[int, tuple[int, ...]]:
+        """Accused client -> the clients that reported its shares (named, never silent)."""
+        out: dict[int, list[int]] = {}
+        for reporter, accused in sorted(self._state.accusations):
+            out.setdefault(accused, []).append(reporter)
+        return {accused: tuple(reporters) for accused, reporters in out.items()}
 
     @property
     def misbehaving(self) -> dict[int, str]:
@@ -170,6 +227,8 @@ class MaskingServer:
                 _keys.load_public(key)
             except ValueError as error:
                 raise MessageFormatError(f"client {sender} advertised a bad key: {error}") from None
+        if self._registry is not None:
+            check_certificate(self.plan, message, self._registry)
         self._state.advertised[sender] = message
 
     def broadcast_keys(self) -> dict[int, bytes]:
@@ -182,10 +241,7 @@ class MaskingServer:
         for client in sorted(advertised):
             peers = sorted(self.plan.neighbours[client] & advertised.keys())
             self._state.broadcast_to[client] = frozenset(peers)
-            entries = tuple(
-                PeerKeys(peer, advertised[peer].encryption_key, advertised[peer].masking_key)
-                for peer in peers
-            )
+            entries = tuple(PeerKeys.of(advertised[peer]) for peer in peers)
             out[client] = KeysBroadcast(self._header(), client, entries).encode()
         return out
 
@@ -222,7 +278,9 @@ class MaskingServer:
         for sender in sorted(shares):
             for item in shares[sender].shares:
                 if item.peer in inbox:
-                    inbox[item.peer].append(type(item)(sender, item.nonce, item.sealed))
+                    inbox[item.peer].append(
+                        type(item)(sender, item.ephemeral_key, item.nonce, item.sealed)
+                    )
         out = {}
         for receiver, items in inbox.items():
             self._state.delivered_to[receiver] = frozenset(item.peer for item in items)
@@ -247,41 +305,165 @@ class MaskingServer:
             raise UnknownClientError(
                 f"client {sender} reports shares from {sorted(unknown)} it was never sent"
             )
+        if self.authenticated:
+            self._check_accusations(message)
         return message
+
+    def _item(self, sender: int, receiver: int) -> EncryptedShares:
+        """The sealed item ``sender`` addressed to ``receiver`` (as the server received it)."""
+        for item in self._state.shares[sender].shares:
+            if item.peer == receiver:
+                return item
+        raise UnknownClientError(f"client {sender} sent no shares to client {receiver}")
+
+    def _check_accusations(self, message: MaskedInput) -> None:
+        """Authenticated rounds: each report must be the reporter's signature on the item."""
+        reporter = message.header.sender
+        if len(message.accusations) != len(message.rejected):
+            raise FalseAccusationError(f"client {reporter} reports neighbours without signing")
+        signing_key = self._state.advertised[reporter].signing_key
+        for accused, signature in zip(message.rejected, message.accusations, strict=True):
+            digest = item_digest(
+                self.plan, sender=accused, receiver=reporter, item=self._item(accused, reporter)
+            )
+            statement = sig.accusation_digest(
+                round_id=self.plan.round_id,
+                params_digest=self.plan.params_digest,
+                reporter=reporter,
+                accused=accused,
+                item_digest=digest,
+            )
+            if not sig.verify(signing_key, statement, signature):
+                raise FalseAccusationError(
+                    f"client {reporter}'s report of client {accused} is not its signature on "
+                    "the item it was sent"
+                )
+
+    # -- stage 2b: accusations and rebuttals -----------------------------------------------
+    def rebuttal_requests(self, blobs: Mapping[int, bytes]) -> dict[tuple[int, int], bytes]:
+        """Ask each accused client that sent masked input to rebut, keyed (accused, reporter).
+
+        Call before :meth:`receive_masked_inputs`; an accused that does not rebut is excluded.
+        """
+        self._require_stage(Stage.MASKED_INPUT, "rebuttal requests")
+        reports: dict[int, tuple[tuple[int, ...], tuple[bytes, ...]]] = {}
+        for sender in sorted(blobs):
+            try:
+                message = self.parse_masked_input(sender, blobs[sender], reports)
+            except ValueError as error:
+                if not isinstance(error, SecAggError):
+                    raise
+                continue
+            reports[sender] = (message.rejected, message.accusations)
+        out = {}
+        for reporter, (rejected, accusations) in reports.items():
+            signatures = accusations or (b"",) * len(rejected)
+            for accused, signature in zip(rejected, signatures, strict=True):
+                self._state.accusations[(reporter, accused)] = signature
+                if accused in reports:
+                    request = RebuttalRequest(self._header(), accused, reporter, signature)
+                    out[(accused, reporter)] = request.encode()
+        return out
+
+    def receive_rebuttal(self, sender: int, data: bytes) -> None:
+        """Check one rebuttal: whoever lied (reporter or accused) is recorded as misbehaving."""
+        self._require_stage(Stage.MASKED_INPUT, "rebuttal")
+        plan = self.plan
+        message = Rebuttal.decode(data, round_id=plan.round_id, params_digest=plan.params_digest)
+        if message.header.sender != sender:
+            raise UnknownClientError(
+                f"message from client {sender} claims to be from {message.header.sender}"
+            )
+        key = (message.reporter, sender)
+        if key not in self._state.accusations:
+            raise RebuttalError(
+                f"client {sender} rebuts an accusation by {message.reporter} nobody made"
+            )
+        if key in self._state.verdicts:
+            raise DuplicateClientError(f"client {sender} rebutted client {message.reporter} twice")
+        item = self._item(sender, message.reporter)
+        opens = False
+        try:
+            if _keys.public_from_secret(message.ephemeral_secret) == item.ephemeral_key:
+                reporter_key = self._state.advertised[message.reporter].encryption_key
+                _aead.open_item(
+                    _keys.agree(
+                        _keys.load_secret(message.ephemeral_secret),
+                        _keys.load_public(reporter_key),
+                    ),
+                    params_digest=plan.params_digest,
+                    round_id=plan.round_id,
+                    sender=sender,
+                    receiver=message.reporter,
+                    ephemeral_public=item.ephemeral_key,
+                    nonce=item.nonce,
+                    sealed=item.sealed,
+                )
+                opens = True
+        except (ShareAuthenticationError, ValueError):
+            opens = False
+        if opens:
+            self._state.verdicts[key] = (
+                message.reporter,
+                f"FalseAccusationError: reported client {sender}'s shares as unopenable, but "
+                f"they open with the ephemeral key client {sender} revealed",
+            )
+        else:
+            self._state.verdicts[key] = (
+                sender,
+                f"ShareAuthenticationError: its shares for client {message.reporter} do not "
+                f"open with the ephemeral key it revealed (reported by client {message.reporter})",
+            )
 
     def combine(self, blobs: Mapping[int, bytes]) -> CombineResult:
         """Sum the valid masked vectors mod 2^b; a pure function of ``blobs`` and the state.
 
-        A sender reported by a neighbour for shares that failed authentication is excluded.
+        For each accusation: the liar per the rebuttal is excluded; without a rebuttal, the
+        accused is excluded and its reason names the reporter.
         """
-        if self._state.stage not in (Stage.MASKED_INPUT, Stage.UNMASK):
+        if self._state.stage not in (Stage.MASKED_INPUT, Stage.CONSISTENCY_CHECK, Stage.UNMASK):
             raise StageError(f"masked input arrived in stage {self._state.stage.name}")
         if not blobs:
             raise EmptyAggregateError("no masked inputs to combine")
-        inputs: dict[int, MaskedInput] = {}
+        # Streamed: each vector is added as it is parsed (memory O(dim), not O(n * dim));
+        # the few parsed but then excluded (accused, false reporters) are taken back out.
+        rejected: dict[int, tuple[int, ...]] = {}
         misbehaving: dict[int, str] = {}
+        total = np.zeros(self.plan.dim, dtype=np.uint32)
         for sender in sorted(blobs):
             try:
-                inputs[sender] = self.parse_masked_input(sender, blobs[sender], inputs)
+                message = self.parse_masked_input(sender, blobs[sender], rejected)
             except ValueError as error:
                 if not isinstance(error, SecAggError):
                     raise
                 misbehaving[sender] = _reason(error)
-        for reporter in sorted(inputs):
-            for accused in inputs[reporter].rejected:
-                misbehaving.setdefault(
-                    accused,
-                    f"ShareAuthenticationError: shares sent to client {reporter} failed "
-                    "authentication",
+                continue
+            rejected[sender] = message.rejected
+            total += message.vector
+        for reporter in sorted(rejected):
+            for accused in rejected[reporter]:
+                culprit, reason = self._state.verdicts.get(
+                    (reporter, accused),
+                    (
+                        accused,
+                        f"ShareAuthenticationError: reported by client {reporter} for shares "
+                        "that fail authentication, and did not rebut",
+                    ),
                 )
-        included = tuple(sorted(set(inputs) - set(misbehaving)))
+                misbehaving.setdefault(culprit, reason)
+        included = tuple(sorted(set(rejected) - set(misbehaving)))
         self._require_threshold(len(included), "sent valid masked input")
-        total = np.zeros(self.plan.dim, dtype=np.uint32)
-        for client in included:
-            total += inputs[client].vector
+        for client in sorted(set(rejected) - set(included)):
+            total -= self._vector(blobs[client])
         total &= np.uint32(self.plan.modulus_mask)
         aggregate = Aggregate(self._header(), included, total).encode()
-        return CombineResult(aggregate, included, misbehaving)
+        return CombineResult(aggregate, included, misbehaving, {c: rejected[c] for c in included})
+
+    def _vector(self, blob: bytes) -> np.ndarray:
+        plan = self.plan
+        return MaskedInput.decode(
+            blob, round_id=plan.round_id, params_digest=plan.params_digest, dim=plan.dim
+        ).vector
 
     def receive_masked_inputs(self, blobs: Mapping[int, bytes]) -> bytes:
         """End stage 2: combine once and remember who is included; returns the aggregate."""
@@ -293,16 +475,7 @@ class MaskingServer:
         self._state.combined = result
         for client, reason in result.misbehaving.items():
             self._state.misbehaving.setdefault(client, reason)
-        self._state.masked_inputs = {
-            client: MaskedInput.decode(
-                blobs[client],
-                round_id=self.plan.round_id,
-                params_digest=self.plan.params_digest,
-                dim=self.plan.dim,
-            )
-            for client in result.included
-        }
-        self._state.stage = Stage.UNMASK
+        self._state.stage = Stage.CONSISTENCY_CHECK if self.authenticated else Stage.UNMASK
         return result.aggregate
 
     @property
@@ -313,8 +486,9 @@ class MaskingServer:
 
     def _accepted(self, client: int) -> frozenset[int]:
         """Neighbours whose shares ``client`` holds (and masked with)."""
-        message = self._state.masked_inputs[client]
-        return self._state.delivered_to[client] - frozenset(message.rejected)
+        combined = self._state.combined
+        rejected = () if combined is None else combined.rejected[client]
+        return self._state.delivered_to[client] - frozenset(rejected)
 
     def _needed_keys(self) -> set[int]:
         included = set(self.included)
@@ -322,6 +496,68 @@ class MaskingServer:
         for client in included:
             needed |= self._accepted(client) - included
         return needed
+
+    # -- stage 3 (authenticated rounds): consistency check ---------------------------------
+    def consistency_requests(self, survivors: Collection[int]) -> dict[int, bytes]:
+        """Tell each surviving included client the survivor set U3 (the included clients)."""
+        self._require_stage(Stage.CONSISTENCY_CHECK, "consistency requests")
+        if self._state.told:
+            raise StageError("consistency requests were already sent this round")
+        strangers = set(survivors) - set(self.plan.client_ids)
+        if strangers:
+            raise UnknownClientError(f"survivors {sorted(strangers)} are not in this round")
+        included = frozenset(self.included)
+        out = {}
+        for client in sorted(set(survivors) & included):
+            self._state.told[client] = included
+            out[client] = ConsistencyRequest(
+                self._header(), client, tuple(sorted(included))
+            ).encode()
+        return out
+
+    def receive_consistency(self, sender: int, data: bytes) -> None:
+        """Check one survivor's signature on the set it was told."""
+        self._require_stage(Stage.CONSISTENCY_CHECK, "consistency signature")
+        plan = self.plan
+        message = ConsistencySignature.decode(
+            data, round_id=plan.round_id, params_digest=plan.params_digest
+        )
+        self._check_sender(sender, message.header.sender, self._state.consistency)
+        told = self._state.told.get(sender)
+        if told is None:
+            raise UnknownClientError(f"client {sender} was not asked to sign a survivor set")
+        statement = sig.consistency_digest(
+            round_id=plan.round_id, params_digest=plan.params_digest, signer=sender, survivors=told
+        )
+        if not sig.verify(self._state.advertised[sender].signing_key, statement, message.signature):
+            raise KeyAuthenticationError(
+                f"client {sender}'s survivor-set signature does not verify"
+            )
+        self._state.consistency[sender] = message.signature
+
+    def consistency_proofs(self) -> dict[int, bytes]:
+        """Forward every collected signature (and the signers' certificates) to each signer."""
+        self._require_stage(Stage.CONSISTENCY_CHECK, "consistency proofs")
+        signed = self._state.consistency
+        if len(signed) < self.plan.consistency_threshold:
+            raise BelowThresholdError(
+                f"only {len(signed)} clients signed the survivor set, below the consistency "
+                f"threshold {self.plan.consistency_threshold}: round aborted"
+            )
+        self._state.stage = Stage.UNMASK
+        signatures = tuple(sorted(signed.items()))
+        out = {}
+        for client in sorted(signed):
+            known = self._state.broadcast_to.get(client, frozenset()) | {client}
+            certificates = tuple(
+                PeerKeys.of(self._state.advertised[signer])
+                for signer in sorted(signed)
+                if signer not in known
+            )
+            out[client] = ConsistencyProof(
+                self._header(), client, signatures, certificates
+            ).encode()
+        return out
 
     # -- stage 3: unmask -------------------------------------------------------------------
     def unmask_requests(self, survivors: Collection[int]) -> dict[int, bytes]:
@@ -334,6 +570,8 @@ class MaskingServer:
             raise UnknownClientError(f"survivors {sorted(strangers)} are not in this round")
         included = set(self.included)
         responders = sorted(set(survivors) & included)
+        if self.authenticated:  # only clients that vouched for the survivor set answer
+            responders = [client for client in responders if client in self._state.consistency]
         needed = self._needed_keys()
         if included & needed:
             raise SecretExposureError("a client would have both secrets reconstructed")
@@ -403,8 +641,9 @@ class MaskingServer:
             secret = value.to_bytes(32, "big")
             if not check(secret):
                 continue
+            evaluate = _shamir.evaluator(window)
             for x in points:
-                if x not in window and _shamir.interpolate_at(window, x) != shares[x]:
+                if x not in window and evaluate(x) != shares[x]:
                     self._state.misbehaving.setdefault(
                         x - 1, f"ShareReconstructionError: bad share of client {owner}"
                     )

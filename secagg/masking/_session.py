@@ -8,8 +8,17 @@ and records bytes and seconds per phase. Stage mapping:
   keys and vanish before sending shares (``advertise_dropouts`` vanish before advertising).
 * ``protect``: the masked-input message of one client (its bytes down are the sealed shares
   the server routes to it at the start of this stage).
-* ``combine``: the server's modular sum of the valid masked inputs (deterministic).
-* ``reveal(aggregate, survivors=...)``: unmask with the shares of ``survivors``.
+* ``combine``: accused clients rebut their accusers (whoever lied is excluded), then the
+  server's modular sum of the valid masked inputs (deterministic).
+* ``reveal(aggregate, survivors=...)``: in authenticated rounds the consistency check
+  first (``survivors`` sign the survivor set; each reveals only after checking enough
+  signatures on it), then unmask with the shares of ``survivors``.
+
+Authenticated rounds: give ``accounts`` (client id -> its ledger ``LocalAccount``; in a
+deployment each client holds only its own) and ``registry`` (client id -> the address the
+ledger registered for it; defaults to the accounts' addresses). The round then runs the
+actively secure variant (signed key advertisements checked against the registry, signed
+accusations, the consistency check); see :mod:`secagg.masking._client`.
 
 Clients that sent masked input stay in the sum even if they miss the unmask stage (their
 self-mask seed is reconstructed); clients that did not are excluded (their masking key is
@@ -23,12 +32,19 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from eth_account.signers.local import LocalAccount
 
-from secagg._errors import EmptyAggregateError, ParameterMismatchError
+from secagg._errors import EmptyAggregateError, ParameterMismatchError, SecAggError
 from secagg._scheme import ProtectionScheme, RoundSession
 from secagg.masking._client import MaskingClient
 from secagg.masking._constants import Stage
-from secagg.masking._errors import BelowThresholdError, StageError, UnknownClientError
+from secagg.masking._errors import (
+    BelowThresholdError,
+    KeyAuthenticationError,
+    MaskingParameterError,
+    StageError,
+    UnknownClientError,
+)
 from secagg.masking._params import MaskingParams, RoundPlan, plan_round
 from secagg.masking._server import MaskingServer
 
@@ -37,13 +53,36 @@ class MaskingSession(RoundSession):
     """One round of pairwise-masking secure aggregation (SecAgg / SecAgg+)."""
 
     def __init__(
-        self, params: MaskingParams, *, round_id: int, client_ids: Sequence[int], dim: int
+        self,
+        params: MaskingParams,
+        *,
+        round_id: int,
+        client_ids: Sequence[int],
+        dim: int,
+        accounts: Mapping[int, LocalAccount] | None = None,
+        registry: Mapping[int, str] | None = None,
     ) -> None:
         super().__init__(round_id=round_id, client_ids=client_ids, dim=dim)
         self.params = params
         self.plan: RoundPlan = plan_round(params, round_id=round_id, client_ids=client_ids, dim=dim)
-        self.server = MaskingServer(self.plan)
-        self.clients = {client: MaskingClient(self.plan, client) for client in self.plan.client_ids}
+        if accounts is None and registry is not None:
+            raise MaskingParameterError("a registry needs the clients' accounts")
+        if accounts is not None:
+            missing = set(self.plan.client_ids) - set(accounts)
+            if missing:
+                raise MaskingParameterError(f"no ledger account for clients {sorted(missing)}")
+            if registry is None:
+                registry = {client: str(accounts[client].address) for client in accounts}
+        self.server = MaskingServer(self.plan, registry=registry)
+        self.clients = {
+            client: MaskingClient(
+                self.plan,
+                client,
+                account=None if accounts is None else accounts[client],
+                registry=registry,
+            )
+            for client in self.plan.client_ids
+        }
         self._deliveries: dict[int, bytes] = {}
         self._dropped: dict[int, str] = {}
         self._aggregate: bytes | None = None
@@ -106,10 +145,41 @@ class MaskingSession(RoundSession):
             raise EmptyAggregateError("no masked inputs to combine")
         with self.stats.timed("combine"):
             if self._aggregate is None:
+                self._rebut(blobs)
                 self._aggregate = self.server.receive_masked_inputs(blobs)
                 self.combined = self.included
                 return self._aggregate
             return self.server.combine(blobs).aggregate
+
+    def _rebut(self, blobs: Mapping[int, bytes]) -> None:
+        """Each accused client that sent masked input answers each accusation."""
+        stats = self.stats
+        for (accused, _reporter), request in self.server.rebuttal_requests(blobs).items():
+            stats.bytes_down["combine"] += len(request)
+            try:
+                rebuttal = self.clients[accused].rebut(request)
+            except ValueError as error:  # refuses: then it is excluded as unrebutted
+                if not isinstance(error, SecAggError):
+                    raise
+                continue
+            stats.bytes_up["combine"] += len(rebuttal)
+            self.server.collect(self.server.receive_rebuttal, {accused: rebuttal})
+
+    def _consistency_check(self, survivors: Collection[int]) -> list[int]:
+        """Authenticated rounds: survivors sign U3 and check each other's signatures."""
+        stats, server = self.stats, self.server
+        requests = server.consistency_requests(survivors)
+        stats.bytes_down["reveal"] += sum(map(len, requests.values()))
+        signatures = {
+            client: self.clients[client].sign_survivors(r) for client, r in requests.items()
+        }
+        stats.bytes_up["reveal"] += sum(map(len, signatures.values()))
+        server.collect(server.receive_consistency, signatures)
+        proofs = server.consistency_proofs()
+        stats.bytes_down["reveal"] += sum(map(len, proofs.values()))
+        for client, proof in proofs.items():
+            self.clients[client].check_consistency(proof)
+        return sorted(proofs)
 
     def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:
         """Unmask with the shares of ``survivors``; returns the float sum of included updates."""
@@ -119,6 +189,8 @@ class MaskingSession(RoundSession):
             raise ParameterMismatchError("aggregate differs from the one this round combined")
         stats = self.stats
         with stats.timed("reveal"):
+            if self.server.authenticated:
+                survivors = self._consistency_check(survivors)
             requests = self.server.unmask_requests(survivors)
             stats.bytes_down["reveal"] += sum(map(len, requests.values()))
             responses = {}
@@ -132,6 +204,11 @@ class MaskingSession(RoundSession):
     def included(self) -> tuple[int, ...]:
         """Clients whose updates are in the revealed sum."""
         return self.server.included
+
+    @property
+    def accusations(self) -> dict[int, tuple[int, ...]]:
+        """Accused client -> the clients that reported its shares as unopenable."""
+        return self.server.accusations
 
     @property
     def misbehaving(self) -> dict[int, str]:
@@ -164,8 +241,42 @@ class MaskingScheme(ProtectionScheme):
     def __init__(self, params: MaskingParams | None = None) -> None:
         self.params = params or MaskingParams()
 
-    def start_round(self, *, round_id: int, client_ids: Sequence[int], dim: int) -> MaskingSession:
-        return MaskingSession(self.params, round_id=round_id, client_ids=client_ids, dim=dim)
+    def start_round(
+        self,
+        *,
+        round_id: int,
+        client_ids: Sequence[int],
+        dim: int,
+        accounts: Mapping[int, LocalAccount] | None = None,
+        registry: Mapping[int, str] | None = None,
+    ) -> MaskingSession:
+        """A round; with ``accounts`` (and ``registry``) the actively secure variant."""
+        return MaskingSession(
+            self.params,
+            round_id=round_id,
+            client_ids=client_ids,
+            dim=dim,
+            accounts=accounts,
+            registry=registry,
+        )
+
+
+def ledger_registry(ledger: Any, addresses: Mapping[int, str]) -> dict[int, str]:
+    """The PKI of an authenticated round, read from the ledger's registry.
+
+    ``addresses`` maps client ids to the addresses the round selected; each must hold the
+    CLIENT role on ``ledger`` (a :class:`chain.Ledger`), else :class:`KeyAuthenticationError`.
+    """
+    from chain import Role
+
+    registry = {}
+    for client, address in sorted(addresses.items()):
+        if Role.CLIENT not in ledger.roles_of(address):
+            raise KeyAuthenticationError(
+                f"client {client}'s address {address} is not a registered client on the ledger"
+            )
+        registry[client] = str(address)
+    return registry
 
 
 def build_masking_scheme(schema: Any) -> MaskingScheme:

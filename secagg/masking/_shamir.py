@@ -7,7 +7,7 @@ CSPRNG. Any ``t`` shares determine the secret; ``t - 1`` shares are independent 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from secagg.masking._constants import FIELD_PRIME, SECRET_BYTES, SHARE_BYTES
 from secagg.masking._errors import ShareReconstructionError
@@ -89,3 +89,38 @@ def interpolate_at(shares: Mapping[int, int], x: int) -> int:
                 denominator = denominator * (x_i - x_j) % FIELD_PRIME
         result += shares[x_i] * numerator * pow(denominator, -1, FIELD_PRIME)
     return result % FIELD_PRIME
+
+
+def evaluator(shares: Mapping[int, int]) -> Callable[[int], int]:
+    """Evaluate the polynomial through ``shares`` at further points, O(t) per point.
+
+    Barycentric Lagrange form: weights ``w_i = 1 / prod_{j != i} (x_i - x_j)`` once, then
+    ``P(x) = l(x) * sum_i w_i y_i / (x - x_i)`` with ``l(x) = prod_i (x - x_i)``, the ``t``
+    inverses of one point batched into one (Montgomery's trick). Equal to
+    :func:`interpolate_at` for every ``x`` outside the window.
+    """
+    xs = list(shares)
+    weighted = []
+    for i, x_i in enumerate(xs):
+        denominator = 1
+        for j, x_j in enumerate(xs):
+            if i != j:
+                denominator = denominator * (x_i - x_j) % FIELD_PRIME
+        weighted.append(shares[x_i] * pow(denominator, -1, FIELD_PRIME) % FIELD_PRIME)
+
+    def evaluate(x: int) -> int:
+        if x in shares:
+            return shares[x]
+        differences = [(x - x_i) % FIELD_PRIME for x_i in xs]
+        prefix = [1]
+        for difference in differences:
+            prefix.append(prefix[-1] * difference % FIELD_PRIME)
+        inverse = pow(prefix[-1], -1, FIELD_PRIME)  # 1 / l(x)
+        total = 0
+        for i in range(len(xs) - 1, -1, -1):
+            inverse_i = inverse * prefix[i] % FIELD_PRIME  # 1 / (x - x_i)
+            inverse = inverse * differences[i] % FIELD_PRIME
+            total += weighted[i] * inverse_i
+        return total % FIELD_PRIME * prefix[-1] % FIELD_PRIME
+
+    return evaluate

@@ -183,7 +183,9 @@ def _corrupt_shares_of(sender: int, receiver: int):
             uploads[sender], round_id=5, params_digest=_corrupt_shares_of.digest
         )  # type: ignore[attr-defined]
         items = tuple(
-            EncryptedShares(i.peer, i.nonce, bytes([i.sealed[0] ^ 1]) + i.sealed[1:])
+            EncryptedShares(
+                i.peer, i.ephemeral_key, i.nonce, bytes([i.sealed[0] ^ 1]) + i.sealed[1:]
+            )
             if i.peer == receiver
             else i
             for i in message.shares
@@ -219,7 +221,7 @@ def test_rebound_shares_fail_authentication() -> None:
     )
     assert round_.clients[4]._state.rejected == (3,)
     relabelled = tuple(
-        EncryptedShares(5, item.nonce, item.sealed) if item.peer == 3 else item
+        EncryptedShares(5, item.ephemeral_key, item.nonce, item.sealed) if item.peer == 3 else item
         for item in to_zero.shares
         if item.peer != 5
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from secagg.masking import ShareAuthenticationError
-from secagg.masking._aead import channel_keys, open_shares, seal_shares
+from secagg.masking._aead import item_key, open_item, seal_shares
 from secagg.masking._ciphers import aes_ctr_keystream, aes_gcm_open
 from secagg.masking._keys import (
     agree,
@@ -90,42 +90,52 @@ def test_hkdf_binds_salt_and_info() -> None:
 
 
 # -- AEAD ----------------------------------------------------------------------------------
-def _sealed(shared: bytes):
-    send, _ = channel_keys(shared, params_digest=DIGEST, round_id=3, first=1, second=2)
-    nonce, sealed = seal_shares(
-        send, params_digest=DIGEST, round_id=3, sender=1, receiver=2, plaintext=b"s" * 132
-    )
-    return nonce, sealed
-
-
-def test_aead_round_trip_between_the_pair() -> None:
-    shared = os.urandom(32)
-    nonce, sealed = _sealed(shared)
-    _, receive = channel_keys(shared, params_digest=DIGEST, round_id=3, first=2, second=1)
-    receive_key = channel_keys(shared, params_digest=DIGEST, round_id=3, first=2, second=1)[1]
-    assert receive == receive_key
-    plaintext = open_shares(
-        receive,
+def _sealed(receiver_public: bytes):
+    """Client 1 seals for client 2 under a fresh ephemeral key; returns (e, nonce, sealed)."""
+    ephemeral = generate_keypair()
+    key = item_key(
+        agree(ephemeral.private, load_public(receiver_public)),
         params_digest=DIGEST,
         round_id=3,
         sender=1,
         receiver=2,
+        ephemeral_public=ephemeral.public,
+    )
+    nonce, sealed = seal_shares(
+        key, params_digest=DIGEST, round_id=3, sender=1, receiver=2, plaintext=b"s" * 132
+    )
+    return ephemeral, nonce, sealed
+
+
+def test_aead_round_trip_receiver_and_revealed_ephemeral_agree() -> None:
+    receiver = generate_keypair()
+    ephemeral, nonce, sealed = _sealed(receiver.public)
+    common = dict(
+        params_digest=DIGEST,
+        round_id=3,
+        sender=1,
+        receiver=2,
+        ephemeral_public=ephemeral.public,
         nonce=nonce,
         sealed=sealed,
     )
-    assert plaintext == b"s" * 132
+    by_receiver = open_item(agree(receiver.private, load_public(ephemeral.public)), **common)
+    # A rebuttal: anyone holding the ephemeral secret and the receiver's public key opens it.
+    by_rebuttal = open_item(
+        agree(load_secret(ephemeral.secret), load_public(receiver.public)), **common
+    )
+    assert by_receiver == by_rebuttal == b"s" * 132
+    other = generate_keypair()
+    with pytest.raises(ShareAuthenticationError):
+        open_item(agree(other.private, load_public(ephemeral.public)), **common)
 
 
-def test_directions_use_different_keys() -> None:
+def test_item_keys_bind_the_ephemeral_key_and_both_ids() -> None:
     shared = os.urandom(32)
-    one_to_two, two_to_one = channel_keys(
-        shared, params_digest=DIGEST, round_id=3, first=1, second=2
-    )
-    assert one_to_two != two_to_one
-    assert channel_keys(shared, params_digest=DIGEST, round_id=3, first=2, second=1) == (
-        two_to_one,
-        one_to_two,
-    )
+    base = dict(params_digest=DIGEST, round_id=3, sender=1, receiver=2, ephemeral_public=DIGEST)
+    key = item_key(shared, **base)
+    for change in ({"sender": 2, "receiver": 1}, {"ephemeral_public": bytes(32)}, {"round_id": 4}):
+        assert item_key(shared, **{**base, **change}) != key
 
 
 @pytest.mark.parametrize(
@@ -133,11 +143,16 @@ def test_directions_use_different_keys() -> None:
     ["tamper", "sender", "receiver", "round", "params", "nonce"],
 )
 def test_aead_tamper_or_rebind_fails(change: str) -> None:
-    shared = os.urandom(32)
-    nonce, sealed = _sealed(shared)
-    receive = channel_keys(shared, params_digest=DIGEST, round_id=3, first=2, second=1)[1]
+    receiver = generate_keypair()
+    ephemeral, nonce, sealed = _sealed(receiver.public)
     kwargs = dict(
-        params_digest=DIGEST, round_id=3, sender=1, receiver=2, nonce=nonce, sealed=sealed
+        params_digest=DIGEST,
+        round_id=3,
+        sender=1,
+        receiver=2,
+        ephemeral_public=ephemeral.public,
+        nonce=nonce,
+        sealed=sealed,
     )
     if change == "tamper":
         kwargs["sealed"] = bytes([sealed[0] ^ 1]) + sealed[1:]
@@ -151,10 +166,38 @@ def test_aead_tamper_or_rebind_fails(change: str) -> None:
         kwargs["params_digest"] = bytes(32)
     else:
         kwargs["nonce"] = os.urandom(12)
+    shared = agree(receiver.private, load_public(ephemeral.public))
     with pytest.raises(ShareAuthenticationError, match="failed AES-GCM authentication"):
-        open_shares(receive, **kwargs)
+        open_item(shared, **kwargs)
 
 
 def test_gcm_open_refuses_short_input() -> None:
     opened = aes_gcm_open(os.urandom(32), nonce=os.urandom(12), sealed=b"x", associated_data=b"")
     assert opened is None
+
+
+def test_openssl_keystream_matches_an_independent_aes_ctr() -> None:
+    """Masks are bit-for-bit what pycryptodome's AES-256-CTR (counter block from 0) gives."""
+    from Crypto.Cipher import AES
+
+    key = os.urandom(32)
+    reference = AES.new(key, AES.MODE_CTR, nonce=b"", initial_value=0).encrypt(bytes(4 * 1001))
+    assert expand_mask(key, dim=1001).tobytes() == reference
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+    ],
+)
+def test_small_order_public_keys_are_refused(point: str) -> None:
+    with pytest.raises(ValueError, match="small order"):
+        load_public(bytes.fromhex(point))
+    assert load_public(generate_keypair().public) is not None

@@ -15,6 +15,7 @@ from secagg.masking._shamir import (
     combine,
     decode_share,
     encode_share,
+    evaluator,
     interpolate_at,
     interpolate_at_zero,
     split,
@@ -93,3 +94,14 @@ def test_share_encoding_round_trip_and_range() -> None:
         decode_share((FIELD_PRIME).to_bytes(66, "big"))
     with pytest.raises(ValueError, match="66 bytes"):
         decode_share(b"\x00" * 65)
+
+
+def test_evaluator_matches_interpolation_and_flags_a_bad_share() -> None:
+    shares = split(os.urandom(32), threshold=6, points=range(1, 15))
+    window = {x: shares[x] for x in list(shares)[:6]}
+    evaluate = evaluator(window)
+    for x in shares:
+        assert evaluate(x) == interpolate_at(window, x) == shares[x]
+    assert evaluate(99) == interpolate_at(window, 99)
+    forged = (shares[10] + 1) % FIELD_PRIME
+    assert evaluate(10) != forged
