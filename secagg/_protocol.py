@@ -233,7 +233,10 @@ class SecureRoundProtocol:
         with clock.phase("open"):
             self.aggregator.open_round(manifest)
         session = self.scheme.start_round(
-            round_id=round_id, client_ids=sorted(selected), dim=self.dim
+            round_id=round_id,
+            client_ids=sorted(selected),
+            dim=self.dim,
+            **self._identities(selected),
         )
         dropped = [c for c in selected if c not in updates]
         session.setup(dropouts=dropped)
@@ -303,6 +306,21 @@ class SecureRoundProtocol:
         with clock.phase("commit"):
             self.aggregator.close_commit_phase(round_id)
         return committed
+
+    def _identities(self, selected: Sequence[int]) -> dict[str, Any]:
+        """Masking rounds run authenticated (Bonawitz et al. 2017, malicious server): each
+        client signs its key advertisement with its ledger account, and every client checks
+        the others' against the registry on chain, so the server cannot substitute keys."""
+        if self.scheme.name != "masking":
+            return {}
+        from secagg.masking import ledger_registry
+
+        return {
+            "accounts": {c: self.consortium.account_of(c) for c in selected},
+            "registry": ledger_registry(
+                self.consortium.ledger, {c: self.consortium.address_of(c) for c in selected}
+            ),
+        }
 
     def resume_round(
         self, round_id: int, *, crash_after_commit: Collection[int] = ()
