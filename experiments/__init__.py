@@ -44,6 +44,7 @@ from experiments._federation import (
     derive_seed,
     resolve_device,
 )
+from experiments._fetch import FetchError, fetch_dataset, import_dataset
 from experiments._models import MLP, MODELS, LogisticRegression, SmallCNN, build_model
 from experiments._partition import (
     dirichlet_partition,
@@ -71,6 +72,7 @@ __all__ = [
     "FederatedData",
     "Federation",
     "FederationConfig",
+    "FetchError",
     "FinalRecord",
     "HeartDiseaseConfig",
     "LocalResult",
@@ -93,7 +95,9 @@ __all__ = [
     "derive_seed",
     "dirichlet_partition",
     "evaluate",
+    "fetch_dataset",
     "iid_partition",
+    "import_dataset",
     "label_skew",
     "load_dataset",
     "partition",
