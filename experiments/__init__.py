@@ -14,6 +14,7 @@ from experiments._config import (
     LogRegConfig,
     MedMNISTConfig,
     MLPConfig,
+    ResNet18Config,
     RunConfig,
     SyntheticConfig,
     register_configs,
@@ -45,7 +46,14 @@ from experiments._federation import (
     resolve_device,
 )
 from experiments._fetch import FetchError, fetch_dataset, import_dataset
-from experiments._models import MLP, MODELS, LogisticRegression, SmallCNN, build_model
+from experiments._models import (
+    MLP,
+    MODELS,
+    LogisticRegression,
+    ResNet18,
+    SmallCNN,
+    build_model,
+)
 from experiments._partition import (
     dirichlet_partition,
     iid_partition,
@@ -82,6 +90,8 @@ __all__ = [
     "MLPConfig",
     "MedMNISTConfig",
     "PartitionError",
+    "ResNet18",
+    "ResNet18Config",
     "RoundExtras",
     "RoundRecord",
     "RoundSeconds",

@@ -392,9 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
         "otherwise (with what failed).",
     )
     fetch.add_argument("datasets", nargs="+", metavar="DATASET", help=" | ".join(DATASET_SOURCES))
-    fetch.add_argument("--from", dest="source_dir", help="import the files from this folder")
-    fetch.add_argument("--dir", dest="root", help=f"data root (default ${DATA_DIR_ENV} or cache)")
-    fetch.add_argument("--mirror", help="download from MIRROR/<file name> instead")
+    fetch.add_argument(
+        "--from", dest="source_dir", metavar="DIR", help="import the files from this folder"
+    )
+    fetch.add_argument(
+        "--dir", dest="root", metavar="DIR", help=f"data root (default ${DATA_DIR_ENV} or cache)"
+    )
+    fetch.add_argument("--mirror", metavar="URL", help="download from MIRROR/<file name> instead")
     fetch.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds")
     fetch.add_argument("--force", action="store_true", help="download even if present")
     return parser
