@@ -26,6 +26,11 @@ _EXPORTS: dict[str, str] = {
     "ModelFileError": "experiments._artifacts",
     "load_model": "experiments._artifacts",
     "run_metadata": "experiments._artifacts",
+    "FetchError": "experiments._fetch",
+    "fetch_dataset": "experiments._fetch",
+    "import_dataset": "experiments._fetch",
+    "ResNet18": "experiments._models",
+    "ResNet18Config": "experiments._config",
     "AggregationResult": "experiments._federation",
     "BreastCancerConfig": "experiments._config",
     "CNNConfig": "experiments._config",
@@ -87,6 +92,7 @@ if TYPE_CHECKING:
         LogRegConfig,
         MedMNISTConfig,
         MLPConfig,
+        ResNet18Config,
         RunConfig,
         SyntheticConfig,
         register_configs,
@@ -117,7 +123,15 @@ if TYPE_CHECKING:
         derive_seed,
         resolve_device,
     )
-    from experiments._models import MLP, MODELS, LogisticRegression, SmallCNN, build_model
+    from experiments._fetch import FetchError, fetch_dataset, import_dataset
+    from experiments._models import (
+        MLP,
+        MODELS,
+        LogisticRegression,
+        ResNet18,
+        SmallCNN,
+        build_model,
+    )
     from experiments._partition import (
         dirichlet_partition,
         iid_partition,
@@ -152,6 +166,7 @@ __all__ = [
     "FederatedData",
     "Federation",
     "FederationConfig",
+    "FetchError",
     "FinalRecord",
     "HeartDiseaseConfig",
     "LocalResult",
@@ -162,6 +177,8 @@ __all__ = [
     "MedMNISTConfig",
     "ModelFileError",
     "PartitionError",
+    "ResNet18",
+    "ResNet18Config",
     "RoundExtras",
     "RoundRecord",
     "RoundSeconds",
@@ -178,7 +195,9 @@ __all__ = [
     "dirichlet_partition",
     "evaluate",
     "federated_from_arrays",
+    "fetch_dataset",
     "iid_partition",
+    "import_dataset",
     "label_skew",
     "load_dataset",
     "load_model",

@@ -128,6 +128,18 @@ class CNNConfig:
 
 
 @dataclass
+class ResNet18Config:
+    """MedMNIST's ResNet-18 for 28x28 images (3x3 stem, no max-pool), GroupNorm (Opacus-safe).
+
+    Stages have ``width``, 2, 4 and 8 x ``width`` channels; 64 is the published model.
+    """
+
+    name: str = "resnet18"
+    width: int = 64
+    groups: int = 16  # GroupNorm groups; must divide ``width`` (De et al. 2022 use 16)
+
+
+@dataclass
 class RunConfig:
     """Top-level config of one federation run (``python -m experiments.run``)."""
 
@@ -150,11 +162,12 @@ MODEL_SCHEMAS: dict[str, type] = {
     "logreg": LogRegConfig,
     "mlp": MLPConfig,
     "cnn": CNNConfig,
+    "resnet18": ResNet18Config,
 }
 # Datasets with a natural split: the number of clients is fixed by the data.
 NATURAL_CLIENTS: dict[str, int] = {"heart_disease": 4}
 # Models that need image input of this shape.
-IMAGE_MODELS: dict[str, tuple[int, int, int]] = {"cnn": (1, 28, 28)}
+IMAGE_MODELS: dict[str, tuple[int, int, int]] = {"cnn": (1, 28, 28), "resnet18": (1, 28, 28)}
 IMAGE_DATASETS = ("medmnist",)
 
 
@@ -304,6 +317,11 @@ def validate_model(model: Any) -> None:
                     f"a multiple of model.groups ({model.groups})",
                     channels,
                 )
+    if isinstance(model, ResNet18Config):
+        _check_int("model.width", model.width, 1)
+        _check_int("model.groups", model.groups, 1)
+        if model.width % model.groups:
+            raise _fail("model.width", f"a multiple of model.groups ({model.groups})", model.width)
 
 
 def validate_local(*, dataset: Any, model: Any, federation: FederationConfig) -> None:

@@ -40,36 +40,34 @@ from experiments._config import (
     SyntheticConfig,
 )
 from experiments._errors import ChecksumError, ConfigError, DatasetNotFoundError
+from experiments._fetch import DATA_DIR_ENV, DATASET_SOURCES, cache_dir, matches_known_version
 from experiments._partition import iid_partition, partition
 
 Preprocessing = Literal["public", "per_client"]
 PREPROCESSING: tuple[str, ...] = get_args(Preprocessing)
 
-DATA_DIR_ENV = "SECAGG_DATA_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The sha256 of each accepted copy (experiments/_fetch.py pins them, with the published md5).
 HEART_DISEASE_SHA256 = {
-    "processed.cleveland.data": "a74b7efa387bc9d108d7d0115d831fe9b414b29ae7124f331b622b4efa0427c8",
-    "processed.hungarian.data": "d1ad108f785768cd3d7e82dc522e6f5a61eea93cccfb3a46ee8076f73fc3d796",
-    "processed.switzerland.data": (
-        "834a405ccf5b66ab4056bb77794adc8df0b7125186454c0a1d002d33c6c3b314"
-    ),
-    "processed.va.data": "e7c93d8d0d2acdadfa4c5e8de768e2191e7f618b952e29623f1f0d5949ff6b8f",
+    spec.name: spec.sha256[0] for spec in DATASET_SOURCES["heart_disease"].files
 }
 # FLamby's center order: cleveland=0, hungarian=1, switzerland=2, va=3.
 HEART_DISEASE_CENTERS = ("cleveland", "hungarian", "switzerland", "va")
 HEART_DISEASE_HOWTO = (
-    "download the UCI Heart Disease 'processed.<center>.data' files "
-    "(https://archive.ics.uci.edu/dataset/45/heart+disease) into one folder and point "
-    f"dataset.data_dir or ${DATA_DIR_ENV} (its heart_disease/ subfolder) at it"
+    "run `secagg data fetch heart_disease` (downloads the UCI Heart Disease "
+    "'processed.<center>.data' files from https://archive.ics.uci.edu/dataset/45/heart+disease; "
+    "`--from DIR` imports copies you have), or point dataset.data_dir or "
+    f"${DATA_DIR_ENV} (its heart_disease/ subfolder) at a folder holding them"
 )
 MEDMNIST_SHA256 = {
-    "breastmnist": "0f599db83baf94298d600419608e3ebebcc491d1e5d6031d2ffcf5629e919481",
-    "pneumoniamnist": "9d78c87f97c1f593a05c61d60eda235a49cfd607d193dffa21e6e609e0dd0e96",
+    subset: DATASET_SOURCES[subset].files[0].sha256[0]
+    for subset in ("breastmnist", "pneumoniamnist")
 }
 MEDMNIST_HOWTO = (
-    "download '<subset>.npz' (28x28) from MedMNIST v2 (https://medmnist.com, "
-    "https://zenodo.org/records/10519652) and point dataset.data_dir or "
+    "run `secagg data fetch <subset>` (downloads '<subset>.npz', 28x28, from MedMNIST v2, "
+    "https://medmnist.com, https://zenodo.org/records/10519652; `--from DIR` imports a copy "
+    "you have), or point dataset.data_dir or "
     f"${DATA_DIR_ENV} (its medmnist/ subfolder) at its folder"
 )
 
@@ -158,23 +156,27 @@ def sha256_file(path: Path) -> str:
 
 
 def _verify(path: Path, expected: str, howto: str) -> None:
+    """Accept the pinned copy (``expected``) or any published version ``_fetch`` knows."""
     actual = sha256_file(path)
-    if actual != expected:
+    if actual != expected and not matches_known_version(path):
         raise ChecksumError(
-            f"{path} has sha256 {actual}, expected {expected}: the file is corrupt or "
-            f"not the published version; {howto}"
+            f"{path} has sha256 {actual}, expected {expected} or the publisher's checksum: "
+            f"the file is corrupt or not the published version; {howto}"
         )
 
 
 def resolve_data_dir(configured: str | None, subfolder: str, howto: str) -> Path:
-    """The data folder: config value, else ``$SECAGG_DATA_DIR/<subfolder>``, else the
-    ``../shared/data/<subfolder>`` beside the repository (or the working directory)."""
+    """The data folder, first that applies: ``configured`` (``dataset.data_dir``);
+    ``$SECAGG_DATA_DIR/<subfolder>``; the per-user cache ``<cache>/<subfolder>`` that
+    ``secagg data fetch`` fills, when it exists; a ``../shared/data/<subfolder>`` beside the
+    repository (or the working directory), when it exists."""
     if configured:
         return Path(configured).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser() / subfolder
     candidates = [
+        cache_dir() / subfolder,
         REPO_ROOT.parent / "shared" / "data" / subfolder,
         Path.cwd().parent / "shared" / "data" / subfolder,
     ]
@@ -182,7 +184,8 @@ def resolve_data_dir(configured: str | None, subfolder: str, howto: str) -> Path
         if candidate.is_dir():
             return candidate
     raise DatasetNotFoundError(
-        f"no data folder for '{subfolder}': tried {', '.join(str(c) for c in candidates)}; " + howto
+        f"no data folder for '{subfolder}': dataset.data_dir and ${DATA_DIR_ENV} are unset "
+        f"and none of {', '.join(str(c) for c in candidates)} exists; " + howto
     )
 
 

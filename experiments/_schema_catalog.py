@@ -7,7 +7,7 @@ SOURCES: dict[str, str] = {
     "dp/_hydra.py": "e5cd4d1f4e0aef9b5f94c93fdc6bb883c7d9f267e8982af769d0d7b328c98e40",
     "secagg/_hydra.py": "127c3dff9294f3f4e4b8ca268095cac0f13abac02a2cc77f2936f8283f3dad18",
     "secagg/ckks/_config.py": "815debb897d1c8daa5ad11c085616fcf97b8e655595a844d0912109408e06c9c",
-    "secagg/masking/_params.py": "97ad2073ee8a830762e717255721c496928dc4360f6501a52fd741db54d7684a",
+    "secagg/masking/_params.py": "87232e9d6f818cdf582b0bf431c661b650cdad590ddced1bfc71658a67bdc9e2",
 }
 
 CATALOG: dict[str, dict[str, dict[str, Any]]] = {

@@ -1,4 +1,4 @@
-"""The ``secagg`` command line: ``secagg audit`` and ``secagg node``.
+"""The ``secagg`` command line: ``secagg audit``, ``secagg node`` and ``secagg data``.
 
 ``secagg audit`` is for someone who did not run the federation: given a ledger (a JSON-RPC
 URL and the contract address) and the artifact store directory, it re-checks every round
@@ -14,6 +14,9 @@ another process run the federation with ``chain=anvil`` (or ``chain=rpc``).
 ``secagg node`` starts a local anvil node (from the project's ``node_modules``) on a free
 loopback port (or ``--port``), optionally persisting its state, and prints its URL; it
 stops the node on SIGINT or SIGTERM (exit 0) and exits 1 if the node dies.
+
+``secagg data fetch`` downloads (or ``--from DIR`` imports) the real datasets into the
+folder the experiment loaders read; it lives in :mod:`experiments._fetch`.
 """
 
 from __future__ import annotations
@@ -189,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     node_cmd.add_argument(
         "--port", type=int, default=None, help="listen on this loopback port (default: a free one)"
     )
+    data_cmd = commands.add_parser(
+        "data",
+        help="download or import the real datasets (secagg data fetch --help)",
+        description="secagg data fetch DATASET... [--from DIR]; see secagg data fetch --help",
+    )
+    data_cmd.add_argument("args", nargs=argparse.REMAINDER, metavar="fetch ...")
     return parser
 
 
@@ -204,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "node":
         return run_node(args)
+    if args.command == "data":
+        from experiments._fetch import main as data_main  # experiments depends on secagg
+
+        return data_main(args.args)
     try:
         report = run_audit(args)
         output = report.to_json() if args.json else report.to_table()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -12,10 +13,17 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader, TensorDataset
 
-from experiments._config import CNNConfig, LogRegConfig, MLPConfig
+from experiments._config import (
+    CNNConfig,
+    LogRegConfig,
+    MLPConfig,
+    ResNet18Config,
+    RunConfig,
+    validate,
+)
 from experiments._datasets import FederatedData
 from experiments._errors import ConfigError
-from experiments._models import build_model
+from experiments._models import ResNet18, build_model
 
 
 def _meta(input_shape: tuple[int, ...], n_classes: int = 3) -> FederatedData:
@@ -37,6 +45,7 @@ CASES = [
     (LogRegConfig(), (13,)),
     (MLPConfig(hidden=[32, 16]), (20,)),
     (CNNConfig(), (1, 28, 28)),
+    (ResNet18Config(width=8, groups=4), (1, 28, 28)),
 ]
 
 
@@ -58,7 +67,10 @@ def test_opacus_validation_would_catch_batchnorm() -> None:
 
 
 @pytest.mark.parametrize(("cfg", "shape"), CASES, ids=lambda c: getattr(c, "name", ""))
-def test_model_trains_one_dp_sgd_step_with_opacus(cfg: object, shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_model_trains_one_dp_sgd_step_with_opacus(
+    cfg: object, shape: tuple[int, ...], mode: str
+) -> None:
     model = build_model(cfg, _meta(shape), seed=0)
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(
@@ -66,19 +78,27 @@ def test_model_trains_one_dp_sgd_step_with_opacus(cfg: object, shape: tuple[int,
         torch.randint(0, 3, (16,), generator=generator),
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    criterion = nn.CrossEntropyLoss()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        private_model, private_optimizer, loader = PrivacyEngine().make_private(
+        private = PrivacyEngine().make_private(
             module=model,
             optimizer=optimizer,
+            criterion=criterion,
             data_loader=DataLoader(data, batch_size=8),
             noise_multiplier=1.0,
             max_grad_norm=1.0,
+            grad_sample_mode=mode,
         )
+    private_model, private_optimizer = private[0], private[1]
+    loss_fn = private[2] if mode == "ghost" else criterion
+    loader = private[-1]
     before = parameters_to_vector(private_model.parameters()).detach().clone()
     features, labels = next(iter(loader))
     private_optimizer.zero_grad()
-    nn.functional.cross_entropy(private_model(features), labels).backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ghost clipping's backward-hook notice
+        loss_fn(private_model(features), labels).backward()
     private_optimizer.step()
     after = parameters_to_vector(private_model.parameters()).detach()
     assert not torch.equal(before, after)
@@ -98,3 +118,41 @@ def test_same_seed_same_initial_weights_and_global_rng_untouched() -> None:
 def test_cnn_on_tabular_data_is_a_named_error() -> None:
     with pytest.raises(ConfigError, match="model=cnn"):
         build_model(CNNConfig(), _meta((30,)), seed=0)
+
+
+def test_resnet18_is_medmnists_layout_with_groupnorm_and_no_inplace_ops() -> None:
+    model = build_model(ResNet18Config(), _meta((1, 28, 28), n_classes=2), seed=0)
+    assert isinstance(model, ResNet18)
+    # The published ResNet-18 (28): 3x3 stride-1 stem, no max-pool, 64..512 channels.
+    stem = model.stem[0]
+    assert isinstance(stem, nn.Conv2d)
+    assert stem.kernel_size == (3, 3) and stem.stride == (1, 1)
+    modules = list(model.modules())
+    assert not any(isinstance(m, nn.MaxPool2d | nn.modules.batchnorm._BatchNorm) for m in modules)
+    assert sum(isinstance(m, nn.GroupNorm) for m in modules) == 1 + 16 + 3
+    assert [m.out_channels for m in modules if isinstance(m, nn.Conv2d)][-1] == 512
+    assert not any(getattr(m, "inplace", False) for m in modules)
+    assert sum(p.numel() for p in model.parameters()) == 11_168_706
+
+
+def test_resnet18_keeps_its_input_intact_and_pools_any_image_size() -> None:
+    model = build_model(ResNet18Config(width=8, groups=2), _meta((3, 32, 32)), seed=0)
+    images = torch.randn(2, 3, 32, 32)
+    copy = images.clone()
+    assert model(images).shape == (2, 3)
+    assert torch.equal(images, copy)
+
+
+def test_resnet18_on_tabular_data_is_a_named_error() -> None:
+    with pytest.raises(ConfigError, match="model=resnet18"):
+        build_model(ResNet18Config(), _meta((30,)), seed=0)
+
+
+def test_resnet18_config_is_validated_at_start(run_cfg: Callable[..., RunConfig]) -> None:
+    cfg = run_cfg("dataset=medmnist", "model=resnet18", "model.width=32")
+    validate(cfg)
+    assert isinstance(cfg.model, ResNet18Config) and cfg.model.width == 32
+    with pytest.raises(ConfigError, match=r"model\.width must be a multiple of model\.groups"):
+        validate(run_cfg("dataset=medmnist", "model=resnet18", "model.width=24"))
+    with pytest.raises(ConfigError, match="model=resnet18 needs 28x28 images"):
+        validate(run_cfg("model=resnet18"))
