@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -93,11 +94,28 @@ def register_dataset(
     schema = _schema_for("dataset", name, schema)
     if name in DATASETS and not replace:
         raise ConfigError(f"dataset={name} is already registered (pass replace=True)")
-    DATASETS[name] = loader
+    DATASETS[name] = _accepting_preprocessing(loader)
     DATASET_SCHEMAS[name] = schema
     if natural_clients is not None:
         NATURAL_CLIENTS[name] = natural_clients
     ConfigStore.instance().store(group="dataset", name=name, node=schema)
+
+
+def _accepting_preprocessing(loader: DatasetLoader) -> Callable[..., Any]:
+    """The runner calls every loader with ``preprocessing=`` ("public" under DP); a user
+    loader that does not take it is called without it, and what it returns says how it was
+    scaled (``FederatedData.preprocessing``), which the privacy layer checks."""
+    try:
+        takes_it = "preprocessing" in inspect.signature(loader).parameters
+    except (TypeError, ValueError):
+        takes_it = False
+    if takes_it:
+        return loader
+
+    def load(cfg: Any, federation: FederationConfig, rng: np.random.Generator, **_: Any) -> Any:
+        return loader(cfg, federation, rng)
+
+    return load
 
 
 def federated_from_arrays(
@@ -108,11 +126,16 @@ def federated_from_arrays(
     rng: np.random.Generator,
     *,
     test_fraction: float = 0.2,
-    standardize: bool = True,
+    standardize: bool = False,
 ) -> Any:
     """A :class:`FederatedData` from one table: partitioned by ``federation.partition``
     across ``federation.clients`` clients, each split into train and test (stratified
-    when possible) and, with ``standardize``, z-scored with its own training statistics."""
+    when possible) and, with ``standardize``, z-scored with its own training statistics.
+
+    Scale features with public constants before calling this under DP: per-client
+    z-scores (``standardize=True``) let one record move every other record's features, so
+    the data is marked ``preprocessing="per_client"`` and the privacy layer refuses it
+    under any ``dp`` mode but ``off``."""
     from experiments._datasets import FederatedData, _pooled, _tabular_clients
 
     features = np.asarray(features, dtype=np.float64)
@@ -132,6 +155,7 @@ def federated_from_arrays(
         n_features=features.shape[1],
         n_classes=int(labels.max()) + 1,
         input_shape=(features.shape[1],),
+        preprocessing="per_client" if standardize else "public",
     )
 
 

@@ -42,6 +42,15 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (an exited one waiting to be reaped is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def _start_node(port: int) -> subprocess.Popen[str]:
     if find_anvil() is None:
         pytest.skip("anvil binary missing (run `npm ci`)")
@@ -72,7 +81,9 @@ def test_node_listens_on_the_port_and_stops_anvil_on_sigterm() -> None:
         while _answers(port) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _answers(port)
-        assert all(not Path(f"/proc/{pid}").exists() for pid in anvil)
+        while any(_alive(pid) for pid in anvil) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in anvil)
     finally:
         if node.poll() is None:
             node.kill()
