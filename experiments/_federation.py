@@ -326,6 +326,11 @@ class Federation:
         }
         expected = {c: self.privacy.expected_steps(c) for c in weights}
         policies = {c: self.privacy.policy(c) for c in weights}
+        # dp=client: the federation's events so far go to the store, and the manifest that
+        # opens this round commits their chain's head (the releases before this round).
+        federation_events = self.privacy.federation_events()
+        for event in federation_events:
+            self.ledger.consortium.store.put(event.canonical_bytes())
         outcome = self.ledger.protocol.run_round(
             round_id,
             selected=sorted(weights),
@@ -335,6 +340,8 @@ class Federation:
             expected_steps={c: s for c, s in expected.items() if s is not None},
             policies={c: p for c, p in policies.items() if p is not None},
             release_noise_std=self.privacy.release_noise_std(len(weights)),
+            federation_policy=self.privacy.federation_policy(),
+            federation_event=federation_events[-1].digest().hex() if federation_events else None,
         )
         self._round_ledger[round_id] = outcome
         if outcome.total is None or not outcome.included:

@@ -179,6 +179,15 @@ class PrivacyLayer:
         requires its events to match it); None without dp=sample."""
         return None
 
+    def federation_policy(self) -> PrivacyPolicy | None:
+        """dp=client: the federation's policy the round manifest commits; else None."""
+        return None
+
+    def federation_events(self) -> list[PrivacyEvent]:
+        """dp=client: the federation's events so far (each manifest commits their chain's
+        head, the releases before its round); else empty."""
+        return []
+
     def round_privacy(self) -> RoundPrivacy:
         """Cumulative privacy fields for the record of the round just finished."""
         return RoundPrivacy()
@@ -451,6 +460,7 @@ class ClientLevelPrivacy(PrivacyLayer):
         except DPError as error:
             raise ConfigError(f"dp=client: {error}") from error
         self.clip_norm = self.config.max_grad_norm
+        self.planned_rounds = federation.rounds
         self.preprocessing = data.preprocessing
         self._round_events: dict[int, dict[str, PrivacyEvent]] = {}
 
@@ -513,6 +523,24 @@ class ClientLevelPrivacy(PrivacyLayer):
 
     def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
         return dict(self._round_events.get(round_id, {}))
+
+    def federation_policy(self) -> PrivacyPolicy:
+        accountant = self.accountant
+        return PrivacyPolicy(
+            mechanism="dp-fedavg-client",
+            sample_rate=accountant.client_sample_rate,
+            noise_multiplier=accountant.noise_multiplier,
+            max_grad_norm=self.clip_norm,
+            delta=self.config.delta,
+            accountant=self.config.accountant,
+            poisson_sampling=accountant.poisson_sampling,
+            steps=1,
+            target_epsilon=self.config.target_epsilon,
+            planned_steps=None if self.config.target_epsilon is None else self.planned_rounds,
+        )
+
+    def federation_events(self) -> list[PrivacyEvent]:
+        return list(self.accountant.events)
 
     def round_privacy(self) -> RoundPrivacy:
         return RoundPrivacy(epsilon=self.accountant.epsilon, delta=self.config.delta)

@@ -14,6 +14,9 @@ it, clip norm, delta, accountant, Poisson flag, steps per round). The auditor re
 committed privacy event to match it, so a client cannot re-derive a smaller epsilon from
 parameters it chose itself (say, delta 0.5). A client without a policy (``dp=off``) has
 none in the canonical bytes (the key is absent), so such manifests encode as before.
+Under ``dp=client`` the manifest also commits the federation's policy and the head of the
+federation's privacy-event chain up to the previous round (``federation_policy``,
+``federation_event``): the ledger write that opens round r+1 commits the release of round r.
 
 A manifest read back from the store is untrusted: :meth:`RoundManifest.from_bytes` parses
 it under a size and nesting cap (:data:`MAX_MANIFEST_BYTES`, :data:`MAX_MANIFEST_DEPTH`),
@@ -185,6 +188,11 @@ class RoundManifest:
     clients: tuple[ManifestClient, ...]
     public_material: str | None = None  # hex digest of e.g. the CKKS public context
     dp_mode: str = "off"
+    # dp=client: the federation's policy, and the head (hex digest) of its privacy-event
+    # chain over the releases before this round (the event of round r is committed by the
+    # manifest of the next round: it is accounted once round r's survivors are known).
+    federation_policy: PrivacyPolicy | None = None
+    federation_event: str | None = None
 
     def __post_init__(self) -> None:
         _check_uint("round", self.round_id)
@@ -226,6 +234,14 @@ class RoundManifest:
             raise ManifestError("manifest lists a client address twice")
         if self.scheme == "masking":
             _check_masking_config(self.scheme_config)
+        if self.federation_policy is not None and not isinstance(
+            self.federation_policy, PrivacyPolicy
+        ):
+            raise ManifestError("manifest federation_policy must be a PrivacyPolicy")
+        if self.federation_event is not None and not (
+            isinstance(self.federation_event, str) and _HEX_DIGEST.fullmatch(self.federation_event)
+        ):
+            raise ManifestError("manifest federation_event must be 64 lowercase hex digits")
 
     def canonical_bytes(self) -> bytes:
         payload = {
@@ -238,6 +254,11 @@ class RoundManifest:
             "public_material": self.public_material,
             "dp_mode": self.dp_mode,
         }
+        # Absent unless dp=client: manifests of the other modes encode as before.
+        if self.federation_policy is not None:
+            payload["federation_policy"] = self.federation_policy.to_dict()
+        if self.federation_event is not None:
+            payload["federation_event"] = self.federation_event
         return json.dumps(
             payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True
         ).encode()
@@ -292,6 +313,10 @@ class RoundManifest:
                 ),
                 public_material=payload["public_material"],
                 dp_mode=payload["dp_mode"],
+                federation_policy=PrivacyPolicy.from_dict(payload["federation_policy"])
+                if "federation_policy" in payload
+                else None,
+                federation_event=payload.get("federation_event"),
             )
         except KeyError as error:
             raise ManifestError(f"round manifest lacks the field {error}") from error

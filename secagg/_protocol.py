@@ -190,6 +190,8 @@ class SecureRoundProtocol:
         weights: Mapping[int, float],
         expected_steps: Mapping[int, int] | None = None,
         policies: Mapping[int, PrivacyPolicy] | None = None,
+        federation_policy: PrivacyPolicy | None = None,
+        federation_event: str | None = None,
     ) -> RoundManifest:
         steps = expected_steps or {}
         policies = policies or {}
@@ -210,6 +212,8 @@ class SecureRoundProtocol:
             ),
             public_material=self.public_material,
             dp_mode=self.dp_mode,
+            federation_policy=federation_policy,
+            federation_event=federation_event,
         )
 
     def run_round(
@@ -223,6 +227,8 @@ class SecureRoundProtocol:
         expected_steps: Mapping[int, int] | None = None,
         policies: Mapping[int, PrivacyPolicy] | None = None,
         release_noise_std: float | None = None,
+        federation_policy: PrivacyPolicy | None = None,
+        federation_event: str | None = None,
         crash_after_commit: Collection[int] = (),
         withhold_reveal: Collection[int] = (),
     ) -> SecureRoundOutcome:
@@ -233,7 +239,10 @@ class SecureRoundProtocol:
         ``policies`` are the privacy policies the manifest commits per client;
         ``release_noise_std`` is central DP noise the releasing party adds inside its
         release (:meth:`KeyHolderParty.reveal`), refused for masking, where the aggregator
-        unmasks the exact sum and no single party releases it."""
+        unmasks the exact sum and no single party releases it. ``federation_policy`` and
+        ``federation_event`` (dp=client: the federation's policy and the hex digest of its
+        event chain's head, the releases before this round, events in the store) go into
+        the manifest, so opening this round commits them on chain."""
         if release_noise_std is not None and not (
             isinstance(release_noise_std, int | float)
             and math.isfinite(release_noise_std)
@@ -256,6 +265,8 @@ class SecureRoundProtocol:
             weights=weights,
             expected_steps=expected_steps,
             policies=policies,
+            federation_policy=federation_policy,
+            federation_event=federation_event,
         )
         with clock.phase("open"):
             self.aggregator.open_round(manifest)

@@ -511,3 +511,32 @@ def test_client_level_central_noise_is_added_inside_the_release(run_cfg: ToRun) 
         round_id=1, mean_update=result.mean_update, selected=[0, 1, 2, 3], survivors=[0, 1, 2, 3]
     )
     assert released is result.mean_update  # the accounting adds no second noise
+
+
+def test_client_level_federation_events_are_committed_by_the_next_manifest(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    results = _run(
+        compose_cfg,
+        tmp_path,
+        *tiny(chain="inprocess", secagg="ckks"),
+        "federation.rounds=3",
+        "dp=client",
+        "dp.noise_multiplier=2.0",
+        "dp.delta=1e-4",
+    )
+    assert results["final"]["audit"]["verdict"] == "clean"
+    store = Path(results["ledger"]["store"])
+    manifests = _stored_manifests(store)
+    assert [m.round_id for m in manifests] == [1, 2, 3]
+    assert manifests[0].federation_event is None
+    for manifest in manifests:
+        policy = manifest.federation_policy
+        assert policy is not None and policy.mechanism == "dp-fedavg-client"
+        assert (policy.noise_multiplier, policy.delta, policy.steps) == (2.0, 1e-4, 1)
+    for manifest in manifests[1:]:
+        assert manifest.federation_event is not None
+        head = PrivacyEvent.from_bytes((store / manifest.federation_event).read_bytes())
+        assert head.client_id == "federation" and head.round_id == manifest.round_id - 1
+    summary = results["final"]["privacy"]["federation"]
+    assert summary["rounds"] == 3 and summary["epsilon"] == results["final"]["epsilon"]
