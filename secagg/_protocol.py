@@ -366,7 +366,11 @@ class SecureRoundProtocol:
         }
 
     def resume_round(
-        self, round_id: int, *, crash_after_commit: Collection[int] = ()
+        self,
+        round_id: int,
+        *,
+        crash_after_commit: Collection[int] = (),
+        release_noise_std: float | None = None,
     ) -> SecureRoundOutcome:
         """A restarted aggregator finishes an open round from the ledger and the store.
 
@@ -386,7 +390,12 @@ class SecureRoundProtocol:
         session.setup()
         self.aggregator.close_commit_phase(round_id)
         return self._finish_round(
-            manifest, session, {}, _ChainClock(), crash_after_commit=crash_after_commit
+            manifest,
+            session,
+            {},
+            _ChainClock(),
+            crash_after_commit=crash_after_commit,
+            release_noise_std=release_noise_std,  # central DP: as run_round
         )
 
     def _finish_round(
