@@ -427,13 +427,10 @@ class SecureRoundProtocol:
                 aggregate_digest = keccak256(aggregate)  # the digest just published
                 survivors = [c for c in session.combined if c not in crash_after_commit]
                 with clock.phase("release"):
+                    # central DP noise, added inside the release (absent: no keyword)
+                    noise = {} if release_noise_std is None else {"noise_std": release_noise_std}
                     total, _ = self.key_holder.reveal(
-                        round_id,
-                        manifest,
-                        session,
-                        aggregate,
-                        survivors=survivors,
-                        noise_std=release_noise_std,
+                        round_id, manifest, session, aggregate, survivors=survivors, **noise
                     )
             except (SecAggError, ChainError) as error:
                 for client_id in collected.blobs:
