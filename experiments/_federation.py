@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from dp import PrivacyEvent
+from dp import PrivacyEvent, SecureGaussian
 from experiments._config import FederationConfig
 from experiments._datasets import FederatedData
 from experiments._errors import ConfigError
@@ -301,6 +301,11 @@ class Federation:
             return AggregationResult(mean_update=None, included=[], stats=session.stats)
         aggregate_blob = session.combine(blobs)
         total = session.reveal(aggregate_blob, survivors=sorted(blobs))
+        noise = self.privacy.release_noise_std(len(weights))
+        if noise is not None:  # central DP: the releasing party (here, the runner) noises
+            total = np.asarray(total, dtype=np.float64) + SecureGaussian().normal(
+                noise, np.shape(total)
+            )
         included = list(session.combined)
         included_weight = math.fsum(weights[c] for c in included)
         return AggregationResult(
@@ -320,6 +325,12 @@ class Federation:
             if name in names
         }
         expected = {c: self.privacy.expected_steps(c) for c in weights}
+        policies = {c: self.privacy.policy(c) for c in weights}
+        # dp=client: the federation's events so far go to the store, and the manifest that
+        # opens this round commits their chain's head (the releases before this round).
+        federation_events = self.privacy.federation_events()
+        for event in federation_events:
+            self.ledger.consortium.store.put(event.canonical_bytes())
         outcome = self.ledger.protocol.run_round(
             round_id,
             selected=sorted(weights),
@@ -327,6 +338,10 @@ class Federation:
             updates={c: weights[c] * deltas[c] for c in deltas},
             events=events,
             expected_steps={c: s for c, s in expected.items() if s is not None},
+            policies={c: p for c, p in policies.items() if p is not None},
+            release_noise_std=self.privacy.release_noise_std(len(weights)),
+            federation_policy=self.privacy.federation_policy(),
+            federation_event=federation_events[-1].digest().hex() if federation_events else None,
         )
         self._round_ledger[round_id] = outcome
         if outcome.total is None or not outcome.included:

@@ -32,9 +32,10 @@ Implementations:
   ``n * w_k * S``. Noise: central (the releasing party adds ``N(0, sigma^2 S^2)`` once to
   the revealed sum) or distributed (``dp.distributed=true``: each of the ``n`` admitted
   clients adds ``N(0, sigma^2 S^2 / n)`` before protecting its update; only sound when the
-  aggregator sees only the sum, so ``secagg=plain`` is refused). Rounds are accounted on
-  the client sampling rate with the survivors actually aggregated, so the noise shortfall
-  of dropouts is accounted.
+  aggregator sees only the sum, so ``secagg=plain`` is refused). Central noise is added
+  inside the release, so central mode needs a single releasing party (not masking).
+  Rounds are accounted on the client sampling rate with the survivors actually
+  aggregated, so the noise shortfall of dropouts is accounted.
 
 Randomness: DP noise comes from a ChaCha20 keystream keyed from the OS entropy pool
 (:class:`dp.SecureGaussian`: client-level noise and, via the trainer, every DP-SGD step);
@@ -66,6 +67,7 @@ from dp import (
     UpdateCanaries,
     add_noise,
     clip_update,
+    noise_std,
     require_secure_aggregation,
     summarize_events,
     to_dp_setup,
@@ -73,6 +75,7 @@ from dp import (
 from experiments._config import FederationConfig
 from experiments._datasets import FederatedData
 from experiments._errors import ConfigError
+from secagg import PrivacyPolicy
 
 __all__ = [
     "FEDERATION_ACCOUNT",
@@ -144,6 +147,12 @@ class PrivacyLayer:
         """What the client does to its update before the secagg scheme protects it."""
         return update
 
+    def release_noise_std(self, n_admitted: int) -> float | None:
+        """Std of the Gaussian noise the releasing party adds, inside its release, to the
+        revealed *weighted* sum of a round with ``n_admitted`` clients (central DP);
+        None: no central noise."""
+        return None
+
     def after_reveal(
         self,
         *,
@@ -152,7 +161,8 @@ class PrivacyLayer:
         selected: Sequence[int],
         survivors: Sequence[int],
     ) -> np.ndarray | None:
-        """What the releasing party does to the revealed mean, and its accounting."""
+        """The accounting of the released mean (already noised inside the release, see
+        :meth:`release_noise_std`); returns what the global model applies."""
         return mean_update
 
     def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
@@ -163,6 +173,20 @@ class PrivacyLayer:
         """The DP-SGD steps a round asks of ``client_id`` (the round manifest commits to
         them, so an auditor catches an event claiming fewer); None without dp=sample."""
         return None
+
+    def policy(self, client_id: int) -> PrivacyPolicy | None:
+        """The privacy policy the round manifest commits for ``client_id`` (the auditor
+        requires its events to match it); None without dp=sample."""
+        return None
+
+    def federation_policy(self) -> PrivacyPolicy | None:
+        """dp=client: the federation's policy the round manifest commits; else None."""
+        return None
+
+    def federation_events(self) -> list[PrivacyEvent]:
+        """dp=client: the federation's events so far (each manifest commits their chain's
+        head, the releases before its round); else empty."""
+        return []
 
     def round_privacy(self) -> RoundPrivacy:
         """Cumulative privacy fields for the record of the round just finished."""
@@ -324,6 +348,24 @@ class SampleLevelPrivacy(PrivacyLayer):
         local_steps, local_epochs = self._local_plan()
         return self.clients[client_id].steps_for(local_steps=local_steps, local_epochs=local_epochs)
 
+    def policy(self, client_id: int) -> PrivacyPolicy:
+        dp_client = self.clients[client_id]
+        config = self.config
+        return PrivacyPolicy(
+            mechanism="dpsgd-sample",
+            sample_rate=dp_client.sample_rate,
+            noise_multiplier=dp_client.noise_multiplier,
+            max_grad_norm=config.max_grad_norm,
+            delta=config.delta,
+            accountant=config.accountant,
+            poisson_sampling=config.poisson_sampling,
+            steps=dp_client.steps_per_round,
+            target_epsilon=config.target_epsilon,
+            planned_steps=None
+            if config.target_epsilon is None
+            else dp_client.planned_rounds * dp_client.steps_per_round,
+        )
+
     def round_privacy(self) -> RoundPrivacy:
         per_client = {self.data.clients[i].name: c.epsilon for i, c in self.clients.items()}
         return RoundPrivacy(
@@ -359,10 +401,12 @@ class ClientLevelPrivacy(PrivacyLayer):
     below 1 picks a fixed-size subset, which is only accounted soundly without sampling
     amplification, so it needs ``dp.poisson_sampling=false`` (sample rate ``n/K``).
 
-    Simulation note: in central mode the releasing party's noise is added in
-    :meth:`after_reveal`, right after the scheme reveals the mean (equivalently, to the sum
-    before dividing by the survivor count); the aggregator never holds the un-noised sum
-    outside the scheme's reveal. Local training is the federation's plain trainer.
+    Central noise is added by the releasing party inside its release
+    (:meth:`release_noise_std`: the key holder's :meth:`secagg.KeyHolderParty.reveal` on a
+    ledger, the runner's reveal without one), before the sum is stored, attested or
+    returned; masking has no single releasing party (the aggregator unmasks the exact sum),
+    so central mode with ``secagg=masking`` is a :class:`ConfigError`. Local training is
+    the federation's plain trainer.
     """
 
     mode = "client"
@@ -394,6 +438,12 @@ class ClientLevelPrivacy(PrivacyLayer):
                 f"amplification (got client_fraction={federation.client_fraction})"
             )
         self.min_survivors = setup.min_survivors if setup.min_survivors is not None else 1
+        if not self.distributed and scheme_name == "masking":
+            raise ConfigError(
+                "dp=client with central noise needs a single releasing party that adds the "
+                "noise inside its release; with secagg=masking the aggregator unmasks the "
+                "exact sum: use dp.distributed=true (or secagg=ckks|plain)"
+            )
         try:
             require_secure_aggregation(self.distributed, scheme_name)
             self.accountant = ClientLevelAccountant.from_config(
@@ -410,6 +460,7 @@ class ClientLevelPrivacy(PrivacyLayer):
         except DPError as error:
             raise ConfigError(f"dp=client: {error}") from error
         self.clip_norm = self.config.max_grad_norm
+        self.planned_rounds = federation.rounds
         self.preprocessing = data.preprocessing
         self._round_events: dict[int, dict[str, PrivacyEvent]] = {}
 
@@ -448,18 +499,7 @@ class ClientLevelPrivacy(PrivacyLayer):
         if mean_update is None or not survivors:
             return mean_update  # nothing released, nothing to account
         withheld = self.distributed and len(survivors) < self.min_survivors
-        released = mean_update
-        if not self.distributed:
-            # The uniform-weight mean is sum / m: noise the sum once, then divide again.
-            m = len(survivors)
-            released = (
-                add_noise(  # ChaCha20 noise (dp.SecureGaussian)
-                    mean_update * m,
-                    noise_multiplier=self.accountant.noise_multiplier,
-                    clip_norm=self.clip_norm,
-                )
-                / m
-            )
+        released = mean_update  # central noise was added inside the release
         event = self.accountant.record_round(
             round_id=round_id,
             selected=len(selected),
@@ -473,8 +513,34 @@ class ClientLevelPrivacy(PrivacyLayer):
             return None
         return released
 
+    def release_noise_std(self, n_admitted: int) -> float | None:
+        """Central mode: ``sigma * S`` on the sum of clipped updates, which each enter the
+        released sum with weight ``1 / n_admitted``."""
+        if self.distributed:
+            return None
+        std = noise_std(noise_multiplier=self.accountant.noise_multiplier, clip_norm=self.clip_norm)
+        return std / n_admitted
+
     def round_events(self, round_id: int) -> dict[str, PrivacyEvent]:
         return dict(self._round_events.get(round_id, {}))
+
+    def federation_policy(self) -> PrivacyPolicy:
+        accountant = self.accountant
+        return PrivacyPolicy(
+            mechanism="dp-fedavg-client",
+            sample_rate=accountant.client_sample_rate,
+            noise_multiplier=accountant.noise_multiplier,
+            max_grad_norm=self.clip_norm,
+            delta=self.config.delta,
+            accountant=self.config.accountant,
+            poisson_sampling=accountant.poisson_sampling,
+            steps=1,
+            target_epsilon=self.config.target_epsilon,
+            planned_steps=None if self.config.target_epsilon is None else self.planned_rounds,
+        )
+
+    def federation_events(self) -> list[PrivacyEvent]:
+        return list(self.accountant.events)
 
     def round_privacy(self) -> RoundPrivacy:
         return RoundPrivacy(epsilon=self.accountant.epsilon, delta=self.config.delta)

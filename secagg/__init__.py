@@ -27,7 +27,7 @@ from secagg._errors import (
     SecAggError,
 )
 from secagg._hydra import SCHEMES, build_scheme, register_configs
-from secagg._manifest import ManifestClient, ManifestError, RoundManifest
+from secagg._manifest import ManifestClient, ManifestError, PrivacyPolicy, RoundManifest
 from secagg._protocol import SecureRoundOutcome, SecureRoundProtocol
 from secagg._recombine import recombine
 from secagg._roles import AggregatorParty, ClientParty, KeyHolderParty, Submission
@@ -69,6 +69,7 @@ __all__ = [
     "Parties",
     "PhaseStats",
     "PlainScheme",
+    "PrivacyPolicy",
     "ProtectionScheme",
     "ProtocolAbortError",
     "RoundAudit",

@@ -22,16 +22,25 @@ An auditor holds no data and no key. For each round (or one) it checks:
   the participants are below the manifest's ``min_clients``; a mismatching aggregate: the
   aggregate check failed). A reservation never attested is named.
 * **privacy**: each committed privacy event belongs to an unbroken hash chain of the client's
-  events (walked back through the store), the cumulative epsilon re-derived from that chain's
-  parameters matches the claim in the event and on chain within ``epsilon_tolerance``
-  (absolute, plus the ledger's 1e-6 fixed-point rounding), the steps match the steps the
-  round's manifest asked for, and the re-derived epsilon is within the ledger's budget.
+  events (walked back through the store); before any accounting, the event must match the
+  privacy policy the round's manifest commits for that client (mechanism, sample rate,
+  sigma, clip norm, delta, accountant, Poisson flag, steps; cumulative steps at most the
+  policy's steps per round times the round), so a client cannot choose its own parameters
+  and a hostile event cannot make composition run long; then the cumulative epsilon,
+  re-derived independently with Google's ``dp_accounting`` (:func:`dp.independent_epsilon`:
+  RDP, PLD for ``prv``; no torch, no Opacus), matches the claim in the event and on chain
+  within ``epsilon_tolerance`` (absolute, plus the ledger's 1e-6 fixed-point rounding, plus
+  the two libraries' agreement band :data:`ACCOUNTANT_AGREEMENT`), and is within the
+  ledger's budget (beyond that band). Under ``dp=client`` the same holds for the
+  federation's event chain, which each manifest commits up to the previous round
+  (``federation_event``, against ``federation_policy``); it must cover every earlier
+  published round and extend the chain committed before.
 * **reputation** (whole-ledger audits only): each client's positive and negative counts on
   chain equal those implied by the events (timely commits in finalized rounds, missed
   deadlines, auditor flags).
 
 What is trusted: the ledger's contract code and state (consensus), keccak256, the
-accountant maths in :mod:`dp`, and the scheme's public parameters as committed in the
+accountant maths of ``dp_accounting``, and the scheme's public parameters as committed in the
 manifest. What is not checked: that a client trained on its real data, that the DP noise
 was really drawn (a client's own randomness is not verifiable), and the decryption itself
 (the key holder's release is attested, not proven).
@@ -67,13 +76,13 @@ from typing import TypeVar
 from hexbytes import HexBytes
 
 from chain import EPSILON_SCALE, ChainError, Commitment, Ledger, RoundInfo, RoundStatus
-from dp import PrivacyEvent, recompute_epsilon
+from dp import PrivacyEvent, independent_epsilon
 from dp._errors import DPError
 from dp._events import MAX_EVENT_BYTES
 from secagg._audit_report import CANNOT_AUDIT_CHECK, AuditReport, Finding, RoundAudit
 from secagg._digest import Digest, keccak256
 from secagg._errors import SecAggError
-from secagg._manifest import MAX_MANIFEST_BYTES, RoundManifest
+from secagg._manifest import MAX_MANIFEST_BYTES, PrivacyPolicy, RoundManifest
 from secagg._recombine import aggregate_inputs, recombine
 from secagg._roles import (
     REFUSAL_AGGREGATE_MISMATCH,
@@ -118,6 +127,10 @@ class Auditor:
     histories: dict[str, _ClientHistory] = field(default_factory=dict)
     # PrivacyEvent.client_id -> the (lower-case) address that first committed its events
     event_owners: dict[str, str] = field(default_factory=dict)
+    # dp=client: the federation event chain's head last committed, and the last round
+    # whose aggregate was published (its release must be in the next committed head)
+    federation_head: str | None = None
+    last_published_round: int | None = None
 
     def find(self, round_id: int, check: str, detail: str, client: str | None = None) -> None:
         self.findings.append(Finding(round_id=round_id, check=check, detail=detail, client=client))
@@ -172,6 +185,7 @@ class Auditor:
             )
             guarded("reveal", lambda: self._reveal(info, manifest, aggregate_ok, failed), None)
             guarded("privacy", lambda: self._privacy(info, manifest, commitments, failed), None)
+            guarded("privacy", lambda: self._federation_privacy(info, manifest, failed), None)
         self._count_reputation(info, commitments, revealed)
         return RoundAudit(
             round_id=round_id,
@@ -489,12 +503,30 @@ class Auditor:
             history = self.history(address)
             try:
                 chain = self._chain_to(digest_hex)
-                recomputed = recompute_epsilon(chain)
+                refused = _policy_problems(
+                    chain,
+                    None if member is None else member.policy,
+                    info.round_id,
+                    expected_steps=None if member is None else member.expected_steps,
+                )
+                # Composition runs only on parameters the manifest committed (bounded steps).
+                recomputed = None if refused else independent_epsilon(chain)
             except (DPError, SecAggError, ArtifactNotFoundError, ValueError) as error:
                 failed("privacy")
                 self.find(
                     info.round_id, "privacy", f"privacy event chain unusable: {error}", address
                 )
+                continue
+            if recomputed is None:
+                failed("privacy")
+                self.find(
+                    info.round_id,
+                    "privacy",
+                    "event does not match the privacy policy the manifest commits (refused "
+                    "before composition): " + "; ".join(refused),
+                    address,
+                )
+                history.last_event_digest = digest_hex
                 continue
             event = chain[-1]
             problems = []
@@ -510,10 +542,10 @@ class Auditor:
                 "0x" + e.digest().hex() for e in chain
             }:
                 problems.append("event history forks from the client's earlier committed events")
-            expected = None if member is None else member.expected_steps
-            if expected is not None and event.steps != expected:
-                problems.append(f"event claims {event.steps} steps, the round ran {expected}")
-            tolerance = self.epsilon_tolerance + 1.0 / EPSILON_SCALE
+            # The claim comes from Opacus, the recomputation from dp_accounting: they may
+            # differ by the two libraries' agreement band on top of the tolerance.
+            agreement = accountant_agreement(event.accountant, recomputed)
+            tolerance = self.epsilon_tolerance + 1.0 / EPSILON_SCALE + agreement
             if abs(event.cumulative_epsilon - recomputed) > tolerance:
                 problems.append(
                     f"event claims cumulative epsilon {event.cumulative_epsilon:.6f}, "
@@ -527,7 +559,7 @@ class Auditor:
             if problems:
                 failed("privacy")
                 self.find(info.round_id, "privacy", "; ".join(problems), address)
-            if recomputed > budget + self.epsilon_tolerance:
+            if recomputed - agreement > budget + self.epsilon_tolerance:
                 failed("budget")
                 self.find(
                     info.round_id,
@@ -537,6 +569,88 @@ class Auditor:
                     address,
                 )
             history.last_event_digest = digest_hex
+
+    def _federation_privacy(
+        self, info: RoundInfo, manifest: RoundManifest, failed: Callable[[str], None]
+    ) -> None:
+        """dp=client: the federation's event chain the manifest commits (its releases before
+        this round) matches the committed federation policy, covers every earlier published
+        round, extends the head committed before, and its epsilon, recomputed like a
+        client's, matches its claim and the budget. Findings name the aggregator (who
+        declared the manifest); no client is at fault."""
+        published = self.last_published_round
+        if info.aggregate_digest is not None and manifest.dp_mode == "client":
+            self.last_published_round = info.round_id
+        if manifest.dp_mode != "client":
+            return
+        policy = manifest.federation_policy
+        head = manifest.federation_event
+        problems: list[str] = []
+        if policy is None:
+            problems.append("commits no federation privacy policy under dp=client")
+        if head is None:
+            if published is not None:
+                problems.append(
+                    f"commits no federation privacy event, but round {published} was released"
+                )
+            self._federation_findings(info, problems, failed)
+            return
+        try:
+            chain = self._chain_to("0x" + head)
+        except (DPError, SecAggError, ArtifactNotFoundError, ValueError) as error:
+            problems.append(f"federation event chain unusable: {error}")
+            self._federation_findings(info, problems, failed)
+            return
+        refused = _policy_problems(chain, policy, max(info.round_id - 1, 0))
+        event = chain[-1]
+        if event.round_id >= info.round_id:
+            problems.append(f"federation event is for round {event.round_id}, not an earlier one")
+        if published is not None and event.round_id < published:
+            problems.append(
+                f"federation event chain ends at round {event.round_id}, leaving out the "
+                f"release of round {published}"
+            )
+        if self.federation_head is not None and self.federation_head not in {
+            e.digest().hex() for e in chain
+        }:
+            problems.append("federation event chain forks from the one committed before")
+        if refused:
+            problems.append(
+                "federation event does not match the committed federation policy (refused "
+                "before composition): " + "; ".join(refused)
+            )
+            self._federation_findings(info, problems, failed)
+            return
+        recomputed = independent_epsilon(chain)
+        agreement = accountant_agreement(event.accountant, recomputed)
+        tolerance = self.epsilon_tolerance + 1.0 / EPSILON_SCALE + agreement
+        if abs(event.cumulative_epsilon - recomputed) > tolerance:
+            problems.append(
+                f"federation event claims cumulative epsilon {event.cumulative_epsilon:.6f}, "
+                f"its parameters give {recomputed:.6f}"
+            )
+        self.federation_head = head
+        self._federation_findings(info, problems, failed)
+        budget = info.epsilon_budget_fixed / EPSILON_SCALE
+        if recomputed - agreement > budget + self.epsilon_tolerance:
+            failed("budget")
+            self.find(
+                info.round_id,
+                "budget",
+                f"aggregator {self._opener(info.round_id)}: the federation's re-derived "
+                f"cumulative epsilon {recomputed:.6f} exceeds the budget {budget:.6f}",
+            )
+
+    def _federation_findings(
+        self, info: RoundInfo, problems: list[str], failed: Callable[[str], None]
+    ) -> None:
+        if problems:
+            failed("privacy")
+            self.find(
+                info.round_id,
+                "privacy",
+                f"aggregator {self._opener(info.round_id)}: " + "; ".join(problems),
+            )
 
     # ----------------------------------------------------------------- reputation
     def _count_reputation(
@@ -566,6 +680,72 @@ class Auditor:
                     f"match the events (+{history.positive}/-{history.negative})",
                     address,
                 )
+
+
+#: How far Opacus's epsilon (the client's claim) and ``dp_accounting``'s (the auditor's)
+#: may differ: ``(relative, absolute)`` per accountant. RDP: the same orders, different
+#: code (they agree to ~1e-5 relative). PRV against PLD: 1% plus Opacus's declared
+#: ``eps_error`` of 0.01 (see :mod:`dp._independent`).
+ACCOUNTANT_AGREEMENT = {"rdp": (1e-3, 0.0), "prv": (1e-2, 1e-2)}
+
+
+def accountant_agreement(accountant: str, epsilon: float) -> float:
+    """The agreement band of :data:`ACCOUNTANT_AGREEMENT` at ``epsilon``."""
+    relative, absolute = ACCOUNTANT_AGREEMENT.get(accountant, (0.0, 0.0))
+    return relative * epsilon + absolute
+
+
+_POLICY_FIELDS = (
+    "mechanism",
+    "sample_rate",
+    "max_grad_norm",
+    "delta",
+    "accountant",
+    "poisson_sampling",
+    "steps",
+)
+
+
+def _policy_problems(
+    chain: list[PrivacyEvent],
+    policy: PrivacyPolicy | None,
+    round_id: int,
+    *,
+    expected_steps: int | None = None,
+) -> list[str]:
+    """Why ``chain`` (oldest first) may not be composed under the manifest's ``policy``
+    (empty: compose). Checked before any accounting, so a hostile event cannot make
+    composition run long: the cumulative steps are bounded by the policy's steps per round
+    times ``round_id`` (the last round the chain may cover)."""
+    event = chain[-1]
+    if expected_steps is not None and event.steps != expected_steps:
+        return [f"event claims {event.steps} steps, the round ran {expected_steps}"]
+    if policy is None:
+        return []
+    problems = []
+    for name in _POLICY_FIELDS:
+        claimed, committed = getattr(event, name), getattr(policy, name)
+        if claimed != committed:
+            problems.append(f"{name} {claimed!r:.40} where the manifest commits {committed!r}")
+    # Client-level rounds with dropouts run at a lower effective sigma (more epsilon, not
+    # less); every other event runs exactly the committed sigma.
+    sigma_ok = (
+        event.noise_multiplier <= policy.noise_multiplier
+        if policy.mechanism == "dp-fedavg-client"
+        else event.noise_multiplier == policy.noise_multiplier
+    )
+    if not sigma_ok:
+        problems.append(
+            f"noise_multiplier {event.noise_multiplier!r} where the manifest commits "
+            f"{policy.noise_multiplier!r}"
+        )
+    bound = policy.steps * max(round_id, 1)
+    if event.cumulative_steps > bound:
+        problems.append(
+            f"cumulative_steps {event.cumulative_steps} exceed {bound} (the policy's "
+            f"{policy.steps} steps per round up to round {round_id})"
+        )
+    return problems
 
 
 def _safe_inputs(manifest: RoundManifest, aggregate: bytes) -> tuple[Digest, ...] | None:

@@ -61,6 +61,7 @@ ciphertext of its own; sample-level DP still bounds what any isolated update rev
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -74,8 +75,8 @@ from secagg._audit_report import Finding
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, Auditor, culprits
 from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
-from secagg._errors import ProtocolAbortError, SecAggError
-from secagg._manifest import ManifestClient, RoundManifest
+from secagg._errors import InvalidUpdateError, ProtocolAbortError, SecAggError
+from secagg._manifest import ManifestClient, PrivacyPolicy, RoundManifest
 from secagg._roles import (
     AggregatorParty,
     ClientParty,
@@ -188,8 +189,12 @@ class SecureRoundProtocol:
         selected: Sequence[int],
         weights: Mapping[int, float],
         expected_steps: Mapping[int, int] | None = None,
+        policies: Mapping[int, PrivacyPolicy] | None = None,
+        federation_policy: PrivacyPolicy | None = None,
+        federation_event: str | None = None,
     ) -> RoundManifest:
         steps = expected_steps or {}
+        policies = policies or {}
         return RoundManifest(
             round_id=round_id,
             scheme=self.scheme.name,
@@ -201,11 +206,14 @@ class SecureRoundProtocol:
                     address=self.consortium.address_of(c),
                     weight=float(weights[c]),
                     expected_steps=steps.get(c),
+                    policy=policies.get(c),
                 )
                 for c in sorted(selected)
             ),
             public_material=self.public_material,
             dp_mode=self.dp_mode,
+            federation_policy=federation_policy,
+            federation_event=federation_event,
         )
 
     def run_round(
@@ -217,18 +225,48 @@ class SecureRoundProtocol:
         updates: Mapping[int, np.ndarray],
         events: Mapping[int, PrivacyEventLike | None] | None = None,
         expected_steps: Mapping[int, int] | None = None,
+        policies: Mapping[int, PrivacyPolicy] | None = None,
+        release_noise_std: float | None = None,
+        federation_policy: PrivacyPolicy | None = None,
+        federation_event: str | None = None,
         crash_after_commit: Collection[int] = (),
         withhold_reveal: Collection[int] = (),
     ) -> SecureRoundOutcome:
         """One round. ``updates`` holds the *weighted* updates of the clients still up (the
         others in ``selected`` dropped before committing); ``withhold_reveal`` are clients
         that commit and never reveal (dropouts); ``crash_after_commit`` are clients that
-        commit and reveal, and then go silent (they do not answer the unmask stage)."""
+        commit and reveal, and then go silent (they do not answer the unmask stage).
+        ``policies`` are the privacy policies the manifest commits per client;
+        ``release_noise_std`` is central DP noise the releasing party adds inside its
+        release (:meth:`KeyHolderParty.reveal`), refused for masking, where the aggregator
+        unmasks the exact sum and no single party releases it. ``federation_policy`` and
+        ``federation_event`` (dp=client: the federation's policy and the hex digest of its
+        event chain's head, the releases before this round, events in the store) go into
+        the manifest, so opening this round commits them on chain."""
+        if release_noise_std is not None and not (
+            isinstance(release_noise_std, int | float)
+            and math.isfinite(release_noise_std)
+            and release_noise_std > 0
+        ):
+            raise InvalidUpdateError(
+                f"round {round_id}: release noise std must be finite and > 0: {release_noise_std!r}"
+            )
+        if release_noise_std is not None and self.scheme.name == "masking":
+            raise ProtocolAbortError(
+                f"round {round_id}: central DP noise needs a single releasing party; with "
+                "masking the aggregator unmasks the exact sum (use distributed noise)"
+            )
         clock = _ChainClock()
         events = events or {}
         excluded: dict[int, str] = {}
         manifest = self.manifest(
-            round_id, selected=selected, weights=weights, expected_steps=expected_steps
+            round_id,
+            selected=selected,
+            weights=weights,
+            expected_steps=expected_steps,
+            policies=policies,
+            federation_policy=federation_policy,
+            federation_event=federation_event,
         )
         with clock.phase("open"):
             self.aggregator.open_round(manifest)
@@ -252,7 +290,12 @@ class SecureRoundProtocol:
             except (SecAggError, ChainError) as error:
                 excluded[client_id] = f"reveal failed: {type(error).__name__}: {error}"
         return self._finish_round(
-            manifest, session, excluded, clock, crash_after_commit=crash_after_commit
+            manifest,
+            session,
+            excluded,
+            clock,
+            crash_after_commit=crash_after_commit,
+            release_noise_std=release_noise_std,
         )
 
     def _commit_phase(
@@ -323,7 +366,11 @@ class SecureRoundProtocol:
         }
 
     def resume_round(
-        self, round_id: int, *, crash_after_commit: Collection[int] = ()
+        self,
+        round_id: int,
+        *,
+        crash_after_commit: Collection[int] = (),
+        release_noise_std: float | None = None,
     ) -> SecureRoundOutcome:
         """A restarted aggregator finishes an open round from the ledger and the store.
 
@@ -343,7 +390,12 @@ class SecureRoundProtocol:
         session.setup()
         self.aggregator.close_commit_phase(round_id)
         return self._finish_round(
-            manifest, session, {}, _ChainClock(), crash_after_commit=crash_after_commit
+            manifest,
+            session,
+            {},
+            _ChainClock(),
+            crash_after_commit=crash_after_commit,
+            release_noise_std=release_noise_std,  # central DP: as run_round
         )
 
     def _finish_round(
@@ -354,6 +406,7 @@ class SecureRoundProtocol:
         clock: _ChainClock,
         *,
         crash_after_commit: Collection[int],
+        release_noise_std: float | None = None,
     ) -> SecureRoundOutcome:
         """Collect, combine, publish, release, finalize and audit one round."""
         round_id = manifest.round_id
@@ -374,8 +427,10 @@ class SecureRoundProtocol:
                 aggregate_digest = keccak256(aggregate)  # the digest just published
                 survivors = [c for c in session.combined if c not in crash_after_commit]
                 with clock.phase("release"):
+                    # central DP noise, added inside the release (absent: no keyword)
+                    noise = {} if release_noise_std is None else {"noise_std": release_noise_std}
                     total, _ = self.key_holder.reveal(
-                        round_id, manifest, session, aggregate, survivors=survivors
+                        round_id, manifest, session, aggregate, survivors=survivors, **noise
                     )
             except (SecAggError, ChainError) as error:
                 for client_id in collected.blobs:

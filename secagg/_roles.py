@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -72,11 +73,13 @@ from chain import (
     SignedCommit,
     TxResult,
 )
+from dp import SecureGaussian
 from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
 from secagg._errors import (
     CommitmentMismatchError,
     InsufficientClientsError,
+    InvalidUpdateError,
     ProtocolAbortError,
     SecAggError,
 )
@@ -439,13 +442,23 @@ class KeyHolderParty:
         aggregate: bytes,
         *,
         survivors: Collection[int],
+        noise_std: float | None = None,
     ) -> tuple[np.ndarray, TxResult | None]:
         """Check, reserve, release the sum, store it and (CKKS) attest its digest.
 
         With a key holder (``attests``) the order is: recombine-and-compare, reserve the
         release on the ledger (only a published, unreserved round can be reserved, so a
         second request is refused here), decrypt, store, attest. A refusal is attested on
-        chain with its reason code and raised as :class:`ReleaseRefusedError`."""
+        chain with its reason code and raised as :class:`ReleaseRefusedError`.
+
+        ``noise_std`` is the release hook of central DP (``dp=client``): Gaussian noise of
+        that std per coordinate, from a ChaCha20 keystream (:class:`dp.SecureGaussian`), is
+        added to the sum right after decryption, inside the release: only the noised sum is
+        stored, attested and returned; the exact sum never leaves this method."""
+        if noise_std is not None and not (
+            isinstance(noise_std, int | float) and math.isfinite(noise_std) and noise_std > 0
+        ):
+            raise InvalidUpdateError(f"release noise std must be finite and > 0: {noise_std!r}")
         ledger = self.consortium.ledger
         account = self.consortium.parties.key_holder
         if self.attests:
@@ -471,6 +484,10 @@ class KeyHolderParty:
                 f"round {round_id}: release refused ({REFUSAL_REASONS[code]}): {error}",
                 reason_code=code,
             ) from error
+        if noise_std is not None:
+            exact = np.asarray(total, dtype=np.float64)
+            total = exact + SecureGaussian().normal(float(noise_std), exact.shape)
+            del exact
         reveal_digest = self.consortium.store.put(np.asarray(total, dtype="<f8").tobytes())
         tx = None
         if self.attests:

@@ -440,3 +440,103 @@ def test_heart_disease_reports_per_hospital_epsilons(
     assert all(0 < p["epsilon"] <= 1.0 for p in privacy.values())
     assert all(p["preprocessing"] == "public" for p in privacy.values())
     assert set(results["rounds"][-1]["epsilon_per_client"]) == set(privacy)
+
+
+def _stored_manifests(store: Path) -> list:
+    """Every round manifest in an artifact store (by round)."""
+    from secagg import ManifestError, RoundManifest
+
+    manifests = []
+    for path in store.iterdir():
+        try:
+            manifests.append(RoundManifest.from_bytes(path.read_bytes()))
+        except ManifestError:
+            continue
+    return sorted(manifests, key=lambda m: m.round_id)
+
+
+def test_sample_level_manifests_commit_each_clients_whole_policy(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    results = _run(
+        compose_cfg,
+        tmp_path,
+        *tiny(chain="inprocess"),
+        "federation.rounds=2",
+        "dp=sample",
+        "dp.target_epsilon=2.0",
+        "dp.delta=1e-4",
+    )
+    assert results["final"]["audit"]["verdict"] == "clean"
+    manifests = _stored_manifests(Path(results["ledger"]["store"]))
+    assert [m.round_id for m in manifests] == [1, 2]
+    privacy = results["final"]["privacy"]
+    for manifest in manifests:
+        assert manifest.dp_mode == "sample"
+        for member in manifest.clients:
+            policy = member.policy
+            assert policy is not None
+            summary = privacy[f"client_{member.client_id}"]
+            (segment,) = summary["segments"]
+            assert policy.mechanism == summary["mechanism"] == "dpsgd-sample"
+            assert policy.sample_rate == segment["sample_rate"]
+            assert policy.noise_multiplier == segment["noise_multiplier"]
+            assert policy.poisson_sampling is segment["poisson_sampling"] is True
+            assert (policy.delta, policy.accountant) == (1e-4, summary["accountant"])
+            assert policy.steps == member.expected_steps == 2
+            assert (policy.target_epsilon, policy.planned_steps) == (2.0, 2 * 2)
+
+
+def test_client_level_central_noise_is_refused_with_masking(run_cfg: ToRun) -> None:
+    overrides = (*tiny(secagg="masking"), "dp=client", "dp.noise_multiplier=1.0")
+    with pytest.raises(ConfigError, match="single releasing party"):
+        build_federation(run_cfg(*overrides))
+    federation = build_federation(run_cfg(*overrides, "dp.distributed=true"))
+    assert isinstance(federation.privacy, ClientLevelPrivacy)
+    assert federation.privacy.release_noise_std(4) is None
+
+
+def test_client_level_central_noise_is_added_inside_the_release(run_cfg: ToRun) -> None:
+    cfg = run_cfg(*TINY, "dp=client", "dp.noise_multiplier=2.0", "dp.max_grad_norm=0.5")
+    federation = build_federation(cfg)
+    layer = federation.privacy
+    assert isinstance(layer, ClientLevelPrivacy)
+    assert layer.release_noise_std(4) == pytest.approx(2.0 * 0.5 / 4)
+    zeros = {c: np.zeros(federation.dim) for c in range(4)}
+    result = federation.aggregate(1, zeros, dict.fromkeys(range(4), 0.25))
+    assert result.mean_update is not None  # the sum of zero updates, noised in the release
+    noise = np.std(result.mean_update)
+    assert 0.5 * 2.0 * 0.5 / 4 < noise < 2.0 * 2.0 * 0.5 / 4
+    released = layer.after_reveal(
+        round_id=1, mean_update=result.mean_update, selected=[0, 1, 2, 3], survivors=[0, 1, 2, 3]
+    )
+    assert released is result.mean_update  # the accounting adds no second noise
+
+
+def test_client_level_federation_events_are_committed_by_the_next_manifest(
+    compose_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    results = _run(
+        compose_cfg,
+        tmp_path,
+        *tiny(chain="inprocess", secagg="ckks"),
+        "federation.rounds=3",
+        "dp=client",
+        "dp.noise_multiplier=2.0",
+        "dp.delta=1e-4",
+    )
+    assert results["final"]["audit"]["verdict"] == "clean"
+    store = Path(results["ledger"]["store"])
+    manifests = _stored_manifests(store)
+    assert [m.round_id for m in manifests] == [1, 2, 3]
+    assert manifests[0].federation_event is None
+    for manifest in manifests:
+        policy = manifest.federation_policy
+        assert policy is not None and policy.mechanism == "dp-fedavg-client"
+        assert (policy.noise_multiplier, policy.delta, policy.steps) == (2.0, 1e-4, 1)
+    for manifest in manifests[1:]:
+        assert manifest.federation_event is not None
+        head = PrivacyEvent.from_bytes((store / manifest.federation_event).read_bytes())
+        assert head.client_id == "federation" and head.round_id == manifest.round_id - 1
+    summary = results["final"]["privacy"]["federation"]
+    assert summary["rounds"] == 3 and summary["epsilon"] == results["final"]["epsilon"]

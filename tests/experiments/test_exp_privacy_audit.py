@@ -136,12 +136,16 @@ def test_client_level_canary_clients_honest_run(
 def test_client_level_noise_near_zero_is_caught(
     compose_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    add_noise = privacy_module.add_noise
+    add_noise, noise_std = privacy_module.add_noise, privacy_module.noise_std
 
     def quiet(update: np.ndarray, **kwargs: Any) -> np.ndarray:
         return add_noise(update, **{**kwargs, "noise_multiplier": 1e-3})
 
+    def quiet_std(**kwargs: Any) -> float:  # central noise, added inside the release
+        return float(noise_std(**{**kwargs, "noise_multiplier": 1e-3}))
+
     monkeypatch.setattr(privacy_module, "add_noise", quiet)
+    monkeypatch.setattr(privacy_module, "noise_std", quiet_std)
     results, _ = _run(compose_cfg, tmp_path, *CLIENT_LEVEL)
     entry = results["final"]["privacy_audit"]["federation"]
     assert entry["epsilon_claimed"] == pytest.approx(results["final"]["epsilon"])
