@@ -72,6 +72,7 @@ import numpy as np
 from chain import AlreadyFlagged, ChainError
 from secagg._audit_report import Finding
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, Auditor, culprits
+from secagg._committee_round import DecryptionCommittee, form_committee
 from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
 from secagg._errors import ProtocolAbortError, SecAggError
@@ -84,6 +85,7 @@ from secagg._roles import (
     Submission,
 )
 from secagg._scheme import PhaseStats, ProtectionScheme, RoundSession
+from secagg.ckks import CKKSScheme
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class SecureRoundOutcome:
     flagged: dict[int, int] = field(default_factory=dict)
     gas_by_phase: dict[str, int] = field(default_factory=dict)
     chain_seconds_by_phase: dict[str, float] = field(default_factory=dict)
+    committee: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 log = logging.getLogger("secagg")
@@ -120,6 +123,7 @@ PHASE_OF_FUNCTION = {
     "reserveRelease": "release",
     "attestReveal": "release",
     "attestRefusal": "release",
+    "attestPartial": "release",
     "finalize": "finalize",
     "flag": "audit",
 }
@@ -172,6 +176,9 @@ class SecureRoundProtocol:
             store=consortium.store,
             epsilon_tolerance=DEFAULT_EPSILON_TOLERANCE,
         )
+        self.committee: DecryptionCommittee | None = None
+        if isinstance(scheme, CKKSScheme) and scheme.committee.size > 1:
+            self.committee = form_committee(consortium, scheme)
         public_context = getattr(scheme, "public_context", None)
         self.public_material: str | None = None
         if isinstance(public_context, bytes):
@@ -219,11 +226,13 @@ class SecureRoundProtocol:
         expected_steps: Mapping[int, int] | None = None,
         crash_after_commit: Collection[int] = (),
         withhold_reveal: Collection[int] = (),
+        absent_members: Collection[int] = (),
     ) -> SecureRoundOutcome:
         """One round. ``updates`` holds the *weighted* updates of the clients still up (the
         others in ``selected`` dropped before committing); ``withhold_reveal`` are clients
         that commit and never reveal (dropouts); ``crash_after_commit`` are clients that
-        commit and reveal, and then go silent (they do not answer the unmask stage)."""
+        commit and reveal, and then go silent (they do not answer the unmask stage);
+        ``absent_members`` are decryption committee members (1..K) that do not take part."""
         clock = _ChainClock()
         events = events or {}
         excluded: dict[int, str] = {}
@@ -252,7 +261,12 @@ class SecureRoundProtocol:
             except (SecAggError, ChainError) as error:
                 excluded[client_id] = f"reveal failed: {type(error).__name__}: {error}"
         return self._finish_round(
-            manifest, session, excluded, clock, crash_after_commit=crash_after_commit
+            manifest,
+            session,
+            excluded,
+            clock,
+            crash_after_commit=crash_after_commit,
+            absent_members=absent_members,
         )
 
     def _commit_phase(
@@ -354,6 +368,7 @@ class SecureRoundProtocol:
         clock: _ChainClock,
         *,
         crash_after_commit: Collection[int],
+        absent_members: Collection[int] = (),
     ) -> SecureRoundOutcome:
         """Collect, combine, publish, release, finalize and audit one round."""
         round_id = manifest.round_id
@@ -367,6 +382,7 @@ class SecureRoundProtocol:
             excluded.setdefault(client_id, reason)
         total = None
         aggregate_digest = None
+        committee_stats: dict[int, dict[str, float]] = {}
         if collected.blobs:
             try:
                 with clock.phase("publish"):
@@ -374,9 +390,17 @@ class SecureRoundProtocol:
                 aggregate_digest = keccak256(aggregate)  # the digest just published
                 survivors = [c for c in session.combined if c not in crash_after_commit]
                 with clock.phase("release"):
-                    total, _ = self.key_holder.reveal(
-                        round_id, manifest, session, aggregate, survivors=survivors
-                    )
+                    if self.committee is not None:
+                        total, committee_round = self.committee.reveal(
+                            round_id, manifest, session, aggregate, absent=absent_members
+                        )
+                        committee_stats = {
+                            j: stats.as_dict() for j, stats in committee_round.stats.items()
+                        }
+                    else:
+                        total, _ = self.key_holder.reveal(
+                            round_id, manifest, session, aggregate, survivors=survivors
+                        )
             except (SecAggError, ChainError) as error:
                 for client_id in collected.blobs:
                     excluded.setdefault(
@@ -415,6 +439,7 @@ class SecureRoundProtocol:
             flagged=flagged,
             gas_by_phase=gas_by_phase,
             chain_seconds_by_phase=dict(clock.by_phase),
+            committee=committee_stats,
         )
 
     def _flag(self, findings: Sequence[Finding]) -> dict[int, int]:

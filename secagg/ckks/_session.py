@@ -16,6 +16,8 @@ from secagg._errors import EmptyAggregateError, SecAggError
 from secagg._scheme import ProtectionScheme, RoundSession
 from secagg.ckks._aggregator import CKKSAggregator
 from secagg.ckks._client import CKKSClient
+from secagg.ckks._committee import CommitteeSetupError
+from secagg.ckks._committee_keys import CommitteeParams
 from secagg.ckks._keyholder import KeyHolder
 from secagg.ckks._params import CKKSParams, RevealPolicy
 
@@ -25,18 +27,42 @@ class CKKSScheme(ProtectionScheme):
 
     name = "ckks"
 
-    def __init__(self, *, params: CKKSParams, policy: RevealPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        params: CKKSParams,
+        policy: RevealPolicy,
+        committee: CommitteeParams | None = None,
+    ) -> None:
         start = time.perf_counter()
         self.params = params
         self.policy = policy
-        self.key_holder = KeyHolder(params=params, policy=policy)
-        self.public_context = self.key_holder.public_context_bytes()
-        self.client = CKKSClient(self.public_context)
+        self.committee = committee or CommitteeParams(size=1, threshold=1)
+        self.key_holder: KeyHolder | None = None
+        self.public_context: bytes | None = None
+        self._client: CKKSClient | None = None
+        if self.committee.size == 1:
+            self.key_holder = KeyHolder(params=params, policy=policy)
+            self.install_public_context(self.key_holder.public_context_bytes())
         self._pending_setup_seconds = time.perf_counter() - start
         self._has_context: set[int] = set()
         self._aggregator_has_context = False
 
+    def install_public_context(self, public_context: bytes) -> None:
+        """Use ``public_context`` (a committee's collective key, checked by the caller against
+        the committed shares) for clients and the aggregator."""
+        self.public_context = public_context
+        self._client = CKKSClient(public_context)
+
+    @property
+    def client(self) -> CKKSClient:
+        if self._client is None:
+            raise CommitteeSetupError("the committee's collective key is not installed yet")
+        return self._client
+
     def start_round(self, *, round_id: int, client_ids: Sequence[int], dim: int) -> RoundSession:
+        if self.public_context is None:
+            raise CommitteeSetupError("the committee's collective key is not installed yet")
         return _CKKSSession(scheme=self, round_id=round_id, client_ids=client_ids, dim=dim)
 
 
@@ -60,7 +86,7 @@ class _CKKSSession(RoundSession):
         receivers = len(new_clients) + (0 if scheme._aggregator_has_context else 1)
         scheme._aggregator_has_context = True
         scheme._has_context.update(new_clients)
-        self.stats.bytes_down["setup"] += len(scheme.public_context) * receivers
+        self.stats.bytes_down["setup"] += len(scheme.public_context or b"") * receivers
 
     def protect(self, client_id: int, update: np.ndarray) -> bytes:
         values = self.check_update(update)
@@ -74,7 +100,7 @@ class _CKKSSession(RoundSession):
         if not blobs:
             raise EmptyAggregateError("no blobs to combine")
         with self.stats.timed("combine"):
-            aggregator = CKKSAggregator(self._scheme.public_context, element_count=self.dim)
+            aggregator = CKKSAggregator(self._public_context, element_count=self.dim)
             combined: list[int] = []
             for client_id in sorted(blobs):
                 if client_id not in self.client_ids:
@@ -90,9 +116,20 @@ class _CKKSSession(RoundSession):
         self.combined = tuple(combined)
         return aggregate
 
+    @property
+    def _public_context(self) -> bytes:
+        if self._scheme.public_context is None:
+            raise CommitteeSetupError("the committee's collective key is not installed yet")
+        return self._scheme.public_context
+
     def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:
+        key_holder = self._scheme.key_holder
+        if key_holder is None:
+            raise CommitteeSetupError(
+                "a committee releases through its members (secagg._roles.DecryptionCommittee)"
+            )
         self.stats.bytes_up["reveal"] += len(aggregate)
         with self.stats.timed("reveal"):
-            result = self._scheme.key_holder.reveal(aggregate)
+            result = key_holder.reveal(aggregate)
         self.stats.bytes_down["reveal"] += result.nbytes * max(len(survivors), 1)
         return result

@@ -436,8 +436,9 @@ def test_schema_committee_fields() -> None:
         committee_from_schema(CKKSSchema(committee_size=2, committee_threshold=3))
     with pytest.raises(CommitteeConfigError):
         committee_from_schema(CKKSSchema(preset="compat", committee_size=3, committee_threshold=2))
-    with pytest.raises(CommitteeConfigError):  # valid, but not wired into the protocol yet
-        build_ckks_scheme(schema)
+    scheme = build_ckks_scheme(schema)  # no key holder: the committee's key comes later
+    assert scheme.committee == CommitteeParams(size=3, threshold=2)
+    assert scheme.key_holder is None and scheme.public_context is None
 
 
 def test_smudging_noise_has_its_std_and_a_hard_bound() -> None:
