@@ -140,3 +140,19 @@ def test_members_refuse_a_forged_aggregate_before_any_partial(tmp_path):
     findings = [f for f in outcome.findings if f.check == "aggregate"]
     assert findings and fed.consortium.parties.aggregator.address in findings[0].detail
     assert {f.check for f in outcome.findings} == {"aggregate"}  # the refusal is accepted
+
+
+def test_a_substituted_public_key_is_refused_by_the_members_and_named_by_the_auditor(tmp_path):
+    # A dishonest setup hands clients a key that is not the committee's (one the operator
+    # can decrypt with alone): the members cannot decrypt under it and refuse, and the
+    # auditor finds the manifest's key is not the combination of the committed shares.
+    fed = committee_federation(tmp_path, size=3, threshold=2)
+    rogue = build_ckks_scheme(CKKSSchema())
+    fed.protocol.scheme.install_public_context(rogue.public_context)
+    fed.protocol.public_material = fed.store.put(rogue.public_context).hex()
+    outcome = fed.run(1, fed.updates())
+    assert outcome.total is None and outcome.included == ()
+    assert all(party.member.decryptions == 0 for party in fed.protocol.committee.members)
+    assert not list(fed.ledger.events("PartialAttested"))
+    details = [f.detail for f in outcome.findings if f.check == "reveal"]
+    assert any("not the committed key shares" in d for d in details), details
