@@ -352,10 +352,3 @@ def validate(cfg: RunConfig) -> None:
     for group in ("dp", "chain"):
         if not isinstance(getattr(getattr(cfg, group), "name", None), str):
             raise _fail(f"{group}.name", "a string", getattr(getattr(cfg, group), "name", None))
-    committee_size = getattr(cfg.secagg, "committee_size", 1)
-    if committee_size != 1 and getattr(cfg.chain, "name", None) == "none":
-        raise _fail(
-            "secagg.committee_size",
-            "1 with chain=none (a decryption committee needs the ledger)",
-            committee_size,
-        )

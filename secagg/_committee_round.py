@@ -74,7 +74,9 @@ COMMITTEE_REFUSAL_REASONS = {
 
 @dataclass
 class MemberRoundStats:
-    """One member's work in one round: seconds (check + partial) and bytes it published."""
+    """One member's work in one round: seconds computing (recombining the committed blobs
+    to check the aggregate, and its partial decryption; ledger calls not included, they are
+    in the round's chain seconds), bytes it fetched and bytes it published."""
 
     seconds: float = 0.0
     bytes_up: int = 0
@@ -130,6 +132,7 @@ class CommitteeMemberParty:
         self.consortium = consortium
         self.account = account
         self.member = member
+        self.partial_seconds = 0.0
 
     @property
     def index(self) -> int:
@@ -157,7 +160,9 @@ class CommitteeMemberParty:
                 f"round {round_id}: no reserved release, member {self.index} publishes nothing",
                 reason_code=0,
             )
+        start = time.perf_counter()
         partial = self.member.partial_decrypt(aggregate)
+        self.partial_seconds = time.perf_counter() - start
         digest = self.consortium.store.put(partial)
         ledger.attest_partial(round_id, partial_digest=digest, sender=self.account)
         return partial
@@ -219,8 +224,10 @@ class DecryptionCommittee:
             start = time.perf_counter()
             try:
                 stats.bytes_down += party.check(round_id, manifest, aggregate) + len(aggregate)
+                stats.seconds += time.perf_counter() - start
                 party.reserve(round_id)
                 partial = party.partial(round_id, aggregate)
+                stats.seconds += party.partial_seconds
             except ReleaseRefusedError:
                 raise
             except (SecAggError, ChainError) as error:
@@ -230,8 +237,6 @@ class DecryptionCommittee:
                     f"round {round_id}: committee member {party.index} refused: {error}",
                     reason_code=code,
                 ) from error
-            finally:
-                stats.seconds += time.perf_counter() - start
             stats.bytes_up += len(partial)
             partials.append(partial)
         start = time.perf_counter()
@@ -250,9 +255,9 @@ class DecryptionCommittee:
                 f"({COMMITTEE_REFUSAL_REASONS[code]}): {error}",
                 reason_code=code,
             ) from error
+        result.combine_seconds = time.perf_counter() - start
         reveal_digest = self.consortium.store.put(np.asarray(total, dtype="<f8").tobytes())
         ledger.attest_reveal(round_id, reveal_digest=reveal_digest, sender=present[0].account)
-        result.combine_seconds = time.perf_counter() - start
         session.stats.seconds["reveal"] += result.combine_seconds + sum(
             s.seconds for s in result.stats.values()
         )
