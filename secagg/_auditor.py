@@ -20,7 +20,14 @@ An auditor holds no data and no key. For each round (or one) it checks:
 * **reveal**: for CKKS rounds, the key holder reserved the release and attested either a
   reveal whose bytes are in the store, or a refusal whose reason holds (too few inputs:
   the participants are below the manifest's ``min_clients``; a mismatching aggregate: the
-  aggregate check failed). A reservation never attested is named.
+  aggregate check failed). A reservation never attested is named. With a decryption
+  committee (``committee_size`` > 1): the manifest's public context is the collective key
+  of the key shares whose digests the members committed on chain (with the CRP seed fixed
+  there); the attested reveal is byte for byte what the stored, attested partials combine
+  to (:func:`secagg._committee_round.combine_attested`, the combiner's own procedure); a
+  member whose partial the cross-check shows wrong is named (a finding without a client:
+  members are not clients); a refusal for too few or inconsistent partials holds only if
+  the attested partials indeed release nothing.
 * **privacy**: each committed privacy event belongs to an unbroken hash chain of the client's
   events (walked back through the store), the cumulative epsilon re-derived from that chain's
   parameters matches the claim in the event and on chain within ``epsilon_tolerance``
@@ -508,6 +515,9 @@ class Auditor:
             return
         if info.refusal_code in (REFUSAL_AGGREGATE_MISMATCH, REFUSAL_TOO_FEW_INPUTS):
             self._refusal(info, manifest, aggregate_ok, failed)
+            return
+        if not info.refusal_code and info.reveal_digest in (None, ZERO_DIGEST):
+            find("the committee attested neither a reveal nor a refusal")
             return
         partials = attested_partials(self.ledger, self.store, round_id)
         aggregate = self.store.get(info.aggregate_digest) if info.aggregate_digest else b""

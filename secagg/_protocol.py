@@ -17,7 +17,10 @@ over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
    committed digest, combines blindly and publishes the aggregate digest and the
    participants (before the reveal deadline only if all committed clients are in it);
 6. the key holder (CKKS) recombines the committed blobs itself, compares bytes, reserves
-   the release on the ledger, decrypts once and attests (or attests its refusal); for
+   the release on the ledger, decrypts once and attests (or attests its refusal); with a
+   decryption committee (K > 1, :mod:`secagg._committee_round`) each present member does
+   the check itself, the first reserves, each attests its partial, and any T partials
+   release the sum (fewer: the round aborts, nothing released); for
    masking the unmasking server releases the sum; the aggregator finalizes (reputation:
    +1 committed and revealed, -1 otherwise);
 7. the auditor checks the round from ledger and store alone and flags every client at fault

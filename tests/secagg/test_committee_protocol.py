@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from chain import InProcessBackend, Role, RoundStatus
+from chain import ChainError, InProcessBackend, Role, RoundStatus
 from secagg._auditor import audit
 from secagg._committee_round import REFUSAL_TOO_FEW_PARTIALS
 from secagg._consortium import Consortium
@@ -17,7 +17,7 @@ from secagg._protocol import SecureRoundProtocol
 from secagg._store import LocalDirectoryStore
 from secagg.ckks import CKKSSchema, build_ckks_scheme, verify_public_context
 
-from .conftest import DIM, STEPS, Federation
+from .conftest import DIM, Federation
 
 ATOL = 1e-6
 
@@ -93,11 +93,20 @@ def test_two_absent_members_abort_the_round_and_nothing_is_released(tmp_path):
 def test_committee_is_set_up_once_and_only_members_release(tmp_path):
     fed = committee_federation(tmp_path, size=3, threshold=2)
     ledger, parties = fed.consortium.ledger, fed.consortium.parties
-    from chain import ChainError
 
     with pytest.raises(ChainError):
         ledger.setup_committee([parties.auditor.address] * 2, threshold=1, sender=parties.admin)
+    member = fed.protocol.committee.members[0].account
+    with pytest.raises(ChainError):  # a key share is committed once
+        ledger.commit_key_share(b"\x01" * 32, sender=member)
+    with pytest.raises(ChainError):  # only members commit key shares
+        ledger.commit_key_share(b"\x01" * 32, sender=parties.auditor)
     fed.round(1, absent_members=[1, 2, 3])  # nobody releases: the round stays published
+    assert ledger.round_info(1).status is RoundStatus.FINALIZED
     with pytest.raises(ChainError):  # the single key holder cannot release for a committee
         ledger.reserve_release(1, sender=parties.key_holder)
-    assert STEPS > 0
+    with pytest.raises(ChainError):  # no partial without a reserved release
+        ledger.attest_partial(1, partial_digest=b"\x02" * 32, sender=member)
+    assert ledger.partial_attestations(1) == {}
+    (finding,) = audit(ledger, fed.consortium.store).findings
+    assert "attested neither a reveal nor a refusal" in finding.detail
