@@ -41,7 +41,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from chain import ChainError, CommitteeInfo, Ledger, Role, RoundStatus, TxResult
-from secagg._consortium import DEFAULT_FUNDING_WEI, Consortium
+from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
 from secagg._errors import CommitmentMismatchError, InsufficientClientsError, SecAggError
 from secagg._manifest import RoundManifest
@@ -62,6 +62,10 @@ from secagg.ckks import (
     RevealPolicy,
     combine_partials,
 )
+
+# A member sends a few transactions a round (well under 1e6 gas); 10 ether lasts for ever on
+# a dev chain and leaves anvil's faucet (10,000 ether) room after the other parties' funding.
+MEMBER_FUNDING_WEI = 10**19
 
 # Refusal codes of a committee (after the key holder's 1-3).
 REFUSAL_TOO_FEW_PARTIALS = 4
@@ -337,7 +341,7 @@ def form_committee(consortium: Consortium, scheme: CKKSScheme) -> DecryptionComm
     params = scheme.committee
     ledger, store, admin = consortium.ledger, consortium.store, consortium.parties.admin
     accounts = [Account.create() for _ in params.members]
-    ledger.fund([a.address for a in accounts], DEFAULT_FUNDING_WEI)
+    ledger.fund([a.address for a in accounts], MEMBER_FUNDING_WEI)
     ledger.register(Role.COMMITTEE, [a.address for a in accounts], sender=admin)
     ledger.setup_committee([a.address for a in accounts], threshold=params.threshold, sender=admin)
     info = ledger.committee()
