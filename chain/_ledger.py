@@ -36,6 +36,7 @@ from chain._errors import (
 from chain._types import (
     Address,
     Commitment,
+    CommitteeInfo,
     Digest,
     LedgerEvent,
     Reputation,
@@ -199,6 +200,13 @@ class Ledger:
         return LedgerInfo(backend=name, url=url, chain_id=self.chain_id, address=self.address)
 
     # ---------------------------------------------------------------- transactions
+    def fund(self, addresses: Sequence[str], wei: int) -> None:
+        """Fund ``addresses`` from the backend's faucet (new party accounts)."""
+        fund = getattr(self._backend, "fund", None)
+        if fund is None:
+            raise ChainConfigError("this ledger's backend cannot fund accounts")
+        fund(list(addresses), wei)
+
     def _decode_revert(self, data: Any) -> LedgerRevertError | None:
         if isinstance(data, dict):
             data = data.get("data")
@@ -470,6 +478,58 @@ class Ledger:
         if not 0 < reason_code < 2**32:
             raise ChainConfigError(f"reason_code must be in [1, 2**32), got {reason_code}")
         return self._transact("attestRefusal", [round_id, reason_code], sender, round_id)
+
+    # ---------------------------------------------------------- decryption committee
+    def setup_committee(
+        self, members: Sequence[str], *, threshold: int, sender: LocalAccount
+    ) -> TxResult:
+        """Admin: set up the decryption committee once (member i is ``members[i-1]``, each
+        holding ``Role.COMMITTEE``); the contract fixes the CRP seed from the chain."""
+        addrs = [_address(a, field="members") for a in members]
+        if not 0 < threshold <= len(addrs):
+            raise ChainConfigError(f"threshold must be in [1, {len(addrs)}], got {threshold}")
+        return self._transact("setupCommittee", [addrs, threshold], sender, None)
+
+    def commit_key_share(self, share_digest: bytes, *, sender: LocalAccount) -> TxResult:
+        """A committee member commits its public key share's digest (once)."""
+        digest = as_digest(share_digest, field="share_digest")
+        return self._transact("commitKeyShare", [digest], sender, None)
+
+    def attest_partial(
+        self, round_id: int, *, partial_digest: bytes, sender: LocalAccount
+    ) -> TxResult:
+        """A committee member attests its partial decryption's digest (once per round,
+        while the round's release is reserved)."""
+        _check_round(round_id)
+        digest = as_digest(partial_digest, field="partial_digest")
+        return self._transact("attestPartial", [round_id, digest], sender, round_id)
+
+    def committee(self) -> CommitteeInfo | None:
+        """The decryption committee on chain, or ``None`` when none is set up."""
+        events = list(self.events("CommitteeSetUp"))
+        if not events:
+            return None
+        args = events[0].args
+        members = tuple(_address(a) for a in args["members"])
+        digests = {}
+        for index, member in enumerate(members, start=1):
+            _, digest = self._call("committeeMember", member)
+            if bytes(digest) != bytes(32):
+                digests[index] = Digest(bytes(digest))
+        return CommitteeInfo(
+            seed=Digest(bytes(args["seed"])),
+            members=members,
+            threshold=int(args["threshold"]),
+            share_digests=digests,
+        )
+
+    def partial_attestations(self, round_id: int) -> dict[int, Digest]:
+        """Member index -> attested partial digest, for ``round_id`` (from events)."""
+        _check_round(round_id)
+        return {
+            int(e.args["index"]): Digest(bytes(e.args["partialDigest"]))
+            for e in self.events("PartialAttested", argument_filters={"round": round_id})
+        }
 
     def finalize(self, round_id: int, *, sender: LocalAccount) -> TxResult:
         """Finalize after ``publish_aggregate`` (and the key holder's attested release or

@@ -38,6 +38,30 @@ class Role(enum.IntFlag):
     AGGREGATOR = 2
     KEY_HOLDER = 4
     AUDITOR = 8
+    COMMITTEE = 16
+
+
+@dataclass(frozen=True)
+class CommitteeInfo:
+    """The decryption committee on chain: CRP seed, members (member i is ``members[i-1]``),
+    threshold, and each member's committed key share digest (absent until committed)."""
+
+    seed: Digest
+    members: tuple[Address, ...]
+    threshold: int
+    share_digests: dict[int, Digest]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def index_of(self, address: str) -> int:
+        """Member index (1..K) of ``address``; ``KeyError`` if it is not a member."""
+        wanted = address.lower()
+        for index, member in enumerate(self.members, start=1):
+            if member.lower() == wanted:
+                return index
+        raise KeyError(address)
 
 
 class RoundStatus(enum.IntEnum):

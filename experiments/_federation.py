@@ -88,7 +88,9 @@ class RoundRecord:
     by the protocol, ``reputation`` maps client names to their on-chain score after the
     round, and ``flagged`` maps the ids the round's audit flagged to the reason code.
     ``chain_phases`` maps each ledger phase of the round (open, commit, reveal, publish,
-    release, finalize, audit) to its ``{"gas": ..., "seconds": ...}``."""
+    release, finalize, audit) to its ``{"gas": ..., "seconds": ...}``; with a decryption
+    committee (``secagg.committee_size`` > 1), ``committee`` maps each member that took part
+    (1..K) to its ``{"seconds": ..., "bytes_up": ..., "bytes_down": ...}`` of the round."""
 
     round: int
     accuracy: float
@@ -107,6 +109,7 @@ class RoundRecord:
     reputation: dict[str, float] | None = None
     flagged: dict[int, int] | None = None
     chain_phases: dict[str, dict[str, float]] | None = None
+    committee: dict[int, dict[str, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ class RoundExtras:
     excluded: dict[int, str] = field(default_factory=dict)
     flagged: dict[int, int] | None = None
     chain_phases: dict[str, dict[str, float]] | None = None
+    committee: dict[int, dict[str, float]] | None = None
 
 
 class Federation:
@@ -376,7 +380,9 @@ class Federation:
         gas_used = None
         chain_seconds = None
         chain_phases = None
+        committee = None
         if outcome is not None:
+            committee = dict(outcome.committee) or None
             excluded.update(outcome.excluded)
             flagged = dict(outcome.flagged)
             gas_used = outcome.gas_used
@@ -398,6 +404,7 @@ class Federation:
             excluded=excluded,
             flagged=flagged,
             chain_phases=chain_phases,
+            committee=committee,
         )
 
     def privacy_spent(self) -> tuple[float | None, float | None]:
@@ -473,6 +480,7 @@ class Federation:
             reputation=extras.reputation,
             flagged=extras.flagged,
             chain_phases=extras.chain_phases,
+            committee=extras.committee,
         )
 
     def run(

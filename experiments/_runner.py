@@ -72,6 +72,14 @@ def check_supported(cfg: RunConfig) -> None:
             f"secagg.max_dropout_fraction={max_dropout}: the masking threshold would not "
             "survive that many dropouts (raise secagg.max_dropout_fraction)"
         )
+    committee = int(getattr(cfg.secagg, "committee_size", 1) or 1)
+    if cfg.dp.name == "client" and not getattr(cfg.dp, "distributed", False) and committee > 1:
+        raise ConfigError(
+            "dp=client with central noise needs a single releasing party that adds the noise "
+            f"inside its release; a decryption committee (secagg.committee_size={committee}) "
+            "combines partials to the exact sum: use dp.distributed=true, or "
+            "secagg.committee_size=1 secagg.committee_threshold=1"
+        )
     check_feasible(cfg)  # min_clients, a masking round at the largest dropout, the device
 
 

@@ -5,8 +5,8 @@ from typing import Any
 SOURCES: dict[str, str] = {
     "chain/_hydra.py": "45cba2a994c7568d6b8b97294d7ddc2945064b0d14a5d55abffdd4967ee8a2c6",
     "dp/_hydra.py": "e5cd4d1f4e0aef9b5f94c93fdc6bb883c7d9f267e8982af769d0d7b328c98e40",
-    "secagg/_hydra.py": "127c3dff9294f3f4e4b8ca268095cac0f13abac02a2cc77f2936f8283f3dad18",
-    "secagg/ckks/_config.py": "815debb897d1c8daa5ad11c085616fcf97b8e655595a844d0912109408e06c9c",
+    "secagg/_hydra.py": "416b66ef5e8a39d5a5802a41161e3dfb92bd201efeaf289aaf3a5b10b0db0b45",
+    "secagg/ckks/_config.py": "8c94b4d087afea94a9784f2a2222dc85d240eea11a0f5f06537a134f1f022df1",
     "secagg/masking/_params.py": "87232e9d6f818cdf582b0bf431c661b650cdad590ddced1bfc71658a67bdc9e2",
 }
 
@@ -83,8 +83,8 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
     "secagg": {
         "ckks": {
             "coeff_mod_bit_sizes": None,
-            "committee_size": 1,
-            "committee_threshold": 1,
+            "committee_size": 3,
+            "committee_threshold": 2,
             "flood_std_bits": 24,
             "min_clients": 2,
             "name": "ckks",

@@ -20,7 +20,14 @@ An auditor holds no data and no key. For each round (or one) it checks:
 * **reveal**: for CKKS rounds, the key holder reserved the release and attested either a
   reveal whose bytes are in the store, or a refusal whose reason holds (too few inputs:
   the participants are below the manifest's ``min_clients``; a mismatching aggregate: the
-  aggregate check failed). A reservation never attested is named.
+  aggregate check failed). A reservation never attested is named. With a decryption
+  committee (``committee_size`` > 1): the manifest's public context is the collective key
+  of the key shares whose digests the members committed on chain (with the CRP seed fixed
+  there); the attested reveal is byte for byte what the stored, attested partials combine
+  to (:func:`secagg._committee_round.combine_attested`, the combiner's own procedure); a
+  member whose partial the cross-check shows wrong is named (a finding without a client:
+  members are not clients); a refusal for too few or inconsistent partials holds only if
+  the attested partials indeed release nothing.
 * **privacy**: each committed privacy event belongs to an unbroken hash chain of the client's
   events (walked back through the store); before any accounting, the event must match the
   privacy policy the round's manifest commits for that client (mechanism, sample rate,
@@ -73,6 +80,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
 from hexbytes import HexBytes
 
 from chain import EPSILON_SCALE, ChainError, Commitment, Ledger, RoundInfo, RoundStatus
@@ -80,6 +88,12 @@ from dp import PrivacyEvent, independent_epsilon
 from dp._errors import DPError
 from dp._events import MAX_EVENT_BYTES
 from secagg._audit_report import CANNOT_AUDIT_CHECK, AuditReport, Finding, RoundAudit
+from secagg._committee_round import (
+    REFUSAL_BAD_PARTIALS,
+    REFUSAL_TOO_FEW_PARTIALS,
+    attested_partials,
+    combine_attested,
+)
 from secagg._digest import Digest, keccak256
 from secagg._errors import SecAggError
 from secagg._manifest import MAX_MANIFEST_BYTES, PrivacyPolicy, RoundManifest
@@ -91,6 +105,13 @@ from secagg._roles import (
     ZERO_DIGEST,
 )
 from secagg._store import ArtifactNotFoundError, ArtifactStore
+from secagg.ckks import (
+    CommitteeParams,
+    InsufficientPartialsError,
+    PartialMismatchError,
+    RevealPolicy,
+    verify_public_context,
+)
 
 _T = TypeVar("_T")
 DEFAULT_EPSILON_TOLERANCE = 1e-6
@@ -403,6 +424,9 @@ class Auditor:
     ) -> None:
         if manifest.scheme != "ckks" or info.status < RoundStatus.RELEASING:
             return
+        if _committee_size(manifest) > 1:
+            self._committee_reveal(info, manifest, aggregate_ok, failed)
+            return
         if info.status is RoundStatus.RELEASING:
             failed("reveal")
             self.find(
@@ -454,6 +478,103 @@ class Auditor:
                 "reveal",
                 f"key holder {self._sender_of('ReleaseRefused', info.round_id)}: {problem}",
             )
+
+    # ---------------------------------------------------------- committee release
+    def _committee_reveal(
+        self,
+        info: RoundInfo,
+        manifest: RoundManifest,
+        aggregate_ok: bool,
+        failed: Callable[[str], None],
+    ) -> None:
+        """A committee round: the collective key is the combination of the committed key
+        shares; the released sum is what the attested partials combine to (a member whose
+        partial the cross-check shows wrong is named); a refusal's reason holds."""
+        round_id = info.round_id
+
+        def find(detail: str) -> None:
+            failed("reveal")
+            self.find(round_id, "reveal", detail)
+
+        committee = self.ledger.committee()
+        if committee is None:
+            find("the manifest asks for a decryption committee, but none is set up on chain")
+            return
+        params = CommitteeParams(size=committee.size, threshold=committee.threshold)
+        wanted = (_committee_size(manifest), manifest.scheme_config.get("committee_threshold"))
+        if (params.size, params.threshold) != wanted:
+            find(f"the committee on chain ({params.threshold} of {params.size}) differs")
+            return
+        if manifest.public_material is None:
+            find("the manifest names no public context")
+            return
+        context = self.store.get(bytes.fromhex(manifest.public_material.removeprefix("0x")))
+        digests = [committee.share_digests.get(j) for j in params.members]
+        if any(d is None for d in digests):
+            find("not every committee member committed its key share")
+            return
+        try:
+            verify_public_context(
+                context,
+                committee=params,
+                crp_seed=bytes(committee.seed),
+                shares=[self.store.get(d) for d in digests if d is not None],
+                share_digests=[Digest(d) for d in digests if d is not None],
+            )
+        except (SecAggError, ArtifactNotFoundError) as error:
+            find(f"the collective public key is not the committed key shares': {error}")
+            return
+        if info.status is RoundStatus.RELEASING:
+            find("the committee reserved the release but attested neither a reveal nor a refusal")
+            return
+        if info.refusal_code in (REFUSAL_AGGREGATE_MISMATCH, REFUSAL_TOO_FEW_INPUTS):
+            self._refusal(info, manifest, aggregate_ok, failed)
+            return
+        if not info.refusal_code and info.reveal_digest in (None, ZERO_DIGEST):
+            find("the committee attested neither a reveal nor a refusal")
+            return
+        partials = attested_partials(self.ledger, self.store, round_id)
+        aggregate = self.store.get(info.aggregate_digest) if info.aggregate_digest else b""
+        policy = RevealPolicy(
+            min_clients=int(manifest.scheme_config.get("min_clients", 2)),
+            precision_bits=int(manifest.scheme_config.get("precision_bits", 24)),
+            flood_std_bits=int(manifest.scheme_config.get("flood_std_bits", 24)),
+        )
+        try:
+            values, _, named = combine_attested(
+                aggregate, partials, public_context=context, committee=params, policy=policy
+            )
+        except (InsufficientPartialsError, PartialMismatchError) as error:
+            if info.refusal_code == REFUSAL_TOO_FEW_PARTIALS and isinstance(
+                error, InsufficientPartialsError
+            ):
+                return
+            if info.refusal_code == REFUSAL_BAD_PARTIALS and isinstance(
+                error, PartialMismatchError
+            ):
+                return
+            if info.refusal_code:
+                return  # refused, and indeed nothing can be released from these partials
+            find(f"a sum was attested, but the attested partials release nothing: {error}")
+            return
+        for member, why in sorted(named.items()):
+            find(
+                f"committee member {member} ({committee.members[member - 1]}) published a "
+                f"wrong partial decryption: {why}"
+            )
+        if info.refusal_code:
+            find(
+                f"committee refused (code {info.refusal_code}), but the attested partials "
+                "release the sum"
+            )
+            return
+        try:
+            released = self.store.get(info.reveal_digest) if info.reveal_digest else b""
+        except (SecAggError, ArtifactNotFoundError) as error:
+            find(f"attested reveal not verifiable: {error}")
+            return
+        if released != np.asarray(values, dtype="<f8").tobytes():
+            find("the attested reveal is not the sum the attested partials release")
 
     # ----------------------------------------------------------------- privacy
     def _event(self, digest_hex: str) -> PrivacyEvent:
@@ -746,6 +867,11 @@ def _policy_problems(
             f"{policy.steps} steps per round up to round {round_id})"
         )
     return problems
+
+
+def _committee_size(manifest: RoundManifest) -> int:
+    size = manifest.scheme_config.get("committee_size", 1)
+    return size if isinstance(size, int) else 1
 
 
 def _safe_inputs(manifest: RoundManifest, aggregate: bytes) -> tuple[Digest, ...] | None:

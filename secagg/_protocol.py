@@ -17,7 +17,10 @@ over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
    committed digest, combines blindly and publishes the aggregate digest and the
    participants (before the reveal deadline only if all committed clients are in it);
 6. the key holder (CKKS) recombines the committed blobs itself, compares bytes, reserves
-   the release on the ledger, decrypts once and attests (or attests its refusal); for
+   the release on the ledger, decrypts once and attests (or attests its refusal); with a
+   decryption committee (K > 1, :mod:`secagg._committee_round`) each present member does
+   the check itself, the first reserves, each attests its partial, and any T partials
+   release the sum (fewer: the round aborts, nothing released); for
    masking the unmasking server releases the sum; the aggregator finalizes (reputation:
    +1 committed and revealed, -1 otherwise);
 7. the auditor checks the round from ledger and store alone and flags every client at fault
@@ -73,6 +76,7 @@ import numpy as np
 from chain import AlreadyFlagged, ChainError
 from secagg._audit_report import Finding
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, Auditor, culprits
+from secagg._committee_round import DecryptionCommittee, form_committee
 from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
 from secagg._errors import InvalidUpdateError, ProtocolAbortError, SecAggError
@@ -85,6 +89,7 @@ from secagg._roles import (
     Submission,
 )
 from secagg._scheme import PhaseStats, ProtectionScheme, RoundSession
+from secagg.ckks import CKKSScheme
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class SecureRoundOutcome:
     flagged: dict[int, int] = field(default_factory=dict)
     gas_by_phase: dict[str, int] = field(default_factory=dict)
     chain_seconds_by_phase: dict[str, float] = field(default_factory=dict)
+    committee: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 log = logging.getLogger("secagg")
@@ -121,6 +127,7 @@ PHASE_OF_FUNCTION = {
     "reserveRelease": "release",
     "attestReveal": "release",
     "attestRefusal": "release",
+    "attestPartial": "release",
     "finalize": "finalize",
     "flag": "audit",
 }
@@ -173,6 +180,9 @@ class SecureRoundProtocol:
             store=consortium.store,
             epsilon_tolerance=DEFAULT_EPSILON_TOLERANCE,
         )
+        self.committee: DecryptionCommittee | None = None
+        if isinstance(scheme, CKKSScheme) and scheme.committee.size > 1:
+            self.committee = form_committee(consortium, scheme)
         public_context = getattr(scheme, "public_context", None)
         self.public_material: str | None = None
         if isinstance(public_context, bytes):
@@ -231,6 +241,7 @@ class SecureRoundProtocol:
         federation_event: str | None = None,
         crash_after_commit: Collection[int] = (),
         withhold_reveal: Collection[int] = (),
+        absent_members: Collection[int] = (),
     ) -> SecureRoundOutcome:
         """One round. ``updates`` holds the *weighted* updates of the clients still up (the
         others in ``selected`` dropped before committing); ``withhold_reveal`` are clients
@@ -242,7 +253,8 @@ class SecureRoundProtocol:
         unmasks the exact sum and no single party releases it. ``federation_policy`` and
         ``federation_event`` (dp=client: the federation's policy and the hex digest of its
         event chain's head, the releases before this round, events in the store) go into
-        the manifest, so opening this round commits them on chain."""
+        the manifest, so opening this round commits them on chain. ``absent_members`` are
+        decryption committee members (1..K) that do not take part."""
         if release_noise_std is not None and not (
             isinstance(release_noise_std, int | float)
             and math.isfinite(release_noise_std)
@@ -255,6 +267,11 @@ class SecureRoundProtocol:
             raise ProtocolAbortError(
                 f"round {round_id}: central DP noise needs a single releasing party; with "
                 "masking the aggregator unmasks the exact sum (use distributed noise)"
+            )
+        if release_noise_std is not None and self.committee is not None:
+            raise ProtocolAbortError(
+                f"round {round_id}: central DP noise needs a single releasing party; a "
+                "decryption committee's partials combine to the exact sum (use distributed noise)"
             )
         clock = _ChainClock()
         events = events or {}
@@ -296,6 +313,7 @@ class SecureRoundProtocol:
             clock,
             crash_after_commit=crash_after_commit,
             release_noise_std=release_noise_std,
+            absent_members=absent_members,
         )
 
     def _commit_phase(
@@ -407,6 +425,7 @@ class SecureRoundProtocol:
         *,
         crash_after_commit: Collection[int],
         release_noise_std: float | None = None,
+        absent_members: Collection[int] = (),
     ) -> SecureRoundOutcome:
         """Collect, combine, publish, release, finalize and audit one round."""
         round_id = manifest.round_id
@@ -420,6 +439,7 @@ class SecureRoundProtocol:
             excluded.setdefault(client_id, reason)
         total = None
         aggregate_digest = None
+        committee_stats: dict[int, dict[str, float]] = {}
         if collected.blobs:
             try:
                 with clock.phase("publish"):
@@ -427,11 +447,21 @@ class SecureRoundProtocol:
                 aggregate_digest = keccak256(aggregate)  # the digest just published
                 survivors = [c for c in session.combined if c not in crash_after_commit]
                 with clock.phase("release"):
-                    # central DP noise, added inside the release (absent: no keyword)
-                    noise = {} if release_noise_std is None else {"noise_std": release_noise_std}
-                    total, _ = self.key_holder.reveal(
-                        round_id, manifest, session, aggregate, survivors=survivors, **noise
-                    )
+                    if self.committee is not None:
+                        total, committee_round = self.committee.reveal(
+                            round_id, manifest, session, aggregate, absent=absent_members
+                        )
+                        committee_stats = {
+                            j: stats.as_dict() for j, stats in committee_round.stats.items()
+                        }
+                    else:
+                        # central DP noise, added inside the release (absent: no keyword)
+                        noise = {}
+                        if release_noise_std is not None:
+                            noise["noise_std"] = release_noise_std
+                        total, _ = self.key_holder.reveal(
+                            round_id, manifest, session, aggregate, survivors=survivors, **noise
+                        )
             except (SecAggError, ChainError) as error:
                 for client_id in collected.blobs:
                     excluded.setdefault(
@@ -470,6 +500,7 @@ class SecureRoundProtocol:
             flagged=flagged,
             gas_by_phase=gas_by_phase,
             chain_seconds_by_phase=dict(clock.by_phase),
+            committee=committee_stats,
         )
 
     def _flag(self, findings: Sequence[Finding]) -> dict[int, int]:

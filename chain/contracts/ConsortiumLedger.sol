@@ -48,7 +48,10 @@ contract ConsortiumLedger {
     uint8 public constant ROLE_AGGREGATOR = 2;
     uint8 public constant ROLE_KEY_HOLDER = 4;
     uint8 public constant ROLE_AUDITOR = 8;
-    uint8 internal constant ALL_ROLES = 15;
+    /// @notice A member of the decryption committee (threshold CKKS: any T of K release).
+    uint8 public constant ROLE_COMMITTEE = 16;
+    uint8 internal constant ALL_ROLES = 31;
+    uint256 public constant MAX_COMMITTEE = 8;
 
     // --------------------------------------------------------------------- round status
     uint8 public constant STATUS_NONE = 0;
@@ -147,6 +150,20 @@ contract ConsortiumLedger {
     mapping(uint256 => mapping(uint256 => uint256)) internal revealedBits;
     mapping(bytes32 => bool) internal flagged;
 
+    /// @notice Decryption committee (empty until `setupCommittee`): the seed of the common
+    ///         random polynomial, fixed on chain from the previous block hash and prevrandao
+    ///         so no member chooses it; K members and threshold T. Once a committee is set,
+    ///         only its members reserve, attest or refuse releases (not the key holder).
+    bytes32 public committeeSeed;
+    uint8 public committeeSize;
+    uint8 public committeeThreshold;
+    /// @dev member index (1..K) of each committee account, 0 for others.
+    mapping(address => uint8) internal committeeIndex;
+    /// @dev keccak256 of each member's public key share, committed once.
+    mapping(address => bytes32) internal keyShareDigestOf;
+    /// @dev per round, the digest of each member's partial decryption, attested once.
+    mapping(uint256 => mapping(address => bytes32)) internal partialDigestOf;
+
     // ----------------------------------------------------------------------------- events
     event RolesSet(address indexed account, uint8 roles);
     event EpsilonBudgetSet(uint64 epsilonBudget);
@@ -181,6 +198,9 @@ contract ConsortiumLedger {
     event RevealAttested(uint256 indexed round, bytes32 revealDigest);
     event ReleaseRefused(uint256 indexed round, uint32 reasonCode);
     event RoundFinalized(uint256 indexed round, uint16 committed, uint16 missed);
+    event CommitteeSetUp(bytes32 seed, address[] members, uint8 threshold);
+    event KeyShareCommitted(address indexed member, uint8 index, bytes32 shareDigest);
+    event PartialAttested(uint256 indexed round, address indexed member, uint8 index, bytes32 partialDigest);
     event Flagged(address indexed client, uint256 indexed round, uint32 reasonCode, address auditor);
 
     // ----------------------------------------------------------------------------- errors
@@ -211,6 +231,9 @@ contract ConsortiumLedger {
     error HighS(uint256 position);
     error InvalidSignature(uint256 position);
     error AlreadyFlagged(address client, uint256 round, uint32 reasonCode);
+    error BadCommittee(uint256 size, uint8 threshold);
+    error NotCommitteeMember(address account);
+    error AlreadyAttested(address member);
 
     constructor(uint64 initialEpsilonBudget) {
         admin = msg.sender;
@@ -222,6 +245,17 @@ contract ConsortiumLedger {
 
     modifier onlyAdmin() {
         if (msg.sender != admin) revert NotAdmin(msg.sender);
+        _;
+    }
+
+    /// @dev Who may reserve, attest and refuse releases: the committee's members once one
+    ///      is set up, the key holder otherwise.
+    modifier onlyReleaser() {
+        if (committeeSize != 0) {
+            if (committeeIndex[msg.sender] == 0) revert NotCommitteeMember(msg.sender);
+        } else if (members[msg.sender].roles & ROLE_KEY_HOLDER == 0) {
+            revert NotRegistered(msg.sender, ROLE_KEY_HOLDER);
+        }
         _;
     }
 
@@ -453,7 +487,7 @@ contract ConsortiumLedger {
     }
 
     /// @notice The key holder reserves the round's one release BEFORE it decrypts.
-    function reserveRelease(uint256 round) external onlyRole(ROLE_KEY_HOLDER) {
+    function reserveRelease(uint256 round) external onlyReleaser {
         Round storage rd = rounds[round];
         if (rd.header.status != STATUS_AGGREGATED) revert WrongRound(round, rd.header.status);
         rd.header.status = STATUS_RELEASING;
@@ -461,7 +495,7 @@ contract ConsortiumLedger {
     }
 
     /// @notice The key holder attests the digest of what it released (after reserving).
-    function attestReveal(uint256 round, bytes32 revealDigest) external onlyRole(ROLE_KEY_HOLDER) {
+    function attestReveal(uint256 round, bytes32 revealDigest) external onlyReleaser {
         Round storage rd = rounds[round];
         if (rd.header.status != STATUS_RELEASING) revert WrongRound(round, rd.header.status);
         rd.header.status = STATUS_REVEALED;
@@ -471,7 +505,7 @@ contract ConsortiumLedger {
 
     /// @notice The key holder attests that it refused to release this round, and why
     ///         (`reasonCode` > 0; the codes are the off-chain key holder's).
-    function attestRefusal(uint256 round, uint32 reasonCode) external onlyRole(ROLE_KEY_HOLDER) {
+    function attestRefusal(uint256 round, uint32 reasonCode) external onlyReleaser {
         Round storage rd = rounds[round];
         uint8 status = rd.header.status;
         if (status != STATUS_AGGREGATED && status != STATUS_RELEASING) {
@@ -481,6 +515,63 @@ contract ConsortiumLedger {
         rd.header.status = STATUS_REFUSED;
         rd.refusalCode = reasonCode;
         emit ReleaseRefused(round, reasonCode);
+    }
+
+    // ------------------------------------------------------------- decryption committee
+    /// @notice Set up the decryption committee once: K distinct accounts holding the
+    ///         committee role (member i is `committee[i-1]`), threshold T. The CRP seed is
+    ///         derived here from the previous block's hash and prevrandao.
+    function setupCommittee(address[] calldata committee, uint8 threshold) external onlyAdmin {
+        uint256 size = committee.length;
+        if (committeeSize != 0 || size < 2 || size > MAX_COMMITTEE || threshold == 0 || threshold > size) {
+            revert BadCommittee(size, threshold);
+        }
+        for (uint256 i = 0; i < size; ++i) {
+            address account = committee[i];
+            if (members[account].roles & ROLE_COMMITTEE == 0) revert NotRegistered(account, ROLE_COMMITTEE);
+            if (committeeIndex[account] != 0) revert BadCommittee(size, threshold);
+            committeeIndex[account] = uint8(i + 1);
+        }
+        bytes32 seed = keccak256(
+            abi.encodePacked(blockhash(block.number - 1), block.prevrandao, address(this), committee, threshold)
+        );
+        committeeSeed = seed;
+        committeeSize = uint8(size);
+        committeeThreshold = threshold;
+        emit CommitteeSetUp(seed, committee, threshold);
+    }
+
+    /// @notice A committee member commits the digest of its public key share, once.
+    function commitKeyShare(bytes32 shareDigest) external {
+        uint8 index = committeeIndex[msg.sender];
+        if (index == 0) revert NotCommitteeMember(msg.sender);
+        if (keyShareDigestOf[msg.sender] != bytes32(0)) revert AlreadyAttested(msg.sender);
+        if (shareDigest == bytes32(0)) revert BadReason(0);
+        keyShareDigestOf[msg.sender] = shareDigest;
+        emit KeyShareCommitted(msg.sender, index, shareDigest);
+    }
+
+    /// @notice A committee member attests the digest of its partial decryption of a round's
+    ///         aggregate, once per round, only while the round's release is reserved.
+    function attestPartial(uint256 round, bytes32 partialDigest) external {
+        uint8 index = committeeIndex[msg.sender];
+        if (index == 0) revert NotCommitteeMember(msg.sender);
+        Round storage rd = rounds[round];
+        if (rd.header.status != STATUS_RELEASING) revert WrongRound(round, rd.header.status);
+        if (partialDigestOf[round][msg.sender] != bytes32(0)) revert AlreadyAttested(msg.sender);
+        if (partialDigest == bytes32(0)) revert BadReason(0);
+        partialDigestOf[round][msg.sender] = partialDigest;
+        emit PartialAttested(round, msg.sender, index, partialDigest);
+    }
+
+    /// @notice A committee member's index (1..K, 0 if none) and committed key share digest.
+    function committeeMember(address account) external view returns (uint8, bytes32) {
+        return (committeeIndex[account], keyShareDigestOf[account]);
+    }
+
+    /// @notice The digest a committee member attested for its partial of `round` (0: none).
+    function partialDigest(uint256 round, address member) external view returns (bytes32) {
+        return partialDigestOf[round][member];
     }
 
     /// @notice Finalize: every selected client gets a positive event if it committed and

@@ -78,14 +78,9 @@ def build_ckks_scheme(schema: Any) -> CKKSScheme:
     if schema.name != "ckks":
         raise InsecureParametersError(f"name must be 'ckks', got {schema.name!r}")
     committee = committee_from_schema(schema)
-    if committee.size > 1:
-        raise CommitteeConfigError(
-            f"committee_size={committee.size}: committee decryption (secagg.ckks.CommitteeMember,"
-            " combine_partials) is not wired into the round protocol yet; use committee_size=1"
-        )
     policy = RevealPolicy(
         min_clients=int(schema.min_clients),
         precision_bits=int(schema.precision_bits),
         flood_std_bits=int(schema.flood_std_bits),
     )
-    return CKKSScheme(params=params_from_schema(schema), policy=policy)
+    return CKKSScheme(params=params_from_schema(schema), policy=policy, committee=committee)

@@ -3,10 +3,19 @@
 :class:`CKKSScheme` creates one :class:`~secagg.ckks._keyholder.KeyHolder` (keys outlive
 rounds); every round the client encryptor and the aggregator are built from the public
 context *bytes* only, and only bytes pass between the roles, as they would on the wire.
+
+With a decryption committee (K > 1) there is no key holder: the round protocol
+(:mod:`secagg._committee_round`) sets the committee up on the ledger and installs its
+collective key with :meth:`CKKSScheme.install_public_context`. Without a ledger
+(``chain=none``) the scheme simulates the K members in this process instead, with a random
+CRP seed standing for the one the ledger fixes; each member checks the aggregate against
+the blobs the round combined before its partial decryption, and all K partials are
+combined (cross-checked when K > T).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Collection, Mapping, Sequence
 
@@ -16,6 +25,8 @@ from secagg._errors import EmptyAggregateError, SecAggError
 from secagg._scheme import ProtectionScheme, RoundSession
 from secagg.ckks._aggregator import CKKSAggregator
 from secagg.ckks._client import CKKSClient
+from secagg.ckks._committee import CommitteeMember, CommitteeSetupError, combine_partials
+from secagg.ckks._committee_keys import CRP_SEED_SIZE, CommitteeParams
 from secagg.ckks._keyholder import KeyHolder
 from secagg.ckks._params import CKKSParams, RevealPolicy
 
@@ -25,18 +36,66 @@ class CKKSScheme(ProtectionScheme):
 
     name = "ckks"
 
-    def __init__(self, *, params: CKKSParams, policy: RevealPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        params: CKKSParams,
+        policy: RevealPolicy,
+        committee: CommitteeParams | None = None,
+    ) -> None:
         start = time.perf_counter()
         self.params = params
         self.policy = policy
-        self.key_holder = KeyHolder(params=params, policy=policy)
-        self.public_context = self.key_holder.public_context_bytes()
-        self.client = CKKSClient(self.public_context)
+        self.committee = committee or CommitteeParams(size=1, threshold=1)
+        self.key_holder: KeyHolder | None = None
+        self.public_context: bytes | None = None
+        self._client: CKKSClient | None = None
+        if self.committee.size == 1:
+            self.key_holder = KeyHolder(params=params, policy=policy)
+            self.install_public_context(self.key_holder.public_context_bytes())
+        self.local_members: list[CommitteeMember] = []
         self._pending_setup_seconds = time.perf_counter() - start
         self._has_context: set[int] = set()
         self._aggregator_has_context = False
 
+    def _form_local_committee(self) -> None:
+        """Ledger-less runs: simulate the K members here (see the module docstring)."""
+        start = time.perf_counter()
+        seed = os.urandom(CRP_SEED_SIZE)
+        members = [
+            CommitteeMember(
+                member=j,
+                params=self.params,
+                committee=self.committee,
+                policy=self.policy,
+                crp_seed=seed,
+            )
+            for j in self.committee.members
+        ]
+        for dealer in members:
+            for recipient, message in dealer.deal_secret_shares().items():
+                members[recipient - 1].receive_secret_share(sender=dealer.member, message=message)
+        shares = [member.public_key_share for member in members]
+        contexts = {member.join(shares).to_bytes() for member in members}
+        self.local_members = members
+        self.install_public_context(contexts.pop())
+        self._pending_setup_seconds += time.perf_counter() - start
+
+    def install_public_context(self, public_context: bytes) -> None:
+        """Use ``public_context`` (a committee's collective key, checked by the caller against
+        the committed shares) for clients and the aggregator."""
+        self.public_context = public_context
+        self._client = CKKSClient(public_context)
+
+    @property
+    def client(self) -> CKKSClient:
+        if self._client is None:
+            raise CommitteeSetupError("the committee's collective key is not installed yet")
+        return self._client
+
     def start_round(self, *, round_id: int, client_ids: Sequence[int], dim: int) -> RoundSession:
+        if self.public_context is None:
+            self._form_local_committee()
         return _CKKSSession(scheme=self, round_id=round_id, client_ids=client_ids, dim=dim)
 
 
@@ -48,6 +107,7 @@ class _CKKSSession(RoundSession):
         self._scheme = scheme
         self.rejected: dict[int, str] = {}
         self.combined: tuple[int, ...] = ()
+        self._combined_blobs: list[bytes] = []
 
     def setup(self, *, dropouts: Collection[int] = ()) -> None:
         """Key holder -> clients and aggregator: the public context, once per party."""
@@ -60,7 +120,7 @@ class _CKKSSession(RoundSession):
         receivers = len(new_clients) + (0 if scheme._aggregator_has_context else 1)
         scheme._aggregator_has_context = True
         scheme._has_context.update(new_clients)
-        self.stats.bytes_down["setup"] += len(scheme.public_context) * receivers
+        self.stats.bytes_down["setup"] += len(scheme.public_context or b"") * receivers
 
     def protect(self, client_id: int, update: np.ndarray) -> bytes:
         values = self.check_update(update)
@@ -74,7 +134,7 @@ class _CKKSSession(RoundSession):
         if not blobs:
             raise EmptyAggregateError("no blobs to combine")
         with self.stats.timed("combine"):
-            aggregator = CKKSAggregator(self._scheme.public_context, element_count=self.dim)
+            aggregator = CKKSAggregator(self._public_context, element_count=self.dim)
             combined: list[int] = []
             for client_id in sorted(blobs):
                 if client_id not in self.client_ids:
@@ -88,11 +148,46 @@ class _CKKSSession(RoundSession):
                 combined.append(client_id)
             aggregate = aggregator.aggregate()
         self.combined = tuple(combined)
+        self._combined_blobs = [blobs[client_id] for client_id in combined]
         return aggregate
 
+    @property
+    def _public_context(self) -> bytes:
+        if self._scheme.public_context is None:
+            raise CommitteeSetupError("the committee's collective key is not installed yet")
+        return self._scheme.public_context
+
     def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:
+        key_holder = self._scheme.key_holder
+        if key_holder is None:
+            return self._committee_reveal(aggregate, survivors=survivors)
         self.stats.bytes_up["reveal"] += len(aggregate)
         with self.stats.timed("reveal"):
-            result = self._scheme.key_holder.reveal(aggregate)
+            result = key_holder.reveal(aggregate)
         self.stats.bytes_down["reveal"] += result.nbytes * max(len(survivors), 1)
         return result
+
+    def _committee_reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:
+        """Ledger-less committee: every simulated member checks and partially decrypts."""
+        scheme = self._scheme
+        if not scheme.local_members:
+            raise CommitteeSetupError(
+                "this committee lives on the ledger: it releases through the round protocol "
+                "(secagg._committee_round.DecryptionCommittee)"
+            )
+        with self.stats.timed("reveal"):
+            partials = [
+                member.partial_decrypt(aggregate, committed_blobs=self._combined_blobs)
+                for member in scheme.local_members
+            ]
+            release = combine_partials(
+                aggregate,
+                partials,
+                public_context=self._public_context,
+                committee=scheme.committee,
+                policy=scheme.policy,
+            )
+        self.stats.bytes_up["reveal"] += len(aggregate) * len(partials)
+        self.stats.bytes_down["reveal"] += sum(len(p) for p in partials)
+        self.stats.bytes_down["reveal"] += release.values.nbytes * max(len(survivors), 1)
+        return release.values

@@ -47,6 +47,7 @@ ROUND_KEYS = {
     "reputation",
     "flagged",
     "chain_phases",
+    "committee",
 }
 FINAL_KEYS = {
     "accuracy",

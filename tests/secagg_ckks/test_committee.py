@@ -436,8 +436,9 @@ def test_schema_committee_fields() -> None:
         committee_from_schema(CKKSSchema(committee_size=2, committee_threshold=3))
     with pytest.raises(CommitteeConfigError):
         committee_from_schema(CKKSSchema(preset="compat", committee_size=3, committee_threshold=2))
-    with pytest.raises(CommitteeConfigError):  # valid, but not wired into the protocol yet
-        build_ckks_scheme(schema)
+    scheme = build_ckks_scheme(schema)  # no key holder: the committee's key comes later
+    assert scheme.committee == CommitteeParams(size=3, threshold=2)
+    assert scheme.key_holder is None and scheme.public_context is None
 
 
 def test_smudging_noise_has_its_std_and_a_hard_bound() -> None:
@@ -472,3 +473,20 @@ def test_secret_transforms_match_seals_ntt() -> None:
     assert np.array_equal(ring.secret_to_ntt(polys), expected)
     assert np.array_equal(ring.numpy_ntt().forward(polys), expected)
     assert np.array_equal(ring.from_ntt(expected), polys)
+
+
+def test_a_ledgerless_scheme_simulates_its_committee_in_process() -> None:
+    scheme = build_ckks_scheme(CKKSSchema(committee_size=3, committee_threshold=2))
+    updates = np.random.default_rng(3).uniform(-0.1, 0.1, size=(3, 50))
+    session = scheme.start_round(round_id=1, client_ids=[0, 1, 2], dim=50)
+    session.setup()
+    blobs = {c: session.protect(c, updates[c]) for c in range(3)}
+    aggregate = session.combine(blobs)
+    total = session.reveal(aggregate, survivors=[0, 1, 2])
+    np.testing.assert_allclose(total, updates.sum(axis=0), atol=1e-6)
+    assert scheme.key_holder is None
+    assert [member.decryptions for member in scheme.local_members] == [1, 1, 1]
+    forged = session.combine({0: blobs[0], 1: blobs[1]})
+    session.combine(blobs)  # the round's combined blobs are all three again
+    with pytest.raises(CommitmentMismatchError):
+        session.reveal(forged, survivors=[0, 1, 2])
