@@ -496,6 +496,16 @@ def test_client_level_central_noise_is_refused_with_masking(run_cfg: ToRun) -> N
     assert federation.privacy.release_noise_std(4) is None
 
 
+def test_client_level_central_noise_is_refused_with_a_decryption_committee(
+    run_cfg: ToRun,
+) -> None:
+    overrides = (*tiny(secagg="ckks"), "dp=client", "dp.noise_multiplier=1.0")
+    with pytest.raises(ConfigError, match="single releasing party"):
+        build_federation(run_cfg(*overrides, "secagg.committee_size=3"))
+    federation = build_federation(run_cfg(*overrides, "dp.distributed=true"))
+    assert federation.privacy.release_noise_std(4) is None
+
+
 def test_client_level_central_noise_is_added_inside_the_release(run_cfg: ToRun) -> None:
     cfg = run_cfg(*TINY, "dp=client", "dp.noise_multiplier=2.0", "dp.max_grad_norm=0.5")
     federation = build_federation(cfg)
@@ -520,6 +530,8 @@ def test_client_level_federation_events_are_committed_by_the_next_manifest(
         compose_cfg,
         tmp_path,
         *tiny(chain="inprocess", secagg="ckks"),
+        "secagg.committee_size=1",  # central noise needs a single releasing party
+        "secagg.committee_threshold=1",
         "federation.rounds=3",
         "dp=client",
         "dp.noise_multiplier=2.0",
