@@ -1,6 +1,6 @@
 """EIP-712 typed data of a batched commit, signed locally by the client's key.
 
-Domain: name ``SecAggConsortiumLedger``, version ``1``, chain id, verifying contract.
+Domain: name ``SecAggConsortiumLedger``, version ``2``, chain id, verifying contract.
 Message: ``Commit(uint256 round,address client,bytes32 manifestDigest,bytes32 blobDigest,
 bytes32 eventDigest,uint64 epsilon)``. A signature is therefore bound to one chain, one
 ledger contract, one round and the manifest the client saw (the contract checks it against

@@ -1,4 +1,4 @@
-"""The privacy-hardened round, end to end (DESIGN.md, "A round").
+"""The privacy-hardened round, end to end (docs/architecture.md, "A round").
 
 :class:`SecureRoundProtocol` drives the parties of :mod:`secagg._roles` through one round
 over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
@@ -34,7 +34,7 @@ reconstructed from the survivors' shares). Any one client's bad input is rejecte
 and the round carries on with the others.
 
 Threat model of the round, per role (HbC = honest-but-curious; the aggregator and the key
-holder do not collude; the README has the long form):
+holder do not collude; docs/threat-model.md has the long form):
 
 ===========  ==========================  ================================  =================
 role         stopped before release      detected after (auditor names)    out of scope

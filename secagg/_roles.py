@@ -1,6 +1,6 @@
 """The parties of a round and what each does: client, aggregator, key holder.
 
-Each party touches only what its role allows (DESIGN.md, "Roles"). A round has a commit
+Each party touches only what its role allows (docs/architecture.md, "Roles"). A round has a commit
 phase and then a reveal phase, both enforced by the ledger contract:
 
 * :class:`ClientParty` protects its own weighted update through the scheme and, in the

@@ -1,6 +1,6 @@
 """CKKS blind aggregation over TenSEAL's SEAL bindings.
 
-Roles (see ``shared/DESIGN.md``): :class:`KeyHolder` creates the keys and reveals only
+Roles (see ``docs/architecture.md``): :class:`KeyHolder` creates the keys and reveals only
 aggregates of at least ``min_clients`` client blobs, flooded and rounded;
 :class:`CKKSClient` encrypts with the public context only; :class:`CKKSAggregator` adds
 ciphertexts blindly with the public context only. :func:`combine_blobs` and
