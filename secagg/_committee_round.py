@@ -42,7 +42,7 @@ from eth_account.signers.local import LocalAccount
 
 from chain import ChainError, CommitteeInfo, Ledger, Role, RoundStatus, TxResult
 from secagg._consortium import Consortium
-from secagg._digest import Digest, keccak256
+from secagg._digest import Digest
 from secagg._errors import CommitmentMismatchError, InsufficientClientsError, SecAggError
 from secagg._manifest import RoundManifest
 from secagg._roles import (
@@ -50,6 +50,7 @@ from secagg._roles import (
     REFUSAL_INVALID_AGGREGATE,
     REFUSAL_TOO_FEW_INPUTS,
     ReleaseRefusedError,
+    participant_blobs,
 )
 from secagg._scheme import RoundSession
 from secagg._store import ArtifactNotFoundError, ArtifactStore
@@ -105,25 +106,7 @@ def committee_participant_blobs(
 ) -> list[bytes]:
     """The round's participants' committed blobs (in participant order), after checking
     that ``aggregate`` is the published one under the round's manifest."""
-    ledger, store = consortium.ledger, consortium.store
-    info = ledger.round_info(round_id)
-    if info.aggregate_digest != keccak256(aggregate):
-        raise CommitmentMismatchError(f"round {round_id}: not the published aggregate")
-    if info.config_digest != manifest.digest():
-        raise CommitmentMismatchError(f"round {round_id}: not the round's manifest")
-    committed = {c.client.lower(): c.blob_digest for c in ledger.commitments(round_id)}
-    blobs = []
-    for participant in info.participants or ():
-        client = manifest.client_by_address(participant)
-        digest = committed.get(participant.lower())
-        if client is None or digest is None:
-            raise CommitmentMismatchError(f"round {round_id}: {participant} has no commitment")
-        try:
-            blobs.append((client.client_id, store.get(digest)))
-        except (ArtifactNotFoundError, CommitmentMismatchError) as error:
-            raise CommitmentMismatchError(
-                f"round {round_id}: participant {participant}'s committed blob: {error}"
-            ) from error
+    blobs = participant_blobs(consortium.ledger, consortium.store, round_id, manifest, aggregate)
     return [blob for _, blob in sorted(blobs)]
 
 

@@ -360,18 +360,12 @@ class AggregatorParty:
         return self.consortium.ledger.finalize(round_id, sender=self._account)
 
 
-def check_aggregate(
+def participant_blobs(
     ledger: Ledger, store: ArtifactStore, round_id: int, manifest: RoundManifest, aggregate: bytes
-) -> None:
-    """Refuse an aggregate unless it is byte for byte the recombination of the round's
-    participants' committed blobs, and its digest is the one published on the ledger.
-
-    The check a key holder (or each member of a decryption committee) runs before it
-    releases anything: it fetches every participant's committed blob from the store,
-    recombines them with the public parameters of the manifest and compares bytes, so an
-    aggregator that publishes, say, one client's ciphertext under an honest header is refused
-    before any decryption. Raises :class:`~secagg._errors.CommitmentMismatchError`.
-    """
+) -> list[tuple[int, bytes]]:
+    """``(client id, committed blob)`` of every participant, in participant order, after
+    checking that ``aggregate`` is the published one under the round's manifest. Raises
+    :class:`~secagg._errors.CommitmentMismatchError`."""
     info = ledger.round_info(round_id)
     digest = keccak256(aggregate)
     if info.aggregate_digest != digest:
@@ -395,7 +389,23 @@ def check_aggregate(
             raise CommitmentMismatchError(
                 f"round {round_id}: participant {participant}'s committed blob: {error}"
             ) from error
-    blobs.sort()
+    return blobs
+
+
+def check_aggregate(
+    ledger: Ledger, store: ArtifactStore, round_id: int, manifest: RoundManifest, aggregate: bytes
+) -> None:
+    """Refuse an aggregate unless it is byte for byte the recombination of the round's
+    participants' committed blobs, and its digest is the one published on the ledger.
+
+    The check a key holder (or each member of a decryption committee) runs before it
+    releases anything: it fetches every participant's committed blob from the store,
+    recombines them with the public parameters of the manifest and compares bytes, so an
+    aggregator that publishes, say, one client's ciphertext under an honest header is refused
+    before any decryption. Raises :class:`~secagg._errors.CommitmentMismatchError`.
+    """
+    in_order = participant_blobs(ledger, store, round_id, manifest, aggregate)
+    blobs = sorted(in_order)
     try:
         recombined = recombine(manifest, blobs, store)
     except (SecAggError, ValueError) as error:
@@ -407,7 +417,7 @@ def check_aggregate(
             f"round {round_id}: the aggregate is not the sum of the participants' committed blobs"
         )
     inputs = aggregate_inputs(manifest, aggregate)
-    expected = tuple(committed[p.lower()] for p in info.participants or ())
+    expected = tuple(keccak256(blob) for _, blob in in_order)  # the store checked each digest
     if inputs is not None and tuple(inputs) != expected:
         raise CommitmentMismatchError(
             f"round {round_id}: the aggregate's inputs are not the participants' commitments"
