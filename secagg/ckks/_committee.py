@@ -81,8 +81,6 @@ from secagg._digest import Digest, keccak256
 from secagg._errors import (
     BlobFormatError,
     CommitmentMismatchError,
-    DuplicateClientError,
-    InsufficientClientsError,
     ParameterMismatchError,
     ProtocolAbortError,
     SecAggError,
@@ -99,7 +97,7 @@ from secagg.ckks._committee_keys import (
     unpack_polys,
 )
 from secagg.ckks._context import PublicContext
-from secagg.ckks._keyholder import NotAnAggregateError
+from secagg.ckks._keyholder import require_releasable
 from secagg.ckks._params import CKKSParams, RevealPolicy, wire_prime
 from secagg.ckks._seal import CommitteeRing
 from secagg.ckks._zq import (
@@ -354,15 +352,7 @@ class CommitteeMember:
         """
         context = self._joined_context()
         header = parse_blob(aggregate, self.params, context_digest=context.digest).header
-        if not header.is_aggregate:
-            raise NotAnAggregateError("committee members decrypt aggregate blobs only")
-        if len(set(header.inputs)) != len(header.inputs):
-            raise DuplicateClientError("aggregate lists the same client blob more than once")
-        if len(header.inputs) < self.policy.min_clients:
-            raise InsufficientClientsError(
-                f"aggregate combines {len(header.inputs)} client blobs, fewer than "
-                f"min_clients={self.policy.min_clients}"
-            )
+        require_releasable(header, self.policy, who="committee members")
         check_aggregate(context, aggregate, committed_blobs)
         digest = blob_digest(aggregate)
         self._checked.add(digest)

@@ -38,7 +38,7 @@ import os
 import numpy as np
 
 from secagg._errors import BlobFormatError, DuplicateClientError, InsufficientClientsError
-from secagg.ckks._blob import blob_digest, parse_blob
+from secagg.ckks._blob import BlobHeader, blob_digest, parse_blob
 from secagg.ckks._context import PublicContext
 from secagg.ckks._flooding import PRF_KEY_BYTES, flood_and_round, flooding_seed
 from secagg.ckks._params import CKKSParams, RevealPolicy
@@ -47,6 +47,20 @@ from secagg.ckks._seal import SecretSealKeys
 
 class NotAnAggregateError(BlobFormatError):
     """The key holder was handed a client blob (it decrypts aggregates only)."""
+
+
+def require_releasable(header: BlobHeader, policy: RevealPolicy, *, who: str) -> None:
+    """Refuse to decrypt anything but an aggregate of at least ``min_clients`` distinct
+    client blobs (the same rule for a key holder and every committee member)."""
+    if not header.is_aggregate:
+        raise NotAnAggregateError(f"{who} decrypt aggregate blobs only")
+    if len(set(header.inputs)) != len(header.inputs):
+        raise DuplicateClientError("aggregate lists the same client blob more than once")
+    if len(header.inputs) < policy.min_clients:
+        raise InsufficientClientsError(
+            f"aggregate combines {len(header.inputs)} client blobs, fewer than "
+            f"min_clients={policy.min_clients}"
+        )
 
 
 class KeyHolder:
@@ -79,15 +93,7 @@ class KeyHolder:
         """
         parsed = parse_blob(aggregate, self.params, context_digest=self.context_digest)
         header = parsed.header
-        if not header.is_aggregate:
-            raise NotAnAggregateError("the key holder decrypts aggregate blobs only")
-        if len(set(header.inputs)) != len(header.inputs):
-            raise DuplicateClientError("aggregate lists the same client blob more than once")
-        if len(header.inputs) < self.policy.min_clients:
-            raise InsufficientClientsError(
-                f"aggregate combines {len(header.inputs)} client blobs, fewer than "
-                f"min_clients={self.policy.min_clients}"
-            )
+        require_releasable(header, self.policy, who="key holders")
         decrypted = self._keys.decrypt(parsed.coefficients)[: header.element_count]
         digest = blob_digest(aggregate)
         if digest not in self._released:
