@@ -157,15 +157,15 @@ def run_node(args: argparse.Namespace) -> int:
     except ChainError as error:
         print(f"secagg node: {error}", file=sys.stderr)
         return 2
-    with backend:
-        print(backend.public_url, flush=True)
-        try:
+    try:  # a signal may arrive at any point once the URL is out: always stop anvil, exit 0
+        with backend:
+            print(backend.public_url, flush=True)
             misses = 0
             while misses < NODE_MISSES:
                 time.sleep(NODE_POLL_S)
                 misses = 0 if backend.w3.is_connected() else misses + 1
-        except KeyboardInterrupt:
-            return 0
+    except KeyboardInterrupt:
+        return 0
     print(f"secagg node: anvil at {backend.public_url} stopped answering", file=sys.stderr)
     return 1
 
