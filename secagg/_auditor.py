@@ -612,6 +612,8 @@ class Auditor:
         failed: Callable[[str], None],
     ) -> None:
         budget = info.epsilon_budget_fixed / EPSILON_SCALE
+        checked = 0  # events checked against a committed policy
+        off_policy: list[tuple[str, list[str]]] = []
         for commitment in commitments:
             address = commitment.client
             member = manifest.client_by_address(address)
@@ -631,6 +633,7 @@ class Auditor:
                     expected_steps=None if member is None else member.expected_steps,
                 )
                 # Composition runs only on parameters the manifest committed (bounded steps).
+                checked += member is not None and member.policy is not None
                 recomputed = None if refused else independent_epsilon(chain)
             except (DPError, SecAggError, ArtifactNotFoundError, ValueError) as error:
                 failed("privacy")
@@ -639,14 +642,7 @@ class Auditor:
                 )
                 continue
             if recomputed is None:
-                failed("privacy")
-                self.find(
-                    info.round_id,
-                    "privacy",
-                    "event does not match the privacy policy the manifest commits (refused "
-                    "before composition): " + "; ".join(refused),
-                    address,
-                )
+                off_policy.append((address, refused))
                 history.last_event_digest = digest_hex
                 continue
             event = chain[-1]
@@ -690,6 +686,39 @@ class Auditor:
                     address,
                 )
             history.last_event_digest = digest_hex
+        self._off_policy(info, off_policy, checked, failed)
+
+    def _off_policy(
+        self,
+        info: RoundInfo,
+        off_policy: list[tuple[str, list[str]]],
+        checked: int,
+        failed: Callable[[str], None],
+    ) -> None:
+        """Name each client whose event is off the manifest's policy, unless no checked event
+        is on it: then the declaration is wrong, not the clients (as for blobs), and the
+        aggregator that declared it is named instead."""
+        if not off_policy:
+            return
+        if len(off_policy) == checked:
+            failed("manifest")
+            self.find(
+                info.round_id,
+                "manifest",
+                f"aggregator {self._opener(info.round_id)}: no committed privacy event matches "
+                f"the privacy policy it declared ({checked} of {checked} fail: "
+                f"{'; '.join(off_policy[0][1])}); the manifest is at fault, not the clients",
+            )
+            return
+        for address, refused in off_policy:
+            failed("privacy")
+            self.find(
+                info.round_id,
+                "privacy",
+                "event does not match the privacy policy the manifest commits (refused "
+                "before composition): " + "; ".join(refused),
+                address,
+            )
 
     def _federation_privacy(
         self, info: RoundInfo, manifest: RoundManifest, failed: Callable[[str], None]

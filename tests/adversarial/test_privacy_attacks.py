@@ -191,3 +191,27 @@ def test_a_forged_ancestor_with_huge_steps_is_refused_before_composition(
     (detail,) = _liar_findings(protocol, _round(protocol, lie))
     assert "refused before composition" in detail
     assert f"cumulative_steps {huge + STEPS} exceed {STEPS}" in detail
+
+
+def test_a_policy_no_honest_client_ran_blames_the_aggregator_not_the_clients(
+    tmp_path: Path,
+) -> None:
+    """The aggregator declares a policy (delta 1e-9) that none of the clients ran: every
+    honest event is off it, so the declaration is at fault and no client is flagged."""
+    protocol = _protocol(tmp_path)
+    rng = np.random.default_rng(1)
+    selected = list(range(N_CLIENTS))
+    outcome = protocol.run_round(
+        1,
+        selected=selected,
+        weights=dict.fromkeys(selected, 1 / N_CLIENTS),
+        updates={c: rng.normal(0, 0.05, DIM) / N_CLIENTS for c in selected},
+        events={c: _event(c) for c in selected},  # type: ignore[arg-type]
+        policies=dict.fromkeys(selected, dataclasses.replace(_policy(), delta=1e-9)),
+    )
+    assert outcome.flagged == {}
+    assert {f.check for f in outcome.findings} == {"manifest"}
+    assert all(f.client is None for f in outcome.findings)
+    (finding,) = outcome.findings
+    assert protocol.consortium.parties.aggregator.address in finding.detail
+    assert "the manifest is at fault, not the clients" in finding.detail
