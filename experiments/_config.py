@@ -140,6 +140,20 @@ class ResNet18Config:
 
 
 @dataclass
+class RunOptions:
+    """How this process runs the federation, not what it computes (``run.*``).
+
+    ``stop_after``: stop after that round, leaving ``checkpoint.pt`` in the run directory
+    (null: run every round). ``resume``: a run directory or checkpoint file to continue
+    from; the rest of the config must match the checkpoint's (``federation.rounds`` may
+    grow). Both need ``chain=none`` (see :mod:`experiments._checkpoint`).
+    """
+
+    resume: str | None = None
+    stop_after: int | None = None
+
+
+@dataclass
 class RunConfig:
     """Top-level config of one federation run (``python -m experiments.run``)."""
 
@@ -150,6 +164,7 @@ class RunConfig:
     dp: Any = MISSING
     secagg: Any = MISSING
     chain: Any = MISSING
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 DATASET_SCHEMAS: dict[str, type] = {
@@ -343,11 +358,48 @@ def validate_local(*, dataset: Any, model: Any, federation: FederationConfig) ->
         )
 
 
+def validate_run(run: RunOptions, *, chain_name: str, dp_audit: str | None = None) -> None:
+    """Check ``run.*``: only a run without a ledger or a one-run audit can stop and resume.
+
+    A ledger-backed run cannot continue in another process: every party's ledger account
+    is a fresh key held in memory only (never written), and the in-process EVM's state
+    dies with its process. The one-run audit's canaries keep secret inclusion bits in
+    memory only. Raises :class:`ConfigError` naming the field and why.
+    """
+    if run.stop_after is not None:
+        _check_int("run.stop_after", run.stop_after, 1)
+    if run.resume is not None and (not isinstance(run.resume, str) or not run.resume.strip()):
+        raise _fail("run.resume", "a run directory or checkpoint file", run.resume)
+    key = "run.resume" if run.resume is not None else "run.stop_after"
+    if run.resume is None and run.stop_after is None:
+        return
+    if chain_name != "none":
+        reason = (
+            "the in-process EVM's contract, commitments and reputation live in the "
+            "interrupted process's memory and are gone with it"
+            if chain_name == "inprocess"
+            else "every party's ledger account (clients, aggregator, key holder) is a fresh "
+            "key held only in the first process's memory and never written, so another "
+            "process cannot act as the parties registered on that contract"
+        )
+        raise ConfigError(
+            f"{key} needs chain=none, got chain={chain_name}: a ledger-backed run cannot "
+            f"resume ({reason}; a persistent node, `secagg node` with chain=rpc, keeps the "
+            "ledger but not the parties' keys); start a fresh run, or use chain=none"
+        )
+    if dp_audit not in (None, "none"):
+        raise ConfigError(
+            f"{key} cannot be used with dp.audit={dp_audit}: the canaries' secret inclusion "
+            "bits live in memory only and are never written to a checkpoint"
+        )
+
+
 def validate(cfg: RunConfig) -> None:
     """Check a whole run config once, at start; raise :class:`ConfigError` naming the field."""
     from secagg._hydra import SCHEMES
 
     validate_local(dataset=cfg.dataset, model=cfg.model, federation=cfg.federation)
+    validate_run(cfg.run, chain_name=str(cfg.chain.name), dp_audit=getattr(cfg.dp, "audit", None))
     _check_choice("secagg.name", getattr(cfg.secagg, "name", None), tuple(SCHEMES))
     for group in ("dp", "chain"):
         if not isinstance(getattr(getattr(cfg, group), "name", None), str):

@@ -25,3 +25,8 @@ class ChecksumError(ExperimentError, ValueError):
 
 class PartitionError(ExperimentError, ValueError):
     """Samples cannot be split across clients as configured (too few samples per client)."""
+
+
+class CheckpointError(ExperimentError, ValueError):
+    """A checkpoint cannot be read (missing, truncated, corrupt, another format) or does
+    not belong to the run that tries to resume from it; the message says which."""

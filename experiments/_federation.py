@@ -484,12 +484,20 @@ class Federation:
         )
 
     def run(
-        self, *, on_round: Callable[[RoundRecord], None] | None = None
+        self,
+        *,
+        on_round: Callable[[RoundRecord], None] | None = None,
+        previous: Sequence[RoundRecord] = (),
+        stop_after: int | None = None,
     ) -> tuple[list[RoundRecord], FinalRecord]:
-        """Run every round (1-based ids), then evaluate the final model."""
+        """Run every round (1-based ids), then evaluate the final model.
+
+        ``previous``: the records of rounds already run (a resumed run continues after
+        them); ``stop_after``: the last round to run (None: ``config.rounds``)."""
         start = time.perf_counter()
-        records = []
-        for round_id in range(1, self.config.rounds + 1):
+        records = list(previous)
+        last = self.config.rounds if stop_after is None else min(stop_after, self.config.rounds)
+        for round_id in range(len(records) + 1, last + 1):
             record = self.run_round(round_id)
             records.append(record)
             if on_round is not None:

@@ -31,12 +31,16 @@ from experiments._config import (
     DEFAULTS,
     MODEL_SCHEMAS,
     FederationConfig,
+    RunOptions,
     validate_local,
+    validate_run,
 )
 from experiments._errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("dataset", "model", "federation", "dp", "secagg", "chain")
+# Top-level nodes that are not config groups (one fixed schema each).
+NODES = {"run": RunOptions}
 # More combinations than this in one sweep: only the keys are checked up front.
 MAX_COMBINATIONS = 256
 
@@ -62,6 +66,7 @@ def group_options(catalog: Mapping[str, Mapping[str, Mapping[str, Any]]] | None)
         "dataset": {name: _schema_defaults(s) for name, s in DATASET_SCHEMAS.items()},
         "model": {name: _schema_defaults(s) for name, s in MODEL_SCHEMAS.items()},
         "federation": {"default": _schema_defaults(FederationConfig)},
+        **{node: {"default": _schema_defaults(schema)} for node, schema in NODES.items()},
     }
     for group, entries in (catalog or {}).items():
         options[group] = {option: dict(fields) for option, fields in entries.items()}
@@ -117,8 +122,8 @@ def check_field(group: str, option: str, field_name: str, options: Options) -> N
 
 def check_top_level(key: str) -> None:
     """Raise :class:`ConfigError` for a top-level key that is not a config group."""
-    if key not in GROUPS and key != "hydra" and not key.startswith("hydra/"):
-        raise ConfigError(f"unknown key {key}" + _suggest(key, GROUPS))
+    if key not in GROUPS and key not in NODES and key != "hydra" and not key.startswith("hydra/"):
+        raise ConfigError(f"unknown key {key}" + _suggest(key, (*GROUPS, *NODES)))
 
 
 def _default_choices() -> dict[str, str]:
@@ -126,6 +131,7 @@ def _default_choices() -> dict[str, str]:
     for entry in DEFAULTS:
         if isinstance(entry, dict):
             choices.update(entry)
+    choices.update(dict.fromkeys(NODES, "default"))
     return choices
 
 
@@ -169,6 +175,9 @@ def check_command_line(argv: Sequence[str]) -> None:
             return  # a glob or an interval sweep: left to Hydra
         group, _, rest = key.partition(".")
         check_top_level(group)
+        if not rest and group in NODES:
+            fields_of = ", ".join(f"{group}.{name}" for name in options[group]["default"])
+            raise ConfigError(f"{group} is not a config group; set its fields ({fields_of})")
         if not rest:
             if group in options:
                 for value in values:
@@ -224,6 +233,14 @@ def check_values(config: Mapping[str, Mapping[str, Any]]) -> None:
         check_strategy(federation, str(config["dp"].get("name")))
     if federation.device == "cuda":
         check_cuda_build()
+    if "run" in config and "chain" in config:
+        run = _build(RunOptions, config["run"], "run")
+        validate_run(run, chain_name=str(config["chain"].get("name")), dp_audit=_audit(config))
+
+
+def _audit(config: Mapping[str, Mapping[str, Any]]) -> str | None:
+    audit = config.get("dp", {}).get("audit")
+    return None if audit is None else str(audit)
 
 
 def check_strategy(federation: FederationConfig, dp_name: str) -> None:
@@ -288,7 +305,7 @@ def check_composed(cfg: Any) -> None:
     for key in cfg:
         if str(key) != "defaults":
             check_top_level(str(key))
-    for group in GROUPS:
+    for group in (*GROUPS, *NODES):
         node = cfg.get(group)
         schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
         if schema is None or not dataclasses.is_dataclass(schema):

@@ -201,6 +201,16 @@ class PrivacyLayer:
         beside the claimed one; None unless ``dp.audit=one_run``."""
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The accountants' state a checkpoint keeps (event chains, sigma); no secrets."""
+        return {"mode": self.mode}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output; raises :class:`ConfigError` when it belongs
+        to another DP mode, client or sigma (the current state is then kept)."""
+        if state.get("mode") != self.mode:
+            raise ConfigError(f"the checkpoint's dp state is for dp={state.get('mode')}")
+
 
 class NoPrivacy(PrivacyLayer):
     """``dp=off``: no differential privacy; every privacy field of the results is null."""
@@ -390,6 +400,27 @@ class SampleLevelPrivacy(PrivacyLayer):
         epsilon = max(c.epsilon for c in self.clients.values())
         return epsilon, self.config.delta, summaries
 
+    def state_dict(self) -> dict[str, Any]:
+        clients = {self.data.clients[i].name: c.state_dict() for i, c in self.clients.items()}
+        return {"mode": self.mode, "clients": clients}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        saved = state.get("clients") or {}
+        names = {self.data.clients[i].name: i for i in self.clients}
+        if set(saved) != set(names):
+            raise ConfigError(
+                f"the checkpoint accounts clients {sorted(saved)}, this run has {sorted(names)}"
+            )
+        backup = {i: c.state_dict() for i, c in self.clients.items()}
+        try:
+            for name, client_state in saved.items():
+                self.clients[names[name]].load_state_dict(client_state)
+        except (DPError, KeyError, TypeError, ValueError) as error:
+            for i, client_state in backup.items():
+                self.clients[i].load_state_dict(client_state)
+            raise ConfigError(f"dp=sample: the checkpoint's accountant state: {error}") from error
+
 
 class ClientLevelPrivacy(PrivacyLayer):
     """``dp=client``: DP-FedAvg with clipping to ``S``, uniform weights and Gaussian noise.
@@ -559,6 +590,16 @@ class ClientLevelPrivacy(PrivacyLayer):
         summary["min_survivors"] = self.accountant.min_survivors
         summary["max_colluding_clients"] = self.accountant.max_colluding
         return self.accountant.epsilon, self.config.delta, {FEDERATION_ACCOUNT: summary}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "accountant": self.accountant.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        try:
+            self.accountant.load_state_dict(state["accountant"])
+        except (DPError, KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"dp=client: the checkpoint's accountant state: {error}") from error
 
 
 class AuditedClientLevelPrivacy(ClientLevelPrivacy):

@@ -22,6 +22,17 @@ from chain import ChainError
 from chain._hydra import validate_options
 from dp import DPError, prepare_model
 from experiments._artifacts import MODEL_FILE, run_metadata, save_model
+from experiments._checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    capture,
+    check_matches,
+    checkpoint_config,
+    data_digest,
+    read_checkpoint,
+    restore,
+    write_checkpoint,
+)
 from experiments._config import RunConfig, validate
 from experiments._datasets import load_dataset
 from experiments._errors import ConfigError
@@ -171,10 +182,30 @@ def run_experiment(
 ) -> RunResults:
     """Run the federation ``cfg`` describes; write ``results.json`` to ``output_dir``.
 
-    ``resolved_config`` is the resolved config as plain containers (stored verbatim).
+    ``resolved_config`` is the resolved config as plain containers (stored verbatim, but
+    for ``run.*``). With an ``output_dir`` a checkpoint is written after every round;
+    ``run.resume`` continues from one, ``run.stop_after`` stops after that round (no
+    ``results.json`` then: the returned results' ``meta.stopped_after`` says so).
     """
     start = time.perf_counter()
+    resolved_config = {k: v for k, v in resolved_config.items() if k != "run"}
+    validate(cfg)
+    if cfg.run.stop_after is not None and output_dir is None:
+        raise ConfigError("run.stop_after needs an output directory to write the checkpoint in")
+    config = checkpoint_config(cfg)
+    checkpoint: Checkpoint | None = None
+    if cfg.run.resume is not None:  # before any data or training: a mismatch fails fast
+        checkpoint = read_checkpoint(cfg.run.resume)
+        check_matches(checkpoint, config=config, rounds=cfg.federation.rounds)
     federation = build_federation(cfg)
+    digest = data_digest(federation.data) if output_dir or checkpoint else ""
+    previous: list[RoundRecord] = []
+    seconds_before = 0.0
+    if checkpoint is not None:
+        restore(federation, checkpoint, data_sha256=digest)
+        previous = checkpoint.round_records()
+        seconds_before = checkpoint.wall_seconds
+        log.info("resuming after round %d from %s", checkpoint.round, cfg.run.resume)
     rounds = cfg.federation.rounds
     show_bar = use_progress_bar() if progress is None else progress
     log.info(
@@ -193,12 +224,28 @@ def run_experiment(
     if show_bar:
         from tqdm import tqdm
 
-        bar = tqdm(total=rounds, desc="rounds", unit="round", file=sys.stderr)
+        bar = tqdm(
+            total=rounds, initial=len(previous), desc="rounds", unit="round", file=sys.stderr
+        )
         for handler in _console_handlers():
             handler.addFilter(quiet)
 
+    done = list(previous)
+
     def on_round(record: RoundRecord) -> None:
         ROUND_LOG.info(_format_round(record, rounds))
+        done.append(record)
+        if output_dir is not None:
+            state = capture(
+                federation,
+                round_id=record.round,
+                records=done,
+                config=config,
+                data_sha256=digest,
+                wall_seconds=seconds_before + time.perf_counter() - start,
+                ledger=federation.ledger,
+            )
+            write_checkpoint(state, output_dir / CHECKPOINT_FILE)
         if bar is not None:
             bar.update(1)
             postfix = {"accuracy": f"{record.accuracy:.4f}", "loss": f"{record.loss:.4f}"}
@@ -218,7 +265,9 @@ def run_experiment(
     ) as ledger:
         federation.ledger = ledger
         try:
-            records, final = federation.run(on_round=on_round)
+            records, final = federation.run(
+                on_round=on_round, previous=previous, stop_after=cfg.run.stop_after
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -237,8 +286,19 @@ def run_experiment(
                 },
             )
             ledger_entry = ledger.entry()
-    final = dataclasses.replace(final, wall_seconds=time.perf_counter() - start)
+    final = dataclasses.replace(final, wall_seconds=seconds_before + time.perf_counter() - start)
     meta = run_metadata(federation.device)
+    if checkpoint is not None:
+        meta["resumed_from"] = {"checkpoint": str(cfg.run.resume), "round": checkpoint.round}
+    if len(records) < rounds:  # run.stop_after: the checkpoint is the run's output
+        meta["stopped_after"] = records[-1].round if records else 0
+        log.info(
+            "stopped after round %d of %d; continue with run.resume=%s",
+            meta["stopped_after"],
+            rounds,
+            output_dir,
+        )
+        return RunResults(config=resolved_config, rounds=records, final=final, meta=meta)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
         dp_fix = bool(getattr(cfg.dp, "fix_model", False))
