@@ -35,6 +35,10 @@ _EXPORTS: dict[str, str] = {
     "BreastCancerConfig": "experiments._config",
     "CNNConfig": "experiments._config",
     "ChecksumError": "experiments._errors",
+    "Checkpoint": "experiments._checkpoint",
+    "CheckpointError": "experiments._errors",
+    "read_checkpoint": "experiments._checkpoint",
+    "RunOptions": "experiments._config",
     "ClientData": "experiments._datasets",
     "ConfigError": "experiments._errors",
     "DATASETS": "experiments._datasets",
@@ -84,6 +88,7 @@ _EXPORTS: dict[str, str] = {
 
 if TYPE_CHECKING:
     from experiments._artifacts import ModelFileError, load_model, run_metadata
+    from experiments._checkpoint import Checkpoint, read_checkpoint
     from experiments._config import (
         BreastCancerConfig,
         CNNConfig,
@@ -94,6 +99,7 @@ if TYPE_CHECKING:
         MLPConfig,
         ResNet18Config,
         RunConfig,
+        RunOptions,
         SyntheticConfig,
         register_configs,
         validate,
@@ -106,6 +112,7 @@ if TYPE_CHECKING:
         resolve_data_dir,
     )
     from experiments._errors import (
+        CheckpointError,
         ChecksumError,
         ConfigError,
         DatasetNotFoundError,
@@ -157,6 +164,8 @@ __all__ = [
     "AggregationResult",
     "BreastCancerConfig",
     "CNNConfig",
+    "Checkpoint",
+    "CheckpointError",
     "ChecksumError",
     "ClientData",
     "ConfigError",
@@ -183,6 +192,7 @@ __all__ = [
     "RoundRecord",
     "RoundSeconds",
     "RunConfig",
+    "RunOptions",
     "RunResults",
     "SGDTrainer",
     "ServerOptimizer",
@@ -204,6 +214,7 @@ __all__ = [
     "load_plugins",
     "partition",
     "quantity_partition",
+    "read_checkpoint",
     "register_configs",
     "register_dataset",
     "register_model",

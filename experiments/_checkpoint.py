@@ -51,6 +51,7 @@ import torch
 from dp import PrivacyEvent
 from experiments._errors import CheckpointError, ConfigError
 from experiments._federation import RoundRecord, RoundSeconds
+from experiments._strategies import ADAPTIVE
 
 if TYPE_CHECKING:
     from experiments._config import RunConfig
@@ -189,13 +190,18 @@ def capture(
         for round_number, by in federation.privacy_events.items()
     }
     server = federation.server
+    moments = (
+        {"m": torch.tensor(server.m), "v": torch.tensor(server.v)}
+        if server.params.strategy in ADAPTIVE
+        else {}  # fedavg/fedprox keep no server state
+    )
     return Checkpoint(
         round=round_id,
         config=config,
         config_digest=_config_digest(config),
         data_digest=data_sha256,
         model_state={k: v.detach().cpu().clone() for k, v in federation.model.state_dict().items()},
-        server_state={"m": torch.tensor(server.m), "v": torch.tensor(server.v)},
+        server_state=moments,
         privacy_state=federation.privacy.state_dict(),
         privacy_events=events,
         records=[dataclasses.asdict(r) for r in records],
@@ -307,9 +313,17 @@ def restore(federation: Federation, checkpoint: Checkpoint, *, data_sha256: str)
         raise CheckpointError(
             f"run.resume: the checkpoint's model does not fit this run's: {error}"
         ) from error
-    m = checkpoint.server_state["m"].numpy().astype(np.float64)
-    v = checkpoint.server_state["v"].numpy().astype(np.float64)
-    if m.shape != federation.server.m.shape or v.shape != federation.server.v.shape:
+    server = federation.server
+    moments = checkpoint.server_state
+    adaptive = server.params.strategy in ADAPTIVE
+    if adaptive != bool(moments):
+        raise CheckpointError(
+            "run.resume: the checkpoint's server optimizer state does not fit "
+            f"federation.strategy={server.params.strategy}"
+        )
+    m = moments["m"].numpy().astype(np.float64) if adaptive else np.zeros_like(server.m)
+    v = moments["v"].numpy().astype(np.float64) if adaptive else np.zeros_like(server.v)
+    if m.shape != server.m.shape or v.shape != server.v.shape:
         raise CheckpointError("run.resume: the checkpoint's server optimizer state does not fit")
     try:
         federation.privacy.load_state_dict(checkpoint.privacy_state)
@@ -322,8 +336,16 @@ def restore(federation: Federation, checkpoint: Checkpoint, *, data_sha256: str)
             else ""
         )
         raise ConfigError(f"run.resume: {error}{hint}") from error
-    federation.server.m = m.copy()
-    federation.server.v = v.copy()
+    records = checkpoint.round_records()
+    claimed = records[-1].epsilon if records else None
+    restored = federation.privacy.round_privacy().epsilon
+    if claimed != restored:
+        raise CheckpointError(
+            f"run.resume: the checkpoint's round {checkpoint.round} record claims epsilon "
+            f"{claimed}, its accountants' event chains give {restored}"
+        )
+    server.m = m
+    server.v = v
     federation.privacy_events = {
         int(round_number): {
             name: PrivacyEvent.from_bytes(raw.encode("ascii")) for name, raw in by.items()

@@ -13,6 +13,10 @@ Exit codes (of a sweep: the largest over its runs):
 * 4: some round aggregated no client (``rounds[i].n_clients == 0``): nothing was learnt
   in that round, though epsilon may have been spent.
 
+``run.stop_after=N`` stops after round N with exit code 0 and leaves ``checkpoint.pt``
+(no ``results.json``); ``run.resume=DIR`` continues from it (a checkpoint that cannot be
+read, or a config that differs from it, is exit code 2).
+
 A final model no better than always predicting the most common test class is reported
 as a warning (exit code unchanged): with strong DP and little data this is common.
 Third-party INFO logs (Opacus) and Opacus's alpha-order warnings are silenced unless
@@ -123,7 +127,11 @@ def _hydra_main(cfg: DictConfig) -> None:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from error
     print(summary_table(results))
-    print(f"results: {output_dir / 'results.json'}")
+    stopped = (results.meta or {}).get("stopped_after")
+    if stopped is not None:  # run.stop_after: the checkpoint is this run's output
+        print(f"stopped after round {stopped}; continue with run.resume={output_dir}")
+    else:
+        print(f"results: {output_dir / 'results.json'}")
     _exit_codes.append(exit_code(results))
 
 

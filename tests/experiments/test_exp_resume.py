@@ -16,8 +16,12 @@ checkpoint, the DP-SGD training and the secure aggregation are the real ones.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +33,7 @@ import dp._csprng
 import experiments._privacy
 import secagg.masking._quantize
 from experiments import load_model
-from experiments._checkpoint import CHECKPOINT_FILE, MAGIC, read_checkpoint
+from experiments._checkpoint import CHECKPOINT_FILE, MAGIC, read_checkpoint, write_checkpoint
 from experiments._config import RunConfig
 from experiments._errors import CheckpointError, ConfigError
 from experiments._federation import RunResults
@@ -37,6 +41,7 @@ from experiments._preflight import check_command_line
 from experiments._runner import run_experiment
 
 Compose = Callable[..., DictConfig]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 TINY = (
     "dataset=synthetic",
@@ -324,3 +329,54 @@ def test_checkpoints_are_replaced_atomically_each_round(
     _run(compose_cfg, tmp_path, *TINY, "dp=off", "secagg=plain")
     assert read_checkpoint(tmp_path / CHECKPOINT_FILE).round == 4
     assert sorted(p.name for p in tmp_path.iterdir() if "checkpoint" in p.name) == [CHECKPOINT_FILE]
+
+
+def test_a_checkpoint_whose_accountants_lost_events_is_refused(
+    compose_cfg: Compose, tmp_path: Path
+) -> None:
+    """Rewritten with a valid frame but a shortened event chain: epsilon would restart low."""
+    base = (*TINY, "dp=client", "dp.noise_multiplier=1.0", "secagg=plain")
+    _run(compose_cfg, tmp_path / "a", *base, "run.stop_after=2")
+    checkpoint = read_checkpoint(tmp_path / "a")
+    accountant = dict(checkpoint.privacy_state["accountant"])
+    assert len(accountant["events"]) == 2
+    accountant["events"] = accountant["events"][:1]
+    forged = dataclasses.replace(
+        checkpoint, privacy_state={**checkpoint.privacy_state, "accountant": accountant}
+    )
+    write_checkpoint(forged, tmp_path / "a" / CHECKPOINT_FILE)
+    with pytest.raises(CheckpointError, match="record claims epsilon"):
+        _run(compose_cfg, tmp_path / "b", *base, f"run.resume={tmp_path / 'a'}")
+
+
+def _command(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CI": "1", "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_the_command_line_stops_and_resumes_in_the_same_run_directory(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [*TINY, "dp=off", "secagg=plain", f"hydra.run.dir={out}"]
+    stopped = _command([*args, "run.stop_after=2"], cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopped after round 2; continue with run.resume={out}" in stopped.stdout
+    assert not (out / "results.json").exists()
+    default_chain = [a for a in args if a != "chain=none"]  # the default: chain=inprocess
+    refused = _command([*default_chain, f"run.resume={out}"], cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "ConfigError: run.resume needs chain=none" in refused.stderr
+    resumed = _command([*args, f"run.resume={out}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [r["round"] for r in results["rounds"]] == [1, 2, 3, 4]
+    assert "run" not in results["config"]
+    mismatch = _command([*args, "federation.lr=0.2", f"run.resume={out}"], cwd=tmp_path)
+    assert mismatch.returncode == 2
+    assert "federation.lr (0.5 -> 0.2)" in mismatch.stderr
