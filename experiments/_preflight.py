@@ -311,7 +311,7 @@ def check_composed(cfg: Any) -> None:
         if schema is None or not dataclasses.is_dataclass(schema):
             continue
         names = {item.name for item in dataclasses.fields(schema)}
-        option = str(node.get("name", "?"))
+        option = "default" if group in NODES else str(node.get("name", "?"))
         for key in node:
             if str(key) not in names:
                 options = {group: {option: dict.fromkeys(names)}}

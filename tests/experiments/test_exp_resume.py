@@ -264,14 +264,18 @@ def test_a_grown_round_count_is_refused_when_sigma_was_calibrated_for_it(
 
 
 def test_a_ledger_backed_run_cannot_stop_or_resume(compose_cfg: Compose, tmp_path: Path) -> None:
-    for chain, reason in (("inprocess", "in-process EVM"), ("rpc", "never written")):
+    for chain, reason in (
+        ("inprocess", "in-process EVM"),
+        ("anvil", "never written"),
+        ("rpc", "never written"),
+    ):
         overrides = (*TINY[:-1], f"chain={chain}", "dp=off", "secagg=plain")
         for key in (f"run.resume={tmp_path}", "run.stop_after=2"):
             with pytest.raises(ConfigError, match=f"needs chain=none.*{reason}"):
                 check_command_line([*overrides, key])  # before torch loads
             with pytest.raises(ConfigError, match=f"needs chain=none.*{reason}"):
                 _run(compose_cfg, tmp_path / chain, *overrides, key)  # and in-process
-    assert not (tmp_path / "inprocess").exists()
+    assert not any((tmp_path / chain).exists() for chain in ("inprocess", "anvil", "rpc"))
 
 
 def test_the_one_run_audit_cannot_stop_or_resume(compose_cfg: Compose, tmp_path: Path) -> None:
