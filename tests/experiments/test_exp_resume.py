@@ -384,3 +384,21 @@ def test_the_command_line_stops_and_resumes_in_the_same_run_directory(tmp_path: 
     mismatch = _command([*args, "federation.lr=0.2", f"run.resume={out}"], cwd=tmp_path)
     assert mismatch.returncode == 2
     assert "federation.lr (0.5 -> 0.2)" in mismatch.stderr
+
+
+def test_a_crash_while_writing_keeps_the_previous_checkpoint(
+    compose_cfg: Compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(compose_cfg, tmp_path, *TINY, "dp=off", "secagg=plain", "run.stop_after=1")
+    path = tmp_path / CHECKPOINT_FILE
+    before = path.read_bytes()
+    later = dataclasses.replace(read_checkpoint(path), wall_seconds=123.0)
+
+    def crash(source: object, target: object) -> None:
+        raise OSError("killed between write and rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        write_checkpoint(later, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if "checkpoint" in p.name] == [CHECKPOINT_FILE]
