@@ -2,7 +2,8 @@
 
 ``chain=none|inprocess|anvil|rpc``. ``open_backend`` turns a schema instance into a backend
 inside a context manager that stops any node it started. Secrets: the ``rpc`` option holds
-only the NAME of the environment variable with the key (``key_env``), never the key.
+only the NAME of the environment variable with the key (``key_env``), never the key, and
+``keys_seed_file`` only the PATH of the parties' key seed, never the seed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class _LedgerOptions:
     # Artifact store directory (blobs, events, manifests); null: ``artifacts/`` in the
     # run's output directory. Read by the round protocol, not by this package.
     store_dir: str | None = None
+    # A file holding the seed every party's ledger key is derived from (secagg._party_keys);
+    # null: fresh keys per run. Read by the consortium, never copied; only its path is here.
+    keys_seed_file: str | None = None
 
 
 @dataclass

@@ -14,8 +14,9 @@ what the next round depends on and nothing secret:
   round;
 * the run's config (``run.*`` left out, chain URL redacted) with its digest, and a digest
   of the federated data, so a run resumes only into the same federation;
-* the ledger reference (backend, redacted URL, chain id, contract address, last
-  finalized round), or None with ``chain=none``.
+* the ledger reference (backend, redacted URL, chain id, contract address, deployment
+  block, artifact store, every party's ADDRESS and the on-chain status and aggregate
+  digest of every round so far), or None with ``chain=none``.
 
 Every other random stream of a round (client selection, dropouts, non-DP local training,
 model initialisation) is derived from ``federation.seed`` and the round and client ids,
@@ -23,14 +24,20 @@ so nothing else is needed for a resumed run to equal an uninterrupted one. DP no
 Poisson sampling come from the OS entropy pool by design (:mod:`experiments._privacy`):
 a resumed DP run draws fresh noise, as the uninterrupted run would have.
 
-Never written: ledger account keys, RPC credentials, any CKKS secret key, the one-run
-audit's canary bits. Hence what cannot resume (refused with :class:`ConfigError`, exit 2,
-by :func:`experiments._config.validate_run`): any ledger-backed run (the parties' keys
-live in one process's memory only; the in-process EVM's state too) and ``dp.audit=one_run``.
-``secagg=ckks`` without a ledger resumes with a fresh key pair: no ciphertext outlives
-its round, so no earlier key is needed. The file itself is untrusted input: it is framed
-by a magic, a format version and a sha256 of its body, checked before the body is parsed
-with ``torch.load(weights_only=True)`` (tensors and plain containers only, no code).
+Never written: ledger account keys (nor the seed they are derived from), RPC credentials,
+any CKKS secret key, the one-run audit's canary bits. Hence what cannot resume (refused
+with :class:`ConfigError`, exit 2, by :func:`experiments._config.validate_run`): a ledger
+that dies with its process (``chain=inprocess``, an anvil node the run starts without a
+state file), a persistent ledger without ``chain.keys_seed_file`` (each party's key is
+fresh and held in one process's memory), a decryption committee (set up once per
+contract, its key shares in memory) and ``dp.audit=one_run``. A ledger-backed run with a
+seed resumes on the same contract after the checks of :mod:`experiments._ledger` (chain
+id, code, roles, the recorded round states, the next round never opened).
+``secagg=ckks`` resumes with a fresh key pair: no ciphertext outlives its round, so no
+earlier key is needed, and each round's manifest names the public context it used.
+The file itself is untrusted input: it is framed by a magic, a format version and a
+sha256 of its body, checked before the body is parsed with ``torch.load(weights_only=True)``
+(tensors and plain containers only, no code).
 """
 
 from __future__ import annotations
@@ -75,8 +82,12 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MAGIC = b"SECAGG-FL-CHECKPOINT\n"
 FORMAT = 1
 _DIGEST_BYTES = 32
-# Keys of the config that may differ between the interrupted run and its resumption.
+# Keys of the config that may differ between the interrupted run and its resumption:
+# the round count may grow; where the seed file and the node are reached from may change
+# (the ledger checks, experiments/_ledger.py, decide whether they are the same parties
+# and the same ledger).
 GROWABLE = ("federation.rounds",)
+MAY_DIFFER = (*GROWABLE, "chain.keys_seed_file", "chain.url")
 
 
 @dataclass(frozen=True)
@@ -134,14 +145,14 @@ def checkpoint_config(cfg: RunConfig) -> dict[str, Any]:
 
 def _config_digest(config: Mapping[str, Any]) -> str:
     canonical = json.dumps(
-        {k: v for k, v in config.items() if k not in GROWABLE}, sort_keys=True, default=repr
+        {k: v for k, v in config.items() if k not in MAY_DIFFER}, sort_keys=True, default=repr
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """The keys whose values differ (or exist on one side only), growable keys excluded."""
-    keys = (set(saved) | set(current)) - set(GROWABLE)
+    """The keys whose values differ (or exist on one side only), :data:`MAY_DIFFER` excluded."""
+    keys = (set(saved) | set(current)) - set(MAY_DIFFER)
     missing = object()
     return sorted(k for k in keys if saved.get(k, missing) != current.get(k, missing))
 
@@ -175,16 +186,7 @@ def capture(
     ledger: LedgerLayer | None = None,
 ) -> Checkpoint:
     """The checkpoint of ``federation`` right after ``round_id`` (its record included)."""
-    ledger_reference = None
-    if ledger is not None:
-        entry = ledger.entry()
-        ledger_reference = {
-            "backend": entry["backend"],
-            "url": entry["url"],
-            "chain_id": entry["chain_id"],
-            "address": entry["address"],
-            "last_finalized_round": round_id,
-        }
+    ledger_reference = None if ledger is None else ledger.reference(round_id)
     events = {
         round_number: {name: event.canonical_bytes().decode("ascii") for name, event in by.items()}
         for round_number, by in federation.privacy_events.items()

@@ -9,6 +9,7 @@ Names (dataset, model, scheme) map to code through our own registries: no ``_tar
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +147,8 @@ class RunOptions:
     ``stop_after``: stop after that round, leaving ``checkpoint.pt`` in the run directory
     (null: run every round). ``resume``: a run directory or checkpoint file to continue
     from; the rest of the config must match the checkpoint's (``federation.rounds`` may
-    grow). Both need ``chain=none`` (see :mod:`experiments._checkpoint`).
+    grow). Both need ``chain=none``, or a persistent ledger with ``chain.keys_seed_file``
+    (:func:`validate_run`, :mod:`experiments._checkpoint`).
     """
 
     resume: str | None = None
@@ -358,13 +360,26 @@ def validate_local(*, dataset: Any, model: Any, federation: FederationConfig) ->
         )
 
 
-def validate_run(run: RunOptions, *, chain_name: str, dp_audit: str | None = None) -> None:
-    """Check ``run.*``: only a run without a ledger or a one-run audit can stop and resume.
+def _field(node: Any, name: str) -> Any:
+    """``node.name`` of a schema instance or ``node[name]`` of a mapping (preflight)."""
+    if isinstance(node, Mapping):
+        return node.get(name)
+    return getattr(node, name, None)
 
-    A ledger-backed run cannot continue in another process: every party's ledger account
-    is a fresh key held in memory only (never written), and the in-process EVM's state
-    dies with its process. The one-run audit's canaries keep secret inclusion bits in
-    memory only. Raises :class:`ConfigError` naming the field and why.
+
+def validate_run(
+    run: RunOptions, *, chain: Any, dp_audit: str | None = None, committee_size: int = 1
+) -> None:
+    """Check ``run.*``: which runs can stop and resume (``chain`` is the chain schema or,
+    in the preflight, its fields as a mapping).
+
+    A ledger-backed run resumes only on a ledger that outlives the process (``chain=rpc``,
+    or ``chain=anvil`` attached at a ``url`` or with a ``state_file``) and only with
+    ``chain.keys_seed_file``: without it every party's account is a fresh key held in the
+    first process's memory only. The in-process EVM dies with its process; a decryption
+    committee is set up once per contract and its members' key shares live in memory
+    only; the one-run audit's canaries keep secret inclusion bits in memory only. Raises
+    :class:`ConfigError` naming the field, why, and how to enable it where one can.
     """
     if run.stop_after is not None:
         _check_int("run.stop_after", run.stop_after, 1)
@@ -373,19 +388,37 @@ def validate_run(run: RunOptions, *, chain_name: str, dp_audit: str | None = Non
     key = "run.resume" if run.resume is not None else "run.stop_after"
     if run.resume is None and run.stop_after is None:
         return
-    if chain_name != "none":
-        reason = (
+    chain_name = str(_field(chain, "name"))
+    persistent = chain_name == "rpc" or (
+        chain_name == "anvil"
+        and (_field(chain, "url") is not None or _field(chain, "state_file") is not None)
+    )
+    if chain_name == "inprocess" or (chain_name == "anvil" and not persistent):
+        where = (
             "the in-process EVM's contract, commitments and reputation live in the "
-            "interrupted process's memory and are gone with it"
+            "interrupted process's memory"
             if chain_name == "inprocess"
-            else "every party's ledger account (clients, aggregator, key holder) is a fresh "
-            "key held only in the first process's memory and never written, so another "
-            "process cannot act as the parties registered on that contract"
+            else "the anvil node this run starts (no chain.url, no chain.state_file) stops with it"
         )
         raise ConfigError(
-            f"{key} needs chain=none, got chain={chain_name}: a ledger-backed run cannot "
-            f"resume ({reason}; a persistent node, `secagg node` with chain=rpc, keeps the "
-            "ledger but not the parties' keys); start a fresh run, or use chain=none"
+            f"{key} needs a ledger that outlives the process, got chain={chain_name}: {where} "
+            "and is gone with it; use chain=rpc against `secagg node` (or chain=anvil with "
+            "chain.state_file) and chain.keys_seed_file, or chain=none"
+        )
+    if persistent and _field(chain, "keys_seed_file") is None:
+        raise ConfigError(
+            f"{key} with chain={chain_name} needs chain.keys_seed_file: without it every "
+            "party's ledger account (clients, aggregator, key holder) is a fresh key held "
+            "only in the first process's memory and never written, so another process "
+            "cannot act as the parties registered on that contract; to enable it, write a "
+            "seed (`openssl rand -hex 32 > party.seed`, keep it private) and pass "
+            "chain.keys_seed_file=party.seed to every run of the consortium, or use chain=none"
+        )
+    if persistent and committee_size > 1:
+        raise ConfigError(
+            f"{key} with a ledger cannot be used with secagg.committee_size={committee_size}: "
+            "a contract sets its decryption committee up once and the members' key shares "
+            "live in memory only; use secagg.committee_size=1 secagg.committee_threshold=1"
         )
     if dp_audit not in (None, "none"):
         raise ConfigError(
@@ -399,7 +432,12 @@ def validate(cfg: RunConfig) -> None:
     from secagg._hydra import SCHEMES
 
     validate_local(dataset=cfg.dataset, model=cfg.model, federation=cfg.federation)
-    validate_run(cfg.run, chain_name=str(cfg.chain.name), dp_audit=getattr(cfg.dp, "audit", None))
+    validate_run(
+        cfg.run,
+        chain=cfg.chain,
+        dp_audit=getattr(cfg.dp, "audit", None),
+        committee_size=int(getattr(cfg.secagg, "committee_size", 1) or 1),
+    )
     _check_choice("secagg.name", getattr(cfg.secagg, "name", None), tuple(SCHEMES))
     for group in ("dp", "chain"):
         if not isinstance(getattr(getattr(cfg, group), "name", None), str):

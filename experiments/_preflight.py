@@ -235,7 +235,12 @@ def check_values(config: Mapping[str, Mapping[str, Any]]) -> None:
         check_cuda_build()
     if "run" in config and "chain" in config:
         run = _build(RunOptions, config["run"], "run")
-        validate_run(run, chain_name=str(config["chain"].get("name")), dp_audit=_audit(config))
+        validate_run(
+            run,
+            chain=config["chain"],
+            dp_audit=_audit(config),
+            committee_size=int(config.get("secagg", {}).get("committee_size", 1) or 1),
+        )
 
 
 def _audit(config: Mapping[str, Mapping[str, Any]]) -> str | None:

@@ -262,6 +262,7 @@ def run_experiment(
         dp_mode=federation.privacy.mode,
         output_dir=output_dir,
         dp_budget=_dp_budget(cfg) if federation.privacy.mode == "sample" else None,
+        resume=checkpoint.ledger if checkpoint is not None else None,
     ) as ledger:
         federation.ledger = ledger
         try:

@@ -3,7 +3,7 @@
 from typing import Any
 
 SOURCES: dict[str, str] = {
-    "chain/_hydra.py": "45cba2a994c7568d6b8b97294d7ddc2945064b0d14a5d55abffdd4967ee8a2c6",
+    "chain/_hydra.py": "1bda7f75719237d441a2f773d2c2a08d3ca32ed9290e7d6db089422e602e834a",
     "dp/_hydra.py": "e5cd4d1f4e0aef9b5f94c93fdc6bb883c7d9f267e8982af769d0d7b328c98e40",
     "secagg/_hydra.py": "416b66ef5e8a39d5a5802a41161e3dfb92bd201efeaf289aaf3a5b10b0db0b45",
     "secagg/ckks/_config.py": "8c94b4d087afea94a9784f2a2222dc85d240eea11a0f5f06537a134f1f022df1",
@@ -16,6 +16,7 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
             "batch_commits": False,
             "deadline_blocks": 50,
             "epsilon_budget": 10.0,
+            "keys_seed_file": None,
             "name": "anvil",
             "reputation_threshold": 0.0,
             "state_file": None,
@@ -26,6 +27,7 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
             "batch_commits": False,
             "deadline_blocks": 50,
             "epsilon_budget": 10.0,
+            "keys_seed_file": None,
             "name": "inprocess",
             "reputation_threshold": 0.0,
             "store_dir": None,
@@ -36,6 +38,7 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
             "deadline_blocks": 50,
             "epsilon_budget": 10.0,
             "key_env": "SECAGG_LEDGER_KEY",
+            "keys_seed_file": None,
             "name": "rpc",
             "reputation_threshold": 0.0,
             "store_dir": None,

@@ -23,11 +23,13 @@ from secagg._errors import (
     InsufficientClientsError,
     InvalidUpdateError,
     ParameterMismatchError,
+    PartyKeyError,
     ProtocolAbortError,
     SecAggError,
 )
 from secagg._hydra import SCHEMES, build_scheme, register_configs
 from secagg._manifest import ManifestClient, ManifestError, PrivacyPolicy, RoundManifest
+from secagg._party_keys import derive_party_key, read_seed_file
 from secagg._protocol import SecureRoundOutcome, SecureRoundProtocol
 from secagg._recombine import recombine
 from secagg._roles import AggregatorParty, ClientParty, KeyHolderParty, Submission
@@ -67,6 +69,7 @@ __all__ = [
     "ManifestError",
     "ParameterMismatchError",
     "Parties",
+    "PartyKeyError",
     "PhaseStats",
     "PlainScheme",
     "PrivacyPolicy",
@@ -84,7 +87,9 @@ __all__ = [
     "Verdict",
     "audit",
     "build_scheme",
+    "derive_party_key",
     "keccak256",
+    "read_seed_file",
     "recombine",
     "register_configs",
 ]

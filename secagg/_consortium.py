@@ -1,6 +1,8 @@
 """A consortium: the ledger, the artifact store and every party's ledger account.
 
-Accounts are fresh keys made with ``eth_account`` (never logged, never written to results).
+Accounts are fresh keys made with ``eth_account`` (never logged, never written to results),
+or keys derived from a seed supplied at run time (:mod:`secagg._party_keys`), so that
+another process acts as the same parties.
 Clients are ordered by address so that the simulation's client ids ascend with the
 addresses the ledger stores (ascending): the order in which the aggregator combines blobs
 is then the order of the participants on chain, which is what lets an auditor recombine.
@@ -15,6 +17,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from chain import Ledger, Role
+from secagg._errors import PartyKeyError
+from secagg._party_keys import derive_party_key
 from secagg._store import ArtifactStore
 
 DEFAULT_FUNDING_WEI = 10**21
@@ -47,6 +51,36 @@ class Parties:
             clients=tuple(clients),
         )
 
+    @classmethod
+    def derive(cls, n_clients: int, *, seed: bytes) -> Parties:
+        """Every role's account derived from ``seed`` (:func:`derive_party_key`); the
+        keys of client indices 0..N-1 are sorted by address, so client ids ascend with
+        the addresses as in :meth:`create`."""
+        clients = sorted(
+            (
+                Account.from_key(derive_party_key(seed, role="client", index=i))
+                for i in range(n_clients)
+            ),
+            key=lambda a: a.address.lower(),
+        )
+        return cls(
+            admin=Account.from_key(derive_party_key(seed, role="admin")),
+            aggregator=Account.from_key(derive_party_key(seed, role="aggregator")),
+            key_holder=Account.from_key(derive_party_key(seed, role="key_holder")),
+            auditor=Account.from_key(derive_party_key(seed, role="auditor")),
+            clients=tuple(clients),
+        )
+
+    def addresses(self) -> dict[str, str | list[str]]:
+        """Every party's address by role (public; what a checkpoint may record)."""
+        return {
+            "admin": str(self.admin.address),
+            "aggregator": str(self.aggregator.address),
+            "key_holder": str(self.key_holder.address),
+            "auditor": str(self.auditor.address),
+            "clients": [str(a.address) for a in self.clients],
+        }
+
 
 @dataclass
 class Consortium:
@@ -70,9 +104,14 @@ class Consortium:
         deadline_blocks: int = 50,
         batch_commits: bool = False,
         reputation_threshold: float = 0.0,
+        parties: Parties | None = None,
     ) -> Consortium:
-        """Deploy a ledger on ``backend``, fund and register every party."""
-        parties = Parties.create(n_clients)
+        """Deploy a ledger on ``backend``, fund and register every party (``parties``:
+        derived accounts, :meth:`Parties.derive`; None: fresh ones)."""
+        if parties is None:
+            parties = Parties.create(n_clients)
+        elif len(parties.clients) != n_clients:
+            raise PartyKeyError(f"{len(parties.clients)} client accounts for {n_clients} clients")
         everyone = [
             parties.admin,
             parties.aggregator,

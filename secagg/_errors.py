@@ -46,3 +46,7 @@ class CommitmentMismatchError(SecAggError):
 
 class ProtocolAbortError(SecAggError):
     """An interactive protocol cannot finish (for example too many dropouts)."""
+
+
+class PartyKeyError(SecAggError, ValueError):
+    """Party keys cannot be derived: the seed file is missing, unreadable or too short."""

@@ -263,19 +263,28 @@ def test_a_grown_round_count_is_refused_when_sigma_was_calibrated_for_it(
         )
 
 
-def test_a_ledger_backed_run_cannot_stop_or_resume(compose_cfg: Compose, tmp_path: Path) -> None:
-    for chain, reason in (
-        ("inprocess", "in-process EVM"),
-        ("anvil", "never written"),
-        ("rpc", "never written"),
+def test_a_ledger_run_stops_and_resumes_only_on_a_persistent_ledger_with_a_seed(
+    compose_cfg: Compose, tmp_path: Path
+) -> None:
+    seed = f"chain.keys_seed_file={tmp_path / 'party.seed'}"
+    for chain, extra, reason in (
+        ("inprocess", (), "needs a ledger that outlives the process.*in-process EVM"),
+        ("anvil", (), "needs a ledger that outlives the process.*anvil node this run starts"),
+        ("anvil", (seed,), "needs a ledger that outlives the process.*chain.state_file"),
+        ("rpc", (), "needs chain.keys_seed_file.*never written.*to enable it"),
     ):
-        overrides = (*TINY[:-1], f"chain={chain}", "dp=off", "secagg=plain")
+        overrides = (*TINY[:-1], f"chain={chain}", *extra, "dp=off", "secagg=plain")
         for key in (f"run.resume={tmp_path}", "run.stop_after=2"):
-            with pytest.raises(ConfigError, match=f"needs chain=none.*{reason}"):
+            with pytest.raises(ConfigError, match=reason):
                 check_command_line([*overrides, key])  # before torch loads
-            with pytest.raises(ConfigError, match=f"needs chain=none.*{reason}"):
+            with pytest.raises(ConfigError, match=reason):
                 _run(compose_cfg, tmp_path / chain, *overrides, key)  # and in-process
     assert not any((tmp_path / chain).exists() for chain in ("inprocess", "anvil", "rpc"))
+    committee = (*TINY[:-1], "chain=rpc", seed, "dp=off", "secagg=ckks", "run.stop_after=2")
+    with pytest.raises(ConfigError, match=r"committee_size=3: a contract sets its decryption"):
+        _run(compose_cfg, tmp_path / "committee", *committee)
+    with pytest.raises(ConfigError, match=r"committee_size=3: a contract sets its decryption"):
+        check_command_line([*committee, "secagg.committee_size=3"])
 
 
 def test_the_one_run_audit_cannot_stop_or_resume(compose_cfg: Compose, tmp_path: Path) -> None:
@@ -375,7 +384,7 @@ def test_the_command_line_stops_and_resumes_in_the_same_run_directory(tmp_path: 
     default_chain = [a for a in args if a != "chain=none"]  # the default: chain=inprocess
     refused = _command([*default_chain, f"run.resume={out}"], cwd=tmp_path)
     assert refused.returncode == 2
-    assert "ConfigError: run.resume needs chain=none" in refused.stderr
+    assert "ConfigError: run.resume needs a ledger that outlives the process" in refused.stderr
     resumed = _command([*args, f"run.resume={out}"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     results = json.loads((out / "results.json").read_text())
