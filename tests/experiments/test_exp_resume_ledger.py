@@ -84,7 +84,7 @@ def node() -> Iterator[_Node]:
         running.stop()
 
 
-def _overrides(url: str, seed_file: Path, rounds: int = 4) -> list[str]:
+def _tiny(rounds: int) -> list[str]:
     return [
         "dataset=synthetic",
         "dataset.n_samples=200",
@@ -95,6 +95,13 @@ def _overrides(url: str, seed_file: Path, rounds: int = 4) -> list[str]:
         "federation.local_steps=2",
         "federation.lr=0.5",
         f"federation.rounds={rounds}",
+    ]
+
+
+def _overrides(url: str, seed_file: Path, rounds: int = 4) -> list[str]:
+    """DP-SGD + CKKS with a single key holder on the node at ``url``."""
+    return [
+        *_tiny(rounds),
         "dp=sample",
         "dp.noise_multiplier=1.0",
         "secagg=ckks",
@@ -209,3 +216,31 @@ def test_a_ledger_run_resumes_on_the_same_contract_and_passes_the_audit(
     )
     assert restarted.returncode == 2, restarted.stderr
     assert "no contract code at the checkpoint's ledger address" in restarted.stderr
+
+
+def test_a_run_with_its_own_anvil_and_a_state_file_stops_and_resumes(
+    compose_cfg: object, tmp_path: Path
+) -> None:
+    """chain=anvil with chain.state_file: the run's own node dumps its state when the run
+    stops and loads it when the resumed run starts it again (secagg=plain, no DP)."""
+    if find_anvil() is None:
+        pytest.skip("anvil binary missing (run `npm ci`)")
+    seed_file = tmp_path / "party.seed"
+    seed_file.write_text(os.urandom(32).hex())
+    out = tmp_path / "run"
+    overrides = [
+        *_tiny(3),
+        "dp=off",
+        "secagg=plain",
+        "chain=anvil",
+        f"chain.state_file={tmp_path / 'anvil-state.json'}",
+        f"chain.keys_seed_file={seed_file}",
+    ]
+    _run(compose_cfg, out, *overrides, "run.stop_after=1")
+    assert (tmp_path / "anvil-state.json").is_file()
+    address = read_checkpoint(out).ledger["address"]  # type: ignore[index]
+    resumed = _run(compose_cfg, out, *overrides, f"run.resume={out}")
+    assert [r.round for r in resumed.rounds] == [1, 2, 3]
+    assert resumed.ledger is not None and resumed.ledger["address"] == address
+    assert [s["status"] for s in read_checkpoint(out).ledger["rounds"]] == ["FINALIZED"] * 3  # type: ignore[index]
+    assert resumed.final.audit is not None and resumed.final.audit["verdict"] == "clean"
