@@ -9,6 +9,7 @@ after the node restarted without its state (a fresh chain) are each refused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from web3 import Web3
 from web3.providers.rpc import HTTPProvider
 
 from chain import ANVIL_DEV_KEY, DEFAULT_KEY_ENV, Ledger, RoundStatus, WrongRound, find_anvil
-from experiments._checkpoint import CHECKPOINT_FILE, read_checkpoint
+from experiments._checkpoint import CHECKPOINT_FILE, read_checkpoint, write_checkpoint
 from experiments._config import RunConfig
 from experiments._errors import CheckpointError
 from experiments._federation import RunResults
@@ -187,6 +188,21 @@ def test_a_ledger_run_resumes_on_the_same_contract_and_passes_the_audit(
 
     audited = _command("secagg", ["audit", "--results", str(out / "results.json")], cwd=tmp_path)
     assert audited.returncode == 0, audited.stdout + audited.stderr
+
+    # A checkpoint whose recorded round state is not the ledger's: refused, naming the round.
+    good = read_checkpoint(out)
+    assert good.ledger is not None
+    rounds = [dict(r) for r in good.ledger["rounds"]]
+    rounds[0]["aggregate_digest"] = "00" * 32
+    forged = dataclasses.replace(good, ledger={**good.ledger, "rounds": rounds})
+    write_checkpoint(forged, tmp_path / "forged" / CHECKPOINT_FILE)
+    with pytest.raises(CheckpointError, match=r"round 1 on the ledger .* checkpoint recorded"):
+        _run(
+            compose_cfg,
+            tmp_path / "f",
+            *_overrides(node.url, seed_file, 6),
+            f"run.resume={tmp_path / 'forged'}",
+        )
 
     # Round 5 opened on chain but not checkpointed (a crash mid-round): refused, and why.
     parties = Parties.derive(4, seed=read_seed_file(seed_file))
