@@ -188,15 +188,57 @@ class RoundInfo:
     committed: int
     missed: int
     refusal_code: int = 0
+    mode: str = "direct"
+    merkle_root: Digest | None = None
+    leaves_digest: Digest | None = None
+    challenge_deadline: int | None = None
 
     @property
     def finalized(self) -> bool:
         """Whether the round is finalized."""
         return self.status is RoundStatus.FINALIZED
 
+    @property
+    def merkle(self) -> bool:
+        """Whether the round is an optimistic (merkle-mode) round."""
+        return self.mode == "merkle"
+
     def commit_phase_closed(self, block_number: int) -> bool:
-        """Whether no client can commit any more at ``block_number``."""
+        """Whether no client can commit any more at ``block_number`` (merkle rounds: once
+        the aggregator posted the root)."""
+        if self.merkle:
+            return block_number > self.deadline or self.merkle_root is not None
         return block_number > self.deadline or self.commits == len(self.clients)
+
+
+COMMIT_MODES = ("direct", "batched", "merkle")
+"""Commit modes by their on-chain number (``Header.mode``)."""
+
+
+@dataclass(frozen=True)
+class MerkleState:
+    """Preimage of a merkle round's on-chain ``merkleKey`` (rebuilt from the events).
+
+    Zero fields are not set yet: ``root``/``aggregator`` until the root is posted,
+    ``aggregate_digest``/``participants_hash`` until publication."""
+
+    config_digest: Digest
+    clients_hash: Digest
+    root: Digest
+    aggregator: Address
+    aggregate_digest: Digest
+    participants_hash: Digest
+
+    def as_tuple(self) -> tuple[bytes, bytes, bytes, str, bytes, bytes]:
+        """The ABI tuple of the contract's ``MerkleState``."""
+        return (
+            self.config_digest,
+            self.clients_hash,
+            self.root,
+            self.aggregator,
+            self.aggregate_digest,
+            self.participants_hash,
+        )
 
 
 @dataclass(frozen=True)
