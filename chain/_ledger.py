@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, cast
 
 from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed as _TesterTransactionFailed
 from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
@@ -589,7 +588,13 @@ class Ledger:
         events = list(self.events("RoundOpened", argument_filters={"round": round_id}))
         if not events:
             raise _wrong_round(round_id)
-        clients = tuple(_address(a) for a in events[0].args["clients"])
+        listed = events[0].args["clients"]
+        if not listed and COMMIT_MODES[int(events[0].args["mode"])] == "merkle":
+            # merkle rounds log no clients: they are in the opening call's calldata
+            tx = self._w3.eth.get_transaction(HexBytes(events[0].tx_hash))
+            _, call_args = self.contract.decode_function_input(tx["input"])
+            listed = call_args["clients"]
+        clients = tuple(_address(a) for a in listed)
         self._clients_cache[round_id] = clients
         return clients
 
@@ -602,7 +607,7 @@ class Ledger:
             raise _wrong_round(round_id)
         if COMMIT_MODES[mode] == "merkle":
             return self._merkle_round_info(
-                round_id, deadline, reveal_deadline, budget, commits, reveals, status
+                round_id, deadline, reveal_deadline, budget, reveals, status
             )
         batched = COMMIT_MODES[mode] == "batched"
         cfg, clients_hash, acc, agg, parts_hash, reveal, committed, missed, refusal = self._call(
@@ -642,7 +647,6 @@ class Ledger:
         deadline: int,
         reveal_deadline: int,
         budget: int,
-        leaf_count: int,
         window: int,
         status: int,
     ) -> RoundInfo:
@@ -679,7 +683,7 @@ class Ledger:
             clients_hash=list_hash(clients),
             deadline=int(deadline),
             reveal_deadline=int(reveal_deadline),
-            commits=int(leaf_count),
+            commits=0 if root_ev is None else int(root_ev.args["leafCount"]),
             reveals=0,
             epsilon_budget_fixed=int(budget),
             accumulator=None,
@@ -781,8 +785,8 @@ class Ledger:
 
     # --------------------------------------------------------- merkle (optimistic) rounds
     def merkle_state(self, round_id: int) -> MerkleState:
-        """The preimage of the round's ``merkleKey``, rebuilt from its events and checked
-        against the stored hash (every merkle write and challenge passes it back)."""
+        """What the round committed, rebuilt from its events and checked against the hash
+        chain the contract stores (challenges and the settlement pass it back)."""
         info = self.round_info(round_id)
         if not info.merkle:
             raise ChainConfigError(f"round {round_id} is not a merkle round")
@@ -796,14 +800,12 @@ class Ledger:
             config_digest=info.config_digest,
             clients_hash=info.clients_hash,
             root=info.merkle_root or zero,
+            leaf_count=info.commits,
             aggregator=aggregator,
             aggregate_digest=info.aggregate_digest or zero,
             participants_hash=info.participants_hash or zero,
         )
-        encoded = abi_encode(
-            ["(bytes32,bytes32,bytes32,address,bytes32,bytes32)"], [state.as_tuple()]
-        )
-        if keccak(encoded) != bytes(self._call("roundMerkleKey", round_id)):
+        if state.key() != bytes(self._call("roundMerkleKey", round_id)):
             raise ChainConfigError(f"round {round_id}: events do not match the merkle key")
         return state
 
@@ -829,15 +831,13 @@ class Ledger:
             c.lower() for c in clients
         ):
             raise MerkleFormatError(f"leaf set is not over round {round_id}'s selected clients")
-        state = self.merkle_state(round_id)
         args = [
             round_id,
-            state.as_tuple(),
             leaf_set.tree().root,
             leaf_set.leaf_count,
             as_digest(leaves_digest, field="leaves_digest"),
         ]
-        return self._transact("postRoot", args, sender, round_id)
+        return self._transact("postCommitRoot", args, sender, round_id)
 
     def publish_merkle(
         self,
@@ -852,13 +852,9 @@ class Ledger:
         _check_round(round_id)
         words = self._participant_words(round_id, participants)
         state = self.merkle_state(round_id)
-        args = [
-            round_id,
-            state.as_tuple(),
-            as_digest(aggregate_digest, field="aggregate_digest"),
-            words,
-        ]
-        return self._transact("publishOptimistic", args, sender, round_id)
+        digest = as_digest(aggregate_digest, field="aggregate_digest")
+        args = [round_id, state.rootless_key, state.root, state.leaf_count, digest, words]
+        return self._transact("publishOptimisticRound", args, sender, round_id)
 
     @staticmethod
     def _leaf_tuple(signed: SignedCommit) -> tuple[Any, ...]:
@@ -901,7 +897,7 @@ class Ledger:
             as_digest(at_index, field="at_index"),
             [as_digest(p, field="proof") for p in proof],
         ]
-        return self._transact("proveOmission", args, sender, round_id)
+        return self._transact("proveMissingLeaf", args, sender, round_id)
 
     def challenge_over_budget(
         self, round_id: int, *, leaf: SignedCommit, proof: Sequence[bytes], sender: LocalAccount

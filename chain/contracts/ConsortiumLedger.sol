@@ -45,8 +45,9 @@ pragma solidity 0.8.28;
 ///        acc' = keccak256(acc, client, blobDigest, eventDigest, epsilon) that the auditor
 ///        recomputes from the Committed and BatchCommitted events.
 ///      - merkle (optimistic): clients sign their leaves off chain; the aggregator posts ONE
-///        root per round (`postRoot`) and ONE publication (`publishOptimistic`). The round stores
-///        its header and one hash (`merkleKey`) of everything committed; nothing per client.
+///        root per round (`postCommitRoot`) and ONE publication (`publishOptimisticRound`). The round stores
+///        its header and one hash chain (`merkleKey`) of everything committed; nothing per
+///        client, and the selected list only in the opening transaction's calldata.
 ///        Nothing is checked per commit: within the challenge window (until block
 ///        revealDeadline + challengeWindow) anyone proves an omission (aggregator at fault),
 ///        an over-budget leaf or an equivocation (client at fault); a false challenge
@@ -155,15 +156,19 @@ contract ConsortiumLedger {
         uint256 meta;
     }
 
-    /// @notice Everything a merkle round has committed so far; only its keccak256
-    ///         (`merkleKey`) is stored, and each call passes the preimage back (from the
-    ///         events), so a round writes two slots at opening and rewrites one per phase.
-    ///         Fields not yet set are zero: the root and its poster at `postRoot`, the
-    ///         aggregate digest and the participants' bitmap hash at `publishOptimistic`.
+    /// @notice Everything a merkle round has committed. Only a hash chain of it is stored
+    ///         (`merkleKey`), one link per phase, so the root and the publication each
+    ///         rewrite one slot and pass no preimage; a challenge or the settlement passes
+    ///         the whole state back (from the events) and the contract recomputes the chain:
+    ///         k0 = H(configDigest, clientsHash) with bit 0 cleared (no root yet);
+    ///         k1 = H(k0, root, leafCount, aggregator) with bit 0 set (root posted);
+    ///         k2 = H(k1, aggregateDigest, participantsHash) (published; H = keccak256 of
+    ///         the ABI encoding). Fields not reached yet are zero.
     struct MerkleState {
         bytes32 configDigest;
         bytes32 clientsHash;
         bytes32 root;
+        uint256 leafCount;
         address aggregator;
         bytes32 aggregateDigest;
         bytes32 participantsHash;
@@ -198,7 +203,7 @@ contract ConsortiumLedger {
     /// @dev batched rounds: revealed bitmap words (same layout).
     mapping(uint256 => mapping(uint256 => uint256)) internal revealedBits;
     mapping(bytes32 => bool) internal flagged;
-    /// @dev merkle rounds: keccak256(abi.encode(MerkleState)).
+    /// @dev merkle rounds: the hash chain of their `MerkleState` (see there).
     mapping(uint256 => bytes32) internal merkleKey;
     /// @dev merkle rounds: what challenges proved, per client (written only by a challenge).
     mapping(uint256 => mapping(address => uint8)) internal merkleFlags;
@@ -388,8 +393,9 @@ contract ConsortiumLedger {
     /// @notice Open an optimistic round (merkle mode). `clients` must be strictly ascending;
     ///         registration is not read here (no per-client state), it is checked when a
     ///         challenge or the settlement touches a client. The round keeps O(1) state: its
-    ///         header and `merkleKey`, the hash of its `MerkleState`. Challenges are accepted
-    ///         once the root is posted and until block `revealDeadline + challengeWindow`.
+    ///         header and `merkleKey`; `RoundOpened` lists no clients (they are in this
+    ///         call's calldata). Challenges are accepted once the root is posted and until
+    ///         block `revealDeadline + challengeWindow`.
     function openMerkleModeRound(
         uint256 round,
         bytes32 configDigest,
@@ -400,11 +406,7 @@ contract ConsortiumLedger {
     ) external onlyRole(ROLE_AGGREGATOR) {
         if (challengeWindow == 0) revert BadChallengeWindow(challengeWindow);
         _openRound(round, configDigest, clients, deadline, revealDeadline, MODE_MERKLE, challengeWindow);
-        merkleKey[round] = keccak256(
-            abi.encode(
-                MerkleState(configDigest, keccak256(abi.encodePacked(clients)), 0, address(0), 0, 0)
-            )
-        );
+        merkleKey[round] = _rootlessKey(configDigest, _hashAddresses(clients));
     }
 
     /// @dev Checks and writes the header shared by every mode. Direct rounds mark each
@@ -439,7 +441,11 @@ contract ConsortiumLedger {
         rd.header = Header(
             deadline, revealDeadline, budget, uint16(n), 0, challengeWindow, STATUS_OPEN, mode
         );
-        emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, mode, clients);
+        if (merkle) {
+            emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, mode, new address[](0));
+        } else {
+            emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, mode, clients);
+        }
     }
 
     /// @notice A selected client commits to its protected update (direct rounds), binding the
@@ -761,39 +767,43 @@ contract ConsortiumLedger {
     ///         leaf = keccak256(0x00 || EIP-712 digest of the client's Commit), empty leaf =
     ///         0, node = keccak256(0x01 || left || right). Nothing here is checked against
     ///         the leaves: a wrong root is caught by a challenge within the window.
-    function postRoot(
-        uint256 round,
-        MerkleState calldata state,
-        bytes32 root,
-        uint16 leafCount,
-        bytes32 leavesDigest
-    ) external onlyRole(ROLE_AGGREGATOR) {
-        Header memory h = _merkleRound(round, state);
+    function postCommitRoot(uint256 round, bytes32 root, uint16 leafCount, bytes32 leavesDigest)
+        external
+        onlyRole(ROLE_AGGREGATOR)
+    {
+        Header memory h = rounds[round].header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
-        if (state.root != 0) revert RootAlreadyPosted(round);
+        if (h.mode != MODE_MERKLE) revert WrongMode(round, h.mode);
         _checkCommitPhase(round, h);
+        bytes32 key = merkleKey[round];
+        if (uint256(key) & 1 != 0) revert RootAlreadyPosted(round);
         if (root == 0) revert NoRoot(round);
         if (leafCount > h.numClients) revert BadLeafCount(round, leafCount);
-        MerkleState memory next = state;
-        next.root = root;
-        next.aggregator = msg.sender;
-        merkleKey[round] = keccak256(abi.encode(next));
-        rounds[round].header.committed = leafCount;
+        merkleKey[round] = _rootKey(key, root, leafCount, msg.sender);
         emit RootPosted(round, root, leafCount, leavesDigest);
     }
 
     /// @notice Merkle rounds: publish the aggregate's digest and its participants, a bitmap
-    ///         over indices of the selected list (bit i of word i / 256). After the root;
-    ///         before the reveal deadline only if every non-empty leaf is a participant.
-    function publishOptimistic(
+    ///         over indices of the selected list (bit i of word i / 256). Only the account
+    ///         that posted the root, after it; `rootlessKey`, `root` and `leafCount` are the
+    ///         chain's earlier links. Before the reveal deadline only if every non-empty
+    ///         leaf is a participant.
+    function publishOptimisticRound(
         uint256 round,
-        MerkleState calldata state,
+        bytes32 rootlessKey,
+        bytes32 root,
+        uint16 leafCount,
         bytes32 aggregateDigest,
         uint256[] calldata participantWords
-    ) external onlyRole(ROLE_AGGREGATOR) {
-        Header memory h = _merkleRound(round, state);
+    ) external {
+        Header memory h = rounds[round].header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
-        if (state.root == 0) revert NoRoot(round);
+        if (h.mode != MODE_MERKLE) revert WrongMode(round, h.mode);
+        bytes32 key = _rootKey(rootlessKey, root, leafCount, msg.sender);
+        if (key != merkleKey[round]) {
+            if (uint256(rootlessKey) & 1 != 0 || root == 0) revert NoRoot(round);
+            revert StaleRoundState(round);
+        }
         uint256 n = h.numClients;
         uint256 words = participantWords.length;
         if (words != (n + 255) / 256) revert BadParticipants(round);
@@ -805,11 +815,10 @@ contract ConsortiumLedger {
             count += _popcount(participantWords[w]);
         }
         if (count == 0) revert BadParticipants(round);
-        if (count != h.committed && block.number <= h.revealDeadline) revert RevealPhaseOpen(round);
-        MerkleState memory next = state;
-        next.aggregateDigest = aggregateDigest;
-        next.participantsHash = keccak256(abi.encodePacked(participantWords));
-        merkleKey[round] = keccak256(abi.encode(next));
+        if (count != leafCount && block.number <= h.revealDeadline) revert RevealPhaseOpen(round);
+        merkleKey[round] = keccak256(
+            abi.encode(key, aggregateDigest, keccak256(abi.encodePacked(participantWords)))
+        );
         rounds[round].header.status = STATUS_AGGREGATED;
         emit MerklePublished(round, aggregateDigest, participantWords);
     }
@@ -818,7 +827,7 @@ contract ConsortiumLedger {
     ///         manifest, within the budget, and the root holds `atIndex` != its leaf hash
     ///         there (`proof`: siblings bottom-up). The aggregator gets a negative event and
     ///         the client counts as done at settlement. Anyone may submit it.
-    function proveOmission(
+    function proveMissingLeaf(
         uint256 round,
         MerkleState calldata state,
         address[] calldata clients,
@@ -913,7 +922,7 @@ contract ConsortiumLedger {
         }
         uint256 challengeDeadline = _challengeDeadline(h);
         if (block.number <= challengeDeadline) revert ChallengeWindowOpen(round, challengeDeadline);
-        if (keccak256(abi.encodePacked(clients)) != state.clientsHash) revert BadClientList(round);
+        if (_hashAddresses(clients) != state.clientsHash) revert BadClientList(round);
         if (keccak256(abi.encodePacked(participantWords)) != state.participantsHash) {
             revert BadParticipants(round);
         }
@@ -935,7 +944,7 @@ contract ConsortiumLedger {
         emit RoundFinalized(round, doneCount, uint16(clients.length) - doneCount);
     }
 
-    /// @notice Merkle rounds: keccak256(abi.encode(MerkleState)) as stored.
+    /// @notice Merkle rounds: the stored hash chain of the round's `MerkleState`.
     function roundMerkleKey(uint256 round) external view returns (bytes32) {
         return merkleKey[round];
     }
@@ -1049,7 +1058,43 @@ contract ConsortiumLedger {
         h = rounds[round].header;
         if (h.status == STATUS_NONE) revert WrongRound(round, h.status);
         if (h.mode != MODE_MERKLE) revert WrongMode(round, h.mode);
-        if (keccak256(abi.encode(state)) != merkleKey[round]) revert StaleRoundState(round);
+        if (_stateKey(state) != merkleKey[round]) revert StaleRoundState(round);
+    }
+
+    /// @dev First link of a merkle round's key (bit 0 clear: no root yet).
+    function _rootlessKey(bytes32 configDigest, bytes32 clientsHash) internal pure returns (bytes32) {
+        return bytes32(uint256(keccak256(abi.encode(configDigest, clientsHash))) & ~uint256(1));
+    }
+
+    /// @dev Second link (bit 0 set: the root is posted).
+    function _rootKey(bytes32 rootlessKey, bytes32 root, uint256 leafCount, address aggregator)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return bytes32(
+            uint256(keccak256(abi.encode(rootlessKey, root, leafCount, aggregator))) | 1
+        );
+    }
+
+    /// @dev The key `state` stands for (links past the last non-zero stage are left out).
+    function _stateKey(MerkleState calldata state) internal pure returns (bytes32 key) {
+        key = _rootlessKey(state.configDigest, state.clientsHash);
+        if (state.root == 0) return key;
+        key = _rootKey(key, state.root, state.leafCount, state.aggregator);
+        if (state.participantsHash == 0) return key;
+        key = keccak256(abi.encode(key, state.aggregateDigest, state.participantsHash));
+    }
+
+    /// @dev keccak256(abi.encodePacked(addresses)) straight from calldata (each address is
+    ///      already one 32-byte word there).
+    function _hashAddresses(address[] calldata addresses) internal pure returns (bytes32 digest) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            let size := mul(addresses.length, 0x20)
+            calldatacopy(ptr, addresses.offset, size)
+            digest := keccak256(ptr, size)
+        }
     }
 
     /// @dev Challenges need a posted root and a block within the challenge window.
@@ -1078,7 +1123,7 @@ contract ConsortiumLedger {
         address[] calldata clients,
         uint256 index
     ) internal view returns (address client) {
-        if (keccak256(abi.encodePacked(clients)) != state.clientsHash) revert BadClientList(round);
+        if (_hashAddresses(clients) != state.clientsHash) revert BadClientList(round);
         if (index >= clients.length) revert BadIndex(0, index);
         client = clients[index];
         if (members[client].roles & ROLE_CLIENT == 0) revert NotRegistered(client, ROLE_CLIENT);

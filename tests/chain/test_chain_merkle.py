@@ -325,11 +325,11 @@ def test_omission_of_a_forged_or_over_budget_leaf_reverts(env: Env) -> None:
         ledger.challenge_omission(
             round_id, leaf=forged, at_index=EMPTY_LEAF, proof=tree.proof(1), sender=env.watcher
         )
-    stale = dataclasses.replace(ledger.merkle_state(round_id), root=keccak(text="other root"))
-    with pytest.raises(StaleRoundState):
+    state = ledger.merkle_state(round_id)
+    with pytest.raises(StaleRoundState):  # a publication under another root
         ledger._transact(
-            "postRoot",
-            [round_id, stale.as_tuple(), keccak(text="r"), 1, bytes(32)],
+            "publishOptimisticRound",
+            [round_id, state.rootless_key, keccak(text="other"), 1, keccak(text="agg"), [1]],
             env.aggregator,
             round_id,
         )
