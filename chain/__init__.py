@@ -72,6 +72,7 @@ from chain._hydra import (
     ChainInProcessSchema,
     ChainNoneSchema,
     ChainRpcSchema,
+    commit_mode_of,
     open_backend,
     register_configs,
 )
@@ -190,6 +191,7 @@ __all__ = [
     "budget_to_fixed",
     "build_artifacts",
     "check_artifact",
+    "commit_mode_of",
     "compiler_available",
     "epsilon_from_fixed",
     "epsilon_to_fixed",

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from chain import ChainError, open_backend
+from chain import ChainError, commit_mode_of, open_backend
 from experiments._errors import ConfigError
 from secagg import (
     AuditReport,
@@ -102,7 +102,8 @@ def open_ledger_layer(
                     dp_budget if dp_budget is not None else chain_schema.epsilon_budget,
                 ),
                 deadline_blocks=chain_schema.deadline_blocks,
-                batch_commits=chain_schema.batch_commits,
+                commit_mode=commit_mode_of(chain_schema),
+                challenge_window=chain_schema.challenge_window,
                 reputation_threshold=chain_schema.reputation_threshold,
             )
         except ChainError as error:

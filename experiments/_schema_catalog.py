@@ -3,7 +3,7 @@
 from typing import Any
 
 SOURCES: dict[str, str] = {
-    "chain/_hydra.py": "45cba2a994c7568d6b8b97294d7ddc2945064b0d14a5d55abffdd4967ee8a2c6",
+    "chain/_hydra.py": "2e89af748cf1a8c0016f3015065263d2a6a934adf35657c11c0d809c5789a209",
     "dp/_hydra.py": "e5cd4d1f4e0aef9b5f94c93fdc6bb883c7d9f267e8982af769d0d7b328c98e40",
     "secagg/_hydra.py": "416b66ef5e8a39d5a5802a41161e3dfb92bd201efeaf289aaf3a5b10b0db0b45",
     "secagg/ckks/_config.py": "8c94b4d087afea94a9784f2a2222dc85d240eea11a0f5f06537a134f1f022df1",
@@ -14,6 +14,8 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
     "chain": {
         "anvil": {
             "batch_commits": False,
+            "challenge_window": 20,
+            "commit_mode": None,
             "deadline_blocks": 50,
             "epsilon_budget": 10.0,
             "name": "anvil",
@@ -24,6 +26,8 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
         },
         "inprocess": {
             "batch_commits": False,
+            "challenge_window": 20,
+            "commit_mode": None,
             "deadline_blocks": 50,
             "epsilon_budget": 10.0,
             "name": "inprocess",
@@ -33,6 +37,8 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
         "none": {"name": "none"},
         "rpc": {
             "batch_commits": False,
+            "challenge_window": 20,
+            "commit_mode": None,
             "deadline_blocks": 50,
             "epsilon_budget": 10.0,
             "key_env": "SECAGG_LEDGER_KEY",
