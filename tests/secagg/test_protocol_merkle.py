@@ -4,8 +4,11 @@ withheld leaf set named by the auditor."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from eth_utils import keccak
 
 from chain import LeafSet, SignedCommit, TxResult
 from secagg._auditor import audit
@@ -110,3 +113,49 @@ def test_withheld_leaf_set_aborts_the_round_and_names_the_aggregator(make_federa
     named = [f for f in report.findings if f.check == "root"]
     assert named and "leaf set" in named[0].detail and named[0].client is None
     assert not report.rounds[0].checks["root"]
+
+
+class _ForgingAggregator(AggregatorParty):
+    """Puts under the root, at one client's index, a leaf that client never signed (its
+    signature over another blob digest)."""
+
+    victim: str = ""
+
+    def submit_root(
+        self, round_id: int, signed: list[SignedCommit]
+    ) -> tuple[TxResult | None, dict[str, str]]:
+        forged = [
+            dataclasses.replace(c, blob_digest=keccak(text="substituted"))
+            if c.client.lower() == self.victim.lower()
+            else c
+            for c in signed
+        ]
+        ledger = self.consortium.ledger
+        info = ledger.round_info(round_id)
+        by_client = {c.client.lower(): c for c in forged}
+        leaf_set = LeafSet(
+            round_id=round_id,
+            chain_id=ledger.chain_id,
+            contract=ledger.address,
+            clients=info.clients,
+            leaves=tuple(by_client.get(c.lower()) for c in info.clients),
+        )
+        digest = self.consortium.store.put(leaf_set.canonical_bytes())
+        tx = ledger.post_root(round_id, leaf_set, leaves_digest=digest, sender=self._account)
+        return tx, {}
+
+
+def test_substituted_leaf_is_proven_missing_and_named_by_the_auditor(make_federation):
+    fed = make_federation("plain", commit_mode="merkle")
+    forger = _ForgingAggregator(consortium=fed.consortium)
+    forger.victim = fed.consortium.address_of(2)
+    fed.protocol.aggregator = forger
+    outcome, _ = fed.round(1)
+    assert 2 not in outcome.included  # the substituted leaf has no valid signature
+    ledger = fed.consortium.ledger
+    assert ledger.merkle_challenges(1, forger.victim) == 1  # the victim's proof was upheld
+    report = audit(ledger, fed.consortium.store)
+    details = [f.detail for f in report.findings if f.check == "root"]
+    assert any("no valid signature" in d and forger.victim in d for d in details)
+    assert any("omission proven" in d for d in details)
+    assert all(f.client != forger.victim for f in report.findings)
