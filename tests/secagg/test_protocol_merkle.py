@@ -159,3 +159,56 @@ def test_substituted_leaf_is_proven_missing_and_named_by_the_auditor(make_federa
     assert any("no valid signature" in d and forger.victim in d for d in details)
     assert any("omission proven" in d for d in details)
     assert all(f.client != forger.victim for f in report.findings)
+
+
+def test_honest_aggregator_leaves_an_over_budget_leaf_out_of_the_root(make_federation, make_event):
+    fed = make_federation("ckks", budget=2.0, commit_mode="merkle")
+    liar = {1: lambda history: make_event(1, 1, history, sigma=0.4)}  # honest claim, > 2.0
+    outcome, updates = fed.round(1, tamper=liar)
+    assert outcome.included == (0, 2, 3)
+    assert "over the budget" in outcome.excluded[1]
+    np.testing.assert_allclose(
+        outcome.total, sum(u for c, u in updates.items() if c != 1), atol=1e-5
+    )
+
+
+class _LaxAggregator(AggregatorParty):
+    """Puts every signed leaf under the root, over-budget claims included."""
+
+    def submit_root(
+        self, round_id: int, signed: list[SignedCommit]
+    ) -> tuple[TxResult | None, dict[str, str]]:
+        ledger = self.consortium.ledger
+        info = ledger.round_info(round_id)
+        by_client = {c.client.lower(): c for c in signed}
+        leaf_set = LeafSet(
+            round_id=round_id,
+            chain_id=ledger.chain_id,
+            contract=ledger.address,
+            clients=info.clients,
+            leaves=tuple(by_client.get(c.lower()) for c in info.clients),
+        )
+        digest = self.consortium.store.put(leaf_set.canonical_bytes())
+        return ledger.post_root(round_id, leaf_set, leaves_digest=digest, sender=self._account), {}
+
+
+def test_over_budget_leaf_under_the_root_is_proven_and_named(make_federation, make_event):
+    fed = make_federation("plain", budget=2.0, commit_mode="merkle")
+    fed.protocol.aggregator = _LaxAggregator(consortium=fed.consortium)
+    liar = {1: lambda history: make_event(1, 1, history, sigma=0.4)}  # claim > 2.0
+    fed.round(1, tamper=liar)
+    ledger, store = fed.consortium.ledger, fed.consortium.store
+    greedy = fed.consortium.address_of(1)
+    # anyone holding the stored leaf set proves the overrun on chain
+    leaf_set = LeafSet.from_bytes(store.get(ledger.round_info(1).leaves_digest))
+    index = leaf_set.index_of(greedy)
+    leaf = leaf_set.leaves[index]
+    assert leaf is not None
+    before = ledger.reputation(greedy).negative
+    ledger.challenge_over_budget(
+        1, leaf=leaf, proof=leaf_set.tree().proof(index), sender=fed.consortium.parties.auditor
+    )
+    assert ledger.reputation(greedy).negative == before + 1
+    report = audit(ledger, store)
+    assert any(f.check == "budget" and f.client == greedy for f in report.findings)
+    assert any(f.check == "challenge" and f.client == greedy for f in report.findings)
