@@ -651,7 +651,9 @@ class Ledger:
         status: int,
     ) -> RoundInfo:
         """A merkle round's info: its state lives in events (the contract keeps a hash)."""
-        refusal = self._call("roundDigests", round_id)[8]
+        refusal = 0
+        if status == RoundStatus.REFUSED:
+            refusal = self._call("roundDigests", round_id)[8]
         opened = next(iter(self.events("RoundOpened", argument_filters={"round": round_id})))
         root_ev = next(iter(self.events("RootPosted", argument_filters={"round": round_id})), None)
         published = next(

@@ -20,6 +20,7 @@ auditor from the store too.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from chain import (
     LeafSet,
     Ledger,
     MerkleFormatError,
+    MerkleTree,
     RoundInfo,
     SignedCommit,
     leaf_hash,
@@ -48,11 +50,19 @@ class LeafCheck:
     problems: list[str] = field(default_factory=list)
 
 
-def _load(ledger: Ledger, store: ArtifactStore, info: RoundInfo) -> LeafSet:
+@functools.lru_cache(maxsize=8)
+def _parsed(data: bytes) -> tuple[LeafSet, MerkleTree]:
+    """A leaf set and its tree, parsed and hashed once per content (every client of a
+    round checks the same leaf set; rebuilding it per client made rounds quadratic)."""
+    leaf_set = LeafSet.from_bytes(data)
+    return leaf_set, leaf_set.tree()
+
+
+def _load(ledger: Ledger, store: ArtifactStore, info: RoundInfo) -> tuple[LeafSet, MerkleTree]:
     if info.merkle_root is None or info.leaves_digest is None:
         raise CommitmentMismatchError(f"round {info.round_id}: no root posted")
     try:
-        leaf_set = LeafSet.from_bytes(store.get(info.leaves_digest, max_bytes=MAX_LEAF_SET_BYTES))
+        leaf_set, tree = _parsed(store.get(info.leaves_digest, max_bytes=MAX_LEAF_SET_BYTES))
     except (ArtifactNotFoundError, MerkleFormatError) as error:
         raise CommitmentMismatchError(
             f"round {info.round_id}: leaf set {info.leaves_digest.hex()} unusable: {error}"
@@ -66,18 +76,18 @@ def _load(ledger: Ledger, store: ArtifactStore, info: RoundInfo) -> LeafSet:
         raise CommitmentMismatchError(
             f"round {info.round_id}: the leaf set is not over this round's selected clients"
         )
-    if leaf_set.tree().root != info.merkle_root:
+    if tree.root != info.merkle_root:
         raise CommitmentMismatchError(
             f"round {info.round_id}: the leaf set does not hash to the root on chain"
         )
-    return leaf_set
+    return leaf_set, tree
 
 
 def check_leaves(ledger: Ledger, store: ArtifactStore, round_id: int) -> LeafCheck:
     """The round's leaf set checked against the root on chain, leaf by leaf."""
     info = ledger.round_info(round_id)
     try:
-        leaf_set = _load(ledger, store, info)
+        leaf_set, _ = _load(ledger, store, info)
     except CommitmentMismatchError as error:
         if info.merkle_root is None:
             return LeafCheck(leaf_set=None)
@@ -137,15 +147,19 @@ class Inclusion:
 
 
 def check_inclusion(
-    ledger: Ledger, store: ArtifactStore, round_id: int, signed: SignedCommit
+    ledger: Ledger,
+    store: ArtifactStore,
+    round_id: int,
+    signed: SignedCommit,
+    *,
+    info: RoundInfo | None = None,
 ) -> Inclusion:
     """A client checks its signed leaf against the round's root (its inclusion proof).
     Raises :class:`~secagg._errors.CommitmentMismatchError` when no proof can be had (no
     root, or a leaf set withheld or not matching the root: the auditor names the
-    aggregator)."""
-    leaf_set = _load(ledger, store, ledger.round_info(round_id))
+    aggregator). ``info``: the round as already read (saves a ledger read)."""
+    leaf_set, tree = _load(ledger, store, info or ledger.round_info(round_id))
     index = leaf_set.index_of(signed.client)
-    tree = leaf_set.tree()
     at_index = tree.levels[0][index]
     mine = leaf_hash(signed, domain=leaf_set.domain)
     return Inclusion(included=at_index == mine, at_index=at_index, proof=tuple(tree.proof(index)))

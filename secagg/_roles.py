@@ -69,6 +69,7 @@ from chain import (
     ChainError,
     Commitment,
     Ledger,
+    RoundInfo,
     RoundStatus,
     SignedCommit,
     TxResult,
@@ -220,7 +221,7 @@ class ClientParty:
                 f"round {round_id}: the commit phase is still open; the blob stays private"
             )
         if info.merkle:
-            self.check_root(round_id, submission)
+            self.check_root(round_id, submission, info=info)
         self.consortium.store.put(submission.blob)
         if on_chain is None:
             on_chain = info.mode == "direct"
@@ -228,7 +229,9 @@ class ClientParty:
             return None
         return ledger.reveal(round_id, sender=self.consortium.account_of(self.client_id))
 
-    def check_root(self, round_id: int, submission: Submission) -> TxResult | None:
+    def check_root(
+        self, round_id: int, submission: Submission, *, info: RoundInfo | None = None
+    ) -> TxResult | None:
         """Merkle rounds: check this client's inclusion proof against the root on chain;
         when its signed leaf is missing, prove the omission on chain (the aggregator is
         flagged and this client counts as done). Returns the challenge's transaction."""
@@ -236,7 +239,7 @@ class ClientParty:
             raise ProtocolAbortError(f"round {round_id}: a merkle client signs its leaf")
         consortium = self.consortium
         ledger, store = consortium.ledger, consortium.store
-        inclusion = check_inclusion(ledger, store, round_id, submission.signed)
+        inclusion = check_inclusion(ledger, store, round_id, submission.signed, info=info)
         if inclusion.included:
             return None
         return ledger.challenge_omission(
