@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from chain import COMMIT_MODES, DEFAULT_CHALLENGE_WINDOW, Ledger, Role
-from secagg._errors import SecAggError
+from chain import COMMIT_MODES, DEFAULT_CHALLENGE_WINDOW, ChainConfigError, Ledger, Role
 from secagg._store import ArtifactStore
 
 DEFAULT_FUNDING_WEI = 10**21
@@ -70,12 +69,12 @@ class Consortium:
         if not self.commit_mode:
             self.commit_mode = "batched" if self.batch_commits else "direct"
         if self.commit_mode not in COMMIT_MODES:
-            raise SecAggError(
+            raise ChainConfigError(
                 f"commit_mode must be one of {COMMIT_MODES}, got {self.commit_mode!r}"
             )
         self.batch_commits = self.commit_mode == "batched"
         if not 1 <= self.challenge_window < 2**16:
-            raise SecAggError(
+            raise ChainConfigError(
                 f"challenge_window must be in [1, 65535] blocks, got {self.challenge_window}"
             )
 
