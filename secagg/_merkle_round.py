@@ -63,7 +63,7 @@ def _load(ledger: Ledger, store: ArtifactStore, info: RoundInfo) -> tuple[LeafSe
         raise CommitmentMismatchError(f"round {info.round_id}: no root posted")
     try:
         leaf_set, tree = _parsed(store.get(info.leaves_digest, max_bytes=MAX_LEAF_SET_BYTES))
-    except (ArtifactNotFoundError, MerkleFormatError) as error:
+    except (ArtifactNotFoundError, MerkleFormatError, CommitmentMismatchError) as error:
         raise CommitmentMismatchError(
             f"round {info.round_id}: leaf set {info.leaves_digest.hex()} unusable: {error}"
         ) from error
