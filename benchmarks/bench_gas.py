@@ -8,6 +8,15 @@ revealed) at n in {1, 5, 8, 32, 64, 100}; and a baseline measured in the same ru
 storage-mapping commit (PlainCommitBaseline: one fresh slot per commit, no role, selection,
 deadline or budget checks).
 
+Merkle (optimistic) rounds are measured beside them at ``--merkle-sizes`` (default 5, 10,
+100, 1000): open, the aggregator's one root transaction, its one publication, the key
+holder's release (reserve + attest), and the lazy settlement of reputation after the
+challenge window (``finalizeOptimistic``, any account, any time later). Whole-round gas per
+client is every transaction of the round divided by n, given with and without the
+key-holder release (a plain or masking round has none) and with and without settlement;
+each challenge type's gas is measured (upheld), and the goals (<= 3,000 per client at
+n = 100, <= 30,000 at n = 5, whole round) are printed with pass/fail.
+
 Every figure is receipt ``gasUsed``, which INCLUDES the 21,000 intrinsic gas of a
 transaction. Per-client batched figures are given three ways: total/n, (total - 21,000)/n,
 and (total - fixed)/n where ``fixed`` is the intercept of a least-squares line through
@@ -17,6 +26,9 @@ Gas is deterministic for a given EVM fork; the numbers do not depend on machine 
 Seconds are wall time of the web3.py calls (signing, estimation, mining) on this machine;
 they depend on the machine and backend, gas does not.
 Usage: python benchmarks/bench_gas.py [--backend anvil|inprocess] [--sizes 1,5,8,32,64,100]
+       [--merkle-sizes 5,10,100,1000]
+Direct and batched rounds are not run above n = 100 (2n transactions per direct round; the
+n = 1000 row is merkle only).
 """
 
 from __future__ import annotations
@@ -33,12 +45,25 @@ from typing import Any
 from eth_account import Account
 from eth_utils import keccak
 
-from chain import AnvilBackend, InProcessBackend, Ledger, Role, find_anvil, load_artifact
+from chain import (
+    EMPTY_LEAF,
+    AnvilBackend,
+    InProcessBackend,
+    LeafSet,
+    Ledger,
+    Role,
+    find_anvil,
+    load_artifact,
+)
 from chain._ledger import send_signed
 
 DIRECT_TARGET = 40_000
 BATCH_TARGET_PER_CLIENT = 10_000
 BATCH_TARGET_N = 64
+MERKLE_GOALS = {100: 3_000, 5: 30_000}  # whole-round gas per client, at n
+MERKLE_WINDOW = 3
+MERKLE_PHASE_BLOCKS = 5  # the leaves are signed off chain: no block passes before the root
+REGISTER_CHUNK = 250
 
 
 def _fit(points: list[tuple[int, int]]) -> tuple[float, float]:
@@ -72,6 +97,179 @@ def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     seconds[phase] = time.perf_counter() - start
+
+
+def _merkle_round(
+    ledger: Ledger,
+    backend: Any,
+    aggregator: Any,
+    key_holder: Any,
+    members: list[Any],
+    round_id: int,
+) -> dict[str, Any]:
+    """One merkle round over ``members`` (every one signs), with gas per transaction."""
+    config = keccak(text=f"cfg{round_id}")
+    opened = ledger.open_round(
+        round_id,
+        config_digest=config,
+        clients=[c.address for c in members],
+        deadline=ledger.block_number() + MERKLE_PHASE_BLOCKS,
+        reveal_deadline=ledger.block_number() + 2 * MERKLE_PHASE_BLOCKS,
+        commit_mode="merkle",
+        challenge_window=MERKLE_WINDOW,
+        sender=aggregator,
+    )
+    start = time.perf_counter()
+    signed = {
+        c.address: ledger.sign_commit(
+            c,
+            round_id=round_id,
+            manifest_digest=config,
+            blob_digest=keccak(text=f"b{round_id}.{i}"),
+            event_digest=keccak(text=f"e{round_id}.{i}"),
+            epsilon=1.0 + i / 1000,
+        )
+        for i, c in enumerate(members)
+    }
+    sign_seconds = time.perf_counter() - start
+    clients = ledger.selected_clients(round_id)
+    leaf_set = LeafSet(
+        round_id=round_id,
+        chain_id=ledger.chain_id,
+        contract=ledger.address,
+        clients=clients,
+        leaves=tuple(signed[c] for c in clients),
+    )
+    start = time.perf_counter()
+    root = ledger.post_root(
+        round_id, leaf_set, leaves_digest=keccak(leaf_set.canonical_bytes()), sender=aggregator
+    )
+    root_seconds = time.perf_counter() - start
+    published = ledger.publish_merkle(
+        round_id,
+        aggregate_digest=keccak(text=f"agg{round_id}"),
+        participants=list(clients),
+        sender=aggregator,
+    )
+    reserved = ledger.reserve_release(round_id, sender=key_holder)
+    attested = ledger.attest_reveal(
+        round_id, reveal_digest=keccak(text=f"rev{round_id}"), sender=key_holder
+    )
+    ledger.advance_past(ledger.round_info(round_id).challenge_deadline or 0)
+    settled = ledger.settle_reputation(round_id, sender=key_holder)
+    n = len(members)
+    core = opened.gas_used + root.gas_used + published.gas_used
+    release = reserved.gas_used + attested.gas_used
+    return {
+        "n": n,
+        "open_gas": opened.gas_used,
+        "root_gas": root.gas_used,
+        "publish_gas": published.gas_used,
+        "release_gas": release,
+        "settle_gas": settled.gas_used,
+        "round_gas_with_release": core + release,
+        "per_client_no_release": round(core / n, 1),
+        "per_client_with_release": round((core + release) / n, 1),
+        "per_client_with_release_and_settlement": round((core + release + settled.gas_used) / n, 1),
+        "settle_gas_per_client": round(settled.gas_used / n, 1),
+        "client_transactions_per_client": 0,
+        "seconds": {"sign_all": round(sign_seconds, 3), "root": round(root_seconds, 3)},
+    }
+
+
+def _challenge_gas(
+    ledger: Ledger, aggregator: Any, watcher: Any, members: list[Any], round_id: int
+) -> dict[str, int]:
+    """Gas of each challenge type, upheld, in a round over ``members``: the aggregator
+    leaves client 0 out (omission), client 1 claims over the budget (over budget) and
+    signs twice (equivocation)."""
+    config = keccak(text=f"cfg{round_id}")
+    ledger.open_round(
+        round_id,
+        config_digest=config,
+        clients=[c.address for c in members],
+        deadline=ledger.block_number() + MERKLE_PHASE_BLOCKS,
+        reveal_deadline=ledger.block_number() + 2 * MERKLE_PHASE_BLOCKS,
+        commit_mode="merkle",
+        challenge_window=MERKLE_WINDOW,
+        sender=aggregator,
+    )
+    clients = ledger.selected_clients(round_id)
+    by_address = {c.address: c for c in members}
+
+    def sign(address: str, epsilon: float, tag: str = "") -> Any:
+        return ledger.sign_commit(
+            by_address[address],
+            round_id=round_id,
+            manifest_digest=config,
+            blob_digest=keccak(text=f"b{round_id}.{address}{tag}"),
+            event_digest=keccak(text=f"e{round_id}.{address}"),
+            epsilon=epsilon,
+        )
+
+    censored, greedy = clients[0], clients[1]
+    leaves = {c: sign(c, 1.0) for c in clients[2:]}
+    leaves[greedy] = sign(greedy, 100.0)
+    leaf_set = LeafSet(
+        round_id=round_id,
+        chain_id=ledger.chain_id,
+        contract=ledger.address,
+        clients=clients,
+        leaves=tuple(leaves.get(c) for c in clients),
+    )
+    ledger.post_root(round_id, leaf_set, leaves_digest=bytes(32), sender=aggregator)
+    tree = leaf_set.tree()
+    omission = ledger.challenge_omission(
+        round_id, leaf=sign(censored, 1.0), at_index=EMPTY_LEAF, proof=tree.proof(0), sender=watcher
+    )
+    over = ledger.challenge_over_budget(
+        round_id, leaf=leaves[greedy], proof=tree.proof(1), sender=watcher
+    )
+    equivocation = ledger.challenge_equivocation(
+        round_id, first=leaves[greedy], second=sign(greedy, 100.0, "x"), sender=watcher
+    )
+    return {
+        "n": len(members),
+        "omission": omission.gas_used,
+        "over_budget": over.gas_used,
+        "equivocation": equivocation.gas_used,
+    }
+
+
+def run_merkle(backend: Any, sizes: list[int]) -> dict[str, Any]:
+    """Merkle rounds at ``sizes``: clients only sign (they need no funds)."""
+    admin = backend.faucet
+    aggregator, key_holder = Account.create(), Account.create()
+    backend.fund([aggregator.address, key_holder.address], 10**21)
+    ledger = Ledger.deploy(backend, admin=admin, epsilon_budget=8.0)
+    ledger.register(Role.AGGREGATOR, aggregator.address, sender=admin)
+    ledger.register(Role.KEY_HOLDER, key_holder.address, sender=admin)
+    pool = [Account.create() for _ in range(max(sizes))]
+    for k in range(0, len(pool), REGISTER_CHUNK):
+        chunk = pool[k : k + REGISTER_CHUNK]
+        ledger.register(Role.CLIENT, [c.address for c in chunk], sender=admin)
+    rows = [
+        _merkle_round(ledger, backend, aggregator, key_holder, pool[:n], 10_000 + n) for n in sizes
+    ]
+    challenge_n = max((n for n in sizes if n <= 100), default=min(sizes))
+    challenges = _challenge_gas(ledger, aggregator, key_holder, pool[: max(challenge_n, 2)], 9_999)
+    goals = {}
+    for n, limit in MERKLE_GOALS.items():
+        row = next((r for r in rows if r["n"] == n), None)
+        goals[f"n={n}"] = {
+            "limit_per_client": limit,
+            "per_client_no_release": row and row["per_client_no_release"],
+            "per_client_with_release": row and row["per_client_with_release"],
+            "pass_no_release": bool(row and row["per_client_no_release"] <= limit),
+            "pass_with_release": bool(row and row["per_client_with_release"] <= limit),
+        }
+    return {
+        "deploy_gas": ledger.deploy_gas,
+        "challenge_window_blocks": MERKLE_WINDOW,
+        "rows": rows,
+        "challenge_gas": challenges,
+        "goals": goals,
+    }
 
 
 def run(backend: Any, sizes: list[int]) -> dict[str, Any]:
@@ -244,14 +442,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["anvil", "inprocess"], default=None)
     parser.add_argument("--sizes", default="1,5,8,32,64,100")
+    parser.add_argument("--merkle-sizes", default="5,10,100,1000")
     args = parser.parse_args(argv)
-    sizes = sorted({int(s) for s in args.sizes.split(",")})
-    if min(sizes) < 1:
-        parser.error("--sizes must be positive integers")
+    sizes = sorted({int(s) for s in args.sizes.split(",") if s})
+    merkle_sizes = sorted({int(s) for s in args.merkle_sizes.split(",") if s})
+    if min(sizes + merkle_sizes, default=1) < 1 or max(merkle_sizes, default=1) > 4096:
+        parser.error("--sizes and --merkle-sizes must be integers in [1, 4096]")
+    if sizes and max(sizes) > 100:
+        parser.error("--sizes (direct and batched) stops at 100; use --merkle-sizes above")
     name = args.backend or ("anvil" if find_anvil() else "inprocess")
     backend = AnvilBackend() if name == "anvil" else InProcessBackend()
     with backend:
-        print(json.dumps(run(backend, sizes), indent=1))
+        result = run(backend, sizes) if sizes else {"benchmark": "gas", "backend": backend.name}
+        if merkle_sizes:
+            result["merkle"] = run_merkle(backend, merkle_sizes)
+        print(json.dumps(result, indent=1))
     return 0
 
 

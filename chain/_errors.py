@@ -153,6 +153,59 @@ class AlreadyFlagged(LedgerRevertError):
     """That auditor flag (client, round, reason) was already recorded."""
 
 
+class BadChallengeWindow(LedgerRevertError, ValueError):
+    """A merkle round needs a challenge window of at least one block."""
+
+
+class StaleRoundState(LedgerRevertError):
+    """The merkle round state passed does not hash to the stored key (stale or forged)."""
+
+
+class RootAlreadyPosted(LedgerRevertError):
+    """A merkle round's root is posted once."""
+
+
+class NoRoot(LedgerRevertError):
+    """The merkle round has no root yet (or a zero root was posted)."""
+
+
+class BadLeafCount(LedgerRevertError, ValueError):
+    """More leaves than selected clients."""
+
+
+class BadParticipants(LedgerRevertError, ValueError):
+    """A participants bitmap of the wrong length, with bits past n, empty, or not the one
+    published."""
+
+
+class ChallengeWindowClosed(LedgerRevertError):
+    """The challenge came after the round's challenge deadline (or after settlement)."""
+
+
+class ChallengeWindowOpen(LedgerRevertError):
+    """Settling before the challenge window has passed."""
+
+
+class BadProof(LedgerRevertError):
+    """The Merkle proof does not lead to the round's root (a false challenge)."""
+
+
+class NotOmitted(LedgerRevertError):
+    """Omission challenge of a leaf that is in the root (a false challenge)."""
+
+
+class WithinBudget(LedgerRevertError):
+    """Over-budget challenge of a claim within the budget (a false challenge)."""
+
+
+class SameLeaf(LedgerRevertError):
+    """Equivocation challenge with two signatures of the same leaf (a false challenge)."""
+
+
+class AlreadyChallenged(LedgerRevertError):
+    """That challenge (round, client, reason) was already upheld."""
+
+
 REVERT_CLASSES: dict[str, type[LedgerRevertError]] = {
     cls.__name__: cls
     for cls in (
@@ -183,5 +236,18 @@ REVERT_CLASSES: dict[str, type[LedgerRevertError]] = {
         HighS,
         InvalidSignature,
         AlreadyFlagged,
+        BadChallengeWindow,
+        StaleRoundState,
+        RootAlreadyPosted,
+        NoRoot,
+        BadLeafCount,
+        BadParticipants,
+        ChallengeWindowClosed,
+        ChallengeWindowOpen,
+        BadProof,
+        NotOmitted,
+        WithinBudget,
+        SameLeaf,
+        AlreadyChallenged,
     )
 }

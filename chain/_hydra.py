@@ -1,8 +1,10 @@
 """Hydra schemas of the ``chain`` config group (registered in Hydra's ConfigStore).
 
-``chain=none|inprocess|anvil|rpc``. ``open_backend`` turns a schema instance into a backend
-inside a context manager that stops any node it started. Secrets: the ``rpc`` option holds
-only the NAME of the environment variable with the key (``key_env``), never the key, and
+``chain=none|inprocess|anvil|rpc``; ``chain.commit_mode=direct|batched|merkle`` and
+``chain.challenge_window`` (blocks, merkle rounds) choose how commitments reach the ledger.
+``open_backend`` turns a schema instance into a backend inside a context manager that stops
+any node it started. Secrets: the ``rpc`` option holds only the NAME of the environment
+variable with the key (``key_env``), never the key, and
 ``keys_seed_file`` only the PATH of the parties' key seed, never the seed.
 """
 
@@ -17,6 +19,8 @@ from hydra.core.config_store import ConfigStore
 
 from chain._backends import DEFAULT_KEY_ENV, AnvilBackend, Backend, InProcessBackend, RpcBackend
 from chain._errors import ChainConfigError
+from chain._ledger import DEFAULT_CHALLENGE_WINDOW, MAX_CHALLENGE_WINDOW
+from chain._types import COMMIT_MODES
 
 
 @dataclass
@@ -35,6 +39,11 @@ class _LedgerOptions:
     epsilon_budget: float = 10.0
     reputation_threshold: float = 0.0
     batch_commits: bool = False
+    # direct | batched | merkle; null: from batch_commits (batched if true, else direct).
+    commit_mode: str | None = None
+    # merkle rounds: blocks after the reveal deadline during which anyone may prove an
+    # omission, an over-budget leaf or an equivocation on chain; reputation is settled after.
+    challenge_window: int = DEFAULT_CHALLENGE_WINDOW
     # Artifact store directory (blobs, events, manifests); null: ``artifacts/`` in the
     # run's output directory. Read by the round protocol, not by this package.
     store_dir: str | None = None
@@ -81,10 +90,28 @@ def validate_options(cfg: _LedgerOptions) -> None:
         raise ChainConfigError(
             f"epsilon_budget must be a finite number > 0, got {cfg.epsilon_budget}"
         )
+    if cfg.commit_mode is not None and cfg.commit_mode not in COMMIT_MODES:
+        raise ChainConfigError(
+            f"commit_mode must be one of {', '.join(COMMIT_MODES)}, got {cfg.commit_mode!r}"
+        )
+    if cfg.commit_mode not in (None, "batched") and cfg.batch_commits:
+        raise ChainConfigError(
+            f"batch_commits=true contradicts commit_mode={cfg.commit_mode} (set one of them)"
+        )
+    if not 1 <= cfg.challenge_window <= MAX_CHALLENGE_WINDOW:
+        raise ChainConfigError(
+            f"challenge_window must be in [1, {MAX_CHALLENGE_WINDOW}] blocks, "
+            f"got {cfg.challenge_window}"
+        )
     if not 0.0 <= cfg.reputation_threshold <= 1.0:
         raise ChainConfigError(
             f"reputation_threshold must be in [0, 1], got {cfg.reputation_threshold}"
         )
+
+
+def commit_mode_of(cfg: _LedgerOptions) -> str:
+    """The commit mode ``cfg`` selects (``commit_mode``, else from ``batch_commits``)."""
+    return cfg.commit_mode or ("batched" if cfg.batch_commits else "direct")
 
 
 @contextlib.contextmanager

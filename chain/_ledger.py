@@ -20,6 +20,7 @@ from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed as _TesterTransactionFailed
 from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 from web3.types import TxParams
@@ -33,12 +34,15 @@ from chain._errors import (
     NotSelected,
     TransactionFailedError,
 )
+from chain._merkle import LeafSet, MerkleFormatError
 from chain._types import (
+    COMMIT_MODES,
     Address,
     Commitment,
     CommitteeInfo,
     Digest,
     LedgerEvent,
+    MerkleState,
     Reputation,
     Role,
     RoundInfo,
@@ -55,6 +59,9 @@ _REVERT_ERRORS = (ContractCustomError, ContractLogicError, Web3RPCError, _Tester
 _TESTER_PREFIX = "execution reverted: "
 PRIORITY_FEE_WEI = 10**9
 GAS_MARGIN = 1.2
+DEFAULT_CHALLENGE_WINDOW = 20
+MAX_CHALLENGE_WINDOW = 2**16 - 1
+_ZERO_ADDRESS = Address(to_checksum_address("0x" + "00" * 20))
 
 
 class SupportsWeb3(Protocol):
@@ -323,6 +330,8 @@ class Ledger:
         deadline: int,
         reveal_deadline: int | None = None,
         batched: bool = False,
+        commit_mode: str | None = None,
+        challenge_window: int = DEFAULT_CHALLENGE_WINDOW,
         sender: LocalAccount,
     ) -> TxResult:
         """Open ``round_id`` for ``clients``: commits until block ``deadline``, reveals until
@@ -330,9 +339,19 @@ class Ledger:
         deadline as the commit phase has from now).
 
         The clients are stored in ascending address order; that order defines the indices
-        used by batched commits. ``batched`` selects the commit path of the whole round.
+        used by batched commits and merkle leaves. ``commit_mode`` (``direct``, ``batched``
+        or ``merkle``; default from ``batched``) selects the commit path of the whole round.
+        Merkle rounds accept challenges until block ``reveal_deadline + challenge_window``.
         """
         _check_round(round_id)
+        mode = commit_mode or ("batched" if batched else "direct")
+        if mode not in COMMIT_MODES:
+            raise ChainConfigError(f"commit_mode must be one of {COMMIT_MODES}, got {mode!r}")
+        if not 1 <= challenge_window <= MAX_CHALLENGE_WINDOW:
+            raise ChainConfigError(
+                f"challenge_window must be in [1, {MAX_CHALLENGE_WINDOW}] blocks, "
+                f"got {challenge_window}"
+            )
         digest = as_digest(config_digest, field="config_digest")
         ordered = _sort_addresses(clients)
         if not ordered:
@@ -341,12 +360,12 @@ class Ledger:
             raise ChainConfigError(f"deadline must be a block number >= 0, got {deadline}")
         if reveal_deadline is None:
             reveal_deadline = deadline + max(1, deadline - self.block_number())
-        result = self._transact(
-            "openRound",
-            [round_id, digest, ordered, deadline, reveal_deadline, batched],
-            sender,
-            round_id,
-        )
+        if mode == "merkle":
+            args = [round_id, digest, ordered, deadline, reveal_deadline, challenge_window]
+            result = self._transact("openMerkleModeRound", args, sender, round_id)
+        else:
+            args = [round_id, digest, ordered, deadline, reveal_deadline, mode == "batched"]
+            result = self._transact("openRound", args, sender, round_id)
         self._clients_cache[round_id] = tuple(ordered)
         return result
 
@@ -370,7 +389,13 @@ class Ledger:
             as_digest(event_digest, field="event_digest"),
             epsilon_to_fixed(epsilon),
         ]
-        if self.round_info(round_id).batched:
+        info = self.round_info(round_id)
+        if info.merkle:
+            raise ChainConfigError(
+                f"round {round_id} is a merkle round: sign the leaf for the aggregator's root "
+                "(a client it leaves out proves the omission with challenge_omission)"
+            )
+        if info.batched:
             clients = list(self.selected_clients(round_id))
             return self._transact("commitOwn", [round_id, clients, *digests], sender, round_id)
         return self._transact("commit", [round_id, *digests], sender, round_id)
@@ -379,7 +404,10 @@ class Ledger:
         """The committed client ``sender`` records its reveal (reveal phase only). Direct
         rounds: ``reveal``; batched rounds: ``revealOwn`` (its fallback)."""
         _check_round(round_id)
-        if self.round_info(round_id).batched:
+        info = self.round_info(round_id)
+        if info.merkle:
+            raise ChainConfigError(f"round {round_id} is a merkle round: reveals are off chain")
+        if info.batched:
             clients = list(self.selected_clients(round_id))
             return self._transact("revealOwn", [round_id, clients], sender, round_id)
         return self._transact("reveal", [round_id], sender, round_id)
@@ -534,8 +562,11 @@ class Ledger:
     def finalize(self, round_id: int, *, sender: LocalAccount) -> TxResult:
         """Finalize after ``publish_aggregate`` (and the key holder's attested release or
         refusal, where one exists): reputation +1 for each client that committed and
-        revealed, -1 for every other selected client."""
+        revealed, -1 for every other selected client. Merkle rounds: ``settle_reputation``
+        (only after the challenge window)."""
         _check_round(round_id)
+        if self.round_info(round_id).merkle:
+            return self.settle_reputation(round_id, sender=sender)
         clients = list(self.selected_clients(round_id))
         return self._transact("finalize", [round_id, clients], sender, round_id)
 
@@ -557,17 +588,28 @@ class Ledger:
         events = list(self.events("RoundOpened", argument_filters={"round": round_id}))
         if not events:
             raise _wrong_round(round_id)
-        clients = tuple(_address(a) for a in events[0].args["clients"])
+        listed = events[0].args["clients"]
+        if not listed and COMMIT_MODES[int(events[0].args["mode"])] == "merkle":
+            # merkle rounds log no clients: they are in the opening call's calldata
+            tx = self._w3.eth.get_transaction(HexBytes(events[0].tx_hash))
+            _, call_args = self.contract.decode_function_input(tx["input"])
+            listed = call_args["clients"]
+        clients = tuple(_address(a) for a in listed)
         self._clients_cache[round_id] = clients
         return clients
 
     def round_info(self, round_id: int) -> RoundInfo:
         """The round's state and its opening/aggregate events."""
-        deadline, reveal_deadline, budget, _n, commits, reveals, status, batched = self._call(
+        deadline, reveal_deadline, budget, _n, commits, reveals, status, mode = self._call(
             "roundHeader", round_id
         )
         if status == RoundStatus.NONE:
             raise _wrong_round(round_id)
+        if COMMIT_MODES[mode] == "merkle":
+            return self._merkle_round_info(
+                round_id, deadline, reveal_deadline, budget, reveals, status
+            )
+        batched = COMMIT_MODES[mode] == "batched"
         cfg, clients_hash, acc, agg, parts_hash, reveal, committed, missed, refusal = self._call(
             "roundDigests", round_id
         )
@@ -596,6 +638,70 @@ class Ledger:
             committed=int(committed),
             missed=int(missed),
             refusal_code=int(refusal),
+            mode=COMMIT_MODES[mode],
+        )
+
+    def _merkle_round_info(
+        self,
+        round_id: int,
+        deadline: int,
+        reveal_deadline: int,
+        budget: int,
+        window: int,
+        status: int,
+    ) -> RoundInfo:
+        """A merkle round's info: its state lives in events (the contract keeps a hash)."""
+        refusal = 0
+        if status == RoundStatus.REFUSED:
+            refusal = self._call("roundDigests", round_id)[8]
+        opened = next(iter(self.events("RoundOpened", argument_filters={"round": round_id})))
+        root_ev = next(iter(self.events("RootPosted", argument_filters={"round": round_id})), None)
+        published = next(
+            iter(self.events("MerklePublished", argument_filters={"round": round_id})), None
+        )
+        reveal_ev = next(
+            iter(self.events("RevealAttested", argument_filters={"round": round_id})), None
+        )
+        finalized = next(
+            iter(self.events("RoundFinalized", argument_filters={"round": round_id})), None
+        )
+        clients = self.selected_clients(round_id)
+        participants = None
+        participants_hash = None
+        aggregate = None
+        if published is not None:
+            words = [int(w) for w in published.args["participantWords"]]
+            participants = tuple(
+                c for i, c in enumerate(clients) if (words[i // 256] >> (i % 256)) & 1
+            )
+            participants_hash = Digest(keccak(b"".join(w.to_bytes(32, "big") for w in words)))
+            aggregate = Digest(bytes(published.args["aggregateDigest"]))
+        return RoundInfo(
+            round_id=round_id,
+            status=RoundStatus(status),
+            batched=False,
+            config_digest=Digest(bytes(opened.args["configDigest"])),
+            clients=clients,
+            clients_hash=list_hash(clients),
+            deadline=int(deadline),
+            reveal_deadline=int(reveal_deadline),
+            commits=0 if root_ev is None else int(root_ev.args["leafCount"]),
+            reveals=0,
+            epsilon_budget_fixed=int(budget),
+            accumulator=None,
+            aggregate_digest=aggregate,
+            participants=participants,
+            participants_hash=participants_hash,
+            reveal_digest=None
+            if reveal_ev is None
+            else Digest(bytes(reveal_ev.args["revealDigest"])),
+            committed=0 if finalized is None else int(finalized.args["committed"]),
+            missed=0 if finalized is None else int(finalized.args["missed"]),
+            refusal_code=int(refusal),
+            mode="merkle",
+            merkle_root=None if root_ev is None else Digest(bytes(root_ev.args["root"])),
+            leaves_digest=None if root_ev is None else Digest(bytes(root_ev.args["leavesDigest"])),
+            challenge_deadline=int(reveal_deadline) + int(window),
         )
 
     def commitment_hash(self, round_id: int, client: str) -> Digest:
@@ -611,7 +717,7 @@ class Ledger:
             for ev in self.events("Revealed", argument_filters={"round": round_id})
         }
         info = self.round_info(round_id)
-        if info.batched and info.participants is not None:
+        if info.mode != "direct" and info.participants is not None:
             found.update(info.participants)
         return frozenset(found)
 
@@ -678,6 +784,171 @@ class Ledger:
                 + c.epsilon_fixed.to_bytes(32, "big")
             )
         return Digest(acc)
+
+    # --------------------------------------------------------- merkle (optimistic) rounds
+    def merkle_state(self, round_id: int) -> MerkleState:
+        """What the round committed, rebuilt from its events and checked against the hash
+        chain the contract stores (challenges and the settlement pass it back)."""
+        info = self.round_info(round_id)
+        if not info.merkle:
+            raise ChainConfigError(f"round {round_id} is not a merkle round")
+        aggregator = _ZERO_ADDRESS
+        root_ev = next(iter(self.events("RootPosted", argument_filters={"round": round_id})), None)
+        if root_ev is not None:
+            sender = self._w3.eth.get_transaction(HexBytes(root_ev.tx_hash))["from"]
+            aggregator = _address(sender)
+        zero = Digest(bytes(32))
+        state = MerkleState(
+            config_digest=info.config_digest,
+            clients_hash=info.clients_hash,
+            root=info.merkle_root or zero,
+            leaf_count=info.commits,
+            aggregator=aggregator,
+            aggregate_digest=info.aggregate_digest or zero,
+            participants_hash=info.participants_hash or zero,
+        )
+        if state.key() != bytes(self._call("roundMerkleKey", round_id)):
+            raise ChainConfigError(f"round {round_id}: events do not match the merkle key")
+        return state
+
+    def _participant_words(self, round_id: int, participants: Sequence[str]) -> list[int]:
+        clients = self.selected_clients(round_id)
+        index = {c.lower(): i for i, c in enumerate(clients)}
+        words = [0] * ((len(clients) + 255) // 256)
+        for p in participants:
+            i = index.get(p.lower())
+            if i is None:
+                raise NotSelected("NotSelected", {"round": round_id, "client": _address(p)})
+            words[i // 256] |= 1 << (i % 256)
+        return words
+
+    def post_root(
+        self, round_id: int, leaf_set: LeafSet, *, leaves_digest: bytes, sender: LocalAccount
+    ) -> TxResult:
+        """Aggregator: post the root of ``leaf_set`` (the signed leaves it accepted), its
+        leaf count and the store digest of the leaf set (one transaction per round)."""
+        _check_round(round_id)
+        clients = self.selected_clients(round_id)
+        if leaf_set.round_id != round_id or tuple(c.lower() for c in leaf_set.clients) != tuple(
+            c.lower() for c in clients
+        ):
+            raise MerkleFormatError(f"leaf set is not over round {round_id}'s selected clients")
+        args = [
+            round_id,
+            leaf_set.tree().root,
+            leaf_set.leaf_count,
+            as_digest(leaves_digest, field="leaves_digest"),
+        ]
+        return self._transact("postCommitRoot", args, sender, round_id)
+
+    def publish_merkle(
+        self,
+        round_id: int,
+        *,
+        aggregate_digest: bytes,
+        participants: Sequence[str],
+        sender: LocalAccount,
+    ) -> TxResult:
+        """Merkle rounds: publish the aggregate's digest and its participants (a bitmap over
+        the selected list) in one transaction."""
+        _check_round(round_id)
+        words = self._participant_words(round_id, participants)
+        state = self.merkle_state(round_id)
+        digest = as_digest(aggregate_digest, field="aggregate_digest")
+        args = [round_id, state.rootless_key, state.root, state.leaf_count, digest, words]
+        return self._transact("publishOptimisticRound", args, sender, round_id)
+
+    @staticmethod
+    def _leaf_tuple(signed: SignedCommit) -> tuple[Any, ...]:
+        return (
+            signed.manifest_digest,
+            signed.blob_digest,
+            signed.event_digest,
+            signed.epsilon_fixed,
+            signed.v,
+            signed.r,
+            signed.s,
+        )
+
+    def _challenge_args(self, round_id: int, client: str) -> tuple[MerkleState, list[Address], int]:
+        clients = list(self.selected_clients(round_id))
+        lowered = [c.lower() for c in clients]
+        if client.lower() not in lowered:
+            raise NotSelected("NotSelected", {"round": round_id, "client": _address(client)})
+        return self.merkle_state(round_id), clients, lowered.index(client.lower())
+
+    def challenge_omission(
+        self,
+        round_id: int,
+        *,
+        leaf: SignedCommit,
+        at_index: bytes,
+        proof: Sequence[bytes],
+        sender: LocalAccount,
+    ) -> TxResult:
+        """Prove that the root holds ``at_index`` (with ``proof``), not the validly signed
+        ``leaf``, at its client's index: the aggregator is flagged, the client counts."""
+        _check_round(round_id)
+        state, clients, index = self._challenge_args(round_id, leaf.client)
+        args = [
+            round_id,
+            state.as_tuple(),
+            clients,
+            index,
+            self._leaf_tuple(leaf),
+            as_digest(at_index, field="at_index"),
+            [as_digest(p, field="proof") for p in proof],
+        ]
+        return self._transact("proveMissingLeaf", args, sender, round_id)
+
+    def challenge_over_budget(
+        self, round_id: int, *, leaf: SignedCommit, proof: Sequence[bytes], sender: LocalAccount
+    ) -> TxResult:
+        """Prove a signed leaf in the root claims more epsilon than the round's budget."""
+        _check_round(round_id)
+        state, clients, index = self._challenge_args(round_id, leaf.client)
+        args = [
+            round_id,
+            state.as_tuple(),
+            clients,
+            index,
+            self._leaf_tuple(leaf),
+            [as_digest(p, field="proof") for p in proof],
+        ]
+        return self._transact("proveBudgetOverrun", args, sender, round_id)
+
+    def challenge_equivocation(
+        self, round_id: int, *, first: SignedCommit, second: SignedCommit, sender: LocalAccount
+    ) -> TxResult:
+        """Prove a client signed two different leaves for the round."""
+        _check_round(round_id)
+        if first.client.lower() != second.client.lower():
+            raise ChainConfigError("equivocation needs two leaves of the same client")
+        state, clients, index = self._challenge_args(round_id, first.client)
+        args = [
+            round_id,
+            state.as_tuple(),
+            clients,
+            index,
+            self._leaf_tuple(first),
+            self._leaf_tuple(second),
+        ]
+        return self._transact("proveEquivocation", args, sender, round_id)
+
+    def settle_reputation(self, round_id: int, *, sender: LocalAccount) -> TxResult:
+        """Merkle rounds, after the challenge window: +1 per participant or proven
+        omission, -1 per other selected client; finalizes the round (anyone may send)."""
+        _check_round(round_id)
+        info = self.round_info(round_id)
+        words = self._participant_words(round_id, info.participants or ())
+        state = self.merkle_state(round_id)
+        args = [round_id, state.as_tuple(), list(info.clients), words]
+        return self._transact("finalizeOptimistic", args, sender, round_id)
+
+    def merkle_challenges(self, round_id: int, client: str) -> int:
+        """What challenges proved for ``client`` in ``round_id`` (bits: 1 omission, 2 over
+        budget, 4 equivocation)."""
+        return int(self._call("provenChallenges", round_id, _address(client)))
 
     def reputation(self, address: str) -> Reputation:
         """Positive/negative counts and score (fixed point, REPUTATION_SCALE)."""

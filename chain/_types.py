@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NewType
 
 from eth_typing import ChecksumAddress
+from eth_utils import keccak
 
 from chain._errors import ChainConfigError
 
@@ -188,15 +189,84 @@ class RoundInfo:
     committed: int
     missed: int
     refusal_code: int = 0
+    mode: str = "direct"
+    merkle_root: Digest | None = None
+    leaves_digest: Digest | None = None
+    challenge_deadline: int | None = None
 
     @property
     def finalized(self) -> bool:
         """Whether the round is finalized."""
         return self.status is RoundStatus.FINALIZED
 
+    @property
+    def merkle(self) -> bool:
+        """Whether the round is an optimistic (merkle-mode) round."""
+        return self.mode == "merkle"
+
     def commit_phase_closed(self, block_number: int) -> bool:
-        """Whether no client can commit any more at ``block_number``."""
+        """Whether no client can commit any more at ``block_number`` (merkle rounds: once
+        the aggregator posted the root)."""
+        if self.merkle:
+            return block_number > self.deadline or self.merkle_root is not None
         return block_number > self.deadline or self.commits == len(self.clients)
+
+
+COMMIT_MODES = ("direct", "batched", "merkle")
+"""Commit modes by their on-chain number (``Header.mode``)."""
+
+
+@dataclass(frozen=True)
+class MerkleState:
+    """What a merkle round committed, rebuilt from its events; the contract stores only a
+    hash chain of it (``merkleKey``, see :meth:`key`).
+
+    Zero fields are not set yet: ``root``/``leaf_count``/``aggregator`` until the root is
+    posted, ``aggregate_digest``/``participants_hash`` until publication."""
+
+    config_digest: Digest
+    clients_hash: Digest
+    root: Digest
+    leaf_count: int
+    aggregator: Address
+    aggregate_digest: Digest
+    participants_hash: Digest
+
+    def as_tuple(self) -> tuple[bytes, bytes, bytes, int, str, bytes, bytes]:
+        """The ABI tuple of the contract's ``MerkleState``."""
+        return (
+            self.config_digest,
+            self.clients_hash,
+            self.root,
+            self.leaf_count,
+            self.aggregator,
+            self.aggregate_digest,
+            self.participants_hash,
+        )
+
+    @property
+    def rootless_key(self) -> bytes:
+        """k0 = keccak256(abi.encode(config, clients hash)) with bit 0 cleared."""
+        k0 = keccak(self.config_digest + self.clients_hash)
+        return k0[:31] + bytes([k0[31] & 0xFE])
+
+    def key(self) -> bytes:
+        """The hash chain the contract stores: k0, then k1 = keccak256(k0, root, leaf
+        count, aggregator) with bit 0 set, then k2 = keccak256(k1, aggregate, participants
+        hash)."""
+        key = self.rootless_key
+        if not any(self.root):
+            return key
+        k1 = keccak(
+            key
+            + self.root
+            + self.leaf_count.to_bytes(32, "big")
+            + bytes.fromhex(self.aggregator[2:]).rjust(32, b"\0")
+        )
+        key = k1[:31] + bytes([k1[31] | 1])
+        if not any(self.participants_hash):
+            return key
+        return keccak(key + self.aggregate_digest + self.participants_hash)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from chain import ChainConfigError, ChainError, Ledger, Role, WrongRound, open_backend
+from chain import (
+    ChainConfigError,
+    ChainError,
+    Ledger,
+    Role,
+    WrongRound,
+    commit_mode_of,
+    open_backend,
+)
 from experiments._errors import CheckpointError, ConfigError
 from secagg import (
     AuditReport,
@@ -277,7 +285,8 @@ def open_ledger_layer(
                     store=LocalDirectoryStore(store_dir),
                     parties=parties,
                     deadline_blocks=chain_schema.deadline_blocks,
-                    batch_commits=chain_schema.batch_commits,
+                    commit_mode=commit_mode_of(chain_schema),
+                    challenge_window=chain_schema.challenge_window,
                     reputation_threshold=chain_schema.reputation_threshold,
                 )
             else:
@@ -290,7 +299,8 @@ def open_ledger_layer(
                         dp_budget if dp_budget is not None else chain_schema.epsilon_budget,
                     ),
                     deadline_blocks=chain_schema.deadline_blocks,
-                    batch_commits=chain_schema.batch_commits,
+                    commit_mode=commit_mode_of(chain_schema),
+                    challenge_window=chain_schema.challenge_window,
                     reputation_threshold=chain_schema.reputation_threshold,
                     parties=parties,
                 )

@@ -3,7 +3,7 @@
 from typing import Any
 
 SOURCES: dict[str, str] = {
-    "chain/_hydra.py": "1bda7f75719237d441a2f773d2c2a08d3ca32ed9290e7d6db089422e602e834a",
+    "chain/_hydra.py": "21ea8857cc3adf86114c06104b3ecb22d40e95c9a4e32c88b177c2e9d3be4b8a",
     "dp/_hydra.py": "e5cd4d1f4e0aef9b5f94c93fdc6bb883c7d9f267e8982af769d0d7b328c98e40",
     "secagg/_hydra.py": "416b66ef5e8a39d5a5802a41161e3dfb92bd201efeaf289aaf3a5b10b0db0b45",
     "secagg/ckks/_config.py": "8c94b4d087afea94a9784f2a2222dc85d240eea11a0f5f06537a134f1f022df1",
@@ -14,6 +14,8 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
     "chain": {
         "anvil": {
             "batch_commits": False,
+            "challenge_window": 20,
+            "commit_mode": None,
             "deadline_blocks": 50,
             "epsilon_budget": 10.0,
             "keys_seed_file": None,
@@ -25,6 +27,8 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
         },
         "inprocess": {
             "batch_commits": False,
+            "challenge_window": 20,
+            "commit_mode": None,
             "deadline_blocks": 50,
             "epsilon_budget": 10.0,
             "keys_seed_file": None,
@@ -35,6 +39,8 @@ CATALOG: dict[str, dict[str, dict[str, Any]]] = {
         "none": {"name": "none"},
         "rpc": {
             "batch_commits": False,
+            "challenge_window": 20,
+            "commit_mode": None,
             "deadline_blocks": 50,
             "epsilon_budget": 10.0,
             "key_env": "SECAGG_LEDGER_KEY",

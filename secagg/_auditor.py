@@ -97,6 +97,7 @@ from secagg._committee_round import (
 from secagg._digest import Digest, keccak256
 from secagg._errors import SecAggError
 from secagg._manifest import MAX_MANIFEST_BYTES, PrivacyPolicy, RoundManifest
+from secagg._merkle_round import check_leaves
 from secagg._recombine import aggregate_inputs, recombine
 from secagg._roles import (
     REFUSAL_AGGREGATE_MISMATCH,
@@ -120,6 +121,10 @@ CHECKS = ("manifest", "blobs", "aggregate", "reveal", "privacy", "budget")
 # Checks whose findings name a client at fault, and the reason code a flag on the ledger
 # carries for each (a flag lowers the client's reputation).
 CLIENT_CHECKS = {"blobs": 1, "invalid-blob": 2, "privacy": 3, "budget": 4}
+# Reason codes of challenges upheld on chain (merkle rounds; the contract's REASON_*).
+REASON_OMISSION = 101
+REASON_OVER_BUDGET = 102
+REASON_EQUIVOCATION = 103
 
 
 @dataclass
@@ -168,8 +173,12 @@ class Auditor:
 
     def _audit_round(self, round_id: int) -> RoundAudit:
         info = self.ledger.round_info(round_id)
-        commitments = self.ledger.commitments(round_id)
         checks = dict.fromkeys(CHECKS, True)
+        if info.merkle:
+            checks["root"] = True
+            commitments = self._merkle(info, checks)
+        else:
+            commitments = self.ledger.commitments(round_id)
 
         def failed(check: str) -> None:
             checks[check] = False
@@ -215,6 +224,40 @@ class Auditor:
             participants=len(info.participants or ()),
             checks=checks,
         )
+
+    def _merkle(self, info: RoundInfo, checks: dict[str, bool]) -> list[Commitment]:
+        """Merkle rounds: re-derive the root from the stored leaf set and check every leaf
+        (the aggregator is named for a leaf set that is missing, does not hash to the root
+        or holds a leaf its client did not validly sign for this round and manifest), and
+        report the challenges upheld on chain. Returns the valid leaves as commitments (an
+        over-budget leaf, which a challenge would catch, is then named by the budget check)."""
+        round_id = info.round_id
+        check = check_leaves(self.ledger, self.store, round_id)
+        poster = self._sender_of("RootPosted", round_id)
+        for problem in check.problems:
+            checks["root"] = False
+            self.find(round_id, "root", f"aggregator {poster}: {problem}")
+        for event in self.ledger.events("ChallengeUpheld", argument_filters={"round": round_id}):
+            accused, client = str(event.args["accused"]), str(event.args["client"])
+            code = int(event.args["reasonCode"])
+            checks["root"] = False
+            if code == REASON_OMISSION:
+                if self.ledger.merkle_challenges(round_id, client) & 1 == 0:
+                    continue  # void: the client equivocated (named below), not a censorship
+                self.find(
+                    round_id,
+                    "root",
+                    f"aggregator {accused} left the validly signed leaf of client {client} "
+                    "out of the root (omission proven on chain; the client counts as done)",
+                )
+            else:
+                what = (
+                    "signed two different leaves"
+                    if code == REASON_EQUIVOCATION
+                    else ("claimed epsilon over the budget in a leaf under the root")
+                )
+                self.find(round_id, "challenge", f"{what} (challenge upheld on chain)", client)
+        return check.commitments
 
     def _manifest(self, info: RoundInfo, failed: Callable[[str], None]) -> RoundManifest | None:
         """The round's manifest, if it is present, for this round and these clients, and its
@@ -806,10 +849,18 @@ class Auditor:
     def _count_reputation(
         self, info: RoundInfo, commitments: list[Commitment], revealed: set[str]
     ) -> None:
-        """Mirror ``finalize``: +1 for committed and revealed, -1 for every other client."""
+        """Mirror ``finalize``: +1 for committed and revealed, -1 for every other client.
+        Merkle rounds (settled after their window): +1 for participants and proven
+        omissions, -1 for the others."""
         if not info.finalized:
             return
         done = {c.client.lower() for c in commitments} & revealed
+        if info.merkle:
+            done = {p.lower() for p in info.participants or ()} | {
+                a.lower()
+                for a in info.clients
+                if self.ledger.merkle_challenges(info.round_id, a) & 1
+            }
         for address in info.clients:
             history = self.history(address)
             if address.lower() in done:
@@ -820,6 +871,10 @@ class Auditor:
     def check_reputation(self, last_round: int) -> None:
         for event in self.ledger.events("Flagged"):
             self.history(str(event.args["client"])).negative += 1
+        for event in self.ledger.events("ChallengeUpheld"):
+            self.history(str(event.args["accused"])).negative += 1
+        for event in self.ledger.events("OmissionVoided"):
+            self.history(str(event.args["aggregator"])).negative -= 1
         for address, history in sorted(self.histories.items()):
             on_chain = self.ledger.reputation(address)
             if (on_chain.positive, on_chain.negative) != (history.positive, history.negative):

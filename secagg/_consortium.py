@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from chain import Ledger, Role
+from chain import COMMIT_MODES, DEFAULT_CHALLENGE_WINDOW, ChainConfigError, Ledger, Role
 from secagg._errors import PartyKeyError
 from secagg._party_keys import derive_party_key
 from secagg._store import ArtifactStore
@@ -84,7 +84,11 @@ class Parties:
 
 @dataclass
 class Consortium:
-    """Ledger + store + parties, with the policy knobs of the round protocol."""
+    """Ledger + store + parties, with the policy knobs of the round protocol.
+
+    ``commit_mode`` is ``direct``, ``batched`` or ``merkle`` (empty: from the older
+    ``batch_commits`` flag); ``challenge_window`` is the merkle rounds' window in blocks
+    after the reveal deadline."""
 
     ledger: Ledger
     store: ArtifactStore
@@ -92,6 +96,26 @@ class Consortium:
     deadline_blocks: int = 50
     batch_commits: bool = False
     reputation_threshold: float = 0.0
+    commit_mode: str = ""
+    challenge_window: int = DEFAULT_CHALLENGE_WINDOW
+
+    def __post_init__(self) -> None:
+        if not self.commit_mode:
+            self.commit_mode = "batched" if self.batch_commits else "direct"
+        if self.commit_mode not in COMMIT_MODES:
+            raise ChainConfigError(
+                f"commit_mode must be one of {COMMIT_MODES}, got {self.commit_mode!r}"
+            )
+        self.batch_commits = self.commit_mode == "batched"
+        if not 1 <= self.challenge_window < 2**16:
+            raise ChainConfigError(
+                f"challenge_window must be in [1, 65535] blocks, got {self.challenge_window}"
+            )
+
+    @property
+    def signs_commits(self) -> bool:
+        """Whether clients sign their commitments for the aggregator (batched, merkle)."""
+        return self.commit_mode != "direct"
 
     @classmethod
     def create(
@@ -105,6 +129,8 @@ class Consortium:
         batch_commits: bool = False,
         reputation_threshold: float = 0.0,
         parties: Parties | None = None,
+        commit_mode: str = "",
+        challenge_window: int = DEFAULT_CHALLENGE_WINDOW,
     ) -> Consortium:
         """Deploy a ledger on ``backend``, fund and register every party (``parties``:
         derived accounts, :meth:`Parties.derive`; None: fresh ones)."""
@@ -132,6 +158,8 @@ class Consortium:
             deadline_blocks=deadline_blocks,
             batch_commits=batch_commits,
             reputation_threshold=reputation_threshold,
+            commit_mode=commit_mode,
+            challenge_window=challenge_window,
         )
 
     def address_of(self, client_id: int) -> str:

@@ -9,7 +9,9 @@ over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
 2. **commit phase**: each client that is still up protects its weighted update, stores its
    privacy event, keeps the blob private and commits the digests, its claimed cumulative
    epsilon and the manifest digest (batched rounds: signs, the aggregator submits every
-   signature in one transaction, and a client left out of the batch commits itself);
+   signature in one transaction, and a client left out of the batch commits itself;
+   merkle rounds: signs a leaf, the aggregator stores the leaf set and posts one root, and
+   each client checks its inclusion proof before it reveals, proving an omission on chain);
 3. the commit phase closes at its deadline, or as soon as every selected client committed;
 4. **reveal phase**: each committed client puts its blob in the store and (direct rounds)
    records its reveal; a committed client that does not reveal is a dropout;
@@ -22,7 +24,8 @@ over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
    the check itself, the first reserves, each attests its partial, and any T partials
    release the sum (fewer: the round aborts, nothing released); for
    masking the unmasking server releases the sum; the aggregator finalizes (reputation:
-   +1 committed and revealed, -1 otherwise);
+   +1 committed and revealed, -1 otherwise; merkle rounds settle it lazily, once their
+   challenge window has passed, before the aggregator opens a later round);
 7. the auditor checks the round from ledger and store alone and flags every client at fault
    (lowering its reputation, which later selection uses); faults of the aggregator or the
    key holder are named in its findings.
@@ -118,6 +121,11 @@ log = logging.getLogger("secagg")
 # Ledger functions by round phase (gas and seconds are reported per phase).
 PHASE_OF_FUNCTION = {
     "openRound": "open",
+    "openMerkleModeRound": "open",
+    "postCommitRoot": "commit",
+    "proveMissingLeaf": "reveal",
+    "publishOptimisticRound": "publish",
+    "finalizeOptimistic": "finalize",
     "commit": "commit",
     "commitOwn": "commit",
     "commitBatch": "commit",
@@ -344,7 +352,9 @@ class SecureRoundProtocol:
                 clock.add("commit", max(0.0, time.perf_counter() - start - protect_seconds))
             committed[client_id] = (party, submission)
         signed = [s.signed for _, s in committed.values() if s.signed is not None]
-        if signed:
+        if signed and self.consortium.commit_mode == "merkle":
+            self._post_root(round_id, signed, committed, excluded, clock)
+        elif signed:
             try:
                 with clock.phase("commit"):
                     _, refused = self.aggregator.submit_batch(round_id, signed)
@@ -367,6 +377,29 @@ class SecureRoundProtocol:
         with clock.phase("commit"):
             self.aggregator.close_commit_phase(round_id)
         return committed
+
+    def _post_root(
+        self,
+        round_id: int,
+        signed: list[Any],
+        committed: dict[int, tuple[ClientParty, Submission]],
+        excluded: dict[int, str],
+        clock: _ChainClock,
+    ) -> None:
+        """Merkle rounds: the aggregator posts one root over the acceptable signed leaves. A
+        refused client is out of the round (its leaf is not acceptable, so no omission can
+        be proven); a client left out otherwise finds it at its inclusion check."""
+        try:
+            with clock.phase("commit"):
+                _, refused = self.aggregator.submit_root(round_id, signed)
+        except ChainError as error:  # no root: nobody committed
+            refused = {c.client: f"{type(error).__name__}: {error}" for c in signed}
+        lowered = {address.lower(): reason for address, reason in refused.items()}
+        for client_id in list(committed):
+            reason = lowered.get(self.consortium.address_of(client_id).lower())
+            if reason is not None:
+                excluded[client_id] = f"leaf refused: {reason}"
+                del committed[client_id]
 
     def _identities(self, selected: Sequence[int]) -> dict[str, Any]:
         """Masking rounds run authenticated (Bonawitz et al. 2017, malicious server): each

@@ -6,11 +6,14 @@ phase and then a reveal phase, both enforced by the ledger contract:
 * :class:`ClientParty` protects its own weighted update through the scheme and, in the
   commit phase, puts only digests on the ledger (blob, privacy event, claimed cumulative
   epsilon and the manifest digest it saw; batched rounds: signs them for the aggregator's
-  batch, and commits itself if the batch leaves it out). It keeps the blob private until the
-  commit phase is closed; then it puts the blob in the store and (direct rounds) records its
-  reveal with one transaction. Its privacy event goes to the store at commit time: the
+  batch, and commits itself if the batch leaves it out; merkle rounds: signs its leaf, and
+  before revealing checks its inclusion proof against the root on chain, proving an omission
+  there if its leaf is missing). It keeps the blob private until the commit phase is
+  closed; then it puts the blob in the store and (direct rounds) records its reveal with
+  one transaction. Its privacy event goes to the store at commit time: the
   privacy was spent whether or not the update is used, and its next event links to it.
-* :class:`AggregatorParty` opens the round with the manifest's digest, reads the
+* :class:`AggregatorParty` opens the round with the manifest's digest (merkle rounds:
+  stores the leaf set of the signed commitments it accepts and posts one root), reads the
   commitments *from the ledger* (so a restarted aggregator resumes from ledger and store
   and counts no client twice), fetches and checks each revealed blob against its
   commitment, combines blindly, publishes the aggregate digest and participants, and
@@ -69,6 +72,7 @@ from chain import (
     ChainError,
     Commitment,
     Ledger,
+    RoundInfo,
     RoundStatus,
     SignedCommit,
     TxResult,
@@ -84,6 +88,7 @@ from secagg._errors import (
     SecAggError,
 )
 from secagg._manifest import RoundManifest
+from secagg._merkle_round import build_leaf_set, check_inclusion, round_commitments
 from secagg._recombine import aggregate_inputs, recombine
 from secagg._scheme import RoundSession
 from secagg._store import ArtifactNotFoundError, ArtifactStore
@@ -179,7 +184,7 @@ class ClientParty:
         submission = Submission(
             self.client_id, blob_digest, event_digest, epsilon, manifest_digest, blob
         )
-        if self.consortium.batch_commits:
+        if self.consortium.signs_commits:
             signed = ledger.sign_commit(
                 account,
                 round_id=round_id,
@@ -218,12 +223,35 @@ class ClientParty:
             raise ProtocolAbortError(
                 f"round {round_id}: the commit phase is still open; the blob stays private"
             )
+        if info.merkle:
+            self.check_root(round_id, submission, info=info)
         self.consortium.store.put(submission.blob)
         if on_chain is None:
-            on_chain = not info.batched
+            on_chain = info.mode == "direct"
         if not on_chain:
             return None
         return ledger.reveal(round_id, sender=self.consortium.account_of(self.client_id))
+
+    def check_root(
+        self, round_id: int, submission: Submission, *, info: RoundInfo | None = None
+    ) -> TxResult | None:
+        """Merkle rounds: check this client's inclusion proof against the root on chain;
+        when its signed leaf is missing, prove the omission on chain (the aggregator is
+        flagged and this client counts as done). Returns the challenge's transaction."""
+        if submission.signed is None:
+            raise ProtocolAbortError(f"round {round_id}: a merkle client signs its leaf")
+        consortium = self.consortium
+        ledger, store = consortium.ledger, consortium.store
+        inclusion = check_inclusion(ledger, store, round_id, submission.signed, info=info)
+        if inclusion.included:
+            return None
+        return ledger.challenge_omission(
+            round_id,
+            leaf=submission.signed,
+            at_index=inclusion.at_index,
+            proof=inclusion.proof,
+            sender=consortium.account_of(self.client_id),
+        )
 
 
 class AggregatorParty:
@@ -231,6 +259,7 @@ class AggregatorParty:
 
     def __init__(self, *, consortium: Consortium) -> None:
         self.consortium = consortium
+        self._unsettled: list[int] = []
 
     @property
     def _account(self) -> LocalAccount:
@@ -252,15 +281,47 @@ class AggregatorParty:
         ledger = self.consortium.ledger
         config_digest = self.consortium.store.put(manifest.canonical_bytes())
         deadline = ledger.block_number() + self.consortium.deadline_blocks
+        self.settle_due()
         return ledger.open_round(
             manifest.round_id,
             config_digest=config_digest,
             clients=[c.address for c in manifest.clients],
             deadline=deadline,
             reveal_deadline=deadline + self.consortium.deadline_blocks,
-            batched=self.consortium.batch_commits,
+            commit_mode=self.consortium.commit_mode,
+            challenge_window=self.consortium.challenge_window,
             sender=self._account,
         )
+
+    def submit_root(
+        self, round_id: int, signed: list[SignedCommit]
+    ) -> tuple[TxResult | None, dict[str, str]]:
+        """Merkle rounds: store the leaf set of every acceptable signed commitment and post
+        its root (one transaction). Refused rows (see :func:`build_leaf_set`) are returned
+        as ``{client address: reason}``; a refused client can prove an omission only if
+        its leaf was acceptable."""
+        ledger = self.consortium.ledger
+        info = ledger.round_info(round_id)
+        leaf_set, refused = build_leaf_set(ledger, info, signed)
+        if leaf_set.leaf_count == 0:
+            return None, refused
+        leaves_digest = self.consortium.store.put(leaf_set.canonical_bytes())
+        tx = ledger.post_root(round_id, leaf_set, leaves_digest=leaves_digest, sender=self._account)
+        return tx, refused
+
+    def settle_due(self) -> list[TxResult]:
+        """Settle the reputation of every merkle round this aggregator published whose
+        challenge window has passed (lazy: it runs before the next round opens)."""
+        ledger = self.consortium.ledger
+        settled = []
+        for round_id in list(self._unsettled):
+            info = ledger.round_info(round_id)
+            if info.finalized:
+                self._unsettled.remove(round_id)
+            elif (info.challenge_deadline or 0) < ledger.block_number():
+                settled.append(ledger.settle_reputation(round_id, sender=self._account))
+                self._unsettled.remove(round_id)
+        return settled
 
     def submit_batch(
         self, round_id: int, signed: list[SignedCommit]
@@ -309,7 +370,8 @@ class AggregatorParty:
         is a client that did not reveal; an altered one is rejected."""
         collected = Collected()
         owner: dict[bytes, int] = {}  # blob digest -> the client that committed it first
-        for commitment in self.consortium.ledger.commitments(round_id):
+        consortium = self.consortium
+        for commitment in round_commitments(consortium.ledger, consortium.store, round_id):
             member = manifest.client_by_address(commitment.client)
             if member is None:  # the contract only accepts selected clients
                 continue
@@ -348,7 +410,8 @@ class AggregatorParty:
         info = ledger.round_info(round_id)
         if len(session.combined) != info.commits:
             ledger.advance_past(info.reveal_deadline)
-        tx = self.consortium.ledger.publish_aggregate(
+        publish = ledger.publish_merkle if info.merkle else ledger.publish_aggregate
+        tx = publish(
             round_id,
             aggregate_digest=aggregate_digest,
             participants=self.consortium.addresses_of(session.combined),
@@ -356,7 +419,12 @@ class AggregatorParty:
         )
         return aggregate, tx
 
-    def finalize(self, round_id: int) -> TxResult:
+    def finalize(self, round_id: int) -> TxResult | None:
+        """Finalize (reputation). Merkle rounds only after their challenge window: the
+        round is queued and settled by :meth:`settle_due` (returns None)."""
+        if self.consortium.commit_mode == "merkle":
+            self._unsettled.append(round_id)
+            return None
         return self.consortium.ledger.finalize(round_id, sender=self._account)
 
 
@@ -374,7 +442,9 @@ def participant_blobs(
         )
     if info.config_digest != manifest.digest():
         raise CommitmentMismatchError(f"round {round_id}: not the round's manifest")
-    committed = {c.client.lower(): c.blob_digest for c in ledger.commitments(round_id)}
+    committed = {
+        c.client.lower(): c.blob_digest for c in round_commitments(ledger, store, round_id)
+    }
     blobs = []
     for participant in info.participants or ():
         member = manifest.client_by_address(participant)

@@ -5,6 +5,8 @@ pragma solidity 0.8.28;
 /// @notice Audit trail of a federated-learning consortium: roles, rounds, digest commitments,
 ///         a per-client epsilon budget and subjective-logic reputation (Kang et al. 2019).
 /// @dev Only 32-byte digests (keccak256) ever reach this contract: no data, no keys.
+///      Gas: `commit` is the hottest entry point and the dispatcher compares selectors in
+///      ascending order, so the merkle entry points are named to sort after it.
 ///      Trust: the admin assigns roles; the aggregator opens, publishes and finalizes rounds;
 ///      the key holder reserves, attests or refuses the one release of a round; auditors flag
 ///      clients. Every write checks the caller's role. Deadlines are block numbers
@@ -31,7 +33,7 @@ pragma solidity 0.8.28;
 ///      Release: the key holder reserves the release (`reserveRelease`) before decrypting,
 ///      and then attests what it released or why it refused: at most one release per round.
 ///
-///      Two commit modes, chosen per round at opening:
+///      Three commit modes, chosen per round at opening:
 ///      - direct: each selected client sends its own transaction. The round stores one slot per
 ///        selected client: SELECTED before the commit, then the commitment word
 ///        keccak256(blobDigest, eventDigest, epsilon) with its two low bits replaced by the
@@ -42,6 +44,14 @@ pragma solidity 0.8.28;
 ///        and the round keeps a running accumulator
 ///        acc' = keccak256(acc, client, blobDigest, eventDigest, epsilon) that the auditor
 ///        recomputes from the Committed and BatchCommitted events.
+///      - merkle (optimistic): clients sign their leaves off chain; the aggregator posts ONE
+///        root per round (`postCommitRoot`) and ONE publication (`publishOptimisticRound`). The round stores
+///        its header and one hash chain (`merkleKey`) of everything committed; nothing per
+///        client, and the selected list only in the opening transaction's calldata.
+///        Nothing is checked per commit: within the challenge window (until block
+///        revealDeadline + challengeWindow) anyone proves an omission (aggregator at fault),
+///        an over-budget leaf or an equivocation (client at fault); a false challenge
+///        reverts. Reputation is settled once after the window (`finalizeOptimistic`).
 contract ConsortiumLedger {
     // ----------------------------------------------------------------------------- roles
     uint8 public constant ROLE_CLIENT = 1;
@@ -71,6 +81,20 @@ contract ConsortiumLedger {
     uint256 public constant BASE_RATE = 500_000; // a = 0.5 in FIXED_POINT
 
     uint256 public constant MAX_CLIENTS = 4096;
+
+    // ----------------------------------------------------------------- commit modes
+    uint8 internal constant MODE_DIRECT = 0;
+    uint8 internal constant MODE_BATCHED = 1;
+    uint8 internal constant MODE_MERKLE = 2;
+
+    /// @dev Reason codes of upheld challenges (merkle rounds; `ChallengeUpheld` events).
+    uint32 internal constant REASON_OMISSION = 101;
+    uint32 internal constant REASON_OVER_BUDGET = 102;
+    uint32 internal constant REASON_EQUIVOCATION = 103;
+    /// @dev merkleFlags bits per (round, client): what a challenge proved.
+    uint8 internal constant OMISSION_PROVEN = 1;
+    uint8 internal constant OVER_BUDGET_PROVEN = 2;
+    uint8 internal constant EQUIVOCATION_PROVEN = 4;
     uint256 internal constant SELECTED = 1;
     uint256 internal constant REVEALED_FLAG = 1;
     uint256 internal constant COMMITTED_FLAG = 2;
@@ -104,7 +128,7 @@ contract ConsortiumLedger {
         uint16 committed;
         uint16 revealed;
         uint8 status;
-        bool batched;
+        uint8 mode;
     }
 
     struct Round {
@@ -132,6 +156,36 @@ contract ConsortiumLedger {
         uint256 meta;
     }
 
+    /// @notice Everything a merkle round has committed. Only a hash chain of it is stored
+    ///         (`merkleKey`), one link per phase, so the root and the publication each
+    ///         rewrite one slot and pass no preimage; a challenge or the settlement passes
+    ///         the whole state back (from the events) and the contract recomputes the chain:
+    ///         k0 = H(configDigest, clientsHash) with bit 0 cleared (no root yet);
+    ///         k1 = H(k0, root, leafCount, aggregator) with bit 0 set (root posted);
+    ///         k2 = H(k1, aggregateDigest, participantsHash) (published; H = keccak256 of
+    ///         the ABI encoding). Fields not reached yet are zero.
+    struct MerkleState {
+        bytes32 configDigest;
+        bytes32 clientsHash;
+        bytes32 root;
+        uint256 leafCount;
+        address aggregator;
+        bytes32 aggregateDigest;
+        bytes32 participantsHash;
+    }
+
+    /// @notice A client's EIP-712 signed commitment leaf (the `Commit` struct of batched
+    ///         rounds); the round and the client come from the call and the selected list.
+    struct SignedLeaf {
+        bytes32 manifestDigest;
+        bytes32 blobDigest;
+        bytes32 eventDigest;
+        uint64 epsilon;
+        uint8 v;
+        bytes32 r;
+        bytes32 s;
+    }
+
     address public immutable admin;
     uint256 internal immutable deployChainId;
     bytes32 internal immutable cachedDomainSeparator;
@@ -149,6 +203,10 @@ contract ConsortiumLedger {
     /// @dev batched rounds: revealed bitmap words (same layout).
     mapping(uint256 => mapping(uint256 => uint256)) internal revealedBits;
     mapping(bytes32 => bool) internal flagged;
+    /// @dev merkle rounds: the hash chain of their `MerkleState` (see there).
+    mapping(uint256 => bytes32) internal merkleKey;
+    /// @dev merkle rounds: what challenges proved, per client (written only by a challenge).
+    mapping(uint256 => mapping(address => uint8)) internal merkleFlags;
 
     /// @notice Decryption committee (empty until `setupCommittee`): the seed of the common
     ///         random polynomial, fixed on chain from the previous block hash and prevrandao
@@ -173,7 +231,7 @@ contract ConsortiumLedger {
         uint64 deadline,
         uint64 revealDeadline,
         uint64 epsilonBudget,
-        bool batched,
+        uint8 mode,
         address[] clients
     );
     event Committed(
@@ -202,6 +260,19 @@ contract ConsortiumLedger {
     event KeyShareCommitted(address indexed member, uint8 index, bytes32 shareDigest);
     event PartialAttested(uint256 indexed round, address indexed member, uint8 index, bytes32 partialDigest);
     event Flagged(address indexed client, uint256 indexed round, uint32 reasonCode, address auditor);
+    /// @notice Merkle rounds: the aggregator's one commit-phase transaction. `leavesDigest`
+    ///         names the signed leaves in the artifact store (for clients and auditors).
+    event RootPosted(uint256 indexed round, bytes32 root, uint16 leafCount, bytes32 leavesDigest);
+    /// @notice Merkle rounds: participants as a bitmap over indices of the selected list.
+    event MerklePublished(uint256 indexed round, bytes32 aggregateDigest, uint256[] participantWords);
+    /// @notice A successful challenge; `accused` is the aggregator (omission) or the client.
+    event ChallengeUpheld(
+        uint256 indexed round, address indexed accused, address indexed client, uint32 reasonCode
+    );
+    /// @notice An omission upheld earlier is void: the client equivocated (the aggregator
+    ///         held its other signed leaf).
+    event OmissionVoided(uint256 indexed round, address indexed client, address aggregator);
+    event ReputationSettled(uint256 indexed round, uint16 positive, uint16 negative);
 
     // ----------------------------------------------------------------------------- errors
     error NotAdmin(address sender);
@@ -210,7 +281,7 @@ contract ConsortiumLedger {
     error ZeroAddress();
     error RoundExists(uint256 round);
     error WrongRound(uint256 round, uint8 status);
-    error WrongMode(uint256 round, bool batched);
+    error WrongMode(uint256 round, uint8 mode);
     error BadClientList(uint256 round);
     error ClientsNotSorted(uint256 position);
     error DeadlineInPast(uint64 deadline, uint256 blockNumber);
@@ -234,6 +305,19 @@ contract ConsortiumLedger {
     error BadCommittee(uint256 size, uint8 threshold);
     error NotCommitteeMember(address account);
     error AlreadyAttested(address member);
+    error BadChallengeWindow(uint16 challengeWindow);
+    error StaleRoundState(uint256 round);
+    error RootAlreadyPosted(uint256 round);
+    error NoRoot(uint256 round);
+    error BadLeafCount(uint256 round, uint256 leafCount);
+    error BadParticipants(uint256 round);
+    error ChallengeWindowClosed(uint256 round, uint256 challengeDeadline, uint256 blockNumber);
+    error ChallengeWindowOpen(uint256 round, uint256 challengeDeadline);
+    error BadProof(uint256 round, uint256 index);
+    error NotOmitted(uint256 round, address client);
+    error WithinBudget(address client, uint64 claimed, uint64 budget);
+    error SameLeaf(uint256 round, address client);
+    error AlreadyChallenged(uint256 round, address client, uint32 reasonCode);
 
     constructor(uint64 initialEpsilonBudget) {
         admin = msg.sender;
@@ -293,32 +377,75 @@ contract ConsortiumLedger {
         uint64 revealDeadline,
         bool batched
     ) external onlyRole(ROLE_AGGREGATOR) {
-        Round storage rd = rounds[round];
+        uint8 mode = batched ? MODE_BATCHED : MODE_DIRECT;
+        Round storage rd = _openRound(round, configDigest, clients, deadline, revealDeadline, mode, 0);
+        rd.configDigest = configDigest;
+        rd.clientsHash = keccak256(abi.encodePacked(clients));
+        if (batched) {
+            for (uint256 w = 0; w <= (clients.length - 1) / BITS_PER_WORD; ++w) {
+                committedBits[round][w] = SENTINEL;
+                revealedBits[round][w] = SENTINEL;
+            }
+            rd.accumulator = keccak256(abi.encode(_domainSeparator(), round, configDigest));
+        }
+    }
+
+    /// @notice Open an optimistic round (merkle mode). `clients` must be strictly ascending;
+    ///         registration is not read here (no per-client state), it is checked when a
+    ///         challenge or the settlement touches a client. The round keeps O(1) state: its
+    ///         header and `merkleKey`; `RoundOpened` lists no clients (they are in this
+    ///         call's calldata). Challenges are accepted once the root is posted and until
+    ///         block `revealDeadline + challengeWindow`.
+    function openMerkleModeRound(
+        uint256 round,
+        bytes32 configDigest,
+        address[] calldata clients,
+        uint64 deadline,
+        uint64 revealDeadline,
+        uint16 challengeWindow
+    ) external onlyRole(ROLE_AGGREGATOR) {
+        if (challengeWindow == 0) revert BadChallengeWindow(challengeWindow);
+        _openRound(round, configDigest, clients, deadline, revealDeadline, MODE_MERKLE, challengeWindow);
+        merkleKey[round] = _rootlessKey(configDigest, _hashAddresses(clients));
+    }
+
+    /// @dev Checks and writes the header shared by every mode. Direct rounds mark each
+    ///      selected client's slot; merkle rounds store `challengeWindow` in the header's
+    ///      `revealed` field (they have no reveal transactions to count).
+    function _openRound(
+        uint256 round,
+        bytes32 configDigest,
+        address[] calldata clients,
+        uint64 deadline,
+        uint64 revealDeadline,
+        uint8 mode,
+        uint16 challengeWindow
+    ) internal returns (Round storage rd) {
+        rd = rounds[round];
         if (rd.header.status != STATUS_NONE) revert RoundExists(round);
         uint256 n = clients.length;
         if (n == 0 || n > MAX_CLIENTS) revert BadClientList(round);
         if (deadline < block.number) revert DeadlineInPast(deadline, block.number);
         if (revealDeadline <= deadline) revert BadRevealDeadline(deadline, revealDeadline);
         address previous = address(0);
+        bool merkle = mode == MODE_MERKLE;
         for (uint256 i = 0; i < n; ++i) {
             address client = clients[i];
             if (client <= previous) revert ClientsNotSorted(i);
             previous = client;
+            if (merkle) continue;
             if (members[client].roles & ROLE_CLIENT == 0) revert NotRegistered(client, ROLE_CLIENT);
-            if (!batched) commitmentOf[round][client] = SELECTED;
+            if (mode == MODE_DIRECT) commitmentOf[round][client] = SELECTED;
         }
         uint64 budget = epsilonBudget;
-        rd.header = Header(deadline, revealDeadline, budget, uint16(n), 0, 0, STATUS_OPEN, batched);
-        rd.configDigest = configDigest;
-        rd.clientsHash = keccak256(abi.encodePacked(clients));
-        if (batched) {
-            for (uint256 w = 0; w <= (n - 1) / BITS_PER_WORD; ++w) {
-                committedBits[round][w] = SENTINEL;
-                revealedBits[round][w] = SENTINEL;
-            }
-            rd.accumulator = keccak256(abi.encode(_domainSeparator(), round, configDigest));
+        rd.header = Header(
+            deadline, revealDeadline, budget, uint16(n), 0, challengeWindow, STATUS_OPEN, mode
+        );
+        if (merkle) {
+            emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, mode, new address[](0));
+        } else {
+            emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, mode, clients);
         }
-        emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, batched, clients);
     }
 
     /// @notice A selected client commits to its protected update (direct rounds), binding the
@@ -333,7 +460,7 @@ contract ConsortiumLedger {
         Round storage rd = rounds[round];
         Header memory h = rd.header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
-        if (h.batched) revert WrongMode(round, true);
+        if (h.mode != MODE_DIRECT) revert WrongMode(round, h.mode);
         _checkCommitPhase(round, h);
         if (manifestDigest != rd.configDigest) revert WrongManifest(round, manifestDigest);
         if (epsilon > h.epsilonBudget) revert BudgetExceeded(msg.sender, epsilon, h.epsilonBudget);
@@ -429,7 +556,7 @@ contract ConsortiumLedger {
         Round storage rd = rounds[round];
         Header memory h = rd.header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
-        if (h.batched) revert WrongMode(round, true);
+        if (h.mode != MODE_DIRECT) revert WrongMode(round, h.mode);
         _checkRevealPhase(round, h);
         uint256 current = commitmentOf[round][msg.sender];
         if (current & COMMITTED_FLAG == 0) revert NotCommitted(round, msg.sender);
@@ -446,7 +573,7 @@ contract ConsortiumLedger {
         Round storage rd = rounds[round];
         Header memory h = rd.header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
-        if (!h.batched) revert WrongMode(round, false);
+        if (h.mode != MODE_BATCHED) revert WrongMode(round, h.mode);
         if (keccak256(abi.encodePacked(clients)) != rd.clientsHash) revert BadClientList(round);
         _checkRevealPhase(round, h);
         uint256 index = _indexOf(round, clients, msg.sender);
@@ -474,9 +601,10 @@ contract ConsortiumLedger {
         Round storage rd = rounds[round];
         Header memory h = rd.header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
+        if (h.mode == MODE_MERKLE) revert WrongMode(round, h.mode);
         if (keccak256(abi.encodePacked(clients)) != rd.clientsHash) revert BadClientList(round);
         if (!_commitPhaseClosed(h)) revert CommitPhaseOpen(round);
-        _checkParticipants(round, h.batched, clients, participants);
+        _checkParticipants(round, h.mode == MODE_BATCHED, clients, participants);
         if (participants.length != h.committed && block.number <= h.revealDeadline) {
             revert RevealPhaseOpen(round);
         }
@@ -585,14 +713,16 @@ contract ConsortiumLedger {
         ) {
             revert WrongRound(round, h.status);
         }
+        if (h.mode == MODE_MERKLE) revert WrongMode(round, h.mode);
         if (keccak256(abi.encodePacked(clients)) != rd.clientsHash) revert BadClientList(round);
+        bool batched = h.mode == MODE_BATCHED;
         uint16 doneCount = 0;
         uint256 wordIndex = type(uint256).max;
         uint256 bits = 0;
         for (uint256 i = 0; i < clients.length; ++i) {
             address client = clients[i];
             bool done;
-            if (h.batched) {
+            if (batched) {
                 uint256 w = i / BITS_PER_WORD;
                 if (w != wordIndex) {
                     wordIndex = w;
@@ -629,6 +759,202 @@ contract ConsortiumLedger {
         emit Flagged(client, round, reasonCode, msg.sender);
     }
 
+    // ------------------------------------------------------- merkle (optimistic) rounds
+    /// @notice The aggregator's one commit-phase transaction of a merkle round: the root of
+    ///         the signed leaves it accepted, how many leaves are non-empty, and the store
+    ///         digest of the signed leaves. Closes the commit phase. Tree (docs/formats.md):
+    ///         index-ordered over the selected list, width the next power of two >= n,
+    ///         leaf = keccak256(0x00 || EIP-712 digest of the client's Commit), empty leaf =
+    ///         0, node = keccak256(0x01 || left || right). Nothing here is checked against
+    ///         the leaves: a wrong root is caught by a challenge within the window.
+    function postCommitRoot(uint256 round, bytes32 root, uint16 leafCount, bytes32 leavesDigest)
+        external
+        onlyRole(ROLE_AGGREGATOR)
+    {
+        Header memory h = rounds[round].header;
+        if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
+        if (h.mode != MODE_MERKLE) revert WrongMode(round, h.mode);
+        _checkCommitPhase(round, h);
+        bytes32 key = merkleKey[round];
+        if (uint256(key) & 1 != 0) revert RootAlreadyPosted(round);
+        if (root == 0) revert NoRoot(round);
+        if (leafCount > h.numClients) revert BadLeafCount(round, leafCount);
+        merkleKey[round] = _rootKey(key, root, leafCount, msg.sender);
+        emit RootPosted(round, root, leafCount, leavesDigest);
+    }
+
+    /// @notice Merkle rounds: publish the aggregate's digest and its participants, a bitmap
+    ///         over indices of the selected list (bit i of word i / 256). Only the account
+    ///         that posted the root, after it; `rootlessKey`, `root` and `leafCount` are the
+    ///         chain's earlier links. Before the reveal deadline only if every non-empty
+    ///         leaf is a participant.
+    function publishOptimisticRound(
+        uint256 round,
+        bytes32 rootlessKey,
+        bytes32 root,
+        uint16 leafCount,
+        bytes32 aggregateDigest,
+        uint256[] calldata participantWords
+    ) external {
+        Header memory h = rounds[round].header;
+        if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
+        if (h.mode != MODE_MERKLE) revert WrongMode(round, h.mode);
+        bytes32 key = _rootKey(rootlessKey, root, leafCount, msg.sender);
+        if (key != merkleKey[round]) {
+            if (uint256(rootlessKey) & 1 != 0 || root == 0) revert NoRoot(round);
+            revert StaleRoundState(round);
+        }
+        uint256 n = h.numClients;
+        uint256 words = participantWords.length;
+        if (words != (n + 255) / 256) revert BadParticipants(round);
+        if (n % 256 != 0 && participantWords[words - 1] >> (n % 256) != 0) {
+            revert BadParticipants(round);
+        }
+        uint256 count = 0;
+        for (uint256 w = 0; w < words; ++w) {
+            count += _popcount(participantWords[w]);
+        }
+        if (count == 0) revert BadParticipants(round);
+        if (count != leafCount && block.number <= h.revealDeadline) revert RevealPhaseOpen(round);
+        merkleKey[round] = keccak256(
+            abi.encode(key, aggregateDigest, keccak256(abi.encodePacked(participantWords)))
+        );
+        rounds[round].header.status = STATUS_AGGREGATED;
+        emit MerklePublished(round, aggregateDigest, participantWords);
+    }
+
+    /// @notice Omission: `leaf` is validly signed by the client at `index` for this round and
+    ///         manifest, within the budget, and the root holds `atIndex` != its leaf hash
+    ///         there (`proof`: siblings bottom-up). The aggregator gets a negative event and
+    ///         the client counts as done at settlement. Anyone may submit it.
+    function proveMissingLeaf(
+        uint256 round,
+        MerkleState calldata state,
+        address[] calldata clients,
+        uint256 index,
+        SignedLeaf calldata leaf,
+        bytes32 atIndex,
+        bytes32[] calldata proof
+    ) external {
+        Header memory h = _challengeable(round, state);
+        address client = _clientAt(round, state, clients, index);
+        if (leaf.manifestDigest != state.configDigest) revert WrongManifest(round, leaf.manifestDigest);
+        if (leaf.epsilon > h.epsilonBudget) revert BudgetExceeded(client, leaf.epsilon, h.epsilonBudget);
+        bytes32 leafHash = _leafOf(round, client, leaf, 0);
+        _verifyProof(round, state.root, h.numClients, index, atIndex, proof);
+        if (atIndex == leafHash) revert NotOmitted(round, client);
+        uint8 proven = merkleFlags[round][client];
+        if (proven & (OMISSION_PROVEN | EQUIVOCATION_PROVEN) != 0) {
+            revert AlreadyChallenged(round, client, REASON_OMISSION);
+        }
+        merkleFlags[round][client] = proven | OMISSION_PROVEN;
+        members[state.aggregator].negative += 1;
+        emit ChallengeUpheld(round, state.aggregator, client, REASON_OMISSION);
+    }
+
+    /// @notice Over budget: a leaf in the root at `index`, signed by that client, claims a
+    ///         cumulative epsilon over the round's budget. The client gets a negative event.
+    function proveBudgetOverrun(
+        uint256 round,
+        MerkleState calldata state,
+        address[] calldata clients,
+        uint256 index,
+        SignedLeaf calldata leaf,
+        bytes32[] calldata proof
+    ) external {
+        Header memory h = _challengeable(round, state);
+        address client = _clientAt(round, state, clients, index);
+        bytes32 leafHash = _leafOf(round, client, leaf, 0);
+        _verifyProof(round, state.root, h.numClients, index, leafHash, proof);
+        if (leaf.epsilon <= h.epsilonBudget) revert WithinBudget(client, leaf.epsilon, h.epsilonBudget);
+        uint8 proven = merkleFlags[round][client];
+        if (proven & OVER_BUDGET_PROVEN != 0) revert AlreadyChallenged(round, client, REASON_OVER_BUDGET);
+        merkleFlags[round][client] = proven | OVER_BUDGET_PROVEN;
+        members[client].negative += 1;
+        emit ChallengeUpheld(round, client, client, REASON_OVER_BUDGET);
+    }
+
+    /// @notice Equivocation: two different leaves signed by the client at `index` for this
+    ///         round. The client gets a negative event, and an omission it proved in this
+    ///         round is void (the aggregator's negative event is taken back).
+    function proveEquivocation(
+        uint256 round,
+        MerkleState calldata state,
+        address[] calldata clients,
+        uint256 index,
+        SignedLeaf calldata first,
+        SignedLeaf calldata second
+    ) external {
+        _challengeable(round, state);
+        address client = _clientAt(round, state, clients, index);
+        bytes32 firstHash = _leafOf(round, client, first, 0);
+        if (firstHash == _leafOf(round, client, second, 1)) revert SameLeaf(round, client);
+        uint8 proven = merkleFlags[round][client];
+        if (proven & EQUIVOCATION_PROVEN != 0) {
+            revert AlreadyChallenged(round, client, REASON_EQUIVOCATION);
+        }
+        if (proven & OMISSION_PROVEN != 0) {
+            proven &= ~OMISSION_PROVEN;
+            Member storage aggregator = members[state.aggregator];
+            if (aggregator.negative > 0) aggregator.negative -= 1;
+            emit OmissionVoided(round, client, state.aggregator);
+        }
+        merkleFlags[round][client] = proven | EQUIVOCATION_PROVEN;
+        members[client].negative += 1;
+        emit ChallengeUpheld(round, client, client, REASON_EQUIVOCATION);
+    }
+
+    /// @notice Settle a merkle round's reputation once its challenge window has passed
+    ///         (anyone may call, once): +1 for each registered selected client that is a
+    ///         participant or proved an omission, -1 for the others. Finalizes the round.
+    function finalizeOptimistic(
+        uint256 round,
+        MerkleState calldata state,
+        address[] calldata clients,
+        uint256[] calldata participantWords
+    ) external {
+        Header memory h = _merkleRound(round, state);
+        if (
+            h.status != STATUS_AGGREGATED && h.status != STATUS_REVEALED
+                && h.status != STATUS_REFUSED
+        ) {
+            revert WrongRound(round, h.status);
+        }
+        uint256 challengeDeadline = _challengeDeadline(h);
+        if (block.number <= challengeDeadline) revert ChallengeWindowOpen(round, challengeDeadline);
+        if (_hashAddresses(clients) != state.clientsHash) revert BadClientList(round);
+        if (keccak256(abi.encodePacked(participantWords)) != state.participantsHash) {
+            revert BadParticipants(round);
+        }
+        uint16 doneCount = 0;
+        for (uint256 i = 0; i < clients.length; ++i) {
+            address client = clients[i];
+            Member storage m = members[client];
+            if (m.roles & ROLE_CLIENT == 0) continue;
+            bool done = (participantWords[i / 256] >> (i % 256)) & 1 == 1
+                || merkleFlags[round][client] & OMISSION_PROVEN != 0;
+            if (done) {
+                ++doneCount;
+                m.positive += 1;
+            } else {
+                m.negative += 1;
+            }
+        }
+        rounds[round].header.status = STATUS_FINALIZED;
+        emit RoundFinalized(round, doneCount, uint16(clients.length) - doneCount);
+    }
+
+    /// @notice Merkle rounds: the stored hash chain of the round's `MerkleState`.
+    function roundMerkleKey(uint256 round) external view returns (bytes32) {
+        return merkleKey[round];
+    }
+
+    /// @notice Merkle rounds: what challenges proved for `client` (bits: 1 omission,
+    ///         2 over budget, 4 equivocation).
+    function provenChallenges(uint256 round, address client) external view returns (uint8) {
+        return merkleFlags[round][client];
+    }
+
     // --------------------------------------------------------------------------- views
     function rolesOf(address account) external view returns (uint8) {
         return members[account].roles;
@@ -656,7 +982,7 @@ contract ConsortiumLedger {
             uint16 committed,
             uint16 revealed,
             uint8 status,
-            bool batched
+            uint8 mode
         )
     {
         Header memory h = rounds[round].header;
@@ -668,7 +994,7 @@ contract ConsortiumLedger {
             h.committed,
             h.revealed,
             h.status,
-            h.batched
+            h.mode
         );
     }
 
@@ -723,6 +1049,137 @@ contract ConsortiumLedger {
     }
 
     // ------------------------------------------------------------------------ internal
+    /// @dev A merkle round whose `MerkleState` preimage is `state`.
+    function _merkleRound(uint256 round, MerkleState calldata state)
+        internal
+        view
+        returns (Header memory h)
+    {
+        h = rounds[round].header;
+        if (h.status == STATUS_NONE) revert WrongRound(round, h.status);
+        if (h.mode != MODE_MERKLE) revert WrongMode(round, h.mode);
+        if (_stateKey(state) != merkleKey[round]) revert StaleRoundState(round);
+    }
+
+    /// @dev First link of a merkle round's key (bit 0 clear: no root yet).
+    function _rootlessKey(bytes32 configDigest, bytes32 clientsHash) internal pure returns (bytes32) {
+        return bytes32(uint256(keccak256(abi.encode(configDigest, clientsHash))) & ~uint256(1));
+    }
+
+    /// @dev Second link (bit 0 set: the root is posted).
+    function _rootKey(bytes32 rootlessKey, bytes32 root, uint256 leafCount, address aggregator)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return bytes32(
+            uint256(keccak256(abi.encode(rootlessKey, root, leafCount, aggregator))) | 1
+        );
+    }
+
+    /// @dev The key `state` stands for (links past the last non-zero stage are left out).
+    function _stateKey(MerkleState calldata state) internal pure returns (bytes32 key) {
+        key = _rootlessKey(state.configDigest, state.clientsHash);
+        if (state.root == 0) return key;
+        key = _rootKey(key, state.root, state.leafCount, state.aggregator);
+        if (state.participantsHash == 0) return key;
+        key = keccak256(abi.encode(key, state.aggregateDigest, state.participantsHash));
+    }
+
+    /// @dev keccak256(abi.encodePacked(addresses)) straight from calldata (each address is
+    ///      already one 32-byte word there).
+    function _hashAddresses(address[] calldata addresses) internal pure returns (bytes32 digest) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            let size := mul(addresses.length, 0x20)
+            calldatacopy(ptr, addresses.offset, size)
+            digest := keccak256(ptr, size)
+        }
+    }
+
+    /// @dev Challenges need a posted root and a block within the challenge window.
+    function _challengeable(uint256 round, MerkleState calldata state)
+        internal
+        view
+        returns (Header memory h)
+    {
+        h = _merkleRound(round, state);
+        if (state.root == 0) revert NoRoot(round);
+        uint256 challengeDeadline = _challengeDeadline(h);
+        if (block.number > challengeDeadline || h.status == STATUS_FINALIZED) {
+            revert ChallengeWindowClosed(round, challengeDeadline, block.number);
+        }
+    }
+
+    /// @dev Merkle rounds keep their challenge window (blocks) in the header's `revealed`.
+    function _challengeDeadline(Header memory h) internal pure returns (uint256) {
+        return uint256(h.revealDeadline) + h.revealed;
+    }
+
+    /// @dev The registered client at `index` of the round's (hash-checked) selected list.
+    function _clientAt(
+        uint256 round,
+        MerkleState calldata state,
+        address[] calldata clients,
+        uint256 index
+    ) internal view returns (address client) {
+        if (_hashAddresses(clients) != state.clientsHash) revert BadClientList(round);
+        if (index >= clients.length) revert BadIndex(0, index);
+        client = clients[index];
+        if (members[client].roles & ROLE_CLIENT == 0) revert NotRegistered(client, ROLE_CLIENT);
+    }
+
+    /// @dev Checks `leaf` is a low-s EIP-712 signature by `client` for `round`; returns its
+    ///      leaf hash keccak256(0x00 || digest).
+    function _leafOf(uint256 round, address client, SignedLeaf calldata leaf, uint256 position)
+        internal
+        view
+        returns (bytes32)
+    {
+        if (uint256(leaf.s) > HALF_ORDER) revert HighS(position);
+        bytes32 digest = keccak256(
+            abi.encodePacked(
+                hex"1901",
+                _domainSeparator(),
+                _structHash(
+                    round, client, leaf.manifestDigest, leaf.blobDigest, leaf.eventDigest, leaf.epsilon
+                )
+            )
+        );
+        address signer = ecrecover(digest, leaf.v, leaf.r, leaf.s);
+        if (signer == address(0) || signer != client) revert InvalidSignature(position);
+        return keccak256(abi.encodePacked(bytes1(0x00), digest));
+    }
+
+    /// @dev `value` sits at `index` of the tree of `root` over `n` leaves (depth ceil(log2 n)).
+    function _verifyProof(
+        uint256 round,
+        bytes32 root,
+        uint256 n,
+        uint256 index,
+        bytes32 value,
+        bytes32[] calldata proof
+    ) internal pure {
+        uint256 depth = 0;
+        while ((uint256(1) << depth) < n) ++depth;
+        if (proof.length != depth) revert BadProof(round, index);
+        bytes32 node = value;
+        for (uint256 k = 0; k < depth; ++k) {
+            node = (index >> k) & 1 == 0
+                ? keccak256(abi.encodePacked(bytes1(0x01), node, proof[k]))
+                : keccak256(abi.encodePacked(bytes1(0x01), proof[k], node));
+        }
+        if (node != root) revert BadProof(round, index);
+    }
+
+    function _popcount(uint256 word) internal pure returns (uint256 count) {
+        unchecked {
+            for (; word != 0; ++count) {
+                word &= word - 1;
+            }
+        }
+    }
+
     function _commitPhaseClosed(Header memory h) internal view returns (bool) {
         return block.number > h.deadline || h.committed == h.numClients;
     }
@@ -748,7 +1205,7 @@ contract ConsortiumLedger {
         Round storage rd = rounds[round];
         h = rd.header;
         if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
-        if (!h.batched) revert WrongMode(round, false);
+        if (h.mode != MODE_BATCHED) revert WrongMode(round, h.mode);
         _checkCommitPhase(round, h);
         if (keccak256(abi.encodePacked(clients)) != rd.clientsHash) revert BadClientList(round);
     }

@@ -1,0 +1,383 @@
+"""Merkle (optimistic) rounds against the real contract, on the in-process EVM and on anvil.
+
+The tree and proofs are checked against the contract's own verifier: every challenge type
+is upheld with a true proof and reverts, naming its error, with a false one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+
+from chain import (
+    EMPTY_LEAF,
+    AlreadyChallenged,
+    AnvilBackend,
+    BadProof,
+    BudgetExceeded,
+    ChainConfigError,
+    ChallengeWindowClosed,
+    ChallengeWindowOpen,
+    InProcessBackend,
+    InvalidSignature,
+    LeafSet,
+    Ledger,
+    MerkleFormatError,
+    MerkleTree,
+    NotOmitted,
+    RevealPhaseOpen,
+    Role,
+    RootAlreadyPosted,
+    RoundStatus,
+    SameLeaf,
+    SignedCommit,
+    StaleRoundState,
+    WithinBudget,
+    WrongMode,
+    find_anvil,
+    leaf_hash,
+    verify_proof,
+)
+from chain._merkle import domain_separator, signer_of, tree_depth
+
+WEI = 10**18
+BUDGET = 4.0
+WINDOW = 5
+
+
+def _anvil_or_skip() -> None:
+    if find_anvil() is None:
+        if os.environ.get("CI"):
+            pytest.fail("anvil missing in CI: run `npm ci` (node_modules/.bin/anvil)")
+        pytest.skip("anvil binary missing (run `npm ci`); required when CI is set")
+
+
+@dataclass
+class Env:
+    backend: InProcessBackend | AnvilBackend
+    ledger: Ledger
+    aggregator: LocalAccount
+    key_holder: LocalAccount
+    watcher: LocalAccount
+    clients: list[LocalAccount]
+    round_ids: Iterator[int]
+
+    def open(self, members: list[LocalAccount]) -> int:
+        round_id = next(self.round_ids)
+        self.ledger.open_round(
+            round_id,
+            config_digest=_config(round_id),
+            clients=[c.address for c in members],
+            deadline=self.ledger.block_number() + 20,
+            commit_mode="merkle",
+            challenge_window=WINDOW,
+            sender=self.aggregator,
+        )
+        return round_id
+
+    def sign(
+        self, round_id: int, client: LocalAccount, *, epsilon: float = 1.0, tag: str = ""
+    ) -> SignedCommit:
+        return self.ledger.sign_commit(
+            client,
+            round_id=round_id,
+            manifest_digest=_config(round_id),
+            blob_digest=keccak(text=f"blob-{round_id}-{client.address}{tag}"),
+            event_digest=keccak(text=f"event-{round_id}-{client.address}"),
+            epsilon=epsilon,
+        )
+
+    def leaf_set(self, round_id: int, leaves: dict[str, SignedCommit]) -> LeafSet:
+        clients = self.ledger.selected_clients(round_id)
+        return LeafSet(
+            round_id=round_id,
+            chain_id=self.ledger.chain_id,
+            contract=self.ledger.address,
+            clients=clients,
+            leaves=tuple(leaves.get(c) for c in clients),
+        )
+
+
+@pytest.fixture(scope="module", params=["inprocess", "anvil"])
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    if request.param == "anvil":
+        _anvil_or_skip()
+        backend: InProcessBackend | AnvilBackend = AnvilBackend()
+    else:
+        backend = InProcessBackend()
+    with backend:
+        admin = backend.faucet
+        accounts = [Account.create() for _ in range(9)]
+        aggregator, key_holder, watcher = accounts[:3]
+        clients = sorted(accounts[3:], key=lambda a: int(a.address, 16))
+        backend.fund([a.address for a in accounts], WEI)
+        ledger = Ledger.deploy(backend, admin=admin, epsilon_budget=BUDGET)
+        ledger.register(Role.AGGREGATOR, aggregator.address, sender=admin)
+        ledger.register(Role.KEY_HOLDER, key_holder.address, sender=admin)
+        ledger.register(Role.CLIENT, [c.address for c in clients], sender=admin)
+        yield Env(backend, ledger, aggregator, key_holder, watcher, clients, itertools.count(1))
+
+
+def _config(round_id: int) -> bytes:
+    return keccak(text=f"config-{round_id}")
+
+
+# ------------------------------------------------------------------------ pure tree format
+def test_tree_proofs_and_domain_separation() -> None:
+    leaves = [keccak(text=str(i)) for i in range(5)] + [EMPTY_LEAF]
+    tree = MerkleTree.build(leaves)
+    assert tree_depth(1) == 0 and tree_depth(2) == 1 and tree_depth(5) == 3
+    assert len(tree.levels[0]) == 8  # padded with empty leaves to a power of two
+    for i, leaf in enumerate(leaves):
+        proof = tree.proof(i)
+        assert verify_proof(tree.root, 6, i, leaf, proof)
+        assert not verify_proof(tree.root, 6, i ^ 1, leaf, proof)  # index-bound
+    assert verify_proof(tree.root, 6, 5, EMPTY_LEAF, tree.proof(5))  # non-inclusion
+    # an inner node is never accepted as a leaf: the proof length is fixed by n
+    assert not verify_proof(tree.root, 6, 0, tree.levels[1][0], tree.proof(0)[1:])
+    assert MerkleTree.build([leaves[0]]).root == leaves[0]
+
+
+def test_leaf_set_round_trip_and_signatures(env: Env) -> None:
+    round_id = 10_000
+    signed = [env.sign(round_id, c) for c in env.clients[:2]]
+    leaf_set = LeafSet(
+        round_id=round_id,
+        chain_id=env.ledger.chain_id,
+        contract=env.ledger.address,
+        clients=tuple(c.client for c in signed),
+        leaves=(signed[0], None),
+    )
+    again = LeafSet.from_bytes(leaf_set.canonical_bytes())
+    assert again == leaf_set and again.tree().root == leaf_set.tree().root
+    domain = domain_separator(chain_id=env.ledger.chain_id, verifying_contract=env.ledger.address)
+    assert signer_of(signed[0], domain=domain) == env.clients[0].address
+    forged = dataclasses.replace(signed[0], epsilon_fixed=signed[0].epsilon_fixed - 1)
+    assert signer_of(forged, domain=domain) != env.clients[0].address
+    with pytest.raises(MerkleFormatError):
+        LeafSet.from_bytes(b'{"kind": "secagg.merkle-leaves", "version": 2}')
+
+
+# ----------------------------------------------------------------------- the contract
+def test_merkle_round_posts_one_root_and_settles_lazily(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[:4]
+    before = {c.address: ledger.reputation(c.address) for c in members}
+    round_id = env.open(members)
+    signed = {c.address: env.sign(round_id, c) for c in members[:3]}  # members[3] drops
+    leaf_set = env.leaf_set(round_id, signed)
+    posted = ledger.post_root(
+        round_id, leaf_set, leaves_digest=keccak(leaf_set.canonical_bytes()), sender=env.aggregator
+    )
+    info = ledger.round_info(round_id)
+    assert info.merkle and info.commits == 3 and info.merkle_root == leaf_set.tree().root
+    assert info.commit_phase_closed(ledger.block_number())
+    with pytest.raises(RootAlreadyPosted):
+        ledger.post_root(round_id, leaf_set, leaves_digest=bytes(32), sender=env.aggregator)
+    # every client checks its own inclusion proof against the root on chain
+    tree = leaf_set.tree()
+    domain = leaf_set.domain
+    for i, c in enumerate(members[:3]):
+        assert verify_proof(
+            info.merkle_root, 4, i, leaf_hash(signed[c.address], domain=domain), tree.proof(i)
+        )
+    # before the reveal deadline, publication must include every leaf
+    with pytest.raises(RevealPhaseOpen):
+        ledger.publish_merkle(
+            round_id,
+            aggregate_digest=keccak(text="agg"),
+            participants=[c.address for c in members[:2]],
+            sender=env.aggregator,
+        )
+    published = ledger.publish_merkle(
+        round_id,
+        aggregate_digest=keccak(text="agg"),
+        participants=[c.address for c in members[:3]],
+        sender=env.aggregator,
+    )
+    info = ledger.round_info(round_id)
+    assert info.status is RoundStatus.AGGREGATED
+    assert info.participants == tuple(c.address for c in members[:3])
+    assert info.aggregate_digest == keccak(text="agg")
+    assert posted.gas_used < 60_000 and published.gas_used < 60_000
+    # the key holder's release works as in the other modes
+    ledger.reserve_release(round_id, sender=env.key_holder)
+    ledger.attest_reveal(round_id, reveal_digest=keccak(text="rev"), sender=env.key_holder)
+    with pytest.raises(ChallengeWindowOpen):
+        ledger.settle_reputation(round_id, sender=env.watcher)
+    ledger.advance_past(info.challenge_deadline or 0)
+    ledger.settle_reputation(round_id, sender=env.watcher)  # anyone may settle
+    info = ledger.round_info(round_id)
+    assert info.status is RoundStatus.FINALIZED and (info.committed, info.missed) == (3, 1)
+    for c in members[:3]:
+        assert ledger.reputation(c.address).positive == before[c.address].positive + 1
+    assert ledger.reputation(members[3].address).negative == before[members[3].address].negative + 1
+    with pytest.raises(ChallengeWindowClosed):
+        ledger.challenge_equivocation(
+            round_id,
+            first=signed[members[0].address],
+            second=env.sign(round_id, members[0], tag="x"),
+            sender=env.watcher,
+        )
+
+
+def test_merkle_round_rejects_other_modes_entry_points(env: Env) -> None:
+    round_id = env.open(env.clients[:2])
+    with pytest.raises(ChainConfigError):
+        env.ledger.commit(
+            round_id,
+            manifest_digest=_config(round_id),
+            blob_digest=bytes(32),
+            event_digest=bytes(32),
+            epsilon=1.0,
+            sender=env.clients[0],
+        )
+    with pytest.raises(WrongMode):
+        env.ledger._transact(  # the direct/batched publication entry point
+            "publishAggregate",
+            [round_id, bytes(32), list(env.ledger.selected_clients(round_id)), []],
+            env.aggregator,
+            round_id,
+        )
+
+
+def test_censored_client_wins_its_omission_challenge(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[:3]
+    round_id = env.open(members)
+    signed = {c.address: env.sign(round_id, c) for c in members}
+    censored = members[1]
+    kept = {a: s for a, s in signed.items() if a != censored.address}
+    leaf_set = env.leaf_set(round_id, kept)
+    ledger.post_root(round_id, leaf_set, leaves_digest=bytes(32), sender=env.aggregator)
+    tree, index = leaf_set.tree(), leaf_set.index_of(censored.address)
+    aggregator_before = ledger.reputation(env.aggregator.address).negative
+    # a false proof (the value is not what the root holds there) reverts
+    with pytest.raises(BadProof):
+        ledger.challenge_omission(
+            round_id,
+            leaf=signed[censored.address],
+            at_index=keccak(text="not there"),
+            proof=tree.proof(index),
+            sender=censored,
+        )
+    ledger.challenge_omission(
+        round_id,
+        leaf=signed[censored.address],
+        at_index=EMPTY_LEAF,
+        proof=tree.proof(index),
+        sender=censored,
+    )
+    assert ledger.merkle_challenges(round_id, censored.address) == 1
+    assert ledger.reputation(env.aggregator.address).negative == aggregator_before + 1
+    with pytest.raises(AlreadyChallenged):
+        ledger.challenge_omission(
+            round_id,
+            leaf=signed[censored.address],
+            at_index=EMPTY_LEAF,
+            proof=tree.proof(index),
+            sender=censored,
+        )
+    # an included client cannot claim omission: its leaf is what the root holds
+    included = members[0]
+    i0 = leaf_set.index_of(included.address)
+    with pytest.raises(NotOmitted):
+        ledger.challenge_omission(
+            round_id,
+            leaf=signed[included.address],
+            at_index=leaf_set.leaf_hashes()[i0],
+            proof=tree.proof(i0),
+            sender=included,
+        )
+    # the censored client's commitment counts at settlement
+    ledger.publish_merkle(
+        round_id,
+        aggregate_digest=keccak(text="agg"),
+        participants=[a for a in kept],
+        sender=env.aggregator,
+    )
+    before = ledger.reputation(censored.address)
+    ledger.advance_past(ledger.round_info(round_id).challenge_deadline or 0)
+    ledger.settle_reputation(round_id, sender=env.watcher)
+    assert ledger.reputation(censored.address).positive == before.positive + 1
+
+
+def test_omission_of_a_forged_or_over_budget_leaf_reverts(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[:2]
+    round_id = env.open(members)
+    honest = env.sign(round_id, members[0])
+    greedy = env.sign(round_id, members[1], epsilon=BUDGET + 1)
+    leaf_set = env.leaf_set(round_id, {members[0].address: honest})
+    ledger.post_root(round_id, leaf_set, leaves_digest=bytes(32), sender=env.aggregator)
+    tree = leaf_set.tree()
+    with pytest.raises(BudgetExceeded):  # leaving out an over-budget claim is right
+        ledger.challenge_omission(
+            round_id, leaf=greedy, at_index=EMPTY_LEAF, proof=tree.proof(1), sender=members[1]
+        )
+    forged = dataclasses.replace(env.sign(round_id, members[0]), client=members[1].address)
+    with pytest.raises(InvalidSignature):
+        ledger.challenge_omission(
+            round_id, leaf=forged, at_index=EMPTY_LEAF, proof=tree.proof(1), sender=env.watcher
+        )
+    state = ledger.merkle_state(round_id)
+    with pytest.raises(StaleRoundState):  # a publication under another root
+        ledger._transact(
+            "publishOptimisticRound",
+            [round_id, state.rootless_key, keccak(text="other"), 1, keccak(text="agg"), [1]],
+            env.aggregator,
+            round_id,
+        )
+
+
+def test_over_budget_leaf_in_the_root_flags_the_client(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[:3]
+    round_id = env.open(members)
+    greedy = env.sign(round_id, members[2], epsilon=BUDGET + 0.5)
+    honest = env.sign(round_id, members[0])
+    leaf_set = env.leaf_set(round_id, {members[0].address: honest, members[2].address: greedy})
+    ledger.post_root(round_id, leaf_set, leaves_digest=bytes(32), sender=env.aggregator)
+    tree = leaf_set.tree()
+    with pytest.raises(WithinBudget):  # a false challenge reverts
+        ledger.challenge_over_budget(round_id, leaf=honest, proof=tree.proof(0), sender=env.watcher)
+    before = ledger.reputation(members[2].address).negative
+    ledger.challenge_over_budget(round_id, leaf=greedy, proof=tree.proof(2), sender=env.watcher)
+    assert ledger.reputation(members[2].address).negative == before + 1
+    assert ledger.merkle_challenges(round_id, members[2].address) == 2
+    with pytest.raises(BadProof):  # not in the root: the aggregator left it out
+        other = env.sign(round_id, members[1], epsilon=BUDGET + 1)
+        ledger.challenge_over_budget(round_id, leaf=other, proof=tree.proof(1), sender=env.watcher)
+
+
+def test_equivocation_flags_the_client_and_voids_its_omission(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[:2]
+    round_id = env.open(members)
+    first = env.sign(round_id, members[1])
+    second = env.sign(round_id, members[1], tag="-other")
+    # the aggregator included `first`; the client claims `second` was omitted
+    leaf_set = env.leaf_set(round_id, {members[1].address: first})
+    ledger.post_root(round_id, leaf_set, leaves_digest=bytes(32), sender=env.aggregator)
+    tree = leaf_set.tree()
+    agg_before = ledger.reputation(env.aggregator.address).negative
+    ledger.challenge_omission(
+        round_id,
+        leaf=second,
+        at_index=leaf_set.leaf_hashes()[1],
+        proof=tree.proof(1),
+        sender=members[1],
+    )
+    assert ledger.reputation(env.aggregator.address).negative == agg_before + 1
+    with pytest.raises(SameLeaf):  # one leaf signed twice is not equivocation
+        ledger.challenge_equivocation(round_id, first=first, second=first, sender=env.aggregator)
+    client_before = ledger.reputation(members[1].address).negative
+    ledger.challenge_equivocation(round_id, first=first, second=second, sender=env.aggregator)
+    assert ledger.reputation(members[1].address).negative == client_before + 1
+    assert ledger.reputation(env.aggregator.address).negative == agg_before  # voided
+    assert ledger.merkle_challenges(round_id, members[1].address) == 4
+    with pytest.raises(AlreadyChallenged):
+        ledger.challenge_equivocation(round_id, first=second, second=first, sender=env.watcher)
