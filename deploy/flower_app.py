@@ -83,9 +83,9 @@ def _load_key(path: str) -> Any:
 def site_for(context: Context) -> Site:
     """This node's site (made on the first message of a run)."""
     key = (int(context.run_id), int(context.node_id))
-    site = _SITES.get(key)
-    if site is not None:
-        return site
+    known = _SITES.get(key)
+    if known is not None:
+        return known
     config = dict(context.node_config)
     role = config.get("role")
     if role is None:
@@ -144,7 +144,7 @@ def run_in_simulation(
         server_app=make_server_app(settings, on_done=done.append),
         client_app=client or client_app,
         num_supernodes=settings.nodes,
-        backend_config=simulation_backend_config(),  # type: ignore[arg-type]
+        backend_config=simulation_backend_config(),
     )
     if not done:
         raise SettingsError("the simulation ended without a result (see Flower's log)")
