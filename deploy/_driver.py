@@ -104,9 +104,7 @@ class DeploymentSettings:
         try:
             output = run_config.get("output-dir") or None
             return cls(
-                overrides=tuple(
-                    line.strip() for line in str(run_config["overrides"]).split(",") if line.strip()
-                ),
+                overrides=split_overrides(str(run_config["overrides"])),
                 ledger_url=str(run_config["ledger-url"]),
                 output_dir=Path(str(output)) if output else None,
                 hospitals=int(run_config.get("hospitals", 4)),
@@ -116,6 +114,31 @@ class DeploymentSettings:
             )
         except KeyError as error:
             raise SettingsError(f"run config: missing {error}") from error
+
+
+def split_overrides(text: str) -> tuple[str, ...]:
+    """Hydra overrides from one run-config string: split at commas (and newlines) outside
+    brackets and quotes, so ``secagg.coeff_mod_bit_sizes=[60,40]`` stays whole."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    quote: str | None = None
+    for char in text:
+        if quote is not None:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char in ",\n" and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current).strip())
+    return tuple(part for part in parts if part)
 
 
 @dataclass

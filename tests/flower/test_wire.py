@@ -57,3 +57,15 @@ def test_a_reply_of_another_type_is_refused():
     record = to_record_dict(WireMessage(JOIN, fields={"role": "hospital"}))
     with pytest.raises(WireFormatError, match=r"expected a secagg\.v1\.train"):
         from_record_dict(record, expected_type=TRAIN)
+
+
+def test_run_config_overrides_split_outside_brackets_and_quotes():
+    from deploy._driver import split_overrides
+
+    text = "dp=off, secagg.coeff_mod_bit_sizes=[60,40,60],dataset.data_dir='/a,b'\nchain=anvil"
+    assert split_overrides(text) == (
+        "dp=off",
+        "secagg.coeff_mod_bit_sizes=[60,40,60]",
+        "dataset.data_dir='/a,b'",
+        "chain=anvil",
+    )
