@@ -20,7 +20,10 @@ sample count and test metrics, which FedAvg and the evaluation need.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +44,11 @@ from deploy._sites import (
     compose_run_config,
     public_session,
 )
-from deploy._wire import EVALUATE, JOIN, REVEAL, TRAIN, WireMessage
+from deploy._wire import EVALUATE, JOIN, REVEAL, TRAIN, Scalar, WireMessage
 from secagg import (
     ClientParty,
     CommitmentMismatchError,
+    Digest,
     LocalDirectoryStore,
     RoundManifest,
     Submission,
@@ -78,11 +82,14 @@ class HospitalSite:
         self.account: LocalAccount = account or Account.create()
         if store_dir is None:
             store_dir = Path(tempfile.mkdtemp(prefix=f"secagg-hospital-{partition_id}-"))
+            weakref.finalize(self, shutil.rmtree, store_dir, ignore_errors=True)
         self.store = LocalDirectoryStore(store_dir)
         self.federation: Any = None
         self.scheme_schema: Any = None
         self._ledger: Ledger | None = None
         self._pending: dict[int, _Pending] = {}
+        self._overrides: str | None = None
+        self._ledger_fields: dict[str, Scalar] = {}
 
     def __repr__(self) -> str:
         return f"HospitalSite(partition={self.partition_id}, address={self.account.address})"
@@ -90,6 +97,8 @@ class HospitalSite:
     def handle(self, message: WireMessage) -> WireMessage:
         if message.type == JOIN:
             return self.join(message)
+        if self.federation is None and self._overrides is not None:
+            self._load(self._overrides)  # a fresh process: rebuild from the saved config
         if self.federation is None:
             raise DeploymentError("this hospital has not joined the run yet")
         if message.type == TRAIN:
@@ -102,20 +111,8 @@ class HospitalSite:
 
     # ------------------------------------------------------------------------------ join
     def join(self, message: WireMessage) -> WireMessage:
-        from experiments._runner import build_federation
-
-        overrides = [line for line in message.text("overrides").splitlines() if line]
-        if self.data_dir is not None:
-            overrides.append(f"dataset.data_dir={self.data_dir}")
-        cfg, _ = compose_run_config(overrides)
-        federation = build_federation(cfg)
-        if self.partition_id >= len(federation.data.clients):
-            raise SettingsError(
-                f"partition {self.partition_id}: the dataset has "
-                f"{len(federation.data.clients)} clients"
-            )
-        self.federation = federation
-        self.scheme_schema = cfg.secagg
+        self._load(message.text("overrides"))
+        federation = self.federation
         client = federation.data.clients[self.partition_id]
         params = parameters_to_vector(federation.model.parameters()).detach().cpu().numpy()
         return WireMessage(
@@ -129,6 +126,78 @@ class HospitalSite:
             },
             arrays={"params": params},
         )
+
+    def _load(self, overrides_text: str) -> None:
+        """Compose the run's config and load this hospital's partition and model."""
+        from experiments._runner import build_federation
+
+        overrides = [line for line in overrides_text.splitlines() if line]
+        if self.data_dir is not None:
+            overrides.append(f"dataset.data_dir={self.data_dir}")
+        cfg, _ = compose_run_config(overrides)
+        federation = build_federation(cfg)
+        if self.partition_id >= len(federation.data.clients):
+            raise SettingsError(
+                f"partition {self.partition_id}: the dataset has "
+                f"{len(federation.data.clients)} clients"
+            )
+        self.federation = federation
+        self.scheme_schema = cfg.secagg
+        self._overrides = overrides_text
+
+    # ------------------------------------------------------------------------- state
+    def export_state(self) -> dict[str, Scalar]:
+        """What must survive until the next message when each message runs in a fresh
+        process (Flower 1.42 SuperNodes): the run's config, the ledger it talks to and a
+        committed submission awaiting its reveal. Kept on this node only (``Context.state``);
+        never sent. The ledger key is not in it (it comes from the node's key file)."""
+        state: dict[str, Scalar] = dict(self._ledger_fields)
+        if self._overrides is not None:
+            state["overrides"] = self._overrides
+        for round_id, pending in self._pending.items():
+            submission = pending.submission
+            event = b""
+            if bytes(submission.event_digest) != bytes(32):
+                event = self.store.get(submission.event_digest)
+            state |= {
+                "pending.round": round_id,
+                "pending.client_id": submission.client_id,
+                "pending.blob": submission.blob,
+                "pending.event": event,
+                "pending.epsilon": float(submission.epsilon),
+                "pending.manifest_digest": bytes(submission.manifest_digest),
+            }
+        return state
+
+    def restore_state(self, state: Mapping[str, Scalar]) -> None:
+        """Take up the state :meth:`export_state` saved (in a fresh process)."""
+        saved = WireMessage(REVEAL, fields=dict(state))
+        if "overrides" in state and self._overrides is None:
+            self._overrides = saved.text("overrides")
+        if "ledger_address" in state:
+            self._ledger_fields = {
+                k: state[k] for k in ("ledger_url", "ledger_address", "start_block")
+            }
+        if "pending.round" in state and not self._pending:
+            round_id = saved.integer("pending.round")
+            event = saved.blob("pending.event")
+            blob = saved.blob("pending.blob")
+            submission = Submission(
+                client_id=saved.integer("pending.client_id"),
+                blob_digest=keccak256(blob),
+                event_digest=self.store.put(event) if event else Digest(bytes(32)),
+                epsilon=saved.number("pending.epsilon"),
+                manifest_digest=Digest(saved.blob("pending.manifest_digest")),
+                blob=blob,
+            )
+            ledger = self._ledger_of(WireMessage(REVEAL, fields=self._ledger_fields))
+            view = SiteView(
+                ledger=ledger,
+                store=self.store,
+                parties=SiteAccounts(clients={submission.client_id: self.account}),
+            )
+            party = ClientParty(client_id=submission.client_id, consortium=view.as_consortium())
+            self._pending[round_id] = _Pending(party, submission)
 
     # ----------------------------------------------------------------------------- train
     def _set_params(self, params: np.ndarray) -> None:
@@ -148,6 +217,11 @@ class HospitalSite:
             self._ledger = attach_ledger(
                 message.text("ledger_url"), address, start_block=message.integer("start_block")
             )
+            self._ledger_fields = {
+                "ledger_url": message.text("ledger_url"),
+                "ledger_address": address,
+                "start_block": message.integer("start_block"),
+            }
         return self._ledger
 
     def train(self, message: WireMessage) -> WireMessage:

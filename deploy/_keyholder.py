@@ -18,7 +18,10 @@ process across the run (docs/architecture.md, "Deployment on Flower").
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from eth_account.signers.local import LocalAccount
 from chain import Ledger
 from deploy._errors import DeploymentError
 from deploy._sites import SiteAccounts, SiteView, attach_ledger, compose_run_config
-from deploy._wire import JOIN, RELEASE, WireMessage
+from deploy._wire import JOIN, RELEASE, Scalar, WireMessage
 from secagg import KeyHolderParty, LocalDirectoryStore, RoundManifest, build_scheme
 
 ROLE_KEY_HOLDER = "keyholder"
@@ -44,9 +47,11 @@ class KeyHolderSite:
         self.account: LocalAccount = account or Account.create()
         if store_dir is None:
             store_dir = Path(tempfile.mkdtemp(prefix="secagg-keyholder-"))
+            weakref.finalize(self, shutil.rmtree, store_dir, ignore_errors=True)
         self.store = LocalDirectoryStore(store_dir)
         self.scheme: Any = None
         self._ledger: Ledger | None = None
+        self._overrides: str | None = None
 
     def __repr__(self) -> str:
         return f"KeyHolderSite(address={self.account.address})"
@@ -58,7 +63,36 @@ class KeyHolderSite:
             return self.release(message)
         raise DeploymentError(f"a key holder does not answer {message.type}")
 
+    def export_state(self) -> dict[str, Scalar]:
+        """What must survive between messages when each runs in a fresh process (Flower 1.42
+        SuperNodes): the run's config and the key holder's secrets. It stays on this node
+        (``Context.state``, held by its own SuperNode); nothing reads it but
+        :meth:`restore_state`."""
+        state: dict[str, Scalar] = {}
+        if self._overrides is not None:
+            state["overrides"] = self._overrides
+        if self.scheme is not None and self.scheme.key_holder is not None:
+            state["secret"] = self.scheme.key_holder.export_secret()
+        return state
+
+    def restore_state(self, state: Mapping[str, Scalar]) -> None:
+        """Take up the key :meth:`export_state` saved (in a fresh process)."""
+        from secagg.ckks import KeyHolder
+
+        saved = WireMessage(RELEASE, fields=dict(state))
+        if self.scheme is not None or "secret" not in state:
+            return
+        self._overrides = saved.text("overrides")
+        cfg, _ = compose_run_config(_lines(self._overrides))
+        scheme: Any = build_scheme(cfg.secagg)
+        scheme.key_holder = KeyHolder.restore(
+            params=scheme.params, policy=scheme.policy, secret=saved.blob("secret")
+        )
+        scheme.install_public_context(scheme.key_holder.public_context_bytes())
+        self.scheme = scheme
+
     def join(self, message: WireMessage) -> WireMessage:
+        self._overrides = message.text("overrides")
         cfg, _ = compose_run_config(
             [line for line in message.text("overrides").splitlines() if line]
         )
@@ -101,6 +135,10 @@ class KeyHolderSite:
             round_id, manifest, session, message.blob("aggregate"), survivors=participants
         )
         return WireMessage(RELEASE, arrays={"total": np.asarray(total, dtype=np.float64)})
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line]
 
 
 __all__ = ["ROLE_KEY_HOLDER", "KeyHolderSite"]

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -41,6 +41,8 @@ from deploy._transport import FlowerTransport, parse_request, reply_to
 from deploy._wire import EVALUATE, JOIN, RELEASE, REVEAL, TRAIN, WireMessage, flower_action
 
 Site = HospitalSite | KeyHolderSite
+#: The ``Context.state`` record holding a site's state between messages (on its node only).
+STATE_RECORD = "secagg.site"
 #: This process's sites, by (run id, node id).
 _SITES: dict[tuple[int, int], Site] = {}
 
@@ -114,7 +116,12 @@ def handle(message: Message, context: Context) -> Message:
     """Parse, dispatch to this node's site, reply (a raised error becomes Flower's error
     reply, which the driver counts as this node's failure)."""
     request = parse_request(message)
-    reply: WireMessage = site_for(context).handle(request)
+    site = site_for(context)
+    saved = context.state.config_records.get(STATE_RECORD)
+    if saved is not None:
+        site.restore_state(dict(saved.items()))  # type: ignore[arg-type]  # a fresh ClientApp process (SuperNode deployment)
+    reply: WireMessage = site.handle(request)
+    context.state[STATE_RECORD] = ConfigRecord(site.export_state())  # type: ignore[arg-type]
     return reply_to(message, reply)
 
 

@@ -126,3 +126,44 @@ def test_settings_refuse_what_is_not_deployed(heart_settings):
         RoundDriver(heart_settings("masking"), in_process_sites(0))
     with pytest.raises(SettingsError, match="ledger_url"):
         DeploymentSettings(overrides=HEART, ledger_url="file:///etc/passwd")
+
+
+class FreshSitePerMessage:
+    """A site rebuilt for every message from the state it exported after the last one, as
+    a Flower 1.42 SuperNode runs each message in a new ClientApp process."""
+
+    def __init__(self, make_site) -> None:
+        self.make_site = make_site
+        self.state: dict = {}
+        self.sites_made = 0
+
+    def __call__(self, message: WireMessage) -> WireMessage:
+        site = self.make_site()
+        self.sites_made += 1
+        site.restore_state(self.state)
+        reply = site.handle(message)
+        self.state = site.export_state()
+        return reply
+
+
+def test_sites_keep_their_state_across_fresh_processes(heart_settings):
+    """The hospital's pending blob and the key holder's secret key survive between messages
+    only through the state each exports (on its own node): no site object outlives one."""
+    from eth_account import Account
+
+    from deploy import HospitalSite, InProcessTransport, KeyHolderSite
+
+    hospital_keys = [Account.create() for _ in range(4)]
+    key_holder_key = Account.create()
+    wrappers = {
+        100 + p: FreshSitePerMessage(
+            lambda p=p: HospitalSite(partition_id=p, account=hospital_keys[p])
+        )
+        for p in range(4)
+    }
+    wrappers[1] = FreshSitePerMessage(lambda: KeyHolderSite(account=key_holder_key))
+    run = RoundDriver(heart_settings("ckks"), InProcessTransport(wrappers)).run()
+    assert [r.n_clients for r in run.results.rounds] == [4, 4]
+    assert run.results.final.audit["exit_code"] == 0
+    assert all(w.sites_made >= 3 for w in wrappers.values())
+    assert "secret" in wrappers[1].state  # kept by the key holder's node, never sent
