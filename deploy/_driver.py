@@ -447,8 +447,8 @@ class RoundDriver:
         total = exchange.replies[node].array("total").astype(np.float64)
         # The attested reveal digest names these bytes: keep them beside the blobs.
         released = self.view.store.put(np.asarray(total, dtype="<f8").tobytes())
-        attested = self.ledger.round_info(round_id)
-        if getattr(attested, "reveal_digest", None) not in (None, released):
+        attested = self.ledger.round_info(round_id).reveal_digest
+        if attested is None or bytes(attested) != bytes(released):
             raise DeploymentError(f"round {round_id}: the released sum is not the attested one")
         return total
 

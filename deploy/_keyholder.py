@@ -2,7 +2,7 @@
 
 * ``secagg.v1.join``: composes the run's config, generates the CKKS key pair **on this
   site** and replies with its ledger address and the *public* context only (the secret
-  key never leaves this object: TenSEAL's secret context is never serialized);
+  key never leaves this node);
 * ``secagg.v1.release``: receives the round's manifest, the published aggregate and the
   participants' committed blobs, puts them in its *own* store and runs
   :meth:`secagg.KeyHolderParty.reveal` against the ledger with its own account: the
@@ -12,8 +12,8 @@
 
 Threat model: as :class:`secagg.KeyHolderParty`; the aggregator cannot make it decrypt a
 single client's blob (the recombination check) nor a second time (the on-chain
-reservation). The secret key lives in this process's memory: the site must keep one
-process across the run (docs/architecture.md, "Deployment on Flower").
+reservation). Between messages its secrets stay on its own node (:meth:`export_state`
+into ``Context.state``, docs/architecture.md "Deployment on Flower"); they are never sent.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ Handler = Callable[[WireMessage], WireMessage]
 
 CONFIG_RECORD = "secagg"
 ARRAY_RECORD = "arrays"
+#: How often the Flower transport pulls replies while a stage waits.
+POLL_SECONDS = 0.2
 TYPE_KEY = "secagg.type"
 VERSION_KEY = "secagg.version"
 
@@ -137,6 +139,24 @@ class FlowerTransport:
     def nodes(self) -> list[int]:
         return sorted(int(n) for n in self.grid.get_node_ids())
 
+    def _take(
+        self,
+        exchange: Exchange,
+        node_id: int,
+        reply: Message,
+        requests: Mapping[int, WireMessage],
+    ) -> None:
+        if reply.has_error():
+            exchange.failures[node_id] = f"site error: {reply.error.reason}"
+            return
+        try:
+            parsed = from_record_dict(reply.content, expected_type=requests[node_id].type)
+        except WireFormatError as error:
+            exchange.failures[node_id] = f"malformed reply: {error}"
+            return
+        self.bytes_received += message_size(parsed)
+        exchange.replies[node_id] = parsed
+
     def wait_for_nodes(self, count: int, *, timeout: float) -> list[int]:
         """Wait until ``count`` nodes are connected; :class:`DeploymentError` if not."""
         deadline = time.monotonic() + timeout
@@ -165,19 +185,23 @@ class FlowerTransport:
                 )
             )
         exchange = Exchange()
-        replies = self.grid.send_and_receive(messages, timeout=timeout)
-        for reply in replies:
-            node_id = int(reply.metadata.src_node_id)
-            if reply.has_error():
-                exchange.failures[node_id] = f"site error: {reply.error.reason}"
-                continue
-            try:
-                parsed = from_record_dict(reply.content, expected_type=requests[node_id].type)
-            except (WireFormatError, KeyError) as error:
-                exchange.failures[node_id] = f"malformed reply: {error}"
-                continue
-            self.bytes_received += message_size(parsed)
-            exchange.replies[node_id] = parsed
+        # Push, then pull until every node replied or the timeout: replies are matched to
+        # their request by message id (an error reply for an unreachable node comes from
+        # the SuperLink, whose node id is not the destination's).
+        ids = list(self.grid.push_messages(messages))
+        node_of = dict(zip(ids, sorted(requests), strict=True))
+        waiting = set(ids)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for reply in self.grid.pull_messages(list(waiting)):
+                message_id = reply.metadata.reply_to_message_id
+                if message_id not in waiting:
+                    continue
+                waiting.discard(message_id)
+                self._take(exchange, node_of[message_id], reply, requests)
+            if not waiting or time.monotonic() > deadline:
+                break
+            time.sleep(POLL_SECONDS)
         for node_id in requests:
             if node_id not in exchange.replies and node_id not in exchange.failures:
                 exchange.failures[node_id] = "no reply before the stage timeout"

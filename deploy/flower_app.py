@@ -16,11 +16,13 @@ Flower's simulation engine, where node configs only carry ``partition-id`` and
 ``num-partitions``, the node with the last partition id is the key holder and the others
 are hospitals.
 
-State between messages: a site (its data, model, ledger account, a committed blob awaiting
-its reveal, the key holder's secret key) lives in the memory of the process that runs the
-ClientApp, keyed by run and node. Flower's simulation engine keeps its actor processes for
-the whole run (run it with one actor per process, :func:`simulation_backend_config`); the
-secret CKKS key is never serialized, so it cannot go to ``Context.state``.
+State between messages: a 1.42 SuperNode runs each message in a new ClientApp process, so
+:func:`handle` restores the site from ``Context.state`` (record ``secagg.site``, kept by the
+node's own SuperNode, never sent) before the message and saves it after
+(``export_state``/``restore_state``: a hospital's config, ledger and pending submission; the
+key holder's config and secrets). Within one process the site also stays in memory, keyed by
+run and node (Flower's simulation engine keeps its actor for the whole run; run it with one
+actor, :func:`simulation_backend_config`).
 """
 
 from __future__ import annotations
