@@ -69,3 +69,21 @@ def test_run_config_overrides_split_outside_brackets_and_quotes():
         "dataset.data_dir='/a,b'",
         "chain=anvil",
     )
+
+
+def test_settings_from_the_flower_run_config_of_pyproject():
+    import tomllib
+    from pathlib import Path
+
+    from deploy import DeploymentSettings, SettingsError
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    run_config = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"]
+    settings = DeploymentSettings.from_run_config(run_config)
+    assert "secagg=ckks" in settings.overrides
+    assert settings.hospitals == 4
+    assert settings.nodes == 5
+    with pytest.raises(SettingsError, match="missing"):
+        DeploymentSettings.from_run_config({"overrides": "dp=off"})
+    with pytest.raises(SettingsError, match="stage_timeout_s"):
+        DeploymentSettings.from_run_config({**run_config, "stage-timeout": -1.0})
