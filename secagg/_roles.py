@@ -487,7 +487,9 @@ def check_aggregate(
             f"round {round_id}: the aggregate is not the sum of the participants' committed blobs"
         )
     inputs = aggregate_inputs(manifest, aggregate)
-    expected = tuple(keccak256(blob) for _, blob in in_order)  # the store checked each digest
+    # The aggregator adds blobs in client id order (the ledger lists participants by
+    # address, which is the same order only when ids ascend with addresses).
+    expected = tuple(keccak256(blob) for _, blob in blobs)  # the store checked each digest
     if inputs is not None and tuple(inputs) != expected:
         raise CommitmentMismatchError(
             f"round {round_id}: the aggregate's inputs are not the participants' commitments"

@@ -76,6 +76,43 @@ class KeyHolder:
         self._released: set[bytes] = set()
         self.decryptions = 0
 
+    def export_secret(self) -> bytes:
+        """The key holder's secrets (flooding PRF key, public and secret SEAL keys) as bytes,
+        for a deployed key holder that keeps them on its own node between processes
+        (deploy/). Never send them: :meth:`restore` is their only reader."""
+        public = self._keys.public_key_bytes
+        return b"".join(
+            [
+                self._flooding_key,
+                len(public).to_bytes(8, "little"),
+                public,
+                self._keys.export_secret(),
+            ]
+        )
+
+    @classmethod
+    def restore(cls, *, params: CKKSParams, policy: RevealPolicy, secret: bytes) -> KeyHolder:
+        """The key holder :meth:`export_secret` saved (same parameters and policy)."""
+        if len(secret) < PRF_KEY_BYTES + 8:
+            raise BlobFormatError("truncated key holder secret")
+        flooding_key = secret[:PRF_KEY_BYTES]
+        size = int.from_bytes(secret[PRF_KEY_BYTES : PRF_KEY_BYTES + 8], "little")
+        public = secret[PRF_KEY_BYTES + 8 : PRF_KEY_BYTES + 8 + size]
+        if len(public) != size:
+            raise BlobFormatError("truncated key holder secret")
+        holder = cls.__new__(cls)
+        holder.params = params
+        holder.policy = policy
+        holder._keys = SecretSealKeys.restore(
+            params, secret=secret[PRF_KEY_BYTES + 8 + size :], public_key_bytes=public
+        )
+        holder.public_context = PublicContext(params=params, public_key=public)
+        holder.context_digest = holder.public_context.digest
+        holder._flooding_key = flooding_key
+        holder._released = set()
+        holder.decryptions = 0
+        return holder
+
     def public_context_bytes(self) -> bytes:
         """The serialized public context: parameters and public key, no secret material."""
         return self.public_context.to_bytes()

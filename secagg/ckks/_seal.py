@@ -233,7 +233,45 @@ class SecretSealKeys:
             public_key.save(path)
             with open(path, "rb") as handle:
                 self.public_key_bytes = handle.read()
-        self._decryptor = seal.Decryptor(self._ring.context, generator.secret_key())
+        self._secret_key = generator.secret_key()
+        self._decryptor = seal.Decryptor(self._ring.context, self._secret_key)
+
+    def export_secret(self) -> bytes:
+        """The secret key in SEAL's serialization, for a key holder that must keep it on its
+        own node across processes (deploy/: Flower 1.42 runs each message in a new process).
+        Passes only through an anonymous in-memory file; never call it to send the key."""
+        with _memory_file() as path:
+            if path is None:
+                raise ParameterMismatchError(
+                    "no anonymous in-memory file to export a secret through"
+                )
+            self._secret_key.save(path)
+            with open(path, "rb") as handle:
+                return handle.read()
+
+    @classmethod
+    def restore(
+        cls, params: CKKSParams, *, secret: bytes, public_key_bytes: bytes
+    ) -> SecretSealKeys:
+        """The keys :meth:`export_secret` saved (and the matching public key's bytes)."""
+        keys = cls.__new__(cls)
+        keys._ring = _Ring(params)
+        keys.public_key_bytes = public_key_bytes
+        secret_key = seal.SecretKey()
+        with _memory_file() as path:
+            if path is None:
+                raise ParameterMismatchError("no anonymous in-memory file to load a secret through")
+            with open(path, "wb") as handle:
+                handle.write(secret)
+            try:
+                secret_key.load(keys._ring.context, path)
+            except (RuntimeError, ValueError) as error:
+                raise ParameterMismatchError(
+                    f"secret key does not load under these parameters: {error}"
+                ) from None
+        keys._secret_key = secret_key
+        keys._decryptor = seal.Decryptor(keys._ring.context, secret_key)
+        return keys
 
     @property
     def wire_prime(self) -> int:

@@ -1,0 +1,54 @@
+"""``deploy``: hospitals, key holder and aggregator as message-driven sites, on Flower.
+
+Each role is a site that answers typed, versioned messages (:mod:`deploy._wire`,
+docs/formats.md "Deployment messages"): :class:`HospitalSite` (its own data, model,
+trainer and ledger account), :class:`KeyHolderSite` (makes the CKKS key itself, sends only
+the public context, releases each round once) and the aggregator's
+:class:`RoundDriver`. A :class:`Transport` carries the messages: in-process
+(:class:`InProcessTransport`) or Flower 1.42 (:class:`FlowerTransport`; the ServerApp and
+ClientApp are in :mod:`deploy.flower_app`). Every site talks to the ledger (an EVM node
+over JSON-RPC) with its own account. Threat model: that of the round protocol
+(docs/threat-model.md); the transport adds no trust (every blob and manifest is checked
+against the ledger by its receiver).
+"""
+
+from deploy._driver import DeploymentRun, DeploymentSettings, RoundDriver
+from deploy._errors import DeploymentError, SettingsError, WireFormatError
+from deploy._hospital import ROLE_HOSPITAL, HospitalSite
+from deploy._keyholder import ROLE_KEY_HOLDER, KeyHolderSite
+from deploy._transport import Exchange, FlowerTransport, InProcessTransport, Transport
+from deploy._wire import (
+    EVALUATE,
+    JOIN,
+    MESSAGE_TYPES,
+    RELEASE,
+    REVEAL,
+    TRAIN,
+    WIRE_VERSION,
+    WireMessage,
+)
+
+__all__ = [
+    "EVALUATE",
+    "JOIN",
+    "MESSAGE_TYPES",
+    "RELEASE",
+    "REVEAL",
+    "ROLE_HOSPITAL",
+    "ROLE_KEY_HOLDER",
+    "TRAIN",
+    "WIRE_VERSION",
+    "DeploymentError",
+    "DeploymentRun",
+    "DeploymentSettings",
+    "Exchange",
+    "FlowerTransport",
+    "HospitalSite",
+    "InProcessTransport",
+    "KeyHolderSite",
+    "RoundDriver",
+    "SettingsError",
+    "Transport",
+    "WireFormatError",
+    "WireMessage",
+]

@@ -1,0 +1,551 @@
+"""The round driver of a deployment: the aggregator's side, over any :class:`Transport`.
+
+It runs on the ServerApp (or in a test, over the in-process transport). Per run:
+
+1. ``join``: every node answers with its role; hospitals with their ledger address, sample
+   count and initial model; the key holder (CKKS) with its address and public context;
+2. the consortium's admin (a fresh account the driver funds from the node's faucet)
+   deploys the ledger and registers each party's *own* address;
+
+per round (docs/architecture.md, "A round over Flower"):
+
+3. the aggregator stores the manifest and opens the round on chain;
+4. ``train``: each selected hospital trains, protects, commits with its own account and
+   keeps its blob; one that does not answer within the stage timeout is a dropout;
+5. the commit phase closes; ``reveal``: each committed hospital reveals on chain and hands
+   its blob over, which the aggregator puts in the store;
+6. the aggregator collects the committed blobs, combines blindly and publishes;
+7. ``release`` (CKKS): the key holder checks and decrypts once (plain: the aggregator
+   reads the sum); the aggregator finalizes, audits the round and flags culprits;
+8. the mean update moves the global model; ``evaluate``: each hospital's test metrics.
+
+``results.json`` has the schema of ``experiments`` (same writer), so ``secagg audit
+--results`` audits a deployed run unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eth_account import Account
+
+from chain import AlreadyFlagged, AnvilBackend, ChainError, Ledger, Role
+from deploy._errors import DeploymentError, SettingsError
+from deploy._hospital import ROLE_HOSPITAL
+from deploy._keyholder import ROLE_KEY_HOLDER
+from deploy._sites import SiteAccounts, SiteView, compose_run_config, public_session
+from deploy._transport import Exchange, Transport
+from deploy._wire import EVALUATE, JOIN, RELEASE, REVEAL, TRAIN, WireMessage
+from secagg import (
+    AggregatorParty,
+    Auditor,
+    KeyHolderParty,
+    LocalDirectoryStore,
+    ManifestClient,
+    RoundManifest,
+    SecAggError,
+)
+from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, culprits
+
+log = logging.getLogger("deploy")
+
+SUPPORTED_SCHEMES = ("plain", "ckks")
+SUPPORTED_DP = ("off",)
+#: Ether the admin gives each party for its own transactions (10 ETH: far above a run's gas).
+FUNDING_WEI = 10**19
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """What the ServerApp needs besides the Hydra config (run config keys in brackets).
+
+    ``overrides``: Hydra overrides of ``conf/config.yaml`` [``overrides``, one per line];
+    ``ledger_url``: the JSON-RPC node every site reaches [``ledger-url``]; ``output_dir``:
+    where ``results.json`` and the artifact store go [``output-dir``]; ``hospitals``: how
+    many hospital nodes to wait for [``hospitals``]; ``key_holder``: whether a key holder
+    node takes part [``key-holder``]; ``stage_timeout_s``: how long a stage waits for
+    replies (later ones are dropouts) [``stage-timeout``]; ``join_timeout_s``: how long to
+    wait for the nodes to connect [``join-timeout``]."""
+
+    overrides: tuple[str, ...]
+    ledger_url: str
+    output_dir: Path | None = None
+    hospitals: int = 4
+    key_holder: bool = True
+    stage_timeout_s: float = 120.0
+    join_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not self.ledger_url.startswith(("http://", "https://")):
+            raise SettingsError(f"ledger_url must be an http(s) URL, got {self.ledger_url!r}")
+        if self.hospitals < 1:
+            raise SettingsError(f"hospitals must be >= 1, got {self.hospitals}")
+        for name in ("stage_timeout_s", "join_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise SettingsError(f"{name} must be finite and > 0, got {value}")
+
+    @property
+    def nodes(self) -> int:
+        return self.hospitals + (1 if self.key_holder else 0)
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> DeploymentSettings:
+        """From a Flower run config (``[tool.flwr.app.config]`` and ``--run-config``)."""
+        try:
+            output = run_config.get("output-dir") or None
+            return cls(
+                overrides=split_overrides(str(run_config["overrides"])),
+                ledger_url=str(run_config["ledger-url"]),
+                output_dir=Path(str(output)) if output else None,
+                hospitals=int(run_config.get("hospitals", 4)),
+                key_holder=bool(run_config.get("key-holder", True)),
+                stage_timeout_s=float(run_config.get("stage-timeout", 120.0)),
+                join_timeout_s=float(run_config.get("join-timeout", 120.0)),
+            )
+        except KeyError as error:
+            raise SettingsError(f"run config: missing {error}") from error
+
+
+def split_overrides(text: str) -> tuple[str, ...]:
+    """Hydra overrides from one run-config string: split at commas (and newlines) outside
+    brackets and quotes, so ``secagg.coeff_mod_bit_sizes=[60,40]`` stays whole."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    quote: str | None = None
+    for char in text:
+        if quote is not None:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char in ",\n" and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current).strip())
+    return tuple(part for part in parts if part)
+
+
+@dataclass
+class _Hospital:
+    node_id: int
+    partition_id: int
+    name: str
+    address: str
+    n_train: int
+
+
+@dataclass
+class DeploymentRun:
+    """What :meth:`RoundDriver.run` returns: the results and the final global model."""
+
+    results: Any
+    params: np.ndarray
+    results_path: Path | None = None
+    excluded: dict[int, dict[int, str]] = field(default_factory=dict)
+
+
+class RoundDriver:
+    """The aggregator of a deployed federation (see the module docstring)."""
+
+    def __init__(self, settings: DeploymentSettings, transport: Transport) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.cfg, self.resolved = compose_run_config(settings.overrides)
+        if self.cfg.secagg.name not in SUPPORTED_SCHEMES:
+            raise SettingsError(
+                f"secagg={self.cfg.secagg.name} is not deployed yet ({list(SUPPORTED_SCHEMES)})"
+            )
+        if self.cfg.dp.name not in SUPPORTED_DP:
+            raise SettingsError(f"dp={self.cfg.dp.name} is not deployed yet ({SUPPORTED_DP})")
+        if self.cfg.chain.name == "none":
+            raise SettingsError("a deployment needs a ledger (chain=anvil or chain=rpc)")
+        if self.cfg.secagg.name == "ckks" and not settings.key_holder:
+            raise SettingsError("secagg=ckks needs a key holder node")
+        if int(getattr(self.cfg.secagg, "committee_size", 1)) != 1:
+            raise SettingsError(
+                "a decryption committee is not deployed yet: one key holder node "
+                "(secagg.committee_size=1 secagg.committee_threshold=1)"
+            )
+        self.hospitals: dict[int, _Hospital] = {}  # partition id (= client id) -> hospital
+        self.key_holder_node: int | None = None
+        self.public_context: bytes | None = None
+        self.per_client_accuracy: dict[str, float] = {}
+
+    # --------------------------------------------------------------------------- join
+    def _overrides_text(self) -> str:
+        return "\n".join(self.settings.overrides)
+
+    def join(self, nodes: Sequence[int]) -> np.ndarray:
+        """Ask every node for its role; returns the initial global model."""
+        request = WireMessage(JOIN, fields={"overrides": self._overrides_text()})
+        exchange = self.transport.exchange(
+            dict.fromkeys(nodes, request), timeout=self.settings.join_timeout_s
+        )
+        if exchange.failures:
+            raise DeploymentError(f"nodes failed to join: {exchange.failures}")
+        initial: np.ndarray | None = None
+        for node_id, reply in sorted(exchange.replies.items()):
+            role = reply.text("role")
+            if role == ROLE_HOSPITAL:
+                partition = reply.integer("partition_id")
+                if partition in self.hospitals:
+                    raise DeploymentError(f"two nodes claim hospital partition {partition}")
+                params = reply.array("params")
+                if initial is None:
+                    initial = params
+                elif params.shape != initial.shape or not np.array_equal(params, initial):
+                    raise DeploymentError(f"hospital {partition} built another initial model")
+                self.hospitals[partition] = _Hospital(
+                    node_id=node_id,
+                    partition_id=partition,
+                    name=reply.text("name"),
+                    address=reply.text("address"),
+                    n_train=reply.integer("n_train"),
+                )
+            elif role == ROLE_KEY_HOLDER:
+                if self.key_holder_node is not None:
+                    raise DeploymentError("two nodes claim the key holder role")
+                self.key_holder_node = node_id
+                self._key_holder_address = reply.text("address")
+                if "public_context" in reply.fields:
+                    self.public_context = reply.blob("public_context")
+            else:
+                raise DeploymentError(f"node {node_id}: unknown role {role!r}")
+        if initial is None:
+            raise DeploymentError("no hospital joined")
+        if self.cfg.secagg.name == "ckks" and self.public_context is None:
+            raise DeploymentError("secagg=ckks: no key holder sent a public context")
+        return initial
+
+    # ------------------------------------------------------------------------- ledger
+    def open_ledger(self) -> None:
+        settings = self.settings
+        chain = self.cfg.chain
+        self.backend = AnvilBackend(url=settings.ledger_url)
+        admin, aggregator, auditor = Account.create(), Account.create(), Account.create()
+        clients = {p: h.address for p, h in sorted(self.hospitals.items())}
+        everyone = [admin.address, aggregator.address, auditor.address, *clients.values()]
+        if self.key_holder_node is not None:
+            everyone.append(self._key_holder_address)
+        self.backend.fund(everyone, FUNDING_WEI)
+        ledger = Ledger.deploy(self.backend, admin=admin, epsilon_budget=chain.epsilon_budget)
+        ledger.register(Role.CLIENT, list(clients.values()), sender=admin)
+        ledger.register(Role.AGGREGATOR, aggregator.address, sender=admin)
+        if self.key_holder_node is not None:
+            ledger.register(Role.KEY_HOLDER, self._key_holder_address, sender=admin)
+        ledger.register(Role.AUDITOR, auditor.address, sender=admin)
+        if settings.output_dir is not None:
+            store_dir = settings.output_dir / "artifacts"
+        else:
+            store_dir = Path(tempfile.mkdtemp(prefix="secagg-deploy-"))
+        self.store_dir = store_dir.resolve()
+        self.ledger = ledger
+        self.view = SiteView(
+            ledger=ledger,
+            store=LocalDirectoryStore(self.store_dir),
+            parties=SiteAccounts(admin=admin, aggregator=aggregator, auditor=auditor),
+            addresses=clients,
+            deadline_blocks=chain.deadline_blocks,
+            batch_commits=False,
+            reputation_threshold=chain.reputation_threshold,
+        )
+        self.aggregator = AggregatorParty(consortium=self.view.as_consortium())
+        self.auditor = Auditor(
+            ledger=ledger, store=self.view.store, epsilon_tolerance=DEFAULT_EPSILON_TOLERANCE
+        )
+        self.public_material = (
+            self.view.store.put(self.public_context).hex() if self.public_context else None
+        )
+
+    def _ledger_fields(self) -> dict[str, Any]:
+        return {
+            "ledger_url": self.settings.ledger_url,
+            "ledger_address": str(self.ledger.address),
+            "start_block": int(self.ledger.start_block),
+        }
+
+    # -------------------------------------------------------------------------- round
+    def _select(self, round_id: int) -> list[int]:
+        from experiments._federation import SEED_SELECT, derive_seed
+
+        fed = self.cfg.federation
+        every = sorted(self.hospitals)
+        n_selected = max(1, round(fed.client_fraction * len(every)))
+        if n_selected < len(every):
+            rng = np.random.default_rng(derive_seed(fed.seed, SEED_SELECT, round_id))
+            every = sorted(int(c) for c in rng.choice(every, size=n_selected, replace=False))
+        return self.aggregator.select(every)
+
+    def run_round(self, round_id: int, params: np.ndarray) -> tuple[np.ndarray, Any]:
+        """One round; returns the new global model and the round's record."""
+        from experiments._federation import RoundRecord, RoundSeconds
+
+        selected = self._select(round_id)
+        sizes = {c: self.hospitals[c].n_train for c in selected}
+        total_size = sum(sizes.values())
+        weights = {c: n / total_size for c, n in sizes.items()}
+        manifest = RoundManifest(
+            round_id=round_id,
+            scheme=self.cfg.secagg.name,
+            scheme_config=dataclasses.asdict(self.cfg.secagg),
+            dim=int(params.size),
+            clients=tuple(
+                ManifestClient(client_id=c, address=self.hospitals[c].address, weight=weights[c])
+                for c in selected
+            ),
+            public_material=self.public_material,
+            dp_mode=self.cfg.dp.name,
+        )
+        excluded: dict[int, str] = {}
+        self.aggregator.open_round(manifest)
+        fields: dict[str, Any] = {
+            "round": round_id,
+            "manifest": manifest.canonical_bytes(),
+            **self._ledger_fields(),
+        }
+        if self.public_context is not None:
+            fields["public_context"] = self.public_context
+        train = self._exchange(
+            TRAIN, selected, fields, excluded, "dropped out before committing", params=params
+        )
+        committed = sorted(train.replies)
+        self.aggregator.close_commit_phase(round_id)
+        reveal = self._exchange(REVEAL, committed, {"round": round_id}, excluded, "no reveal")
+        for reply in reveal.replies.values():
+            self.view.store.put(reply.blob("blob"))
+            if reply.blob("event"):
+                self.view.store.put(reply.blob("event"))
+        collected = self.aggregator.collect(round_id, manifest)
+        for client_id, reason in {**collected.unrevealed, **collected.rejected}.items():
+            excluded.setdefault(client_id, reason)
+        total: np.ndarray | None = None
+        included: tuple[int, ...] = ()
+        session = public_session(
+            manifest, scheme_schema=self.cfg.secagg, public_context=self.public_context
+        )
+        if collected.blobs:
+            try:
+                aggregate, _ = self.aggregator.combine_and_publish(round_id, session, collected)
+                included = tuple(session.combined)
+                total = self._release(round_id, manifest, session, aggregate, included)
+            except (SecAggError, ChainError) as error:
+                for client_id in collected.blobs:
+                    excluded.setdefault(
+                        client_id, f"round aborted: {type(error).__name__}: {error}"
+                    )
+                total, included = None, ()
+            for client_id, reason in collected.rejected.items():
+                excluded.setdefault(client_id, reason)
+            self.aggregator.finalize(round_id)
+        for client_id in included:
+            excluded.pop(client_id, None)
+        _, findings = self.auditor.audit_round(round_id)
+        flagged = self._flag(findings)
+        if total is not None and included:
+            included_weight = math.fsum(weights[c] for c in included)
+            step = self.server.step(total / included_weight)
+            params = params + np.asarray(step, dtype=np.float64).astype(params.dtype)
+        accuracy, loss, per_client = self._evaluate(params)
+        self.per_client_accuracy = per_client
+        gas = sum(self.ledger.gas_by_round(round_id).values())
+        record = RoundRecord(
+            round=round_id,
+            accuracy=accuracy,
+            auc=None,
+            loss=loss,
+            n_clients=len(included),
+            dropped=sorted(c for c in selected if c not in train.replies),
+            bytes_up=int(sum(session.stats.bytes_up.values())),
+            bytes_down=0,
+            seconds=RoundSeconds(
+                train=sum(r.number("train_seconds") for r in train.replies.values()),
+                protect=sum(r.number("protect_seconds") for r in train.replies.values()),
+                combine=session.stats.seconds.get("combine", 0.0),
+                reveal=session.stats.seconds.get("reveal", 0.0),
+            ),
+            gas_used=gas,
+            excluded=excluded,
+            reputation={
+                h.name: self.ledger.reputation(h.address).score for h in self.hospitals.values()
+            },
+            flagged=flagged,
+        )
+        return params, record
+
+    def _exchange(
+        self,
+        message_type: str,
+        clients: Sequence[int],
+        fields: dict[str, Any],
+        excluded: dict[int, str],
+        reason: str,
+        *,
+        params: np.ndarray | None = None,
+    ) -> Exchange:
+        """Send one stage to ``clients``; a client without a reply is excluded."""
+        arrays = {"params": params} if params is not None else {}
+        message = WireMessage(message_type, fields=fields, arrays=arrays)
+        by_node = {self.hospitals[c].node_id: c for c in clients}
+        exchange = self.transport.exchange(
+            dict.fromkeys(by_node, message), timeout=self.settings.stage_timeout_s
+        )
+        for node_id, why in exchange.failures.items():
+            excluded.setdefault(by_node[node_id], f"{reason}: {why}")
+        return Exchange(
+            replies={by_node[n]: r for n, r in exchange.replies.items()},
+            failures={by_node[n]: why for n, why in exchange.failures.items()},
+        )
+
+    def _release(
+        self,
+        round_id: int,
+        manifest: RoundManifest,
+        session: Any,
+        aggregate: bytes,
+        included: Sequence[int],
+    ) -> np.ndarray:
+        """The revealed sum: the key holder's release (CKKS), or the plain sum."""
+        if manifest.scheme == "plain":
+            party = KeyHolderParty(consortium=self.view.as_consortium(), attests=False)
+            total, _ = party.reveal(round_id, manifest, session, aggregate, survivors=included)
+            return np.asarray(total, dtype=np.float64)
+        if self.key_holder_node is None:
+            raise DeploymentError("no key holder")
+        fields: dict[str, Any] = {
+            "round": round_id,
+            "manifest": manifest.canonical_bytes(),
+            "aggregate": aggregate,
+            **self._ledger_fields(),
+        }
+        committed = {c.client.lower(): c.blob_digest for c in self.ledger.commitments(round_id)}
+        for index, client_id in enumerate(included):
+            digest = committed[self.view.address_of(client_id).lower()]
+            fields[f"blob.{index}"] = self.view.store.get(digest)
+        fields["blobs"] = len(included)
+        node = self.key_holder_node
+        exchange = self.transport.exchange(
+            {node: WireMessage(RELEASE, fields=fields)}, timeout=self.settings.stage_timeout_s
+        )
+        if node not in exchange.replies:
+            raise DeploymentError(f"the key holder did not release: {exchange.failures.get(node)}")
+        total = exchange.replies[node].array("total").astype(np.float64)
+        # The attested reveal digest names these bytes: keep them beside the blobs.
+        released = self.view.store.put(np.asarray(total, dtype="<f8").tobytes())
+        attested = self.ledger.round_info(round_id).reveal_digest
+        if attested is None or bytes(attested) != bytes(released):
+            raise DeploymentError(f"round {round_id}: the released sum is not the attested one")
+        return total
+
+    def _flag(self, findings: Sequence[Any]) -> dict[int, int]:
+        flagged: dict[int, int] = {}
+        sender = self.view.parties.auditor
+        if sender is None:
+            raise DeploymentError("the aggregator's site holds no auditor account")
+        for (round_id, address), code in culprits(findings).items():
+            try:
+                self.ledger.flag(address, round_id, code, sender=sender)
+            except AlreadyFlagged:
+                continue
+            except ChainError as error:
+                log.warning("round %d: could not flag %s: %s", round_id, address, error)
+                continue
+            flagged[self.view.client_id_of(address)] = code
+        return flagged
+
+    def _evaluate(self, params: np.ndarray) -> tuple[float, float, dict[str, float]]:
+        """Pooled test accuracy and loss (weighted by each hospital's test size)."""
+        nodes = {h.node_id: h for h in self.hospitals.values()}
+        message = WireMessage(EVALUATE, arrays={"params": params})
+        exchange = self.transport.exchange(
+            dict.fromkeys(nodes, message), timeout=self.settings.stage_timeout_s
+        )
+        n_total = sum(r.integer("n_samples") for r in exchange.replies.values())
+        if n_total == 0:
+            return math.nan, math.nan, {}
+        accuracy = sum(
+            r.number("accuracy") * r.integer("n_samples") for r in exchange.replies.values()
+        )
+        loss = sum(r.number("loss") * r.integer("n_samples") for r in exchange.replies.values())
+        per_client = {nodes[n].name: r.number("accuracy") for n, r in exchange.replies.items()}
+        return accuracy / n_total, loss / n_total, per_client
+
+    # ---------------------------------------------------------------------------- run
+    def run(self) -> DeploymentRun:
+        """Join, open the ledger, run every round, audit, write ``results.json``."""
+        from experiments._artifacts import run_metadata
+        from experiments._federation import FinalRecord, RunResults
+        from experiments._runner import write_results
+        from experiments._strategies import ServerOptimizer, server_params
+        from secagg import audit
+
+        start = time.perf_counter()
+        nodes = self.transport.nodes()
+        params = self.join(nodes)
+        self.server = ServerOptimizer(server_params(self.cfg.federation), int(params.size))
+        self.open_ledger()
+        records = []
+        self.per_client_accuracy = {}
+        for round_id in range(1, self.cfg.federation.rounds + 1):
+            params, record = self.run_round(round_id, params)
+            log.info(
+                "round %d: accuracy=%.4f clients=%d", round_id, record.accuracy, record.n_clients
+            )
+            records.append(record)
+        report = audit(self.ledger, self.view.store)
+        last = records[-1]
+        final = FinalRecord(
+            accuracy=last.accuracy,
+            auc=None,
+            per_client_accuracy=dict(self.per_client_accuracy),
+            mean_client_accuracy=float(np.mean(list(self.per_client_accuracy.values())))
+            if self.per_client_accuracy
+            else math.nan,
+            epsilon=None,
+            delta=None,
+            wall_seconds=time.perf_counter() - start,
+            bytes_up_total=sum(r.bytes_up for r in records),
+            gas_total=sum(r.gas_used or 0 for r in records),
+            audit={
+                "verdict": report.to_dict()["verdict"],
+                "exit_code": report.exit_code,
+                "findings": report.to_dict()["findings"],
+            },
+        )
+        import torch
+
+        meta = run_metadata(torch.device("cpu"))
+        meta["transport"] = type(self.transport).__name__
+        ledger_entry = {
+            "backend": "anvil",
+            "url": self.backend.public_url,
+            "chain_id": self.ledger.chain_id,
+            "address": str(self.ledger.address),
+            "store": str(self.store_dir),
+            "deploy_gas": self.ledger.deploy_gas,
+        }
+        results = RunResults(
+            config=self.resolved, rounds=records, final=final, ledger=ledger_entry, meta=meta
+        )
+        path = None
+        if self.settings.output_dir is not None:
+            path = write_results(results, self.settings.output_dir)
+        return DeploymentRun(results=results, params=params, results_path=path)
+
+
+__all__ = ["DeploymentRun", "DeploymentSettings", "RoundDriver"]

@@ -1,0 +1,308 @@
+"""A hospital's site: its own data partition, model, trainer and ledger account.
+
+It answers four messages (docs/formats.md, "Deployment messages"):
+
+* ``secagg.v1.join``: composes the run's config, loads its own partition, and replies with
+  its ledger address, its number of training samples (the FedAvg weight) and the initial
+  model (every hospital builds it from the run's seed; the driver checks they agree);
+* ``secagg.v1.train``: checks the manifest against the digest on chain, trains the global
+  model on its own data, protects ``weight * update`` (CKKS: under the key holder's public
+  context), commits the digests **with its own account**, and keeps the blob;
+* ``secagg.v1.reveal``: once the ledger says the commit phase is closed, puts the blob in
+  its own store, records the reveal on chain and hands the blob (and its privacy event)
+  to the aggregator;
+* ``secagg.v1.evaluate``: the global model's metrics on its own test set.
+
+Threat model: as :class:`secagg.ClientParty` (the hospital's update leaves the site only as
+a protected blob, after the commit phase closed); the aggregator learns the hospital's
+sample count and test metrics, which FedAvg and the evaluation need.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from chain import Ledger
+from deploy._errors import DeploymentError, SettingsError
+from deploy._sites import (
+    SiteAccounts,
+    SiteView,
+    Stopwatch,
+    attach_ledger,
+    compose_run_config,
+    public_session,
+)
+from deploy._wire import EVALUATE, JOIN, REVEAL, TRAIN, Scalar, WireMessage
+from secagg import (
+    ClientParty,
+    CommitmentMismatchError,
+    Digest,
+    LocalDirectoryStore,
+    RoundManifest,
+    Submission,
+    keccak256,
+)
+
+ROLE_HOSPITAL = "hospital"
+
+
+@dataclass
+class _Pending:
+    party: ClientParty
+    submission: Submission
+
+
+class HospitalSite:
+    """One hospital (``partition_id``: its index among the dataset's clients)."""
+
+    def __init__(
+        self,
+        *,
+        partition_id: int,
+        data_dir: str | None = None,
+        account: LocalAccount | None = None,
+        store_dir: Path | None = None,
+    ) -> None:
+        if partition_id < 0:
+            raise SettingsError(f"partition id must be >= 0, got {partition_id}")
+        self.partition_id = partition_id
+        self.data_dir = data_dir
+        self.account: LocalAccount = account or Account.create()
+        if store_dir is None:
+            store_dir = Path(tempfile.mkdtemp(prefix=f"secagg-hospital-{partition_id}-"))
+            weakref.finalize(self, shutil.rmtree, store_dir, ignore_errors=True)
+        self.store = LocalDirectoryStore(store_dir)
+        self.federation: Any = None
+        self.scheme_schema: Any = None
+        self._ledger: Ledger | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._overrides: str | None = None
+        self._ledger_fields: dict[str, Scalar] = {}
+
+    def __repr__(self) -> str:
+        return f"HospitalSite(partition={self.partition_id}, address={self.account.address})"
+
+    def handle(self, message: WireMessage) -> WireMessage:
+        if message.type == JOIN:
+            return self.join(message)
+        if self.federation is None and self._overrides is not None:
+            self._load(self._overrides)  # a fresh process: rebuild from the saved config
+        if self.federation is None:
+            raise DeploymentError("this hospital has not joined the run yet")
+        if message.type == TRAIN:
+            return self.train(message)
+        if message.type == REVEAL:
+            return self.reveal(message)
+        if message.type == EVALUATE:
+            return self.evaluate(message)
+        raise DeploymentError(f"a hospital does not answer {message.type}")
+
+    # ------------------------------------------------------------------------------ join
+    def join(self, message: WireMessage) -> WireMessage:
+        self._load(message.text("overrides"))
+        federation = self.federation
+        client = federation.data.clients[self.partition_id]
+        params = parameters_to_vector(federation.model.parameters()).detach().cpu().numpy()
+        return WireMessage(
+            JOIN,
+            fields={
+                "role": ROLE_HOSPITAL,
+                "partition_id": self.partition_id,
+                "name": client.name,
+                "address": str(self.account.address),
+                "n_train": int(client.n_train),
+            },
+            arrays={"params": params},
+        )
+
+    def _load(self, overrides_text: str) -> None:
+        """Compose the run's config and load this hospital's partition and model."""
+        from experiments._runner import build_federation
+
+        overrides = [line for line in overrides_text.splitlines() if line]
+        if self.data_dir is not None:
+            overrides.append(f"dataset.data_dir={self.data_dir}")
+        cfg, _ = compose_run_config(overrides)
+        federation = build_federation(cfg)
+        if self.partition_id >= len(federation.data.clients):
+            raise SettingsError(
+                f"partition {self.partition_id}: the dataset has "
+                f"{len(federation.data.clients)} clients"
+            )
+        self.federation = federation
+        self.scheme_schema = cfg.secagg
+        self._overrides = overrides_text
+
+    # ------------------------------------------------------------------------- state
+    def export_state(self) -> dict[str, Scalar]:
+        """What must survive until the next message when each message runs in a fresh
+        process (Flower 1.42 SuperNodes): the run's config, the ledger it talks to and a
+        committed submission awaiting its reveal. Kept on this node only (``Context.state``);
+        never sent. The ledger key is not in it (it comes from the node's key file)."""
+        state: dict[str, Scalar] = dict(self._ledger_fields)
+        if self._overrides is not None:
+            state["overrides"] = self._overrides
+        for round_id, pending in self._pending.items():
+            submission = pending.submission
+            event = b""
+            if bytes(submission.event_digest) != bytes(32):
+                event = self.store.get(submission.event_digest)
+            state |= {
+                "pending.round": round_id,
+                "pending.client_id": submission.client_id,
+                "pending.blob": submission.blob,
+                "pending.event": event,
+                "pending.epsilon": float(submission.epsilon),
+                "pending.manifest_digest": bytes(submission.manifest_digest),
+            }
+        return state
+
+    def restore_state(self, state: Mapping[str, Scalar]) -> None:
+        """Take up the state :meth:`export_state` saved (in a fresh process)."""
+        saved = WireMessage(REVEAL, fields=dict(state))
+        if "overrides" in state and self._overrides is None:
+            self._overrides = saved.text("overrides")
+        if "ledger_address" in state:
+            self._ledger_fields = {
+                k: state[k] for k in ("ledger_url", "ledger_address", "start_block")
+            }
+        if "pending.round" in state and not self._pending:
+            round_id = saved.integer("pending.round")
+            event = saved.blob("pending.event")
+            blob = saved.blob("pending.blob")
+            submission = Submission(
+                client_id=saved.integer("pending.client_id"),
+                blob_digest=keccak256(blob),
+                event_digest=self.store.put(event) if event else Digest(bytes(32)),
+                epsilon=saved.number("pending.epsilon"),
+                manifest_digest=Digest(saved.blob("pending.manifest_digest")),
+                blob=blob,
+            )
+            ledger = self._ledger_of(WireMessage(REVEAL, fields=self._ledger_fields))
+            view = SiteView(
+                ledger=ledger,
+                store=self.store,
+                parties=SiteAccounts(clients={submission.client_id: self.account}),
+            )
+            party = ClientParty(client_id=submission.client_id, consortium=view.as_consortium())
+            self._pending[round_id] = _Pending(party, submission)
+
+    # ----------------------------------------------------------------------------- train
+    def _set_params(self, params: np.ndarray) -> None:
+        model = self.federation.model
+        current = parameters_to_vector(model.parameters())
+        if params.shape != tuple(current.shape):
+            raise DeploymentError(f"global model has {params.size} values, ours {current.numel()}")
+        with torch.no_grad():
+            vector_to_parameters(
+                torch.as_tensor(params, dtype=current.dtype, device=current.device),
+                model.parameters(),
+            )
+
+    def _ledger_of(self, message: WireMessage) -> Ledger:
+        address = message.text("ledger_address")
+        if self._ledger is None or self._ledger.address.lower() != address.lower():
+            self._ledger = attach_ledger(
+                message.text("ledger_url"), address, start_block=message.integer("start_block")
+            )
+            self._ledger_fields = {
+                "ledger_url": message.text("ledger_url"),
+                "ledger_address": address,
+                "start_block": message.integer("start_block"),
+            }
+        return self._ledger
+
+    def train(self, message: WireMessage) -> WireMessage:
+        watch = Stopwatch()
+        round_id = message.integer("round")
+        ledger = self._ledger_of(message)
+        manifest_bytes = message.blob("manifest")
+        if keccak256(manifest_bytes) != ledger.round_info(round_id).config_digest:
+            raise CommitmentMismatchError(f"round {round_id}: not the manifest on chain")
+        manifest = RoundManifest.from_bytes(manifest_bytes)
+        member = manifest.client_by_address(str(self.account.address))
+        if member is None:
+            raise DeploymentError(f"round {round_id}: this hospital is not selected")
+        public_context = message.blob("public_context") if manifest.scheme == "ckks" else None
+        if public_context is not None and keccak256(public_context).hex() != (
+            manifest.public_material or ""
+        ):
+            raise CommitmentMismatchError(f"round {round_id}: not the manifest's public context")
+        self._set_params(message.array("params"))
+        federation = self.federation
+        update, _, info = federation.train_client(self.partition_id, round_id)
+        update = federation.privacy.privatize_update(
+            client_id=self.partition_id,
+            round_id=round_id,
+            update=update,
+            n_admitted=len(manifest.clients),
+        )
+        train_seconds = watch.seconds
+        events = federation.privacy.round_events(round_id)
+        event = events.get(federation.data.clients[self.partition_id].name)
+        session = public_session(
+            manifest, scheme_schema=self.scheme_schema, public_context=public_context
+        )
+        view = SiteView.for_manifest(
+            ledger,
+            self.store,
+            manifest,
+            parties=SiteAccounts(clients={member.client_id: self.account}),
+        )
+        party = ClientParty(client_id=member.client_id, consortium=view.as_consortium())
+        submission = party.commit(round_id, session, member.weight * update, event)
+        self._pending[round_id] = _Pending(party, submission)
+        return WireMessage(
+            TRAIN,
+            fields={
+                "committed": True,
+                "blob_digest": bytes(submission.blob_digest),
+                "train_seconds": train_seconds,
+                "protect_seconds": session.stats.seconds.get("protect", 0.0),
+                "steps": int(info.get("steps", 0)),
+            },
+        )
+
+    # ---------------------------------------------------------------------------- reveal
+    def reveal(self, message: WireMessage) -> WireMessage:
+        round_id = message.integer("round")
+        pending = self._pending.pop(round_id, None)
+        if pending is None:
+            raise DeploymentError(f"round {round_id}: nothing committed to reveal")
+        pending.party.reveal(round_id, pending.submission)  # refuses while commits are open
+        event = b""
+        if bytes(pending.submission.event_digest) != bytes(32):
+            event = self.store.get(pending.submission.event_digest)
+        return WireMessage(REVEAL, fields={"blob": pending.submission.blob, "event": event})
+
+    # -------------------------------------------------------------------------- evaluate
+    def evaluate(self, message: WireMessage) -> WireMessage:
+        from experiments._training import evaluate
+
+        self._set_params(message.array("params"))
+        federation = self.federation
+        client = federation.data.clients[self.partition_id]
+        result = evaluate(federation.model, client.test, device=federation.device)
+        return WireMessage(
+            EVALUATE,
+            fields={
+                "accuracy": float(result.accuracy),
+                "loss": float(result.loss),
+                "n_samples": int(result.n_samples),
+            },
+        )
+
+
+__all__ = ["ROLE_HOSPITAL", "HospitalSite"]

@@ -1,0 +1,221 @@
+"""What every site of a deployment shares: its run config, its view of the consortium,
+and the round sessions built from public material only.
+
+A site composes the run's Hydra config from the overrides the driver sends (the same
+``conf/`` everywhere), opens the ledger over JSON-RPC with its *own* account, and keeps
+its own artifact store. :class:`SiteView` is one site's view of the consortium: the
+ledger, its store, the clients' addresses from the round manifest, and only the accounts
+this site holds, so the existing parties (:class:`secagg.ClientParty`,
+:class:`secagg.AggregatorParty`, :class:`secagg.KeyHolderParty`) run unchanged on it; asking
+it for an account the site does not hold is a :class:`DeploymentError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+
+from chain import Ledger
+from deploy._errors import DeploymentError, SettingsError
+from secagg import (
+    ArtifactStore,
+    Consortium,
+    EmptyAggregateError,
+    PlainScheme,
+    RoundManifest,
+    RoundSession,
+    SecAggError,
+)
+
+
+def compose_run_config(overrides: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+    """``(RunConfig, resolved config as plain containers)`` for Hydra ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from experiments import ExperimentError
+    from experiments._config import register_configs
+    from experiments.run import CONFIG_DIR, resolved_container, to_run_config
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            composed = compose(config_name="config", overrides=list(overrides))
+        return to_run_config(composed), resolved_container(composed)
+    except (HydraException, OmegaConfBaseException, ExperimentError) as error:
+        raise SettingsError(f"run config {list(overrides)}: {error}") from error
+
+
+def attach_ledger(url: str, address: str, *, start_block: int = 0) -> Ledger:
+    """This site's client of the consortium's ledger at ``url`` (JSON-RPC)."""
+    from web3 import HTTPProvider, Web3
+
+    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+    return Ledger.attach(w3, address, start_block=start_block)
+
+
+@dataclass
+class SiteAccounts:
+    """The ledger accounts one site holds (None: held by another site)."""
+
+    admin: LocalAccount | None = None
+    aggregator: LocalAccount | None = None
+    key_holder: LocalAccount | None = None
+    auditor: LocalAccount | None = None
+    clients: dict[int, LocalAccount] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never the keys
+        return f"SiteAccounts(clients={sorted(self.clients)})"
+
+
+@dataclass
+class SiteView:
+    """One site's consortium: duck-compatible with :class:`secagg.Consortium`."""
+
+    ledger: Ledger
+    store: ArtifactStore
+    parties: SiteAccounts
+    addresses: dict[int, str] = field(default_factory=dict)
+    deadline_blocks: int = 50
+    batch_commits: bool = False
+    reputation_threshold: float = 0.0
+
+    @classmethod
+    def for_manifest(
+        cls, ledger: Ledger, store: ArtifactStore, manifest: RoundManifest, **kwargs: Any
+    ) -> SiteView:
+        addresses = {c.client_id: c.address for c in manifest.clients}
+        return cls(ledger=ledger, store=store, addresses=addresses, **kwargs)
+
+    def as_consortium(self) -> Consortium:
+        """This view where the parties expect a consortium (the attributes they use)."""
+        return cast(Consortium, self)
+
+    def address_of(self, client_id: int) -> str:
+        if client_id not in self.addresses:
+            raise DeploymentError(f"client {client_id} is not in this site's view")
+        return self.addresses[client_id]
+
+    def account_of(self, client_id: int) -> LocalAccount:
+        account = self.parties.clients.get(client_id)
+        if account is None:
+            raise DeploymentError(f"this site does not hold client {client_id}'s account")
+        return account
+
+    def client_id_of(self, address: str) -> int:
+        for client_id, known in self.addresses.items():
+            if known.lower() == address.lower():
+                return client_id
+        raise KeyError(address)
+
+    def addresses_of(self, client_ids: Sequence[int]) -> list[str]:
+        return [self.address_of(c) for c in client_ids]
+
+
+class PublicCKKSSession(RoundSession):
+    """A CKKS round session with the public context only: a hospital protects, the
+    aggregator combines; no party holding it can decrypt (:meth:`reveal` refuses)."""
+
+    def __init__(
+        self,
+        *,
+        public_context: bytes,
+        max_abs_sum: float,
+        round_id: int,
+        client_ids: Sequence[int],
+        dim: int,
+    ) -> None:
+        super().__init__(round_id=round_id, client_ids=client_ids, dim=dim)
+        from secagg.ckks import CKKSClient
+
+        self.public_context = public_context
+        self.max_abs_sum = max_abs_sum
+        self.rejected: dict[int, str] = {}
+        self.combined: tuple[int, ...] = ()
+        self._client = CKKSClient(public_context)
+
+    def protect(self, client_id: int, update: np.ndarray) -> bytes:
+        values = self.check_update(update)
+        with self.stats.timed("protect"):
+            blob = self._client.protect(values, max_abs=self.max_abs_sum / len(self.client_ids))
+        self.stats.bytes_up["protect"] += len(blob)
+        return blob
+
+    def combine(self, blobs: Mapping[int, bytes]) -> bytes:
+        from secagg.ckks import CKKSAggregator
+
+        if not blobs:
+            raise EmptyAggregateError("no blobs to combine")
+        with self.stats.timed("combine"):
+            aggregator = CKKSAggregator(self.public_context, element_count=self.dim)
+            combined: list[int] = []
+            for client_id in sorted(blobs):
+                if client_id not in self.client_ids:
+                    self.rejected[client_id] = "not selected for this round"
+                    continue
+                try:
+                    aggregator.add(blobs[client_id], client_id=client_id)
+                except SecAggError as error:
+                    self.rejected[client_id] = f"{type(error).__name__}: {error}"
+                    continue
+                combined.append(client_id)
+            aggregate = aggregator.aggregate()
+        self.combined = tuple(combined)
+        return aggregate
+
+    def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:
+        raise DeploymentError("a public CKKS session cannot decrypt (only the key holder can)")
+
+
+def public_session(
+    manifest: RoundManifest, *, scheme_schema: Any, public_context: bytes | None
+) -> RoundSession:
+    """The round session of ``manifest``'s scheme built from public material only."""
+    client_ids = [c.client_id for c in manifest.clients]
+    if manifest.scheme == "plain":
+        return PlainScheme().start_round(
+            round_id=manifest.round_id, client_ids=client_ids, dim=manifest.dim
+        )
+    if manifest.scheme == "ckks":
+        from secagg.ckks import params_from_schema
+
+        if public_context is None:
+            raise DeploymentError("a CKKS round needs the key holder's public context")
+        return PublicCKKSSession(
+            public_context=public_context,
+            max_abs_sum=params_from_schema(scheme_schema).max_abs_sum,
+            round_id=manifest.round_id,
+            client_ids=client_ids,
+            dim=manifest.dim,
+        )
+    raise SettingsError(f"secagg={manifest.scheme} is not deployed on Flower yet (plain, ckks)")
+
+
+class Stopwatch:
+    """Seconds since construction (for the ``seconds`` a reply reports)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+__all__ = [
+    "PublicCKKSSession",
+    "SiteAccounts",
+    "SiteView",
+    "attach_ledger",
+    "compose_run_config",
+    "public_session",
+]
