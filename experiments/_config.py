@@ -29,6 +29,7 @@ DEFAULTS: list[Any] = [
 ]
 
 OPTIMIZERS = ("sgd", "adam")
+LR_SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 PARTITIONS = ("iid", "dirichlet", "quantity")
 DEVICES = ("auto", "cpu", "cuda")
@@ -59,6 +60,13 @@ class FederationConfig:
     server_beta1: float = 0.9  # adaptive strategies: first-moment decay
     server_beta2: float = 0.99  # fedadam/fedyogi: second-moment decay
     server_tau: float = 0.001  # adaptive strategies: adaptivity (epsilon) term
+    # Image augmentation (random crop and flip, dp.augment_views): 0 off; K >= 1 trains on K
+    # random views of every sample (under dp=sample their gradients are averaged before
+    # clipping: augmentation multiplicity, De et al. 2022; the accounting is unchanged).
+    augmult: int = 0
+    # Client learning rate over rounds: constant, or cosine-decayed from ``lr`` in round 1
+    # towards 0 after the last round (the noisy late steps of DP-SGD then move the model less).
+    lr_schedule: str = "constant"
 
 
 @dataclass
@@ -125,6 +133,9 @@ class CNNConfig:
     channels: list[int] = field(default_factory=lambda: [16, 32])
     groups: int = 4  # GroupNorm groups; must divide every entry of ``channels``
     hidden: int = 64
+    # Average-pool the last feature map to one value per channel before the head: far
+    # fewer parameters (less DP noise in total), at some cost without DP.
+    global_pool: bool = False
 
 
 @dataclass
@@ -254,6 +265,8 @@ def validate_federation(fed: FederationConfig) -> None:
     _check_float(
         "federation.server_tau", fed.server_tau, 0.0, math.inf, low_open=True, high_open=True
     )
+    _check_int("federation.augmult", fed.augmult, 0)
+    _check_choice("federation.lr_schedule", fed.lr_schedule, LR_SCHEDULES)
 
 
 def validate_dataset(dataset: Any) -> None:
@@ -309,6 +322,8 @@ def validate_model(model: Any) -> None:
             raise _fail("model.channels", "a non-empty list of channel counts", model.channels)
         _check_int("model.groups", model.groups, 1)
         _check_int("model.hidden", model.hidden, 1)
+        if not isinstance(model.global_pool, bool):
+            raise _fail("model.global_pool", "a bool", model.global_pool)
         for index, channels in enumerate(model.channels):
             _check_int(f"model.channels[{index}]", channels, 1)
             if channels % model.groups:
@@ -335,6 +350,11 @@ def validate_local(*, dataset: Any, model: Any, federation: FederationConfig) ->
             f"federation.clients must be {natural} for dataset={dataset.name} "
             f"(one client per hospital), got {federation.clients}; "
             f"add federation.clients={natural} or federation={dataset.name}"
+        )
+    if federation.augmult and dataset.name not in IMAGE_DATASETS:
+        raise ConfigError(
+            f"federation.augmult={federation.augmult} augments images (dataset one of "
+            f"{list(IMAGE_DATASETS)}), got dataset={dataset.name}; use federation.augmult=0"
         )
     if model.name in IMAGE_MODELS and dataset.name not in IMAGE_DATASETS:
         raise ConfigError(

@@ -52,9 +52,23 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Conv-GroupNorm-ReLU-MaxPool blocks, then a two-layer head; input 1x28x28."""
+    """Conv-GroupNorm-ReLU-MaxPool blocks, then a two-layer head; input 1x28x28.
 
-    def __init__(self, n_classes: int, channels: list[int], groups: int, hidden: int) -> None:
+    With ``global_pool`` the last feature map is averaged to one value per channel before
+    the head, which then has ``channels[-1] * hidden`` weights instead of
+    ``channels[-1] * side**2 * hidden``: under DP-SGD the noise grows with the number of
+    parameters, so the pooled head trades a little capacity for much less noise.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        channels: list[int],
+        groups: int,
+        hidden: int,
+        *,
+        global_pool: bool = False,
+    ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         in_channels, side = 1, 28
@@ -66,6 +80,9 @@ class SmallCNN(nn.Module):
                 nn.MaxPool2d(2),
             ]
             in_channels, side = out_channels, side // 2
+        if global_pool:
+            blocks.append(nn.AdaptiveAvgPool2d(1))
+            side = 1
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(
             nn.Flatten(),
@@ -161,7 +178,13 @@ def _build_cnn(cfg: CNNConfig, data: FederatedData) -> nn.Module:
             f"model=cnn needs 1x28x28 images, got dataset={data.name} with input shape "
             f"{data.input_shape}"
         )
-    return SmallCNN(data.n_classes, list(cfg.channels), cfg.groups, cfg.hidden)
+    return SmallCNN(
+        data.n_classes,
+        list(cfg.channels),
+        cfg.groups,
+        cfg.hidden,
+        global_pool=cfg.global_pool,
+    )
 
 
 def _build_resnet18(cfg: ResNet18Config, data: FederatedData) -> nn.Module:

@@ -45,6 +45,7 @@ CASES = [
     (LogRegConfig(), (13,)),
     (MLPConfig(hidden=[32, 16]), (20,)),
     (CNNConfig(), (1, 28, 28)),
+    (CNNConfig(channels=[8, 16], hidden=8, global_pool=True), (1, 28, 28)),
     (ResNet18Config(width=8, groups=4), (1, 28, 28)),
 ]
 
@@ -156,3 +157,19 @@ def test_resnet18_config_is_validated_at_start(run_cfg: Callable[..., RunConfig]
         validate(run_cfg("dataset=medmnist", "model=resnet18", "model.width=24"))
     with pytest.raises(ConfigError, match="model=resnet18 needs 28x28 images"):
         validate(run_cfg("model=resnet18"))
+
+
+def test_cnn_global_pool_shrinks_the_head() -> None:
+    flat = build_model(CNNConfig(), _meta((1, 28, 28)), seed=0)
+    pooled = build_model(CNNConfig(global_pool=True), _meta((1, 28, 28)), seed=0)
+    size = sum(p.numel() for p in flat.parameters())
+    pooled_size = sum(p.numel() for p in pooled.parameters())
+    # the flattened head reads 32 x 7 x 7 values, the pooled one 32
+    assert size - pooled_size == 32 * 48 * 64
+
+
+def test_cnn_global_pool_must_be_a_bool(run_cfg: Callable[..., RunConfig]) -> None:
+    cfg = run_cfg("dataset=medmnist", "model=cnn")
+    cfg.model.global_pool = "yes"
+    with pytest.raises(ConfigError, match=r"model\.global_pool"):
+        validate(cfg)
