@@ -151,6 +151,24 @@ class ResNet18Config:
 
 
 @dataclass
+class RandomFeaturesConfig:
+    """Frozen random convolution features of 28x28 images and one trained linear layer.
+
+    ``filters`` seeded random ``kernel`` x ``kernel`` filters (zero mean, unit norm; both
+    signs of each response through a ReLU) are average-pooled to a ``grid`` x ``grid``
+    map and standardised per image; only the linear layer on these
+    ``2 * filters * grid**2`` features is trained. The features depend on the seed only,
+    never on data, so they cost no privacy (Tramer & Boneh 2021: under DP-SGD, fixed
+    features and a linear model beat end-to-end CNNs on small data).
+    """
+
+    name: str = "rfnet"
+    filters: int = 64
+    kernel: int = 5  # odd, so the padded response keeps the image size
+    grid: int = 2
+
+
+@dataclass
 class RunConfig:
     """Top-level config of one federation run (``python -m experiments.run``)."""
 
@@ -174,11 +192,16 @@ MODEL_SCHEMAS: dict[str, type] = {
     "mlp": MLPConfig,
     "cnn": CNNConfig,
     "resnet18": ResNet18Config,
+    "rfnet": RandomFeaturesConfig,
 }
 # Datasets with a natural split: the number of clients is fixed by the data.
 NATURAL_CLIENTS: dict[str, int] = {"heart_disease": 4}
 # Models that need image input of this shape.
-IMAGE_MODELS: dict[str, tuple[int, int, int]] = {"cnn": (1, 28, 28), "resnet18": (1, 28, 28)}
+IMAGE_MODELS: dict[str, tuple[int, int, int]] = {
+    "cnn": (1, 28, 28),
+    "resnet18": (1, 28, 28),
+    "rfnet": (1, 28, 28),
+}
 IMAGE_DATASETS = ("medmnist",)
 
 
@@ -332,11 +355,23 @@ def validate_model(model: Any) -> None:
                     f"a multiple of model.groups ({model.groups})",
                     channels,
                 )
+    if isinstance(model, RandomFeaturesConfig):
+        _validate_random_features(model)
     if isinstance(model, ResNet18Config):
         _check_int("model.width", model.width, 1)
         _check_int("model.groups", model.groups, 1)
         if model.width % model.groups:
             raise _fail("model.width", f"a multiple of model.groups ({model.groups})", model.width)
+
+
+def _validate_random_features(model: RandomFeaturesConfig) -> None:
+    _check_int("model.filters", model.filters, 1)
+    _check_int("model.kernel", model.kernel, 1)
+    if model.kernel % 2 == 0 or model.kernel > 27:
+        raise _fail("model.kernel", "odd and at most 27", model.kernel)
+    _check_int("model.grid", model.grid, 1)
+    if model.grid > 28:
+        raise _fail("model.grid", "at most 28 (the image side)", model.grid)
 
 
 def validate_local(*, dataset: Any, model: Any, federation: FederationConfig) -> None:
