@@ -181,6 +181,8 @@ class RandomFeatures(nn.Module):
     Only ``head`` (``2 * filters * grid**2 + 1`` weights per class) is trained.
     """
 
+    bank: torch.Tensor
+
     def __init__(
         self, in_channels: int, n_classes: int, *, filters: int, kernel: int, grid: int
     ) -> None:
