@@ -155,16 +155,18 @@ class RandomFeaturesConfig:
     """Frozen random convolution features of 28x28 images and one trained linear layer.
 
     ``filters`` seeded random ``kernel`` x ``kernel`` filters (zero mean, unit norm; both
-    signs of each response through a ReLU) are average-pooled to a ``grid`` x ``grid``
-    map and standardised per image; only the linear layer on these
-    ``2 * filters * grid**2`` features is trained. The features depend on the seed only,
-    never on data, so they cost no privacy (Tramer & Boneh 2021: under DP-SGD, fixed
-    features and a linear model beat end-to-end CNNs on small data).
+    signs of each response through a ReLU), applied with ``stride`` (3: a 10x10 response,
+    9x fewer multiply-adds than stride 1 for the same accuracy in our BreastMNIST checks),
+    are average-pooled to a ``grid`` x ``grid`` map and standardised per image; only the
+    linear layer on these ``2 * filters * grid**2`` features is trained. The features
+    depend on the seed only, never on data, so they cost no privacy (Tramer & Boneh 2021:
+    under DP-SGD, fixed features and a linear model beat end-to-end CNNs on small data).
     """
 
     name: str = "rfnet"
     filters: int = 64
-    kernel: int = 5  # odd, so the padded response keeps the image size
+    kernel: int = 5  # odd: the response is centred on the pixels it is computed at
+    stride: int = 3
     grid: int = 2
 
 
@@ -369,9 +371,11 @@ def _validate_random_features(model: RandomFeaturesConfig) -> None:
     _check_int("model.kernel", model.kernel, 1)
     if model.kernel % 2 == 0 or model.kernel > 27:
         raise _fail("model.kernel", "odd and at most 27", model.kernel)
+    _check_int("model.stride", model.stride, 1)
+    side = (28 - 1) // model.stride + 1  # the response's side: padding keeps 28 at stride 1
     _check_int("model.grid", model.grid, 1)
-    if model.grid > 28:
-        raise _fail("model.grid", "at most 28 (the image side)", model.grid)
+    if model.grid > side:
+        raise _fail("model.grid", f"at most {side} (the response side at this stride)", model.grid)
 
 
 def validate_local(*, dataset: Any, model: Any, federation: FederationConfig) -> None:

@@ -175,16 +175,23 @@ class RandomFeatures(nn.Module):
 
     The filter bank is a buffer, not a parameter: it is drawn once from torch's generator
     (seeded by :func:`build_model`), is never trained and never leaves a client as part of
-    an update. Features: ``relu(+r)`` and ``relu(-r)`` of each filter's response ``r`` to
-    the image centred by the public constant 0.5, average-pooled to ``grid`` x ``grid``,
-    then standardised per image (a per-sample operation: no statistic mixes records).
-    Only ``head`` (``2 * filters * grid**2 + 1`` weights per class) is trained.
+    an update. Features: ``relu(+r)`` and ``relu(-r)`` of each filter's response ``r`` (at
+    ``stride``) to the image centred by the public constant 0.5, average-pooled to
+    ``grid`` x ``grid``, then standardised per image (a per-sample operation: no statistic
+    mixes records). Only ``head`` (``2 * filters * grid**2 + 1`` weights per class) is trained.
     """
 
     bank: torch.Tensor
 
     def __init__(
-        self, in_channels: int, n_classes: int, *, filters: int, kernel: int, grid: int
+        self,
+        in_channels: int,
+        n_classes: int,
+        *,
+        filters: int,
+        kernel: int,
+        grid: int,
+        stride: int = 1,
     ) -> None:
         super().__init__()
         bank = torch.randn(filters, in_channels, kernel, kernel)
@@ -192,13 +199,16 @@ class RandomFeatures(nn.Module):
         bank = bank / bank.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
         self.register_buffer("bank", bank)
         self.padding = kernel // 2
+        self.stride = stride
         self.pool = nn.AdaptiveAvgPool2d(grid)
         n_features = 2 * filters * grid * grid
         self.normalize = nn.GroupNorm(1, n_features, affine=False)
         self.head = nn.Linear(n_features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        response = nn.functional.conv2d(x - 0.5, self.bank, padding=self.padding)
+        response = nn.functional.conv2d(
+            x - 0.5, self.bank, padding=self.padding, stride=self.stride
+        )
         both = torch.cat([torch.relu(response), torch.relu(-response)], dim=1)
         features = torch.flatten(self.pool(both), start_dim=1)
         return self.head(self.normalize(features))
@@ -243,7 +253,12 @@ def _build_rfnet(cfg: RandomFeaturesConfig, data: FederatedData) -> nn.Module:
             f"with input shape {data.input_shape}"
         )
     return RandomFeatures(
-        data.input_shape[0], data.n_classes, filters=cfg.filters, kernel=cfg.kernel, grid=cfg.grid
+        data.input_shape[0],
+        data.n_classes,
+        filters=cfg.filters,
+        kernel=cfg.kernel,
+        grid=cfg.grid,
+        stride=cfg.stride,
     )
 
 

@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 
 from experiments._config import FederationConfig, RunConfig, validate
 from experiments._errors import ConfigError
+from experiments._preflight import check_command_line
 from experiments._training import SGDTrainer, round_lr
 
 
@@ -89,3 +90,11 @@ def test_lr_schedule_is_validated(run_cfg: Callable[..., RunConfig]) -> None:
     cfg.federation.lr_schedule = "step"
     with pytest.raises(ConfigError, match=r"federation\.lr_schedule"):
         validate(cfg)
+
+
+def test_command_line_with_a_preset_is_left_to_the_composed_check() -> None:
+    # model=cnn alone would fail against the default dataset (tabular); the preset's
+    # dataset is known only once composed, where check_composed validates the result.
+    check_command_line(["+experiment=breastmnist", "model=cnn", "federation.augmult=4"])
+    with pytest.raises(ConfigError, match="model=cnn needs 28x28 images"):
+        check_command_line(["model=cnn"])

@@ -199,7 +199,8 @@ def test_rfnet_config_is_validated_at_start(run_cfg: Callable[..., RunConfig]) -
     for field, value, message in (
         ("kernel", 4, "odd"),
         ("filters", 0, ">= 1"),
-        ("grid", 29, "at most 28"),
+        ("grid", 11, "at most 10"),
+        ("stride", 0, ">= 1"),
     ):
         cfg = run_cfg("dataset=medmnist", "model=rfnet")
         setattr(cfg.model, field, value)
