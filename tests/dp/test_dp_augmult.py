@@ -182,3 +182,26 @@ def test_augmult_is_validated() -> None:
             model=nn.Linear(30, 2), dataset=tabular, round_id=0, local_steps=1, lr=0.1
         )
     assert client.events == ()  # a refused round is not accounted
+
+
+def test_empty_poisson_batches_with_views_are_still_noisy_accounted_steps() -> None:
+    data = _images(40)
+    client = SampleLevelDPClient(
+        client_id="hospital",
+        config=DPConfig(noise_multiplier=1.0, delta=1e-5),
+        n_records=40,
+        batch_size=1,  # sample rate 0.025: about one step in three samples no record
+        planned_rounds=1,
+        steps_per_round=12,
+        augmult=4,
+    )
+    result = client.train_round(
+        model=_cnn(),
+        dataset=data,
+        round_id=0,
+        local_steps=12,
+        lr=0.1,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert result.steps == 12 and result.empty_batches > 0
+    assert result.event.steps == 12
