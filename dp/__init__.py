@@ -92,17 +92,31 @@ from dp._hydra import (
 from dp._independent import independent_compose_epsilon, independent_epsilon
 
 if TYPE_CHECKING:
+    from dp._augment import augment_views
     from dp._canaries import GradientCanaries, UpdateCanaries
-    from dp._trainer import LocalTrainingResult, SampleLevelDPClient, prepare_model
+    from dp._trainer import (
+        LocalTrainingResult,
+        SampleLevelDPClient,
+        average_views,
+        prepare_model,
+    )
 
 #: Names served lazily from :mod:`dp._trainer` (which imports torch and Opacus).
-_TRAINER_NAMES = frozenset({"LocalTrainingResult", "SampleLevelDPClient", "prepare_model"})
+_TRAINER_NAMES = frozenset(
+    {"LocalTrainingResult", "SampleLevelDPClient", "average_views", "prepare_model"}
+)
 _CANARY_NAMES = frozenset({"GradientCanaries", "UpdateCanaries"})
+_AUGMENT_NAMES = frozenset({"augment_views"})
 
 
 def __getattr__(name: str) -> Any:
-    if name in _TRAINER_NAMES | _CANARY_NAMES:
-        module = "dp._trainer" if name in _TRAINER_NAMES else "dp._canaries"
+    if name in _TRAINER_NAMES | _CANARY_NAMES | _AUGMENT_NAMES:
+        if name in _TRAINER_NAMES:
+            module = "dp._trainer"
+        elif name in _CANARY_NAMES:
+            module = "dp._canaries"
+        else:
+            module = "dp._augment"
         value = getattr(importlib.import_module(module), name)
         globals()[name] = value
         return value
@@ -145,6 +159,8 @@ __all__ = [
     "accounted_parameters",
     "add_noise",
     "audit_one_run",
+    "augment_views",
+    "average_views",
     "calibrate_noise",
     "clip_update",
     "compose_epsilon",

@@ -15,6 +15,13 @@ A failed round (non-finite loss) releases nothing and is not accounted. The fail
 is a data-dependent signal: treat it as a configuration error (e.g. learning rate), not as
 a routine outcome to be reported per round.
 
+Augmentation multiplicity (``augmult=K``, De et al. 2022): each sampled record is seen as
+``K`` randomly augmented views (:func:`dp.augment_views`: crop and flip), the per-sample
+gradients of its views are averaged, and only that average is clipped and noised. One
+record still contributes one gradient of norm at most ``max_grad_norm`` per step, so the
+sensitivity, the sample rate and hence the accounting are exactly those without
+augmentation; only the compute grows K-fold.
+
 The training loss reported in :class:`LocalTrainingResult` is computed on the raw data
 without noise: it is a local diagnostic and is NOT covered by the DP guarantee.
 
@@ -43,6 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dp._accounting import Segment, calibrate_noise, compose_epsilon
+from dp._augment import augment_views
 from dp._canaries import GradientCanaries
 from dp._config import GRAD_SAMPLE_MODES, DPConfig
 from dp._csprng import SecureGaussian
@@ -60,6 +68,7 @@ __all__ = [
     "GRAD_SAMPLE_MODES",
     "LocalTrainingResult",
     "SampleLevelDPClient",
+    "average_views",
     "prepare_model",
 ]
 
@@ -118,6 +127,29 @@ def use_secure_noise(optimizer: Any, sampler: SecureGaussian) -> None:
     optimizer.add_noise = add_noise
 
 
+def average_views(params: Any, *, records: int, views: int) -> None:
+    """Average each parameter's per-sample gradients over the views of each record.
+
+    ``p.grad_sample`` (Opacus's per-sample gradients, one row per forward row) holds
+    ``records * views`` rows, each record's views consecutive; it is replaced by the
+    ``records`` means, so the optimizer then clips, sums and noises one gradient per
+    record: the sensitivity the accounting assumes. Raises :class:`DPError` when a
+    parameter's per-sample gradients do not have that many rows.
+    """
+    for p in params:
+        grad_sample = getattr(p, "grad_sample", None)
+        if grad_sample is None:
+            continue
+        if isinstance(grad_sample, list):
+            grad_sample = torch.cat(grad_sample, dim=0)
+        if grad_sample.shape[0] != records * views:
+            raise DPError(
+                f"per-sample gradients have {grad_sample.shape[0]} rows, expected "
+                f"{records} records x {views} views"
+            )
+        p.grad_sample = grad_sample.reshape(records, views, *grad_sample.shape[1:]).mean(dim=1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class LocalTrainingResult:
     """Outcome of one DP round of one client.
@@ -148,6 +180,13 @@ class SampleLevelDPClient:
     ``grad_sample_mode`` picks Opacus's per-sample gradient engine; the default, ghost
     clipping, was the fastest correct mode for the MLPs and CNN in ``benchmarks/bench_dp.py``.
 
+    ``augmult`` (0: off) is augmentation multiplicity: with ``augmult=K >= 1`` every sampled
+    image is replaced by ``K`` random crop-and-flip views (4-d image data only) whose
+    per-sample gradients are averaged before clipping (:func:`average_views`); privacy
+    accounting is unchanged. Averaging needs materialised per-sample gradients, so with
+    ``K > 1`` ghost clipping is replaced by Opacus's ``hooks`` engine (same clipping, same
+    noise: only the way per-sample gradients are computed differs).
+
     In target-epsilon mode sigma is calibrated once, at construction, for
     ``planned_rounds * steps_per_round`` steps; the budget (``epsilon_budget`` or else the
     target) then refuses any round that would exceed it.
@@ -163,6 +202,7 @@ class SampleLevelDPClient:
         planned_rounds: int,
         steps_per_round: int,
         grad_sample_mode: str = "ghost",
+        augmult: int = 0,
     ) -> None:
         if not isinstance(client_id, str) or not client_id:
             raise InvalidDPConfigError(f"client_id must be a non-empty str, got {client_id!r}")
@@ -183,6 +223,8 @@ class SampleLevelDPClient:
             raise InvalidDPConfigError(
                 f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}"
             )
+        if isinstance(augmult, bool) or not isinstance(augmult, int) or augmult < 0:
+            raise InvalidDPConfigError(f"augmult must be an int >= 0, got {augmult!r}")
         if config.secure_mode:
             try:
                 import torchcsprng  # noqa: F401
@@ -197,6 +239,7 @@ class SampleLevelDPClient:
         self.planned_rounds = planned_rounds
         self.steps_per_round = steps_per_round
         self.grad_sample_mode = grad_sample_mode
+        self.augmult = augmult
         self.sample_rate = batch_size / n_records
         if config.noise_multiplier is not None:
             self.noise_multiplier = float(config.noise_multiplier)
@@ -336,9 +379,18 @@ class SampleLevelDPClient:
                 f"({self.sample_rate}, {self.config.max_grad_norm}), got "
                 f"({canaries.sample_rate}, {canaries.max_grad_norm})"
             )
+        if self.augmult and dataset.tensors[0].dim() != 4:
+            raise InvalidDPConfigError(
+                f"augmult={self.augmult} needs image data (N, C, H, W), got features of shape "
+                f"{tuple(dataset.tensors[0].shape)}"
+            )
         steps = self.steps_for(local_steps=local_steps, local_epochs=local_epochs)
         projected = self.check_budget(steps)
         prepare_model(model, fix=False)
+        views = max(self.augmult, 1)
+        grad_sample_mode = self.grad_sample_mode
+        if views > 1 and grad_sample_mode == "ghost":
+            grad_sample_mode = "hooks"  # ghost clipping never materialises what we average
 
         device = torch.device(device)
         incoming = _flat_parameters(model)
@@ -371,10 +423,10 @@ class SampleLevelDPClient:
                 noise_multiplier=self.noise_multiplier,
                 max_grad_norm=self.config.max_grad_norm,
                 poisson_sampling=False,  # the loader is already built, with our exact rate
-                grad_sample_mode=self.grad_sample_mode,
+                grad_sample_mode=grad_sample_mode,
                 noise_generator=generator,
             )
-        if self.grad_sample_mode == "ghost":
+        if grad_sample_mode == "ghost":
             dp_model, dp_optimizer, loss_fn, dp_loader = private
         else:
             dp_model, dp_optimizer, dp_loader = private
@@ -402,9 +454,13 @@ class SampleLevelDPClient:
                         break
                     features = features.to(device)
                     targets = targets.to(device)
+                    records = len(targets)
+                    if self.augmult:
+                        features = augment_views(features, views=views, generator=generator)
+                        targets = targets.repeat_interleave(views)
                     dp_optimizer.zero_grad(set_to_none=True)
                     loss = loss_fn(dp_model(features), targets)
-                    if len(targets) == 0:
+                    if records == 0:
                         empty += 1
                     else:
                         value = float(loss.item())
@@ -415,6 +471,8 @@ class SampleLevelDPClient:
                             )
                         losses.append(value)
                     loss.backward()
+                    if views > 1:
+                        average_views(dp_optimizer.params, records=records, views=views)
                     dp_optimizer.step()
                     taken += 1
         engine_steps = sum(s for _, _, s in engine.accountant.history)

@@ -14,7 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from experiments._config import CNNConfig, LogRegConfig, MLPConfig, ResNet18Config
+from experiments._config import (
+    CNNConfig,
+    LogRegConfig,
+    MLPConfig,
+    RandomFeaturesConfig,
+    ResNet18Config,
+)
 from experiments._datasets import FederatedData
 from experiments._errors import ConfigError
 
@@ -52,9 +58,23 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Conv-GroupNorm-ReLU-MaxPool blocks, then a two-layer head; input 1x28x28."""
+    """Conv-GroupNorm-ReLU-MaxPool blocks, then a two-layer head; input 1x28x28.
 
-    def __init__(self, n_classes: int, channels: list[int], groups: int, hidden: int) -> None:
+    With ``global_pool`` the last feature map is averaged to one value per channel before
+    the head, which then has ``channels[-1] * hidden`` weights instead of
+    ``channels[-1] * side**2 * hidden``: under DP-SGD the noise grows with the number of
+    parameters, so the pooled head trades a little capacity for much less noise.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        channels: list[int],
+        groups: int,
+        hidden: int,
+        *,
+        global_pool: bool = False,
+    ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         in_channels, side = 1, 28
@@ -66,6 +86,9 @@ class SmallCNN(nn.Module):
                 nn.MaxPool2d(2),
             ]
             in_channels, side = out_channels, side // 2
+        if global_pool:
+            blocks.append(nn.AdaptiveAvgPool2d(1))
+            side = 1
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(
             nn.Flatten(),
@@ -147,6 +170,50 @@ class ResNet18(nn.Module):
         return self.head(torch.flatten(features, start_dim=1))
 
 
+class RandomFeatures(nn.Module):
+    """A linear classifier on frozen random convolution features of an image.
+
+    The filter bank is a buffer, not a parameter: it is drawn once from torch's generator
+    (seeded by :func:`build_model`), is never trained and never leaves a client as part of
+    an update. Features: ``relu(+r)`` and ``relu(-r)`` of each filter's response ``r`` (at
+    ``stride``) to the image centred by the public constant 0.5, average-pooled to
+    ``grid`` x ``grid``, then standardised per image (a per-sample operation: no statistic
+    mixes records). Only ``head`` (``2 * filters * grid**2 + 1`` weights per class) is trained.
+    """
+
+    bank: torch.Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        *,
+        filters: int,
+        kernel: int,
+        grid: int,
+        stride: int = 1,
+    ) -> None:
+        super().__init__()
+        bank = torch.randn(filters, in_channels, kernel, kernel)
+        bank = bank - bank.mean(dim=(1, 2, 3), keepdim=True)
+        bank = bank / bank.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
+        self.register_buffer("bank", bank)
+        self.padding = kernel // 2
+        self.stride = stride
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        n_features = 2 * filters * grid * grid
+        self.normalize = nn.GroupNorm(1, n_features, affine=False)
+        self.head = nn.Linear(n_features, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        response = nn.functional.conv2d(
+            x - 0.5, self.bank, padding=self.padding, stride=self.stride
+        )
+        both = torch.cat([torch.relu(response), torch.relu(-response)], dim=1)
+        features = torch.flatten(self.pool(both), start_dim=1)
+        return self.head(self.normalize(features))
+
+
 def _build_logreg(cfg: LogRegConfig, data: FederatedData) -> nn.Module:
     return LogisticRegression(data.n_features, data.n_classes)
 
@@ -161,7 +228,13 @@ def _build_cnn(cfg: CNNConfig, data: FederatedData) -> nn.Module:
             f"model=cnn needs 1x28x28 images, got dataset={data.name} with input shape "
             f"{data.input_shape}"
         )
-    return SmallCNN(data.n_classes, list(cfg.channels), cfg.groups, cfg.hidden)
+    return SmallCNN(
+        data.n_classes,
+        list(cfg.channels),
+        cfg.groups,
+        cfg.hidden,
+        global_pool=cfg.global_pool,
+    )
 
 
 def _build_resnet18(cfg: ResNet18Config, data: FederatedData) -> nn.Module:
@@ -173,6 +246,22 @@ def _build_resnet18(cfg: ResNet18Config, data: FederatedData) -> nn.Module:
     return ResNet18(data.input_shape[0], data.n_classes, width=cfg.width, groups=cfg.groups)
 
 
+def _build_rfnet(cfg: RandomFeaturesConfig, data: FederatedData) -> nn.Module:
+    if len(data.input_shape) != 3:
+        raise ConfigError(
+            f"model=rfnet needs images (channels, height, width), got dataset={data.name} "
+            f"with input shape {data.input_shape}"
+        )
+    return RandomFeatures(
+        data.input_shape[0],
+        data.n_classes,
+        filters=cfg.filters,
+        kernel=cfg.kernel,
+        grid=cfg.grid,
+        stride=cfg.stride,
+    )
+
+
 ModelBuilder = Callable[[Any, FederatedData], nn.Module]
 
 MODELS: dict[str, ModelBuilder] = {
@@ -180,6 +269,7 @@ MODELS: dict[str, ModelBuilder] = {
     "mlp": _build_mlp,
     "cnn": _build_cnn,
     "resnet18": _build_resnet18,
+    "rfnet": _build_rfnet,
 }
 
 

@@ -150,6 +150,8 @@ def check_command_line(argv: Sequence[str]) -> None:
     if any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in argv):
         return
     texts = [arg for arg in argv if arg not in ("-m", "--multirun")]
+    if any(re.match(r"\+?experiment=", text) for text in texts):
+        return  # a preset changes groups and fields: checked once composed (check_composed)
     try:
         overrides = OverridesParser.create().parse_overrides(texts)
     except HydraException:

@@ -75,6 +75,7 @@ from dp import (
 from experiments._config import FederationConfig
 from experiments._datasets import FederatedData
 from experiments._errors import ConfigError
+from experiments._training import round_lr
 from secagg import PrivacyPolicy
 
 __all__ = [
@@ -262,6 +263,7 @@ class SampleLevelPrivacy(PrivacyLayer):
                     planned_rounds=federation.rounds,
                     steps_per_round=steps,
                     grad_sample_mode=setup.grad_sample_mode,
+                    augmult=federation.augmult,
                 )
             except DPError as error:
                 raise ConfigError(f"dp=sample, client {client.name}: {error}") from error
@@ -312,7 +314,7 @@ class SampleLevelPrivacy(PrivacyLayer):
                 model=model,
                 dataset=client.train,
                 round_id=round_id,
-                lr=self.federation.lr,
+                lr=round_lr(self.federation, round_id),
                 optimizer=self.federation.optimizer,
                 device=device,
                 local_steps=local_steps,

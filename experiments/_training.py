@@ -7,6 +7,7 @@ by implementing the same protocol, without touching the round loop.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from dp import augment_views
 from experiments._config import FederationConfig
 
 
@@ -45,6 +47,18 @@ class LocalTrainer(Protocol):
         ...
 
 
+def round_lr(config: FederationConfig, round_id: int) -> float:
+    """The clients' learning rate in round ``round_id`` (1-based) under ``lr_schedule``.
+
+    ``cosine``: ``lr * (1 + cos(pi * (round_id - 1) / rounds)) / 2``, from ``lr`` in round 1
+    to a small positive rate in the last round.
+    """
+    if config.lr_schedule == "cosine":
+        progress = min(max(round_id - 1, 0), config.rounds) / config.rounds
+        return config.lr * (1 + math.cos(math.pi * progress)) / 2
+    return config.lr
+
+
 def make_optimizer(name: str, parameters: Any, *, lr: float) -> torch.optim.Optimizer:
     """The optimiser a ``federation.optimizer`` value names."""
     if name == "sgd":
@@ -57,6 +71,8 @@ def make_optimizer(name: str, parameters: Any, *, lr: float) -> torch.optim.Opti
 class SGDTrainer:
     """Plain (non-private) local training: ``local_steps`` mini-batch steps if set,
     else ``local_epochs`` shuffled passes. A fresh optimiser is made every round. With
+    ``augmult = K >= 1`` each batch is replaced by K random crop-and-flip views of each of
+    its images (:func:`dp.augment_views`, drawn from ``generator``). With
     ``proximal_mu > 0`` (FedProx) the loss adds ``mu / 2 * ||w - w_global||^2``, where
     ``w_global`` are the weights the client received this round."""
 
@@ -75,7 +91,9 @@ class SGDTrainer:
     ) -> LocalResult:
         config = self.config
         loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=generator)
-        optimizer = make_optimizer(config.optimizer, model.parameters(), lr=config.lr)
+        optimizer = make_optimizer(
+            config.optimizer, model.parameters(), lr=round_lr(config, round_id)
+        )
         loss_fn = nn.CrossEntropyLoss()
         model.train()
         total_loss, steps = 0.0, 0
@@ -84,6 +102,9 @@ class SGDTrainer:
         anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
         while steps < max_steps:
             for features, labels in loader:
+                if config.augmult:
+                    features = augment_views(features, views=config.augmult, generator=generator)
+                    labels = labels.repeat_interleave(config.augmult)
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(features.to(device)), labels.to(device))
                 if anchor:

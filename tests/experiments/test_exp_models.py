@@ -17,6 +17,7 @@ from experiments._config import (
     CNNConfig,
     LogRegConfig,
     MLPConfig,
+    RandomFeaturesConfig,
     ResNet18Config,
     RunConfig,
     validate,
@@ -45,6 +46,8 @@ CASES = [
     (LogRegConfig(), (13,)),
     (MLPConfig(hidden=[32, 16]), (20,)),
     (CNNConfig(), (1, 28, 28)),
+    (CNNConfig(channels=[8, 16], hidden=8, global_pool=True), (1, 28, 28)),
+    (RandomFeaturesConfig(filters=8, kernel=3, grid=2), (1, 28, 28)),
     (ResNet18Config(width=8, groups=4), (1, 28, 28)),
 ]
 
@@ -156,3 +159,52 @@ def test_resnet18_config_is_validated_at_start(run_cfg: Callable[..., RunConfig]
         validate(run_cfg("dataset=medmnist", "model=resnet18", "model.width=24"))
     with pytest.raises(ConfigError, match="model=resnet18 needs 28x28 images"):
         validate(run_cfg("model=resnet18"))
+
+
+def test_cnn_global_pool_shrinks_the_head() -> None:
+    flat = build_model(CNNConfig(), _meta((1, 28, 28)), seed=0)
+    pooled = build_model(CNNConfig(global_pool=True), _meta((1, 28, 28)), seed=0)
+    size = sum(p.numel() for p in flat.parameters())
+    pooled_size = sum(p.numel() for p in pooled.parameters())
+    # the flattened head reads 32 x 7 x 7 values, the pooled one 32
+    assert size - pooled_size == 32 * 48 * 64
+
+
+def test_cnn_global_pool_must_be_a_bool(run_cfg: Callable[..., RunConfig]) -> None:
+    cfg = run_cfg("dataset=medmnist", "model=cnn")
+    cfg.model.global_pool = "yes"
+    with pytest.raises(ConfigError, match=r"model\.global_pool"):
+        validate(cfg)
+
+
+def test_rfnet_trains_only_its_head_and_its_filters_come_from_the_seed() -> None:
+    cfg = RandomFeaturesConfig(filters=16, kernel=5, grid=2)
+    model = build_model(cfg, _meta((1, 28, 28), n_classes=2), seed=0)
+    # only the linear head is a parameter: 2 * 16 * 2 * 2 features, 2 classes
+    assert [name for name, _ in model.named_parameters()] == ["head.weight", "head.bias"]
+    assert sum(p.numel() for p in model.parameters()) == 128 * 2 + 2
+    bank = dict(model.named_buffers())["bank"]
+    assert bank.shape == (16, 1, 5, 5)
+    norms = bank.flatten(1).norm(dim=1)
+    assert torch.allclose(norms, torch.ones(16), atol=1e-5)
+    assert torch.allclose(bank.mean(dim=(1, 2, 3)), torch.zeros(16), atol=1e-6)
+    same = build_model(cfg, _meta((1, 28, 28), n_classes=2), seed=0)
+    other = build_model(cfg, _meta((1, 28, 28), n_classes=2), seed=1)
+    assert torch.equal(dict(same.named_buffers())["bank"], bank)
+    assert not torch.equal(dict(other.named_buffers())["bank"], bank)
+
+
+def test_rfnet_config_is_validated_at_start(run_cfg: Callable[..., RunConfig]) -> None:
+    validate(run_cfg("dataset=medmnist", "model=rfnet"))
+    for field, value, message in (
+        ("kernel", 4, "odd"),
+        ("filters", 0, ">= 1"),
+        ("grid", 11, "at most 10"),
+        ("stride", 0, ">= 1"),
+    ):
+        cfg = run_cfg("dataset=medmnist", "model=rfnet")
+        setattr(cfg.model, field, value)
+        with pytest.raises(ConfigError, match=f"model.{field}.*{message}"):
+            validate(cfg)
+    with pytest.raises(ConfigError, match="needs 28x28 images"):
+        validate(run_cfg("dataset=breast_cancer", "model=rfnet"))

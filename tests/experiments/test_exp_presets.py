@@ -11,6 +11,7 @@ from experiments._config import (
     HeartDiseaseConfig,
     LogRegConfig,
     MedMNISTConfig,
+    RandomFeaturesConfig,
     ResNet18Config,
     RunConfig,
     validate,
@@ -22,23 +23,27 @@ ToRun = Callable[..., RunConfig]
 
 @pytest.mark.parametrize(
     ("preset", "subset", "batch_size"),
-    [("breastmnist", "breastmnist", 64), ("pneumoniamnist", "pneumoniamnist", 256)],
+    [("breastmnist", "breastmnist", 96), ("pneumoniamnist", "pneumoniamnist", 256)],
 )
-def test_imaging_presets_select_the_narrow_resnet_and_large_batches(
+def test_imaging_presets_select_random_features_sgd_and_large_batches(
     run_cfg: ToRun, preset: str, subset: str, batch_size: int
 ) -> None:
     cfg = run_cfg(f"+experiment={preset}")
     validate(cfg)
     assert isinstance(cfg.dataset, MedMNISTConfig) and cfg.dataset.subset == subset
-    assert cfg.model == ResNet18Config(width=16, groups=16)
+    assert cfg.model == RandomFeaturesConfig()
     assert (cfg.federation.clients, cfg.federation.partition) == (5, "iid")
-    assert cfg.federation.batch_size == batch_size and cfg.federation.optimizer == "adam"
+    fed = cfg.federation
+    assert fed.batch_size == batch_size
+    assert (fed.optimizer, fed.lr, fed.lr_schedule) == ("sgd", 2.0, "cosine")
     # Privacy stays the dp group's choice: the hardened default, or any override.
     assert cfg.dp.name == "sample" and cfg.dp.target_epsilon == 1.0
     assert run_cfg(f"+experiment={preset}", "dp.target_epsilon=8").dp.target_epsilon == 8.0
     assert run_cfg(f"+experiment={preset}", "dp=off").dp.name == "off"
-    # The model group is still free: the published width, or the small CNN.
+    # The model group is still free: the narrow or published ResNet, or the small CNN.
     assert run_cfg(f"+experiment={preset}", "model=resnet18").model == ResNet18Config()
+    narrow = run_cfg(f"+experiment={preset}", "model=resnet18_w16").model
+    assert narrow == ResNet18Config(width=16, groups=16)
     assert isinstance(run_cfg(f"+experiment={preset}", "model=cnn").model, CNNConfig)
 
 
@@ -52,11 +57,14 @@ def test_flamby_heart_preset_is_flambys_fedavg(run_cfg: ToRun) -> None:
 
 
 @pytest.mark.slow
-def test_breastmnist_preset_runs_a_private_round(medmnist_dir: object, run_cfg: ToRun) -> None:
+@pytest.mark.parametrize("augmult", [0, 2])
+def test_breastmnist_preset_runs_a_private_round(
+    medmnist_dir: object, run_cfg: ToRun, augmult: int
+) -> None:
     cfg = run_cfg(
         "+experiment=breastmnist",
-        "model.width=4",
-        "model.groups=4",
+        "model.filters=4",
+        f"federation.augmult={augmult}",
         "federation.rounds=1",
         "federation.local_steps=1",
         "dp.target_epsilon=8",
