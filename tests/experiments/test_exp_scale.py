@@ -2,10 +2,10 @@
 
 Synthetic data, DP-SGD per client (the default ``dp=hardened``: one accountant per
 client, epsilon <= 1), CKKS under the key-holder committee, the in-process ledger with
-batched commits, two rounds, then the
-final audit. It checks what breaks first at this size: funding and registering every
-account, selection, the per-client accountants and their budgets, the commit batch,
-the audit's recomputation of every client's epsilon, and the size of ``results.json``.
+batched commits, two rounds, then the final audit. It checks what breaks first at this
+size: funding and registering every account, selection, the per-client accountants and
+their budgets, the commit batch, the audit's recomputation of every client's epsilon, and
+the size of ``results.json``.
 
 Opt-in: the run takes far longer than the 3 minutes a test of the default CI set may take
 (most of it is the in-process EVM and Opacus, per client and per round), so besides the
