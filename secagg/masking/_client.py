@@ -552,6 +552,8 @@ class MaskingClient:
             request, round_id=plan.round_id, params_digest=plan.params_digest
         )
         self._check_recipient(message.recipient, "unmask request")
+        if state.stage == Stage.DONE:  # its shares are gone: it answers once per round
+            raise StageError(f"client {self.client_id} already answered the unmask stage")
         if self.authenticated:
             self._require(Stage.UNMASK, "unmask request")
         both = set(message.seed_owners) & set(message.key_owners)
@@ -571,8 +573,12 @@ class MaskingClient:
                     f"unmask request to client {self.client_id} contradicts the agreed survivor set"
                 )
         self._enter(Stage.UNMASK, Stage.DONE)
-        return UnmaskResponse(
+        response = UnmaskResponse(
             self._header(),
             tuple((owner, state.held_shares[owner][0]) for owner in message.seed_owners),
             tuple((owner, state.held_shares[owner][1]) for owner in message.key_owners),
         ).encode()
+        # Per-pair secrets end with the round: neighbours' shares, ephemeral item secrets.
+        state.held_shares.clear()
+        state.sent_items.clear()
+        return response

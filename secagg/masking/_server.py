@@ -706,4 +706,5 @@ class MaskingServer:
                     masks.add(total, key, negate=client < owner)
         total &= np.uint32(plan.modulus_mask)
         state.stage = Stage.DONE
+        state.shares.clear()  # the routed share items (n * k) are not needed past the round
         return dequantize_sum(total, bits=plan.bits, scale=plan.scale)
