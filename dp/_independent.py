@@ -21,6 +21,7 @@ multiplier ``sigma / 2``). ``gdp`` is refused: it is no sound accountant.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 from dp_accounting import dp_event, pld, rdp
@@ -40,9 +41,9 @@ __all__ = [
 PLD_DISCRETIZATION = 1e-3
 
 
-def _dp_event(segments: Iterable[Segment]) -> dp_event.DpEvent:
+def _dp_event(history: Iterable[tuple[float, float, int]]) -> dp_event.DpEvent:
     parts: list[dp_event.DpEvent] = []
-    for q, sigma, steps in merge_segments(segments):
+    for q, sigma, steps in history:
         one: dp_event.DpEvent = dp_event.GaussianDpEvent(sigma)
         if q < 1.0:
             one = dp_event.PoissonSampledDpEvent(q, one)
@@ -65,9 +66,22 @@ def independent_compose_epsilon(
         )
     if accountant not in ACCOUNTANTS:
         raise InvalidDPConfigError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-    history = list(segments)
-    if not merge_segments(history):
+    history = tuple(merge_segments(segments))
+    if not history:
         return 0.0
+    return _compose_epsilon(history, float(delta), accountant)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compose_epsilon(
+    history: tuple[tuple[float, float, int], ...], delta: float, accountant: str
+) -> float:
+    """Epsilon of merged ``(q, sigma, steps)`` triples; a pure function, hence cached.
+
+    Every client of a federation under one policy has the same history, and the auditor
+    re-derives every round's: at 1,000 clients the cache turns thousands of identical
+    compositions (each ~0.1 s of ``dp_accounting``) into one per distinct history.
+    """
     event = _dp_event(history)
     if accountant == "rdp":
         rdp_accountant = rdp.RdpAccountant(orders=list(RDP_ORDERS))

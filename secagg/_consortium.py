@@ -22,6 +22,8 @@ from secagg._party_keys import derive_party_key
 from secagg._store import ArtifactStore
 
 DEFAULT_FUNDING_WEI = 10**21
+#: Share of the faucet's balance handed out when funding everyone (the rest pays gas).
+_FUNDED_SHARE = 0.9
 
 
 @dataclass(frozen=True, repr=False)
@@ -145,7 +147,11 @@ class Consortium:
             parties.auditor,
             *parties.clients,
         ]
-        backend.fund([a.address for a in everyone], DEFAULT_FUNDING_WEI)  # type: ignore[attr-defined]
+        # At most the faucet's balance split evenly (eth-tester's holds 10^24 wei: 1,000
+        # clients at the default would exhaust it).
+        faucet_wei = backend.w3.eth.get_balance(backend.faucet.address)  # type: ignore[attr-defined]
+        funding = min(DEFAULT_FUNDING_WEI, int(faucet_wei * _FUNDED_SHARE) // len(everyone))
+        backend.fund([a.address for a in everyone], funding)  # type: ignore[attr-defined]
         ledger = Ledger.deploy(backend, admin=parties.admin, epsilon_budget=epsilon_budget)  # type: ignore[arg-type]
         ledger.register(Role.CLIENT, [a.address for a in parties.clients], sender=parties.admin)
         ledger.register(Role.AGGREGATOR, parties.aggregator.address, sender=parties.admin)

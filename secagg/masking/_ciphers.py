@@ -37,6 +37,25 @@ def aes_ctr_keystream(key: bytes, *, nbytes: int) -> memoryview:
     return memoryview(out)[:written]
 
 
+def aes_ctr_keystream_into(key: bytes, buffer: bytearray, *, nbytes: int) -> memoryview:
+    """Write ``nbytes`` of the AES-256-CTR keystream under ``key`` into ``buffer``.
+
+    The same stream as :func:`aes_ctr_keystream`, without a fresh allocation: callers that
+    expand many masks of one length reuse one buffer of at least ``nbytes + 15`` bytes.
+    Returns the view of the ``nbytes`` written.
+    """
+    if len(key) != _KEY_BYTES:
+        raise ValueError(f"AES-CTR key must be {_KEY_BYTES} bytes, got {len(key)}")
+    if not 0 <= nbytes <= len(buffer) - (_BLOCK_BYTES - 1):
+        raise ValueError(
+            f"need 0 <= nbytes <= len(buffer) - {_BLOCK_BYTES - 1}, got {nbytes} "
+            f"for a buffer of {len(buffer)} bytes"
+        )
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_COUNTER)).encryptor()
+    written = encryptor.update_into(_zeros(nbytes), buffer)
+    return memoryview(buffer)[:written]
+
+
 @lru_cache(maxsize=4)
 def _zeros(nbytes: int) -> bytes:
     """An immutable all-zero plaintext, shared between calls of the same length."""

@@ -70,7 +70,7 @@ from secagg.masking._messages import (
     UnmaskResponse,
 )
 from secagg.masking._params import RoundPlan
-from secagg.masking._prg import expand_mask
+from secagg.masking._prg import MaskAccumulator, expand_mask
 from secagg.masking._quantize import quantize
 
 
@@ -278,8 +278,9 @@ class MaskingClient:
             )
         order = sorted(peers)
         points = [peer + 1 for peer in order]
-        seed_shares = _shamir.split(state.self_seed, threshold=plan.threshold, points=points)
-        key_shares = _shamir.split(state.masking.secret, threshold=plan.threshold, points=points)
+        seed_shares, key_shares = _shamir.split_many(
+            [state.self_seed, state.masking.secret], threshold=plan.threshold, points=points
+        )
         sealed = []
         for peer in order:
             try:
@@ -309,7 +310,12 @@ class MaskingClient:
                 plaintext=plaintext,
             )
             item = EncryptedShares(peer, ephemeral.public, nonce, ciphertext)
-            digest = item_digest(plan, sender=self.client_id, receiver=peer, item=item)
+            # Only signed accusations name an item by its digest (authenticated rounds).
+            digest = (
+                item_digest(plan, sender=self.client_id, receiver=peer, item=item)
+                if self.authenticated
+                else b""
+            )
             state.sent_items[peer] = (digest, ephemeral.secret)
             state.peers[peer] = peers[peer]
             sealed.append(item)
@@ -382,16 +388,13 @@ class MaskingClient:
                 f"neighbours, below the threshold t={plan.threshold}"
             )
         vector = quantize(values, bits=plan.bits, clip_range=plan.clip_range, scale=plan.scale)
-        vector += expand_mask(state.self_seed, dim=plan.dim)
+        masks = MaskAccumulator(plan.dim)
+        masks.add(vector, state.self_seed)
         own_secret = state.masking.private
         for peer in sorted(state.held_shares):
             shared = _keys.agree(own_secret, _keys.load_public(state.peers[peer].masking_key))
             key = pairwise_mask_key(shared, plan=plan, first=self.client_id, second=peer)
-            mask = expand_mask(key, dim=plan.dim)
-            if self.client_id < peer:
-                vector += mask
-            else:
-                vector -= mask
+            masks.add(vector, key, negate=self.client_id > peer)
         vector &= np.uint32(plan.modulus_mask)
         return MaskedInput(self._header(), state.rejected, vector, state.accusations).encode()
 
@@ -549,6 +552,8 @@ class MaskingClient:
             request, round_id=plan.round_id, params_digest=plan.params_digest
         )
         self._check_recipient(message.recipient, "unmask request")
+        if state.stage == Stage.DONE:  # its shares are gone: it answers once per round
+            raise StageError(f"client {self.client_id} already answered the unmask stage")
         if self.authenticated:
             self._require(Stage.UNMASK, "unmask request")
         both = set(message.seed_owners) & set(message.key_owners)
@@ -568,8 +573,12 @@ class MaskingClient:
                     f"unmask request to client {self.client_id} contradicts the agreed survivor set"
                 )
         self._enter(Stage.UNMASK, Stage.DONE)
-        return UnmaskResponse(
+        response = UnmaskResponse(
             self._header(),
             tuple((owner, state.held_shares[owner][0]) for owner in message.seed_owners),
             tuple((owner, state.held_shares[owner][1]) for owner in message.key_owners),
         ).encode()
+        # Per-pair secrets end with the round: neighbours' shares, ephemeral item secrets.
+        state.held_shares.clear()
+        state.sent_items.clear()
+        return response

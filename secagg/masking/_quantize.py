@@ -60,12 +60,16 @@ def quantize(
     drawn from the OS CSPRNG.
     """
     array = np.asarray(values, dtype=np.float64)
-    clipped = np.clip(array, -clip_range, clip_range)
+    scaled = np.clip(array, -clip_range, clip_range)
+    scaled *= scale
     rounding_key = get_random_bytes(SECRET_BYTES) if key is None else key
-    noise = uniform_floats(rounding_key, dim=array.size)
-    fixed = np.floor(clipped * scale + noise).astype(np.int64)
-    words = fixed.astype(np.uint64) & np.uint64(2**bits - 1)
-    return words.astype(np.uint32)
+    scaled += uniform_floats(rounding_key, dim=array.size)
+    np.floor(scaled, out=scaled)
+    # int64 -> uint32 keeps the low 32 bits (two's complement): the value mod 2^32.
+    words = scaled.astype(np.int64).astype(np.uint32)
+    if bits < 32:
+        words &= np.uint32(2**bits - 1)
+    return words
 
 
 def dequantize_sum(words: np.ndarray, *, bits: int, scale: float) -> np.ndarray:

@@ -44,7 +44,6 @@ from secagg.masking import _signatures as sig
 from secagg.masking._client import (
     check_certificate,
     item_digest,
-    pairwise_mask,
     pairwise_mask_key,
     self_mask_commitment,
 )
@@ -80,7 +79,7 @@ from secagg.masking._messages import (
     UnmaskResponse,
 )
 from secagg.masking._params import RoundPlan
-from secagg.masking._prg import expand_mask
+from secagg.masking._prg import MaskAccumulator
 from secagg.masking._quantize import dequantize_sum
 
 
@@ -641,9 +640,10 @@ class MaskingServer:
             secret = value.to_bytes(32, "big")
             if not check(secret):
                 continue
-            evaluate = _shamir.evaluator(window)
-            for x in points:
-                if x not in window and evaluate(x) != shares[x]:
+            others = [x for x in points if x not in window]
+            expected = _shamir.batch_evaluator(window)(others)
+            for x, value in zip(others, expected, strict=True):
+                if value != shares[x]:
                     self._state.misbehaving.setdefault(
                         x - 1, f"ShareReconstructionError: bad share of client {owner}"
                     )
@@ -673,6 +673,7 @@ class MaskingServer:
             dim=plan.dim,
         )
         total = aggregate.vector.copy()
+        masks = MaskAccumulator(plan.dim)
         for owner in combined.included:
             if owner in self.revealed_keys:
                 raise SecretExposureError(f"masking key of client {owner} was already revealed")
@@ -683,7 +684,7 @@ class MaskingServer:
                 "self-mask seed",
             )
             self.revealed_seeds.add(owner)
-            total -= expand_mask(seed, dim=plan.dim)
+            masks.add(total, seed, negate=True)
         for owner in sorted(key_shares):
             if owner in self.revealed_seeds:
                 raise SecretExposureError(f"self-mask seed of client {owner} was already revealed")
@@ -701,7 +702,9 @@ class MaskingServer:
                     key = pairwise_mask_key(
                         _keys.agree(own, peer_public), plan=plan, first=owner, second=client
                     )
-                    total -= pairwise_mask(client, owner, key, dim=plan.dim)
+                    # the mask ``client`` added for ``owner``: +PRG if client < owner
+                    masks.add(total, key, negate=client < owner)
         total &= np.uint32(plan.modulus_mask)
         state.stage = Stage.DONE
+        state.shares.clear()  # the routed share items (n * k) are not needed past the round
         return dequantize_sum(total, bits=plan.bits, scale=plan.scale)

@@ -9,7 +9,7 @@ import pytest
 
 from secagg.masking import ShareAuthenticationError
 from secagg.masking._aead import item_key, open_item, seal_shares
-from secagg.masking._ciphers import aes_ctr_keystream, aes_gcm_open
+from secagg.masking._ciphers import aes_ctr_keystream, aes_ctr_keystream_into, aes_gcm_open
 from secagg.masking._keys import (
     agree,
     generate_keypair,
@@ -18,7 +18,7 @@ from secagg.masking._keys import (
     load_secret,
     public_from_secret,
 )
-from secagg.masking._prg import expand_mask, uniform_floats
+from secagg.masking._prg import MaskAccumulator, expand_mask, uniform_floats
 
 DIGEST = bytes(range(32))
 
@@ -55,6 +55,40 @@ def test_prg_matches_aes_ctr_keystream_and_looks_uniform() -> None:
 def test_prg_rejects_short_keys() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         expand_mask(os.urandom(16), dim=4)
+
+
+def test_keystream_into_a_reused_buffer_is_the_same_stream() -> None:
+    buffer = bytearray(4000 + 15)
+    for _ in range(2):  # the second stream overwrites the first, whole
+        key = os.urandom(32)
+        view = aes_ctr_keystream_into(key, buffer, nbytes=4000)
+        assert bytes(view) == bytes(aes_ctr_keystream(key, nbytes=4000))
+    with pytest.raises(ValueError, match="len\\(buffer\\)"):
+        aes_ctr_keystream_into(os.urandom(32), bytearray(4000), nbytes=4000)
+    with pytest.raises(ValueError, match="32 bytes"):
+        aes_ctr_keystream_into(os.urandom(16), buffer, nbytes=16)
+
+
+def test_mask_accumulator_adds_and_subtracts_expanded_masks_mod_2_32() -> None:
+    dim = 1001
+    rng = np.random.default_rng(0)
+    start = rng.integers(0, 2**32, dim, dtype=np.uint32)
+    plus, minus = os.urandom(32), os.urandom(32)
+    vector = start.copy()
+    masks = MaskAccumulator(dim)
+    masks.add(vector, plus)
+    masks.add(vector, minus, negate=True)
+    expected = (
+        start.astype(np.int64) + expand_mask(plus, dim=dim) - expand_mask(minus, dim=dim)
+    ) % 2**32
+    assert np.array_equal(vector, expected.astype(np.uint32))
+    masks.add(vector, minus)
+    masks.add(vector, plus, negate=True)
+    assert np.array_equal(vector, start)  # masks cancel exactly
+    with pytest.raises(ValueError, match="uint32"):
+        masks.add(np.zeros(dim, dtype=np.int64), plus)
+    with pytest.raises(ValueError, match="32 bytes"):
+        masks.add(vector, os.urandom(31))
 
 
 # -- key agreement -------------------------------------------------------------------------

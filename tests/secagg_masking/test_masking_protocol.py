@@ -7,6 +7,7 @@ import pytest
 
 from secagg._errors import InsufficientClientsError, ProtocolAbortError
 from secagg.masking import BelowThresholdError, MaskingParams, MaskingScheme
+from secagg.masking._constants import Stage
 
 from .conftest import run_round
 
@@ -90,6 +91,20 @@ def test_never_both_secrets_of_one_client() -> None:
         seeds = {owner for owner, _ in response.seed_shares}
         keys = {owner for owner, _ in response.key_shares}
         assert seeds.isdisjoint(keys)
+
+
+def test_no_per_pair_state_outlives_the_round() -> None:
+    params = MaskingParams(max_dropout_fraction=0.3)
+    outcome = run_round(params, n=12, input_drop=[101], unmask_drop=[102])
+    session = outcome.session
+    assert outcome.error() <= 12 / session.plan.scale
+    answered = [c for c in session.included if c != 102]
+    assert answered and all(session.clients[c].stage == Stage.DONE for c in answered)
+    for client in answered:  # shares held for neighbours, ephemeral item secrets: gone
+        assert session.clients[client]._state.held_shares == {}
+        assert session.clients[client]._state.sent_items == {}
+    assert session.clients[102]._state.held_shares  # it never answered the unmask stage
+    assert session.server._state.shares == {}  # the routed items, n * k of them
 
 
 def test_abort_when_too_few_advertise() -> None:

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from secagg.masking import ShareReconstructionError
 from secagg.masking._constants import FIELD_PRIME
 from secagg.masking._shamir import (
+    batch_evaluator,
+    batch_inverse,
     combine,
     decode_share,
     encode_share,
@@ -19,6 +21,7 @@ from secagg.masking._shamir import (
     interpolate_at,
     interpolate_at_zero,
     split,
+    split_many,
 )
 
 
@@ -105,3 +108,36 @@ def test_evaluator_matches_interpolation_and_flags_a_bad_share() -> None:
     assert evaluate(99) == interpolate_at(window, 99)
     forged = (shares[10] + 1) % FIELD_PRIME
     assert evaluate(10) != forged
+
+
+def test_split_many_shares_each_secret_with_fresh_coefficients() -> None:
+    secrets_ = [os.urandom(32), os.urandom(32)]
+    points = list(range(1, 12))
+    first, second = split_many(secrets_, threshold=6, points=points)
+    assert combine(first, threshold=6) == secrets_[0]
+    assert combine(second, threshold=6) == secrets_[1]
+    assert combine({x: first[x] for x in points[5:]}, threshold=6) == secrets_[0]
+    # The same secret twice gets independent polynomials.
+    again, twice = split_many([secrets_[0], secrets_[0]], threshold=6, points=points)
+    assert again != twice
+    with pytest.raises(ValueError, match="32 bytes, got 31"):
+        split_many([secrets_[0], os.urandom(31)], threshold=2, points=points)
+
+
+def test_batch_inverse_inverts_every_value_and_refuses_zero() -> None:
+    values = [1, 2, FIELD_PRIME - 1, 2**300 + 7, 12345]
+    for value, inverse in zip(values, batch_inverse(values), strict=True):
+        assert value * inverse % FIELD_PRIME == 1
+    assert batch_inverse([]) == []
+    with pytest.raises(ValueError):
+        batch_inverse([3, FIELD_PRIME, 5])
+
+
+def test_batch_evaluator_matches_interpolation_at_many_points() -> None:
+    shares = split(os.urandom(32), threshold=4, points=range(1, 10))
+    window = {x: shares[x] for x in (2, 4, 6, 8)}
+    points = [1, 2, 3, 5, 7, 9, 1000]
+    values = batch_evaluator(window)(points)
+    assert values == [interpolate_at(window, x) for x in points]
+    assert values[:6] == [shares[x] for x in points[:6]]
+    assert batch_evaluator(window)([]) == []
