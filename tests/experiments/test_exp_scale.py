@@ -2,9 +2,9 @@
 
 Synthetic data, DP-SGD per client (the default ``dp=hardened``: one accountant per
 client, epsilon <= 1), CKKS under the key-holder committee, the in-process ledger with
-batched commits, two rounds, then the final audit. It checks what breaks first at this
+optimistic merkle rounds (``chain.commit_mode=merkle``: one root per phase), two rounds, then the final audit. It checks what breaks first at this
 size: funding and registering every account, selection, the per-client accountants and
-their budgets, the commit batch, the audit's recomputation of every client's epsilon, and
+their budgets, the merkle root and every client's inclusion proof, the audit's recomputation of every client's epsilon, and
 the size of ``results.json``.
 
 Opt-in: the run takes far longer than the 3 minutes a test of the default CI set may take
@@ -64,7 +64,7 @@ def test_a_thousand_hospitals_train_two_private_rounds_on_the_ledger(
         "federation.rounds=2",
         "federation.batch_size=8",
         "chain=inprocess",
-        "chain.batch_commits=true",
+        "chain.commit_mode=merkle",
     )
     cfg = OmegaConf.to_object(composed)
     resolved = OmegaConf.to_container(composed, resolve=True)
