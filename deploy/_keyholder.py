@@ -31,7 +31,7 @@ from eth_account.signers.local import LocalAccount
 
 from chain import Ledger
 from deploy._errors import DeploymentError
-from deploy._sites import SiteAccounts, SiteView, attach_ledger, compose_run_config
+from deploy._sites import SiteAccounts, SitePolicy, SiteView, compose_run_config
 from deploy._wire import JOIN, RELEASE, Scalar, WireMessage
 from secagg import KeyHolderParty, LocalDirectoryStore, RoundManifest, build_scheme
 
@@ -42,15 +42,21 @@ class KeyHolderSite:
     """The single key holder of a CKKS federation (``secagg.committee_size=1``)."""
 
     def __init__(
-        self, *, account: LocalAccount | None = None, store_dir: Path | None = None
+        self,
+        *,
+        account: LocalAccount | None = None,
+        store_dir: Path | None = None,
+        policy: SitePolicy | None = None,
     ) -> None:
         self.account: LocalAccount = account or Account.create()
+        self.policy = policy or SitePolicy()
         if store_dir is None:
             store_dir = Path(tempfile.mkdtemp(prefix="secagg-keyholder-"))
             weakref.finalize(self, shutil.rmtree, store_dir, ignore_errors=True)
         self.store = LocalDirectoryStore(store_dir)
         self.scheme: Any = None
         self._ledger: Ledger | None = None
+        self._pinned: str | None = None  # the contract joined (restored in a fresh process)
         self._overrides: str | None = None
 
     def __repr__(self) -> str:
@@ -73,6 +79,8 @@ class KeyHolderSite:
             state["overrides"] = self._overrides
         if self.scheme is not None and self.scheme.key_holder is not None:
             state["secret"] = self.scheme.key_holder.export_secret()
+        if self._pinned is not None:
+            state["ledger_address"] = self._pinned
         return state
 
     def restore_state(self, state: Mapping[str, Scalar]) -> None:
@@ -80,6 +88,8 @@ class KeyHolderSite:
         from secagg.ckks import KeyHolder
 
         saved = WireMessage(RELEASE, fields=dict(state))
+        if "ledger_address" in state and self._pinned is None:
+            self._pinned = saved.text("ledger_address")
         if self.scheme is not None or "secret" not in state:
             return
         self._overrides = saved.text("overrides")
@@ -109,11 +119,17 @@ class KeyHolderSite:
         if self.scheme is None:
             raise DeploymentError("this key holder holds no CKKS key for the run")
         round_id = message.integer("round")
-        address = message.text("ledger_address")
-        if self._ledger is None or self._ledger.address.lower() != address.lower():
-            self._ledger = attach_ledger(
-                message.text("ledger_url"), address, start_block=message.integer("start_block")
-            )
+        # its own ledger endpoint and the contract it serves (node config), never just
+        # the driver's word: on a ledger the aggregator controls, "committed" blobs and
+        # the one-release reservation would mean nothing
+        self._ledger = self.policy.ledger(
+            self._ledger,
+            url=message.text("ledger_url"),
+            address=message.text("ledger_address"),
+            start_block=message.integer("start_block"),
+            pinned=self._pinned,
+        )
+        self._pinned = self._ledger.address
         manifest_bytes = message.blob("manifest")
         self.store.put(manifest_bytes)
         self.store.put(bytes(self.scheme.public_context))

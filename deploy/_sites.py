@@ -200,6 +200,137 @@ def public_session(
     raise SettingsError(f"secagg={manifest.scheme} is not deployed on Flower yet (plain, ckks)")
 
 
+class SitePolicyError(DeploymentError):
+    """A request that breaks what this site accepts (its own node config): another ledger
+    than the one it serves, a scheme that does not protect its update, too few clients in
+    a round, or no DP where the site requires it."""
+
+
+DEFAULT_SCHEMES = ("ckks", "masking")
+
+
+@dataclass(frozen=True)
+class SitePolicy:
+    """What one site accepts, set by its operator in its own node config, never by the
+    driver (the aggregator's side may lie: docs/threat-model.md, "Deployment").
+
+    ``ledger_url``: the JSON-RPC endpoint this site reads and writes the ledger through
+    (its own node); None takes the driver's. ``ledger_address``: the consortium contract
+    this site serves; a request naming another is refused. None pins the first contract
+    the site joins for the rest of the run (trust on first use: the first join must then
+    come from an honest driver). ``schemes``: the protection schemes a hospital hands an
+    update to (default CKKS and masking; ``plain`` sends the update in the clear and
+    must be allowed explicitly). ``min_clients``: a hospital refuses a round whose
+    manifest selects fewer clients (a sum of one is that client's update).
+    ``require_dp``: a hospital refuses runs without sample-level DP.
+    """
+
+    ledger_url: str | None = None
+    ledger_address: str | None = None
+    schemes: tuple[str, ...] = DEFAULT_SCHEMES
+    min_clients: int = 2
+    require_dp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ledger_url is not None and not self.ledger_url.startswith(("http://", "https://")):
+            raise SettingsError(f"ledger-url must be an http(s) URL, got {self.ledger_url!r:.80}")
+        if self.ledger_address is not None and not _is_address(self.ledger_address):
+            raise SettingsError(
+                f"ledger-address must be a 0x address, got {self.ledger_address!r:.80}"
+            )
+        unknown = set(self.schemes) - {"plain", "ckks", "masking"}
+        if not self.schemes or unknown:
+            raise SettingsError(f"schemes must name plain, ckks or masking, got {self.schemes!r}")
+        if not isinstance(self.min_clients, int) or self.min_clients < 1:
+            raise SettingsError(f"min-clients must be an integer >= 1, got {self.min_clients!r}")
+
+    @classmethod
+    def permissive(cls) -> SitePolicy:
+        """Every scheme, TOFU ledger: for simulations, where one operator runs every site."""
+        return cls(schemes=("plain", "ckks", "masking"))
+
+    @classmethod
+    def from_node_config(cls, config: Mapping[str, Any]) -> SitePolicy:
+        """The policy in a SuperNode's ``--node-config`` (``ledger-url``,
+        ``ledger-address``, ``schemes`` as a comma-separated list, ``min-clients``,
+        ``require-dp``)."""
+        schemes = config.get("schemes")
+        require_dp = config.get("require-dp", False)
+        if isinstance(require_dp, str):
+            require_dp = require_dp.strip().lower() in ("1", "true", "yes")
+        return cls(
+            ledger_url=str(config["ledger-url"]) if config.get("ledger-url") else None,
+            ledger_address=str(config["ledger-address"]) if config.get("ledger-address") else None,
+            schemes=(
+                tuple(s.strip() for s in str(schemes).split(",") if s.strip())
+                if schemes
+                else DEFAULT_SCHEMES
+            ),
+            min_clients=int(config.get("min-clients", 2)),
+            require_dp=bool(require_dp),
+        )
+
+    def ledger(
+        self,
+        current: Ledger | None,
+        *,
+        url: str,
+        address: str,
+        start_block: int,
+        pinned: str | None = None,
+    ) -> Ledger:
+        """The ledger a request names, if this site serves it: its own URL when set, the
+        pinned address (node config, else the first contract joined) enforced."""
+        if self.ledger_address is not None and address.lower() != self.ledger_address.lower():
+            raise SitePolicyError(
+                f"the request names ledger {address:.42}; this site serves {self.ledger_address}"
+            )
+        joined = current.address if current is not None else pinned
+        if joined is not None and joined.lower() != address.lower():
+            raise SitePolicyError(
+                f"the request names ledger {address:.42}; this site joined {joined} for this run"
+            )
+        if current is not None:
+            return current
+        return attach_ledger(self.ledger_url or url, address, start_block=start_block)
+
+    def check_round(self, manifest: RoundManifest, *, dp_mode: str | None = None) -> None:
+        """A hospital's check of a round manifest before it trains or hands anything over."""
+        if manifest.scheme not in self.schemes:
+            raise SitePolicyError(
+                f"round {manifest.round_id}: secagg={manifest.scheme} is not accepted by this "
+                f"site (node config schemes: {','.join(self.schemes)})"
+            )
+        if len(manifest.clients) < self.min_clients:
+            raise SitePolicyError(
+                f"round {manifest.round_id}: {len(manifest.clients)} selected clients, this "
+                f"site needs at least {self.min_clients} (a sum of one is its update)"
+            )
+        mode = dp_mode if dp_mode is not None else manifest.dp_mode
+        if self.require_dp and mode != "sample":
+            raise SitePolicyError(
+                f"round {manifest.round_id}: dp={mode}; this site requires sample-level DP"
+            )
+
+    def check_scheme(self, scheme: str, *, dp_mode: str) -> None:
+        """A hospital's check of the run config at join (before it loads any data)."""
+        if scheme not in self.schemes:
+            raise SitePolicyError(
+                f"secagg={scheme} is not accepted by this site (node config schemes: "
+                f"{','.join(self.schemes)})"
+            )
+        if self.require_dp and dp_mode != "sample":
+            raise SitePolicyError(f"dp={dp_mode}; this site requires sample-level DP")
+
+
+def _is_address(text: str) -> bool:
+    return (
+        len(text) == 42
+        and text[:2] in ("0x", "0X")
+        and all(c in "0123456789abcdefABCDEF" for c in text[2:])
+    )
+
+
 class Stopwatch:
     """Seconds since construction (for the ``seconds`` a reply reports)."""
 
@@ -212,8 +343,11 @@ class Stopwatch:
 
 
 __all__ = [
+    "DEFAULT_SCHEMES",
     "PublicCKKSSession",
     "SiteAccounts",
+    "SitePolicy",
+    "SitePolicyError",
     "SiteView",
     "attach_ledger",
     "compose_run_config",

@@ -39,6 +39,7 @@ from deploy._driver import DeploymentRun, DeploymentSettings, RoundDriver
 from deploy._errors import SettingsError
 from deploy._hospital import ROLE_HOSPITAL, HospitalSite
 from deploy._keyholder import ROLE_KEY_HOLDER, KeyHolderSite
+from deploy._sites import SitePolicy
 from deploy._transport import FlowerTransport, parse_request, reply_to
 from deploy._wire import EVALUATE, JOIN, RELEASE, REVEAL, TRAIN, WireMessage, flower_action
 
@@ -92,6 +93,9 @@ def site_for(context: Context) -> Site:
         return known
     config = dict(context.node_config)
     role = config.get("role")
+    # a site's policy comes from its own node config; a simulation's nodes (no role: one
+    # operator runs every site on one machine) accept every scheme
+    policy = SitePolicy.from_node_config(config) if role is not None else SitePolicy.permissive()
     if role is None:
         partition = int(config.get("partition-id", -1))
         last = int(config.get("num-partitions", 0)) - 1
@@ -105,9 +109,10 @@ def site_for(context: Context) -> Site:
             partition_id=int(config["partition-id"]),
             data_dir=str(data_dir) if data_dir else None,
             account=account,
+            policy=policy,
         )
     elif role == ROLE_KEY_HOLDER:
-        site = KeyHolderSite(account=account)
+        site = KeyHolderSite(account=account, policy=policy)
     else:
         raise SettingsError(f"node config role must be hospital or keyholder, got {role!r}")
     _SITES[key] = site
