@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from eth_account import Account
 
-from chain import AlreadyFlagged, AnvilBackend, ChainError, Ledger, Role
+from chain import AlreadyFlagged, AnvilBackend, ChainError, Ledger, Role, commit_mode_of
 from deploy._errors import DeploymentError, SettingsError
 from deploy._hospital import ROLE_HOSPITAL
 from deploy._keyholder import ROLE_KEY_HOLDER
@@ -175,6 +175,11 @@ class RoundDriver:
             raise SettingsError(f"dp={self.cfg.dp.name} is not deployed yet ({SUPPORTED_DP})")
         if self.cfg.chain.name == "none":
             raise SettingsError("a deployment needs a ledger (chain=anvil or chain=rpc)")
+        if commit_mode_of(self.cfg.chain) != "direct":
+            raise SettingsError(
+                f"chain.commit_mode={commit_mode_of(self.cfg.chain)} is not deployed yet: "
+                "each hospital commits with its own account (chain.commit_mode=direct)"
+            )
         if self.cfg.secagg.name == "ckks" and not settings.key_holder:
             raise SettingsError("secagg=ckks needs a key holder node")
         if int(getattr(self.cfg.secagg, "committee_size", 1)) != 1:
