@@ -26,6 +26,7 @@ per round (docs/architecture.md, "A round over Flower"):
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import tempfile
@@ -51,6 +52,7 @@ from secagg import (
     KeyHolderParty,
     LocalDirectoryStore,
     ManifestClient,
+    PrivacyPolicy,
     RoundManifest,
     SecAggError,
 )
@@ -59,7 +61,7 @@ from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, culprits
 log = logging.getLogger("deploy")
 
 SUPPORTED_SCHEMES = ("plain", "ckks")
-SUPPORTED_DP = ("off",)
+SUPPORTED_DP = ("off", "sample")
 #: Ether the admin gives each party for its own transactions (10 ETH: far above a run's gas).
 FUNDING_WEI = 10**19
 
@@ -148,6 +150,7 @@ class _Hospital:
     name: str
     address: str
     n_train: int
+    policy: PrivacyPolicy | None = None
 
 
 @dataclass
@@ -172,7 +175,12 @@ class RoundDriver:
                 f"secagg={self.cfg.secagg.name} is not deployed yet ({list(SUPPORTED_SCHEMES)})"
             )
         if self.cfg.dp.name not in SUPPORTED_DP:
-            raise SettingsError(f"dp={self.cfg.dp.name} is not deployed yet ({SUPPORTED_DP})")
+            raise SettingsError(
+                f"dp={self.cfg.dp.name} is not deployed on Flower yet ({list(SUPPORTED_DP)}): "
+                "client-level DP needs the releasing party's accountant across rounds"
+            )
+        if getattr(self.cfg.dp, "audit", "none") != "none":
+            raise SettingsError("dp.audit=one_run is not deployed on Flower yet (dp.audit=none)")
         if self.cfg.chain.name == "none":
             raise SettingsError("a deployment needs a ledger (chain=anvil or chain=rpc)")
         if commit_mode_of(self.cfg.chain) != "direct":
@@ -191,6 +199,7 @@ class RoundDriver:
         self.key_holder_node: int | None = None
         self.public_context: bytes | None = None
         self.per_client_accuracy: dict[str, float] = {}
+        self.events: dict[int, list[Any]] = {}  # partition -> its privacy events (dp=sample)
 
     # --------------------------------------------------------------------------- join
     def _overrides_text(self) -> str:
@@ -222,6 +231,7 @@ class RoundDriver:
                     name=reply.text("name"),
                     address=reply.text("address"),
                     n_train=reply.integer("n_train"),
+                    policy=self._policy_of(partition, reply),
                 )
             elif role == ROLE_KEY_HOLDER:
                 if self.key_holder_node is not None:
@@ -237,6 +247,42 @@ class RoundDriver:
         if self.cfg.secagg.name == "ckks" and self.public_context is None:
             raise DeploymentError("secagg=ckks: no key holder sent a public context")
         return initial
+
+    def _policy_of(self, partition: int, reply: WireMessage) -> PrivacyPolicy | None:
+        """dp=sample: the hospital's declared policy, checked against the run's config (the
+        sample rate is ``batch_size / n_train``; sigma, clip norm, delta and accountant are
+        the run's): a hospital cannot claim a weaker mechanism than the run asks for."""
+        if self.cfg.dp.name != "sample":
+            if "policy" in reply.fields:
+                raise DeploymentError(f"hospital {partition} declared a policy in a run without DP")
+            return None
+        if "policy" not in reply.fields:
+            raise DeploymentError(f"hospital {partition} declared no privacy policy (dp=sample)")
+        try:
+            policy = PrivacyPolicy.from_dict(json.loads(reply.text("policy")))
+        except (SecAggError, ValueError) as error:
+            raise DeploymentError(f"hospital {partition}: bad privacy policy: {error}") from error
+        dp_cfg = self.cfg.dp
+        n_train = reply.integer("n_train")
+        expected = {
+            "mechanism": "dpsgd-sample",
+            "sample_rate": self.cfg.federation.batch_size / n_train,
+            "max_grad_norm": float(dp_cfg.max_grad_norm),
+            "delta": float(dp_cfg.delta),
+            "accountant": dp_cfg.accountant,
+            "poisson_sampling": bool(dp_cfg.poisson_sampling),
+        }
+        if dp_cfg.noise_multiplier is not None:
+            expected["noise_multiplier"] = float(dp_cfg.noise_multiplier)
+        for name, value in expected.items():
+            if getattr(policy, name) != value:
+                raise DeploymentError(
+                    f"hospital {partition}: policy {name}={getattr(policy, name)!r}, "
+                    f"the run asks for {value!r}"
+                )
+        if reply.integer("expected_steps") != policy.steps:
+            raise DeploymentError(f"hospital {partition}: steps differ from its policy's")
+        return policy
 
     # ------------------------------------------------------------------------- ledger
     def open_ledger(self) -> None:
@@ -311,7 +357,13 @@ class RoundDriver:
             scheme_config=dataclasses.asdict(self.cfg.secagg),
             dim=int(params.size),
             clients=tuple(
-                ManifestClient(client_id=c, address=self.hospitals[c].address, weight=weights[c])
+                ManifestClient(
+                    client_id=c,
+                    address=self.hospitals[c].address,
+                    weight=weights[c],
+                    expected_steps=None if (p := self.hospitals[c].policy) is None else p.steps,
+                    policy=self.hospitals[c].policy,
+                )
                 for c in selected
             ),
             public_material=self.public_material,
@@ -330,12 +382,12 @@ class RoundDriver:
             TRAIN, selected, fields, excluded, "dropped out before committing", params=params
         )
         committed = sorted(train.replies)
+        for client_id, reply in train.replies.items():
+            self._keep_event(client_id, reply.blob("event") if "event" in reply.fields else b"")
         self.aggregator.close_commit_phase(round_id)
         reveal = self._exchange(REVEAL, committed, {"round": round_id}, excluded, "no reveal")
         for reply in reveal.replies.values():
             self.view.store.put(reply.blob("blob"))
-            if reply.blob("event"):
-                self.view.store.put(reply.blob("event"))
         collected = self.aggregator.collect(round_id, manifest)
         for client_id, reason in {**collected.unrevealed, **collected.rejected}.items():
             excluded.setdefault(client_id, reason)
@@ -369,6 +421,7 @@ class RoundDriver:
         accuracy, loss, per_client = self._evaluate(params)
         self.per_client_accuracy = per_client
         gas = sum(self.ledger.gas_by_round(round_id).values())
+        spent = self._round_privacy()
         record = RoundRecord(
             round=round_id,
             accuracy=accuracy,
@@ -385,6 +438,9 @@ class RoundDriver:
                 reveal=session.stats.seconds.get("reveal", 0.0),
             ),
             gas_used=gas,
+            epsilon=spent.epsilon,
+            epsilon_per_client=spent.epsilon_per_client,
+            delta=spent.delta,
             excluded=excluded,
             reputation={
                 h.name: self.ledger.reputation(h.address).score for h in self.hospitals.values()
@@ -457,6 +513,67 @@ class RoundDriver:
             raise DeploymentError(f"round {round_id}: the released sum is not the attested one")
         return total
 
+    # ------------------------------------------------------------------------ privacy
+    def _keep_event(self, client_id: int, raw: bytes) -> None:
+        """Store a hospital's privacy event (the auditor follows the chain through the
+        store) and keep it for the epsilon of ``results.json``. The event is public: the
+        ledger commits its digest and cumulative epsilon; the accountant stays on the site."""
+        if self.hospitals[client_id].policy is None:
+            if raw:
+                raise DeploymentError(f"hospital {client_id} sent a privacy event without DP")
+            return
+        if not raw:
+            raise DeploymentError(f"hospital {client_id} trained under dp=sample without an event")
+        from dp import PrivacyEvent
+
+        self.view.store.put(raw)
+        self.events.setdefault(client_id, []).append(PrivacyEvent.from_bytes(raw))
+
+    def _epsilon_per_client(self) -> dict[str, float]:
+        return {
+            h.name: self.events[p][-1].cumulative_epsilon if self.events.get(p) else 0.0
+            for p, h in sorted(self.hospitals.items())
+        }
+
+    def _round_privacy(self) -> Any:
+        """The record's cumulative privacy fields, as the runner's ``dp=sample`` reports
+        them (max over hospitals, and each hospital's), from the hospitals' events."""
+        from experiments._privacy import RoundPrivacy
+
+        if self.cfg.dp.name != "sample":
+            return RoundPrivacy()
+        per_client = self._epsilon_per_client()
+        return RoundPrivacy(
+            epsilon=max(per_client.values()),
+            epsilon_per_client=per_client,
+            delta=float(self.cfg.dp.delta),
+        )
+
+    def _final_privacy(self) -> tuple[float | None, float | None, dict[str, Any] | None]:
+        """``(final.epsilon, final.delta, final.privacy)`` as the runner's ``dp=sample``."""
+        from dp import summarize_events
+        from experiments._privacy import preprocessing_for
+
+        if self.cfg.dp.name != "sample":
+            return None, None, None
+        summaries: dict[str, Any] = {}
+        for partition, hospital in sorted(self.hospitals.items()):
+            events = self.events.get(partition, [])
+            if events:
+                summary = summarize_events(events)
+            else:
+                summary = {"client_id": hospital.name, "rounds": 0, "total_steps": 0}
+                summary["epsilon"] = 0.0
+            policy = hospital.policy
+            if policy is not None:
+                summary["planned_noise_multiplier"] = policy.noise_multiplier
+                summary["planned_sample_rate"] = policy.sample_rate
+                summary["planned_steps_per_round"] = policy.steps
+            summary["preprocessing"] = preprocessing_for(self.cfg.dp)
+            summaries[hospital.name] = summary
+        epsilon = max(self._epsilon_per_client().values())
+        return epsilon, float(self.cfg.dp.delta), summaries
+
     def _flag(self, findings: Sequence[Any]) -> dict[int, int]:
         flagged: dict[int, int] = {}
         sender = self.view.parties.auditor
@@ -514,6 +631,7 @@ class RoundDriver:
             records.append(record)
         report = audit(self.ledger, self.view.store)
         last = records[-1]
+        epsilon, delta, privacy = self._final_privacy()
         final = FinalRecord(
             accuracy=last.accuracy,
             auc=None,
@@ -521,8 +639,8 @@ class RoundDriver:
             mean_client_accuracy=float(np.mean(list(self.per_client_accuracy.values())))
             if self.per_client_accuracy
             else math.nan,
-            epsilon=None,
-            delta=None,
+            epsilon=epsilon,
+            delta=delta,
             wall_seconds=time.perf_counter() - start,
             bytes_up_total=sum(r.bytes_up for r in records),
             gas_total=sum(r.gas_used or 0 for r in records),
@@ -531,6 +649,7 @@ class RoundDriver:
                 "exit_code": report.exit_code,
                 "findings": report.to_dict()["findings"],
             },
+            privacy=privacy,
         )
         import torch
 
