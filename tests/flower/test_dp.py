@@ -163,3 +163,18 @@ def test_settings_refuse_dp_that_is_not_deployed(heart_settings):
         RoundDriver(dp_client, fresh_sites()[1])
     with pytest.raises(SettingsError, match=r"dp\.audit"):
         RoundDriver(heart_settings("ckks", *DP_SAMPLE, "dp.audit=one_run"), fresh_sites()[1])
+
+
+def test_dp_sample_on_the_simulation_engine(heart_settings):
+    """The same on Flower's simulation engine: the accountants ride in ``Context.state``."""
+    from deploy.flower_app import run_in_simulation
+
+    run = run_in_simulation(heart_settings("ckks", *DP_SAMPLE, name="flower"))
+    records, _ = runner_records(*DP_SAMPLE)
+    assert [r.n_clients for r in run.results.rounds] == [4, 4]
+    assert run.results.meta["transport"] == "FlowerTransport"
+    assert [r.epsilon for r in run.results.rounds] == pytest.approx(
+        [r.epsilon for r in records], rel=1e-9
+    )
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
