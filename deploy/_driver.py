@@ -10,8 +10,10 @@ It runs on the ServerApp (or in a test, over the in-process transport). Per run:
 per round (docs/architecture.md, "A round over Flower"):
 
 3. the aggregator stores the manifest and opens the round on chain;
-4. ``train``: each selected hospital trains, protects, commits with its own account and
-   keeps its blob; one that does not answer within the stage timeout is a dropout;
+4. ``train``: each selected hospital trains (``dp=sample``: DP-SGD under its own
+   accountant, which never leaves its node), protects, commits with its own account and
+   keeps its blob, and hands over its privacy event (stored: the ledger commits to it); one
+   that does not answer within the stage timeout is a dropout;
 5. the commit phase closes; ``reveal``: each committed hospital reveals on chain and hands
    its blob over, which the aggregator puts in the store;
 6. the aggregator collects the committed blobs, combines blindly and publishes;
@@ -20,7 +22,8 @@ per round (docs/architecture.md, "A round over Flower"):
 8. the mean update moves the global model; ``evaluate``: each hospital's test metrics.
 
 ``results.json`` has the schema of ``experiments`` (same writer), so ``secagg audit
---results`` audits a deployed run unchanged.
+--results`` audits a deployed run unchanged; with ``dp=sample`` its epsilon fields are the
+runner's (per round: each hospital's cumulative epsilon from its events, and the maximum).
 """
 
 from __future__ import annotations
