@@ -386,7 +386,7 @@ class RoundDriver:
         )
         committed = sorted(train.replies)
         for client_id, reply in train.replies.items():
-            self._keep_event(client_id, reply.blob("event") if "event" in reply.fields else b"")
+            self._keep_events(client_id, round_id, reply.text("events"))
         self.aggregator.close_commit_phase(round_id)
         reveal = self._exchange(REVEAL, committed, {"round": round_id}, excluded, "no reveal")
         for reply in reveal.replies.values():
@@ -517,20 +517,32 @@ class RoundDriver:
         return total
 
     # ------------------------------------------------------------------------ privacy
-    def _keep_event(self, client_id: int, raw: bytes) -> None:
-        """Store a hospital's privacy event (the auditor follows the chain through the
-        store) and keep it for the epsilon of ``results.json``. The event is public: the
-        ledger commits its digest and cumulative epsilon; the accountant stays on the site."""
-        if self.hospitals[client_id].policy is None:
-            if raw:
-                raise DeploymentError(f"hospital {client_id} sent a privacy event without DP")
-            return
-        if not raw:
-            raise DeploymentError(f"hospital {client_id} trained under dp=sample without an event")
-        from dp import PrivacyEvent
+    def _keep_events(self, client_id: int, round_id: int, text: str) -> None:
+        """Store a hospital's chain of privacy events (the auditor follows it through the
+        store) and keep it for the epsilon of ``results.json``. The events are public: the
+        ledger commits their digests and cumulative epsilon; the accountant stays on the
+        site. The whole chain comes with every reply, so an event whose reply was lost
+        (the hospital trained, then its reply never arrived) reaches the store later."""
+        from dp import GENESIS_DIGEST, DPError, PrivacyEvent
 
-        self.view.store.put(raw)
-        self.events.setdefault(client_id, []).append(PrivacyEvent.from_bytes(raw))
+        if self.hospitals[client_id].policy is None:
+            if text:
+                raise DeploymentError(f"hospital {client_id} sent privacy events without DP")
+            return
+        try:
+            chain = [PrivacyEvent.from_bytes(raw.encode("ascii")) for raw in json.loads(text)]
+        except (DPError, ValueError, TypeError, AttributeError) as error:
+            raise DeploymentError(f"hospital {client_id}: bad privacy events: {error}") from error
+        previous = GENESIS_DIGEST
+        for event in chain:
+            if event.previous_digest != previous:
+                raise DeploymentError(f"hospital {client_id}: its privacy events do not chain")
+            previous = event.digest_hex()
+        if not chain or chain[-1].round_id != round_id:
+            raise DeploymentError(f"hospital {client_id}: no privacy event for round {round_id}")
+        for event in chain:
+            self.view.store.put(event.canonical_bytes())
+        self.events[client_id] = chain
 
     def _epsilon_per_client(self) -> dict[str, float]:
         return {

@@ -12,7 +12,7 @@ It answers four messages (docs/formats.md, "Deployment messages"):
   own data (``dp=sample``: Opacus DP-SGD under its own accountant, refused once its budget
   would be passed), protects ``weight * update`` (CKKS: under the key holder's public
   context), commits the digests and its cumulative epsilon **with its own account**, keeps
-  the blob and hands over its privacy event (public: the ledger commits to it);
+  the blob and hands over its chain of privacy events (public: the ledger commits to them);
 * ``secagg.v1.reveal``: once the ledger says the commit phase is closed, puts the blob in
   its own store, records the reveal on chain and hands the blob (and its privacy event)
   to the aggregator;
@@ -323,11 +323,19 @@ class HospitalSite:
                 "train_seconds": train_seconds,
                 "protect_seconds": session.stats.seconds.get("protect", 0.0),
                 "steps": int(info.get("steps", 0)),
-                # public (the ledger commits to its digest): the aggregator keeps it even
-                # if this hospital never reveals, so the event chain stays auditable
-                "event": event.canonical_bytes() if event is not None else b"",
+                # public (the ledger commits to their digests): the aggregator stores the
+                # whole chain, so an event whose reply was lost arrives with the next one
+                "events": self._event_chain(),
             },
         )
+
+    def _event_chain(self) -> str:
+        """dp=sample: this hospital's privacy events so far (JSON list of section 6's
+        canonical texts, oldest first); empty without DP."""
+        dp_client = self._dp_client()
+        if dp_client is None:
+            return ""
+        return json.dumps([e.canonical_bytes().decode("ascii") for e in dp_client.events])
 
     def _check_privacy(self, round_id: int, member: Any) -> None:
         """dp=sample: the manifest commits this hospital's own policy and steps (else the

@@ -178,3 +178,36 @@ def test_dp_sample_on_the_simulation_engine(heart_settings):
     )
     audit = audit_cli(run.results_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+class ReplyLostAt:
+    """A site that handles ``message_type`` of ``round_id`` but whose reply never arrives."""
+
+    def __init__(self, handler, *, message_type: str, round_id: int) -> None:
+        self.handler = handler
+        self.message_type = message_type
+        self.round_id = round_id
+
+    def __call__(self, message: WireMessage) -> WireMessage:
+        reply = self.handler(message)
+        if message.type == self.message_type and message.integer("round") == self.round_id:
+            raise ConnectionError("reply lost")
+        return reply
+
+
+def test_an_event_whose_reply_was_lost_reaches_the_store_with_the_next_one(heart_settings):
+    """Hospital 2 trains and commits in round 1, but its reply is lost: the aggregator has
+    neither its blob nor its event then; its round-2 reply carries the whole chain, so the
+    epsilon it spent in round 1 is reported and the audit finds every committed event."""
+    from deploy import TRAIN
+
+    _, transport = fresh_sites()
+    transport.sites[102] = ReplyLostAt(transport.sites[102], message_type=TRAIN, round_id=1)
+    run = RoundDriver(heart_settings("ckks", *DP_SAMPLE), transport).run()
+    first, second = run.results.rounds
+    assert first.dropped == [2]
+    assert first.epsilon_per_client["switzerland"] == 0.0  # not known yet
+    assert second.n_clients == 4
+    records, _ = runner_records(*DP_SAMPLE)
+    assert second.epsilon == pytest.approx(records[1].epsilon, rel=1e-9)
+    assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
