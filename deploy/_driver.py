@@ -10,8 +10,10 @@ It runs on the ServerApp (or in a test, over the in-process transport). Per run:
 per round (docs/architecture.md, "A round over Flower"):
 
 3. the aggregator stores the manifest and opens the round on chain;
-4. ``train``: each selected hospital trains, protects, commits with its own account and
-   keeps its blob; one that does not answer within the stage timeout is a dropout;
+4. ``train``: each selected hospital trains (``dp=sample``: DP-SGD under its own
+   accountant, which never leaves its node), protects, commits with its own account and
+   keeps its blob, and hands over its privacy event (stored: the ledger commits to it); one
+   that does not answer within the stage timeout is a dropout;
 5. the commit phase closes; ``reveal``: each committed hospital reveals on chain and hands
    its blob over, which the aggregator puts in the store;
 6. the aggregator collects the committed blobs, combines blindly and publishes;
@@ -20,12 +22,14 @@ per round (docs/architecture.md, "A round over Flower"):
 8. the mean update moves the global model; ``evaluate``: each hospital's test metrics.
 
 ``results.json`` has the schema of ``experiments`` (same writer), so ``secagg audit
---results`` audits a deployed run unchanged.
+--results`` audits a deployed run unchanged; with ``dp=sample`` its epsilon fields are the
+runner's (per round: each hospital's cumulative epsilon from its events, and the maximum).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import tempfile
@@ -38,7 +42,7 @@ from typing import Any
 import numpy as np
 from eth_account import Account
 
-from chain import AlreadyFlagged, AnvilBackend, ChainError, Ledger, Role
+from chain import AlreadyFlagged, AnvilBackend, ChainError, Ledger, Role, commit_mode_of
 from deploy._errors import DeploymentError, SettingsError
 from deploy._hospital import ROLE_HOSPITAL
 from deploy._keyholder import ROLE_KEY_HOLDER
@@ -51,6 +55,7 @@ from secagg import (
     KeyHolderParty,
     LocalDirectoryStore,
     ManifestClient,
+    PrivacyPolicy,
     RoundManifest,
     SecAggError,
 )
@@ -59,7 +64,7 @@ from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, culprits
 log = logging.getLogger("deploy")
 
 SUPPORTED_SCHEMES = ("plain", "ckks")
-SUPPORTED_DP = ("off",)
+SUPPORTED_DP = ("off", "sample")
 #: Ether the admin gives each party for its own transactions (10 ETH: far above a run's gas).
 FUNDING_WEI = 10**19
 
@@ -148,6 +153,7 @@ class _Hospital:
     name: str
     address: str
     n_train: int
+    policy: PrivacyPolicy | None = None
 
 
 @dataclass
@@ -172,9 +178,19 @@ class RoundDriver:
                 f"secagg={self.cfg.secagg.name} is not deployed yet ({list(SUPPORTED_SCHEMES)})"
             )
         if self.cfg.dp.name not in SUPPORTED_DP:
-            raise SettingsError(f"dp={self.cfg.dp.name} is not deployed yet ({SUPPORTED_DP})")
+            raise SettingsError(
+                f"dp={self.cfg.dp.name} is not deployed on Flower yet ({list(SUPPORTED_DP)}): "
+                "client-level DP needs the releasing party's accountant across rounds"
+            )
+        if getattr(self.cfg.dp, "audit", "none") != "none":
+            raise SettingsError("dp.audit=one_run is not deployed on Flower yet (dp.audit=none)")
         if self.cfg.chain.name == "none":
             raise SettingsError("a deployment needs a ledger (chain=anvil or chain=rpc)")
+        if commit_mode_of(self.cfg.chain) != "direct":
+            raise SettingsError(
+                f"chain.commit_mode={commit_mode_of(self.cfg.chain)} is not deployed yet: "
+                "each hospital commits with its own account (chain.commit_mode=direct)"
+            )
         if self.cfg.secagg.name == "ckks" and not settings.key_holder:
             raise SettingsError("secagg=ckks needs a key holder node")
         if int(getattr(self.cfg.secagg, "committee_size", 1)) != 1:
@@ -186,6 +202,7 @@ class RoundDriver:
         self.key_holder_node: int | None = None
         self.public_context: bytes | None = None
         self.per_client_accuracy: dict[str, float] = {}
+        self.events: dict[int, list[Any]] = {}  # partition -> its privacy events (dp=sample)
 
     # --------------------------------------------------------------------------- join
     def _overrides_text(self) -> str:
@@ -217,6 +234,7 @@ class RoundDriver:
                     name=reply.text("name"),
                     address=reply.text("address"),
                     n_train=reply.integer("n_train"),
+                    policy=self._policy_of(partition, reply),
                 )
             elif role == ROLE_KEY_HOLDER:
                 if self.key_holder_node is not None:
@@ -232,6 +250,42 @@ class RoundDriver:
         if self.cfg.secagg.name == "ckks" and self.public_context is None:
             raise DeploymentError("secagg=ckks: no key holder sent a public context")
         return initial
+
+    def _policy_of(self, partition: int, reply: WireMessage) -> PrivacyPolicy | None:
+        """dp=sample: the hospital's declared policy, checked against the run's config (the
+        sample rate is ``batch_size / n_train``; sigma, clip norm, delta and accountant are
+        the run's): a hospital cannot claim a weaker mechanism than the run asks for."""
+        if self.cfg.dp.name != "sample":
+            if "policy" in reply.fields:
+                raise DeploymentError(f"hospital {partition} declared a policy in a run without DP")
+            return None
+        if "policy" not in reply.fields:
+            raise DeploymentError(f"hospital {partition} declared no privacy policy (dp=sample)")
+        try:
+            policy = PrivacyPolicy.from_dict(json.loads(reply.text("policy")))
+        except (SecAggError, ValueError) as error:
+            raise DeploymentError(f"hospital {partition}: bad privacy policy: {error}") from error
+        dp_cfg = self.cfg.dp
+        n_train = reply.integer("n_train")
+        expected = {
+            "mechanism": "dpsgd-sample",
+            "sample_rate": self.cfg.federation.batch_size / n_train,
+            "max_grad_norm": float(dp_cfg.max_grad_norm),
+            "delta": float(dp_cfg.delta),
+            "accountant": dp_cfg.accountant,
+            "poisson_sampling": bool(dp_cfg.poisson_sampling),
+        }
+        if dp_cfg.noise_multiplier is not None:
+            expected["noise_multiplier"] = float(dp_cfg.noise_multiplier)
+        for name, value in expected.items():
+            if getattr(policy, name) != value:
+                raise DeploymentError(
+                    f"hospital {partition}: policy {name}={getattr(policy, name)!r}, "
+                    f"the run asks for {value!r}"
+                )
+        if reply.integer("expected_steps") != policy.steps:
+            raise DeploymentError(f"hospital {partition}: steps differ from its policy's")
+        return policy
 
     # ------------------------------------------------------------------------- ledger
     def open_ledger(self) -> None:
@@ -306,7 +360,13 @@ class RoundDriver:
             scheme_config=dataclasses.asdict(self.cfg.secagg),
             dim=int(params.size),
             clients=tuple(
-                ManifestClient(client_id=c, address=self.hospitals[c].address, weight=weights[c])
+                ManifestClient(
+                    client_id=c,
+                    address=self.hospitals[c].address,
+                    weight=weights[c],
+                    expected_steps=None if (p := self.hospitals[c].policy) is None else p.steps,
+                    policy=self.hospitals[c].policy,
+                )
                 for c in selected
             ),
             public_material=self.public_material,
@@ -325,12 +385,12 @@ class RoundDriver:
             TRAIN, selected, fields, excluded, "dropped out before committing", params=params
         )
         committed = sorted(train.replies)
+        for client_id, reply in train.replies.items():
+            self._keep_events(client_id, round_id, reply.text("events"))
         self.aggregator.close_commit_phase(round_id)
         reveal = self._exchange(REVEAL, committed, {"round": round_id}, excluded, "no reveal")
         for reply in reveal.replies.values():
             self.view.store.put(reply.blob("blob"))
-            if reply.blob("event"):
-                self.view.store.put(reply.blob("event"))
         collected = self.aggregator.collect(round_id, manifest)
         for client_id, reason in {**collected.unrevealed, **collected.rejected}.items():
             excluded.setdefault(client_id, reason)
@@ -364,6 +424,7 @@ class RoundDriver:
         accuracy, loss, per_client = self._evaluate(params)
         self.per_client_accuracy = per_client
         gas = sum(self.ledger.gas_by_round(round_id).values())
+        spent = self._round_privacy()
         record = RoundRecord(
             round=round_id,
             accuracy=accuracy,
@@ -380,6 +441,9 @@ class RoundDriver:
                 reveal=session.stats.seconds.get("reveal", 0.0),
             ),
             gas_used=gas,
+            epsilon=spent.epsilon,
+            epsilon_per_client=spent.epsilon_per_client,
+            delta=spent.delta,
             excluded=excluded,
             reputation={
                 h.name: self.ledger.reputation(h.address).score for h in self.hospitals.values()
@@ -452,6 +516,79 @@ class RoundDriver:
             raise DeploymentError(f"round {round_id}: the released sum is not the attested one")
         return total
 
+    # ------------------------------------------------------------------------ privacy
+    def _keep_events(self, client_id: int, round_id: int, text: str) -> None:
+        """Store a hospital's chain of privacy events (the auditor follows it through the
+        store) and keep it for the epsilon of ``results.json``. The events are public: the
+        ledger commits their digests and cumulative epsilon; the accountant stays on the
+        site. The whole chain comes with every reply, so an event whose reply was lost
+        (the hospital trained, then its reply never arrived) reaches the store later."""
+        from dp import GENESIS_DIGEST, DPError, PrivacyEvent
+
+        if self.hospitals[client_id].policy is None:
+            if text:
+                raise DeploymentError(f"hospital {client_id} sent privacy events without DP")
+            return
+        try:
+            chain = [PrivacyEvent.from_bytes(raw.encode("ascii")) for raw in json.loads(text)]
+        except (DPError, ValueError, TypeError, AttributeError) as error:
+            raise DeploymentError(f"hospital {client_id}: bad privacy events: {error}") from error
+        previous = GENESIS_DIGEST
+        for event in chain:
+            if event.previous_digest != previous:
+                raise DeploymentError(f"hospital {client_id}: its privacy events do not chain")
+            previous = event.digest_hex()
+        if not chain or chain[-1].round_id != round_id:
+            raise DeploymentError(f"hospital {client_id}: no privacy event for round {round_id}")
+        for event in chain:
+            self.view.store.put(event.canonical_bytes())
+        self.events[client_id] = chain
+
+    def _epsilon_per_client(self) -> dict[str, float]:
+        return {
+            h.name: self.events[p][-1].cumulative_epsilon if self.events.get(p) else 0.0
+            for p, h in sorted(self.hospitals.items())
+        }
+
+    def _round_privacy(self) -> Any:
+        """The record's cumulative privacy fields, as the runner's ``dp=sample`` reports
+        them (max over hospitals, and each hospital's), from the hospitals' events."""
+        from experiments._privacy import RoundPrivacy
+
+        if self.cfg.dp.name != "sample":
+            return RoundPrivacy()
+        per_client = self._epsilon_per_client()
+        return RoundPrivacy(
+            epsilon=max(per_client.values()),
+            epsilon_per_client=per_client,
+            delta=float(self.cfg.dp.delta),
+        )
+
+    def _final_privacy(self) -> tuple[float | None, float | None, dict[str, Any] | None]:
+        """``(final.epsilon, final.delta, final.privacy)`` as the runner's ``dp=sample``."""
+        from dp import summarize_events
+        from experiments._privacy import preprocessing_for
+
+        if self.cfg.dp.name != "sample":
+            return None, None, None
+        summaries: dict[str, Any] = {}
+        for partition, hospital in sorted(self.hospitals.items()):
+            events = self.events.get(partition, [])
+            if events:
+                summary = summarize_events(events)
+            else:
+                summary = {"client_id": hospital.name, "rounds": 0, "total_steps": 0}
+                summary["epsilon"] = 0.0
+            policy = hospital.policy
+            if policy is not None:
+                summary["planned_noise_multiplier"] = policy.noise_multiplier
+                summary["planned_sample_rate"] = policy.sample_rate
+                summary["planned_steps_per_round"] = policy.steps
+            summary["preprocessing"] = preprocessing_for(self.cfg.dp)
+            summaries[hospital.name] = summary
+        epsilon = max(self._epsilon_per_client().values())
+        return epsilon, float(self.cfg.dp.delta), summaries
+
     def _flag(self, findings: Sequence[Any]) -> dict[int, int]:
         flagged: dict[int, int] = {}
         sender = self.view.parties.auditor
@@ -509,6 +646,7 @@ class RoundDriver:
             records.append(record)
         report = audit(self.ledger, self.view.store)
         last = records[-1]
+        epsilon, delta, privacy = self._final_privacy()
         final = FinalRecord(
             accuracy=last.accuracy,
             auc=None,
@@ -516,8 +654,8 @@ class RoundDriver:
             mean_client_accuracy=float(np.mean(list(self.per_client_accuracy.values())))
             if self.per_client_accuracy
             else math.nan,
-            epsilon=None,
-            delta=None,
+            epsilon=epsilon,
+            delta=delta,
             wall_seconds=time.perf_counter() - start,
             bytes_up_total=sum(r.bytes_up for r in records),
             gas_total=sum(r.gas_used or 0 for r in records),
@@ -526,6 +664,7 @@ class RoundDriver:
                 "exit_code": report.exit_code,
                 "findings": report.to_dict()["findings"],
             },
+            privacy=privacy,
         )
         import torch
 

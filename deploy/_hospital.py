@@ -4,10 +4,15 @@ It answers four messages (docs/formats.md, "Deployment messages"):
 
 * ``secagg.v1.join``: composes the run's config, loads its own partition, and replies with
   its ledger address, its number of training samples (the FedAvg weight) and the initial
-  model (every hospital builds it from the run's seed; the driver checks they agree);
-* ``secagg.v1.train``: checks the manifest against the digest on chain, trains the global
-  model on its own data, protects ``weight * update`` (CKKS: under the key holder's public
-  context), commits the digests **with its own account**, and keeps the blob;
+  model (every hospital builds it from the run's seed; the driver checks they agree); with
+  ``dp=sample`` also its privacy policy and DP-SGD steps per round, which the manifests
+  commit;
+* ``secagg.v1.train``: checks the manifest against the digest on chain (and, with
+  ``dp=sample``, that it commits this hospital's own policy), trains the global model on its
+  own data (``dp=sample``: Opacus DP-SGD under its own accountant, refused once its budget
+  would be passed), protects ``weight * update`` (CKKS: under the key holder's public
+  context), commits the digests and its cumulative epsilon **with its own account**, keeps
+  the blob and hands over its chain of privacy events (public: the ledger commits to them);
 * ``secagg.v1.reveal``: once the ledger says the commit phase is closed, puts the blob in
   its own store, records the reveal on chain and hands the blob (and its privacy event)
   to the aggregator;
@@ -15,11 +20,15 @@ It answers four messages (docs/formats.md, "Deployment messages"):
 
 Threat model: as :class:`secagg.ClientParty` (the hospital's update leaves the site only as
 a protected blob, after the commit phase closed); the aggregator learns the hospital's
-sample count and test metrics, which FedAvg and the evaluation need.
+sample count and test metrics, which FedAvg and the evaluation need. With ``dp=sample`` the
+accountant (its chain of privacy events and sigma) lives on the hospital's node only, in
+its exported state; the aggregator gets each event, never the accountant, the data or the
+noise.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import weakref
@@ -45,11 +54,13 @@ from deploy._sites import (
     public_session,
 )
 from deploy._wire import EVALUATE, JOIN, REVEAL, TRAIN, Scalar, WireMessage
+from dp import DPError, PrivacyBudgetExceededError
 from secagg import (
     ClientParty,
     CommitmentMismatchError,
     Digest,
     LocalDirectoryStore,
+    PrivacyPolicy,
     RoundManifest,
     Submission,
     keccak256,
@@ -90,6 +101,7 @@ class HospitalSite:
         self._pending: dict[int, _Pending] = {}
         self._overrides: str | None = None
         self._ledger_fields: dict[str, Scalar] = {}
+        self._dp_state: str | None = None  # dp=sample: the accountant, until loaded
 
     def __repr__(self) -> str:
         return f"HospitalSite(partition={self.partition_id}, address={self.account.address})"
@@ -115,17 +127,30 @@ class HospitalSite:
         federation = self.federation
         client = federation.data.clients[self.partition_id]
         params = parameters_to_vector(federation.model.parameters()).detach().cpu().numpy()
-        return WireMessage(
-            JOIN,
-            fields={
-                "role": ROLE_HOSPITAL,
-                "partition_id": self.partition_id,
-                "name": client.name,
-                "address": str(self.account.address),
-                "n_train": int(client.n_train),
-            },
-            arrays={"params": params},
-        )
+        fields: dict[str, Scalar] = {
+            "role": ROLE_HOSPITAL,
+            "partition_id": self.partition_id,
+            "name": client.name,
+            "address": str(self.account.address),
+            "n_train": int(client.n_train),
+        }
+        policy = self.privacy_policy()
+        if policy is not None:
+            fields["policy"] = json.dumps(policy.to_dict(), sort_keys=True)
+            fields["expected_steps"] = policy.steps
+        return WireMessage(JOIN, fields=fields, arrays={"params": params})
+
+    def privacy_policy(self) -> PrivacyPolicy | None:
+        """This hospital's DP-SGD policy (what its events must match); None without DP."""
+        policy: PrivacyPolicy | None = self.federation.privacy.policy(self.partition_id)
+        return policy
+
+    def _dp_client(self) -> Any:
+        """dp=sample: this hospital's own DP client (accountant and event chain); else None."""
+        privacy = self.federation.privacy if self.federation is not None else None
+        if privacy is None or privacy.mode != "sample":
+            return None
+        return privacy.clients[self.partition_id]
 
     def _load(self, overrides_text: str) -> None:
         """Compose the run's config and load this hospital's partition and model."""
@@ -141,9 +166,25 @@ class HospitalSite:
                 f"partition {self.partition_id}: the dataset has "
                 f"{len(federation.data.clients)} clients"
             )
+        if federation.privacy.mode not in ("off", "sample"):
+            raise SettingsError(
+                f"dp={federation.privacy.mode} is not deployed on Flower (dp=off or dp=sample)"
+            )
         self.federation = federation
         self.scheme_schema = cfg.secagg
         self._overrides = overrides_text
+        if self._dp_state is not None:
+            self._load_dp_state(self._dp_state)
+
+    def _load_dp_state(self, text: str) -> None:
+        dp_client = self._dp_client()
+        if dp_client is None:
+            raise DeploymentError("saved DP accountant state, but this run has no dp=sample")
+        try:
+            dp_client.load_state_dict(json.loads(text))
+        except (DPError, ValueError, KeyError, TypeError) as error:
+            raise DeploymentError(f"this hospital's saved accountant state: {error}") from error
+        self._dp_state = None
 
     # ------------------------------------------------------------------------- state
     def export_state(self) -> dict[str, Scalar]:
@@ -154,6 +195,11 @@ class HospitalSite:
         state: dict[str, Scalar] = dict(self._ledger_fields)
         if self._overrides is not None:
             state["overrides"] = self._overrides
+        dp_client = self._dp_client()
+        if dp_client is not None:  # the accountant: its event chain and sigma, no secret
+            state["dp.state"] = json.dumps(dp_client.state_dict(), sort_keys=True)
+        elif self._dp_state is not None:
+            state["dp.state"] = self._dp_state
         for round_id, pending in self._pending.items():
             submission = pending.submission
             event = b""
@@ -174,6 +220,10 @@ class HospitalSite:
         saved = WireMessage(REVEAL, fields=dict(state))
         if "overrides" in state and self._overrides is None:
             self._overrides = saved.text("overrides")
+        if "dp.state" in state:
+            self._dp_state = saved.text("dp.state")
+            if self.federation is not None:
+                self._load_dp_state(self._dp_state)
         if "ledger_address" in state:
             self._ledger_fields = {
                 k: state[k] for k in ("ledger_url", "ledger_address", "start_block")
@@ -240,6 +290,7 @@ class HospitalSite:
             manifest.public_material or ""
         ):
             raise CommitmentMismatchError(f"round {round_id}: not the manifest's public context")
+        self._check_privacy(round_id, member)
         self._set_params(message.array("params"))
         federation = self.federation
         update, _, info = federation.train_client(self.partition_id, round_id)
@@ -272,8 +323,36 @@ class HospitalSite:
                 "train_seconds": train_seconds,
                 "protect_seconds": session.stats.seconds.get("protect", 0.0),
                 "steps": int(info.get("steps", 0)),
+                # public (the ledger commits to their digests): the aggregator stores the
+                # whole chain, so an event whose reply was lost arrives with the next one
+                "events": self._event_chain(),
             },
         )
+
+    def _event_chain(self) -> str:
+        """dp=sample: this hospital's privacy events so far (JSON list of section 6's
+        canonical texts, oldest first); empty without DP."""
+        dp_client = self._dp_client()
+        if dp_client is None:
+            return ""
+        return json.dumps([e.canonical_bytes().decode("ascii") for e in dp_client.events])
+
+    def _check_privacy(self, round_id: int, member: Any) -> None:
+        """dp=sample: the manifest commits this hospital's own policy and steps (else the
+        auditor would hold our events against another policy), and the round fits our
+        budget (refused before training: nothing spent)."""
+        policy = self.privacy_policy()
+        if policy is None:
+            if member.policy is not None:
+                raise CommitmentMismatchError(f"round {round_id}: a policy for a run without DP")
+            return
+        if member.policy != policy or member.expected_steps != policy.steps:
+            raise CommitmentMismatchError(
+                f"round {round_id}: the manifest does not commit this hospital's privacy policy"
+            )
+        refused = self.federation.privacy.admit(round_id, [self.partition_id])
+        if refused:
+            raise PrivacyBudgetExceededError(refused[self.partition_id])
 
     # ---------------------------------------------------------------------------- reveal
     def reveal(self, message: WireMessage) -> WireMessage:

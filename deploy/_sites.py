@@ -20,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from chain import Ledger
+from chain import DEFAULT_CHALLENGE_WINDOW, Ledger
 from deploy._errors import DeploymentError, SettingsError
 from secagg import (
     ArtifactStore,
@@ -88,6 +88,13 @@ class SiteView:
     deadline_blocks: int = 50
     batch_commits: bool = False
     reputation_threshold: float = 0.0
+    commit_mode: str = "direct"
+    challenge_window: int = DEFAULT_CHALLENGE_WINDOW
+
+    @property
+    def signs_commits(self) -> bool:
+        """Whether clients sign their commitments for the aggregator (not deployed)."""
+        return self.commit_mode != "direct"
 
     @classmethod
     def for_manifest(

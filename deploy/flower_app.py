@@ -19,8 +19,9 @@ are hospitals.
 State between messages: a 1.42 SuperNode runs each message in a new ClientApp process, so
 :func:`handle` restores the site from ``Context.state`` (record ``secagg.site``, kept by the
 node's own SuperNode, never sent) before the message and saves it after
-(``export_state``/``restore_state``: a hospital's config, ledger and pending submission; the
-key holder's config and secrets). Within one process the site also stays in memory, keyed by
+(``export_state``/``restore_state``: a hospital's config, ledger, pending submission and,
+with ``dp=sample``, its accountant (event chain and sigma); the key holder's config and
+secrets). Within one process the site also stays in memory, keyed by
 run and node (Flower's simulation engine keeps its actor for the whole run; run it with one
 actor, :func:`simulation_backend_config`).
 """
