@@ -33,6 +33,7 @@ from deploy import (
     InProcessTransport,
     KeyHolderSite,
     RoundDriver,
+    SitePolicy,
     Transport,
 )
 
@@ -92,7 +93,10 @@ def measure(clients: int, rounds: int, scheme: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with AnvilBackend() as node, tempfile.TemporaryDirectory() as folder:
         url = str(node.public_url)
-        sites = {100 + p: HospitalSite(partition_id=p).handle for p in range(clients)}
+        sites = {
+            100 + p: HospitalSite(partition_id=p, policy=SitePolicy.permissive()).handle
+            for p in range(clients)
+        }
         sites[1] = KeyHolderSite().handle
         results["inprocess"] = _run(
             _settings(url, clients, rounds, scheme, Path(folder) / "a"), InProcessTransport(sites)

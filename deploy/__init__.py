@@ -16,6 +16,7 @@ from deploy._driver import DeploymentRun, DeploymentSettings, RoundDriver
 from deploy._errors import DeploymentError, SettingsError, WireFormatError
 from deploy._hospital import ROLE_HOSPITAL, HospitalSite
 from deploy._keyholder import ROLE_KEY_HOLDER, KeyHolderSite
+from deploy._sites import SitePolicy, SitePolicyError
 from deploy._transport import Exchange, FlowerTransport, InProcessTransport, Transport
 from deploy._wire import (
     EVALUATE,
@@ -48,6 +49,8 @@ __all__ = [
     "KeyHolderSite",
     "RoundDriver",
     "SettingsError",
+    "SitePolicy",
+    "SitePolicyError",
     "Transport",
     "WireFormatError",
     "WireMessage",

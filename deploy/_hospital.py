@@ -47,9 +47,9 @@ from chain import Ledger
 from deploy._errors import DeploymentError, SettingsError
 from deploy._sites import (
     SiteAccounts,
+    SitePolicy,
     SiteView,
     Stopwatch,
-    attach_ledger,
     compose_run_config,
     public_session,
 )
@@ -85,12 +85,14 @@ class HospitalSite:
         data_dir: str | None = None,
         account: LocalAccount | None = None,
         store_dir: Path | None = None,
+        policy: SitePolicy | None = None,
     ) -> None:
         if partition_id < 0:
             raise SettingsError(f"partition id must be >= 0, got {partition_id}")
         self.partition_id = partition_id
         self.data_dir = data_dir
         self.account: LocalAccount = account or Account.create()
+        self.policy = policy or SitePolicy()  # what this hospital accepts (its node config)
         if store_dir is None:
             store_dir = Path(tempfile.mkdtemp(prefix=f"secagg-hospital-{partition_id}-"))
             weakref.finalize(self, shutil.rmtree, store_dir, ignore_errors=True)
@@ -160,6 +162,8 @@ class HospitalSite:
         if self.data_dir is not None:
             overrides.append(f"dataset.data_dir={self.data_dir}")
         cfg, _ = compose_run_config(overrides)
+        # before any data is loaded: the driver's config must meet this hospital's policy
+        self.policy.check_scheme(cfg.secagg.name, dp_mode=cfg.dp.name)
         federation = build_federation(cfg)
         if self.partition_id >= len(federation.data.clients):
             raise SettingsError(
@@ -262,11 +266,18 @@ class HospitalSite:
             )
 
     def _ledger_of(self, message: WireMessage) -> Ledger:
+        """The ledger the request names, if this hospital serves it (its policy: its own
+        endpoint, the contract of its node config or else the one it joined this run)."""
         address = message.text("ledger_address")
-        if self._ledger is None or self._ledger.address.lower() != address.lower():
-            self._ledger = attach_ledger(
-                message.text("ledger_url"), address, start_block=message.integer("start_block")
-            )
+        joined = self._ledger_fields.get("ledger_address")
+        self._ledger = self.policy.ledger(
+            self._ledger,
+            url=message.text("ledger_url"),
+            address=address,
+            start_block=message.integer("start_block"),
+            pinned=str(joined) if joined is not None else None,
+        )
+        if joined is None:
             self._ledger_fields = {
                 "ledger_url": message.text("ledger_url"),
                 "ledger_address": address,
@@ -282,6 +293,7 @@ class HospitalSite:
         if keccak256(manifest_bytes) != ledger.round_info(round_id).config_digest:
             raise CommitmentMismatchError(f"round {round_id}: not the manifest on chain")
         manifest = RoundManifest.from_bytes(manifest_bytes)
+        self.policy.check_round(manifest)  # its scheme, its size, DP: before any training
         member = manifest.client_by_address(str(self.account.address))
         if member is None:
             raise DeploymentError(f"round {round_id}: this hospital is not selected")

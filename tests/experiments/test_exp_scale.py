@@ -1,14 +1,15 @@
 """1,000 hospitals in one federation through the runner (issue 14, item 3).
 
-Synthetic data, DP-SGD per client (the default ``dp=hardened``: one accountant per
-client, epsilon <= 1), CKKS under the key-holder committee, the in-process ledger with
-optimistic merkle rounds (``chain.commit_mode=merkle``: one root per phase), two rounds, then the final audit. It checks what breaks first at this
-size: funding and registering every account, selection, the per-client accountants and
-their budgets, the merkle root and every client's inclusion proof, the audit's recomputation of every client's epsilon, and
-the size of ``results.json``.
+Synthetic data, DP-SGD per client (the default ``dp=hardened``: one accountant per client,
+epsilon <= 1), CKKS under the key-holder committee, the in-process ledger with optimistic
+merkle rounds (``chain.commit_mode=merkle``: one root per phase), two rounds, then the final
+audit. It checks what breaks first at this size: funding and registering every account,
+selection, the per-client accountants and their budgets, the merkle root and every client's
+inclusion proof, the audit's recomputation of every client's epsilon, and the size of
+``results.json``.
 
-Opt-in: the run takes far longer than the 3 minutes a test of the default CI set may take
-(most of it is the in-process EVM and Opacus, per client and per round), so besides the
+Opt-in: the run takes about 3 minutes of CPU in merkle mode (most of it the in-process EVM
+and Opacus, per client and per round), too long for the default CI set, so besides the
 ``slow`` mark it runs only with ``SECAGG_SCALE_TEST=1``::
 
     SECAGG_SCALE_TEST=1 .venv/bin/python -m pytest tests/experiments/test_exp_scale.py -m slow

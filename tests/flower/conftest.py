@@ -10,6 +10,7 @@ from torch.nn.utils import parameters_to_vector
 
 from chain import AnvilBackend, find_anvil
 from deploy import DeploymentSettings, HospitalSite, InProcessTransport, KeyHolderSite
+from deploy._sites import SitePolicy
 from experiments._datasets import HEART_DISEASE_HOWTO, resolve_data_dir
 from experiments._errors import DatasetNotFoundError
 
@@ -65,7 +66,11 @@ def heart_settings(heart_data: None, anvil_url: str, tmp_path) -> Callable[..., 
 
 def in_process_sites(hospitals: int) -> InProcessTransport:
     """Hospitals on nodes 100.., the key holder on node 1 (node ids are arbitrary)."""
-    sites = {100 + p: HospitalSite(partition_id=p).handle for p in range(hospitals)}
+    # one operator runs every site here: each accepts every scheme (SitePolicy.permissive)
+    sites = {
+        100 + p: HospitalSite(partition_id=p, policy=SitePolicy.permissive()).handle
+        for p in range(hospitals)
+    }
     sites[1] = KeyHolderSite().handle
     return InProcessTransport(sites)
 

@@ -151,13 +151,15 @@ def test_sites_keep_their_state_across_fresh_processes(heart_settings):
     only through the state each exports (on its own node): no site object outlives one."""
     from eth_account import Account
 
-    from deploy import HospitalSite, InProcessTransport, KeyHolderSite
+    from deploy import HospitalSite, InProcessTransport, KeyHolderSite, SitePolicy
 
     hospital_keys = [Account.create() for _ in range(4)]
     key_holder_key = Account.create()
     wrappers = {
         100 + p: FreshSitePerMessage(
-            lambda p=p: HospitalSite(partition_id=p, account=hospital_keys[p])
+            lambda p=p: HospitalSite(
+                partition_id=p, account=hospital_keys[p], policy=SitePolicy.permissive()
+            )
         )
         for p in range(4)
     }
