@@ -93,13 +93,20 @@ class Loopback:
         self.control_address = f"127.0.0.1:{fleet}"
         for partition, data_dir in enumerate(self.hospital_data_dirs):
             key_file = self._key_file(f"hospital-{partition}")
-            config = f"role='hospital' partition-id={partition} key-file='{key_file}'"
+            # each site reaches the ledger through the endpoint of its own node config
+            config = (
+                f"role='hospital' partition-id={partition} key-file='{key_file}' "
+                f"ledger-url='{self.ledger_url}'"
+            )
             if data_dir:
                 config += f" data-dir='{data_dir}'"
             self._supernode(f"hospital-{partition}", fleet, config)
         if self.key_holder:
+            key_file = self._key_file("keyholder")
             self._supernode(
-                "keyholder", fleet, f"role='keyholder' key-file='{self._key_file('keyholder')}'"
+                "keyholder",
+                fleet,
+                f"role='keyholder' key-file='{key_file}' ledger-url='{self.ledger_url}'",
             )
         self._write_flower_config()
         return self
