@@ -18,6 +18,7 @@ from deploy import (
     KeyHolderSite,
     RoundDriver,
     SettingsError,
+    SitePolicy,
     WireMessage,
 )
 from dp import PrivacyEvent
@@ -135,7 +136,7 @@ def test_a_hospital_past_its_budget_refuses_to_train_and_spends_nothing(heart_se
 def test_a_hospital_refuses_a_manifest_that_commits_another_policy(heart_data):
     """The aggregator cannot commit a weaker policy for a hospital than the one it runs:
     the hospital refuses before training (the check runs before any ledger call)."""
-    hospital = HospitalSite(partition_id=0)
+    hospital = HospitalSite(partition_id=0, policy=SitePolicy.permissive())  # plain: allowed
     overrides = "\n".join((*HEART[:-2], *DP_SAMPLE, "chain=anvil", *scheme_overrides("plain")))
     joined = hospital.handle(WireMessage(JOIN, fields={"overrides": overrides}))
     policy = hospital.privacy_policy()
