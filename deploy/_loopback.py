@@ -149,8 +149,18 @@ class Loopback:
         return self.workdir / "flwr-home"
 
     def env(self) -> dict[str, str]:
-        """The environment of a process that talks to this deployment (``flwr run``)."""
-        return {**os.environ, "FLWR_HOME": str(self.flwr_home)}
+        """The environment of a process that talks to this deployment (``flwr run``).
+
+        The interpreter's own bin folder leads PATH: the SuperLink and the SuperNodes start
+        their helpers (``flower-superexec``, ``flwr-clientapp``) by name, and a virtual
+        environment used without activating it (``make test``) is not on PATH otherwise."""
+        bin_dir = str(Path(sys.executable).parent)
+        path = os.environ.get("PATH", "")
+        return {
+            **os.environ,
+            "FLWR_HOME": str(self.flwr_home),
+            "PATH": f"{bin_dir}{os.pathsep}{path}" if path else bin_dir,
+        }
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
