@@ -25,11 +25,9 @@ from deploy._errors import DeploymentError, SettingsError
 from secagg import (
     ArtifactStore,
     Consortium,
-    EmptyAggregateError,
     PlainScheme,
     RoundManifest,
     RoundSession,
-    SecAggError,
 )
 
 
@@ -158,25 +156,16 @@ class PublicCKKSSession(RoundSession):
         return blob
 
     def combine(self, blobs: Mapping[int, bytes]) -> bytes:
-        from secagg.ckks import CKKSAggregator
+        from secagg.ckks._session import combine_selected
 
-        if not blobs:
-            raise EmptyAggregateError("no blobs to combine")
         with self.stats.timed("combine"):
-            aggregator = CKKSAggregator(self.public_context, element_count=self.dim)
-            combined: list[int] = []
-            for client_id in sorted(blobs):
-                if client_id not in self.client_ids:
-                    self.rejected[client_id] = "not selected for this round"
-                    continue
-                try:
-                    aggregator.add(blobs[client_id], client_id=client_id)
-                except SecAggError as error:
-                    self.rejected[client_id] = f"{type(error).__name__}: {error}"
-                    continue
-                combined.append(client_id)
-            aggregate = aggregator.aggregate()
-        self.combined = tuple(combined)
+            aggregate, self.combined = combine_selected(
+                self.public_context,
+                dim=self.dim,
+                client_ids=self.client_ids,
+                blobs=blobs,
+                rejected=self.rejected,
+            )
         return aggregate
 
     def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:

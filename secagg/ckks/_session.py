@@ -99,6 +99,34 @@ class CKKSScheme(ProtectionScheme):
         return _CKKSSession(scheme=self, round_id=round_id, client_ids=client_ids, dim=dim)
 
 
+def combine_selected(
+    public_context: bytes,
+    *,
+    dim: int,
+    client_ids: Collection[int],
+    blobs: Mapping[int, bytes],
+    rejected: dict[int, str],
+) -> tuple[bytes, tuple[int, ...]]:
+    """The aggregator's blind sum of the selected clients' blobs, in client-id order:
+    ``(aggregate, combined client ids)``; a blob of a client not selected or that fails
+    its checks is left out and named in ``rejected``, alone."""
+    if not blobs:
+        raise EmptyAggregateError("no blobs to combine")
+    aggregator = CKKSAggregator(public_context, element_count=dim)
+    combined: list[int] = []
+    for client_id in sorted(blobs):
+        if client_id not in client_ids:
+            rejected[client_id] = "not selected for this round"
+            continue
+        try:
+            aggregator.add(blobs[client_id], client_id=client_id)
+        except SecAggError as error:
+            rejected[client_id] = f"{type(error).__name__}: {error}"
+            continue
+        combined.append(client_id)
+    return aggregator.aggregate(), tuple(combined)
+
+
 class _CKKSSession(RoundSession):
     def __init__(
         self, *, scheme: CKKSScheme, round_id: int, client_ids: Sequence[int], dim: int
@@ -131,24 +159,15 @@ class _CKKSSession(RoundSession):
         return blob
 
     def combine(self, blobs: Mapping[int, bytes]) -> bytes:
-        if not blobs:
-            raise EmptyAggregateError("no blobs to combine")
         with self.stats.timed("combine"):
-            aggregator = CKKSAggregator(self._public_context, element_count=self.dim)
-            combined: list[int] = []
-            for client_id in sorted(blobs):
-                if client_id not in self.client_ids:
-                    self.rejected[client_id] = "not selected for this round"
-                    continue
-                try:
-                    aggregator.add(blobs[client_id], client_id=client_id)
-                except SecAggError as error:
-                    self.rejected[client_id] = f"{type(error).__name__}: {error}"
-                    continue
-                combined.append(client_id)
-            aggregate = aggregator.aggregate()
-        self.combined = tuple(combined)
-        self._combined_blobs = [blobs[client_id] for client_id in combined]
+            aggregate, self.combined = combine_selected(
+                self._public_context,
+                dim=self.dim,
+                client_ids=self.client_ids,
+                blobs=blobs,
+                rejected=self.rejected,
+            )
+        self._combined_blobs = [blobs[client_id] for client_id in self.combined]
         return aggregate
 
     @property
