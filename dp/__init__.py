@@ -5,6 +5,8 @@
   :func:`calibrate_noise` over :class:`Segment` histories (:mod:`dp._accounting`).
 * :class:`PrivacyEvent`: the canonically encoded, hash-chained record of one accounted
   round, and :func:`recompute_epsilon` for auditors (:mod:`dp._events`).
+* :class:`EventChain`: the one accountant over a party's event chain, used by both the
+  sample-level client and the client-level accountant (:mod:`dp._chain`).
 * :class:`SampleLevelDPClient`: Opacus DP-SGD for one client with a persistent
   accountant and a budget (:mod:`dp._trainer`).
 * Client-level DP-FedAvg: :func:`clip_update`, :func:`add_noise`,
@@ -40,6 +42,7 @@ from dp._accounting import (
     epsilon_for,
     gdp_epsilon_diagnostic,
 )
+from dp._chain import EventChain
 from dp._client_level import (
     SECURE_AGGREGATION_SCHEMES,
     ClientLevelAccountant,
@@ -139,6 +142,7 @@ __all__ = [
     "DPOffSchema",
     "DPSampleSchema",
     "DPSetup",
+    "EventChain",
     "EventChainError",
     "GradientCanaries",
     "InvalidAuditError",

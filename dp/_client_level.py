@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from dp._accounting import Segment, _check_accountant, calibrate_noise, compose_epsilon
+from dp._accounting import Segment, _check_accountant, calibrate_noise
+from dp._chain import EventChain
 from dp._config import DPConfig
 from dp._csprng import SecureGaussian
 from dp._errors import (
@@ -54,7 +55,7 @@ from dp._errors import (
     PrivacyBudgetExceededError,
     SecureAggregationRequiredError,
 )
-from dp._events import GENESIS_DIGEST, PrivacyEvent, recompute_epsilon
+from dp._events import PrivacyEvent
 
 __all__ = [
     "SECURE_AGGREGATION_SCHEMES",
@@ -245,7 +246,7 @@ class ClientLevelAccountant:
         self.selected = selected
         self.min_survivors = min_survivors
         self.max_colluding = max_colluding
-        self._events: list[PrivacyEvent] = []
+        self._chain = EventChain(owner=federation_id, delta=delta, accountant=accountant)
 
     @property
     def worst_case_noise_multiplier(self) -> float:
@@ -328,23 +329,12 @@ class ClientLevelAccountant:
     @property
     def events(self) -> tuple[PrivacyEvent, ...]:
         """Every recorded round, oldest first (a hash-linked chain)."""
-        return tuple(self._events)
+        return self._chain.events
 
     @property
     def epsilon(self) -> float:
         """Cumulative epsilon of all released aggregates so far."""
-        return self._events[-1].cumulative_epsilon if self._events else 0.0
-
-    def _segments(self) -> list[Segment]:
-        return [
-            Segment(
-                sample_rate=e.sample_rate,
-                noise_multiplier=e.noise_multiplier,
-                steps=e.steps,
-                poisson_sampling=e.poisson_sampling,
-            )
-            for e in self._events
-        ]
+        return self._chain.epsilon
 
     def _epsilon_with(self, noise_multiplier: float, rounds: int) -> float:
         extra = Segment(
@@ -353,9 +343,7 @@ class ClientLevelAccountant:
             steps=rounds,
             poisson_sampling=self.poisson_sampling,
         )
-        return compose_epsilon(
-            [*self._segments(), extra], delta=self.delta, accountant=self.accountant
-        )
+        return self._chain.projected_epsilon(extra)
 
     def projected_epsilon(self, rounds: int = 1) -> float:
         """Cumulative epsilon after ``rounds`` more rounds at the worst case the protocol
@@ -388,11 +376,7 @@ class ClientLevelAccountant:
         with no honest survivor left, :class:`InvalidDPConfigError` is raised (no finite
         epsilon describes that release).
         """
-        _check_count("round_id", round_id, 0)
-        if self._events and round_id <= self._events[-1].round_id:
-            raise InvalidDPConfigError(
-                f"round_id must increase: got {round_id} after {self._events[-1].round_id}"
-            )
+        self._chain.require_next_round(round_id)
         colluding = self.max_colluding if distributed else 0
         sigma = effective_noise_multiplier(
             noise_multiplier=self.noise_multiplier,
@@ -401,30 +385,23 @@ class ClientLevelAccountant:
             distributed=distributed,
             colluding=colluding,
         )
-        epsilon = self._epsilon_with(sigma, 1)
-        event = PrivacyEvent(
-            client_id=self.federation_id,
+        return self._chain.record(
             round_id=round_id,
             mechanism="dp-fedavg-client",
-            sample_rate=self.client_sample_rate,
-            noise_multiplier=sigma,
-            steps=1,
+            segment=Segment(
+                sample_rate=self.client_sample_rate,
+                noise_multiplier=sigma,
+                steps=1,
+                poisson_sampling=self.poisson_sampling,
+            ),
             max_grad_norm=self.clip_norm,
-            delta=self.delta,
-            accountant=self.accountant,
-            poisson_sampling=self.poisson_sampling,
-            cumulative_steps=len(self._events) + 1,
-            cumulative_epsilon=epsilon,
             epsilon_budget=self.epsilon_budget,
-            previous_digest=self._events[-1].digest_hex() if self._events else GENESIS_DIGEST,
             note=(
                 f"selected={selected} survivors={survivors} "
                 f"distributed={str(distributed).lower()} colluding={colluding} "
                 f"planned_sigma={self.noise_multiplier!r}"
             ),
         )
-        self._events.append(event)
-        return event
 
     def state_dict(self) -> dict[str, Any]:
         """The accountant state (its event chain and planned sigma)."""
@@ -432,7 +409,7 @@ class ClientLevelAccountant:
             "format": _STATE_FORMAT,
             "federation_id": self.federation_id,
             "noise_multiplier": repr(self.noise_multiplier),
-            "events": [e.canonical_bytes().decode("ascii") for e in self._events],
+            "events": self._chain.to_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -443,9 +420,4 @@ class ClientLevelAccountant:
             raise InvalidDPConfigError("state belongs to another federation id")
         if float(state["noise_multiplier"]) != self.noise_multiplier:
             raise InvalidDPConfigError("state noise_multiplier differs from this accountant's")
-        events = [PrivacyEvent.from_bytes(raw.encode("ascii")) for raw in state["events"]]
-        if events and not math.isclose(
-            recompute_epsilon(events), events[-1].cumulative_epsilon, rel_tol=1e-9
-        ):
-            raise InvalidDPConfigError("state's claimed epsilon differs from its events'")
-        self._events = events
+        self._chain.restore(state["events"])

@@ -49,9 +49,10 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dp._accounting import Segment, calibrate_noise, compose_epsilon
+from dp._accounting import Segment, calibrate_noise
 from dp._augment import augment_views
 from dp._canaries import GradientCanaries
+from dp._chain import EventChain
 from dp._config import GRAD_SAMPLE_MODES, DPConfig
 from dp._csprng import SecureGaussian
 from dp._errors import (
@@ -62,7 +63,7 @@ from dp._errors import (
     SecureModeUnavailableError,
     UnsupportedModelError,
 )
-from dp._events import GENESIS_DIGEST, PrivacyEvent, recompute_epsilon
+from dp._events import PrivacyEvent
 
 __all__ = [
     "GRAD_SAMPLE_MODES",
@@ -255,53 +256,40 @@ class SampleLevelDPClient:
                 accountant=config.accountant,
                 poisson_sampling=config.poisson_sampling,
             )
-        self._events: list[PrivacyEvent] = []
+        self._chain = EventChain(owner=client_id, delta=config.delta, accountant=config.accountant)
 
     # ----------------------------------------------------------------- accounting
 
     @property
     def events(self) -> tuple[PrivacyEvent, ...]:
         """Every privacy event of this client, oldest first (a hash-linked chain)."""
-        return tuple(self._events)
+        return self._chain.events
 
     @property
     def epsilon(self) -> float:
         """Cumulative epsilon over every round so far (0.0 before the first round)."""
-        return self._events[-1].cumulative_epsilon if self._events else 0.0
+        return self._chain.epsilon
 
     @property
     def total_steps(self) -> int:
         """Noisy optimizer steps taken over all rounds."""
-        return self._events[-1].cumulative_steps if self._events else 0
+        return self._chain.cumulative_steps
 
-    def _segments(self, extra_steps: int = 0) -> list[Segment]:
-        segments = [
-            Segment(
-                sample_rate=e.sample_rate,
-                noise_multiplier=e.noise_multiplier,
-                steps=e.steps,
-                poisson_sampling=e.poisson_sampling,
-            )
-            for e in self._events
-        ]
-        if extra_steps:
-            segments.append(
-                Segment(
-                    sample_rate=self.sample_rate,
-                    noise_multiplier=self.noise_multiplier,
-                    steps=extra_steps,
-                    poisson_sampling=self.config.poisson_sampling,
-                )
-            )
-        return segments
+    def _segment(self, steps: int) -> Segment:
+        return Segment(
+            sample_rate=self.sample_rate,
+            noise_multiplier=self.noise_multiplier,
+            steps=steps,
+            poisson_sampling=self.config.poisson_sampling,
+        )
 
     def projected_epsilon(self, steps: int) -> float:
         """Cumulative epsilon if ``steps`` more steps were taken now."""
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise InvalidDPConfigError(f"steps must be an int >= 0, got {steps!r}")
-        return compose_epsilon(
-            self._segments(steps), delta=self.config.delta, accountant=self.config.accountant
-        )
+        if steps == 0:
+            return self._chain.projected_epsilon()
+        return self._chain.projected_epsilon(self._segment(steps))
 
     def steps_for(self, *, local_steps: int | None, local_epochs: int | None) -> int:
         """Steps of a round: ``local_steps``, or ``round(local_epochs / sample_rate)``."""
@@ -354,12 +342,7 @@ class SampleLevelDPClient:
         :mod:`dp._canaries`) are added to every step's clipped-gradient sum before noise and
         score the round's update; they must be made for this client's sample rate and clip.
         """
-        if isinstance(round_id, bool) or not isinstance(round_id, int) or round_id < 0:
-            raise InvalidDPConfigError(f"round_id must be an int >= 0, got {round_id!r}")
-        if self._events and round_id <= self._events[-1].round_id:
-            raise InvalidDPConfigError(
-                f"round_id must increase: got {round_id} after {self._events[-1].round_id}"
-            )
+        self._chain.require_next_round(round_id)
         if len(dataset) != self.n_records:
             raise InvalidDPConfigError(
                 f"dataset has {len(dataset)} records, the client was set up for {self.n_records}"
@@ -385,7 +368,7 @@ class SampleLevelDPClient:
                 f"{tuple(dataset.tensors[0].shape)}"
             )
         steps = self.steps_for(local_steps=local_steps, local_epochs=local_epochs)
-        projected = self.check_budget(steps)
+        self.check_budget(steps)  # before any training: a refused round releases nothing
         prepare_model(model, fix=False)
         views = max(self.augmult, 1)
         grad_sample_mode = self.grad_sample_mode
@@ -490,24 +473,14 @@ class SampleLevelDPClient:
         if canaries is not None:
             canaries.observe(update)
 
-        event = PrivacyEvent(
-            client_id=self.client_id,
+        event = self._chain.record(
             round_id=round_id,
             mechanism="dpsgd-sample",
-            sample_rate=self.sample_rate,
-            noise_multiplier=self.noise_multiplier,
-            steps=taken,
+            segment=self._segment(taken),
             max_grad_norm=self.config.max_grad_norm,
-            delta=self.config.delta,
-            accountant=self.config.accountant,
-            poisson_sampling=self.config.poisson_sampling,
-            cumulative_steps=self.total_steps + taken,
-            cumulative_epsilon=projected,
             epsilon_budget=None if math.isinf(self.config.budget) else self.config.budget,
-            previous_digest=self._events[-1].digest_hex() if self._events else GENESIS_DIGEST,
             note=f"empty_batches={empty}",
         )
-        self._events.append(event)
         return LocalTrainingResult(
             parameters=parameters,
             update=update,
@@ -526,7 +499,7 @@ class SampleLevelDPClient:
             "client_id": self.client_id,
             "sample_rate": repr(self.sample_rate),
             "noise_multiplier": repr(self.noise_multiplier),
-            "events": [e.canonical_bytes().decode("ascii") for e in self._events],
+            "events": self._chain.to_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -545,14 +518,4 @@ class SampleLevelDPClient:
             raise InvalidDPConfigError("state sample_rate differs from this client's")
         if float(state["noise_multiplier"]) != self.noise_multiplier:
             raise InvalidDPConfigError("state noise_multiplier differs from this client's")
-        events = [PrivacyEvent.from_bytes(raw.encode("ascii")) for raw in state["events"]]
-        if events:
-            recomputed = recompute_epsilon(events)
-            if not math.isclose(recomputed, events[-1].cumulative_epsilon, rel_tol=1e-9):
-                raise InvalidDPConfigError(
-                    f"state claims epsilon {events[-1].cumulative_epsilon}, "
-                    f"its events give {recomputed}"
-                )
-            if events[-1].client_id != self.client_id:
-                raise InvalidDPConfigError("state events belong to another client")
-        self._events = events
+        self._chain.restore(state["events"])
