@@ -4,8 +4,12 @@ It runs on the ServerApp (or in a test, over the in-process transport). Per run:
 
 1. ``join``: every node answers with its role; hospitals with their ledger address, sample
    count and initial model; the key holder (CKKS) with its address and public context;
-2. the consortium's admin (a fresh account the driver funds from the node's faucet)
-   deploys the ledger and registers each party's *own* address;
+2. the ledger: with ``ledger-address`` the driver attaches to the consortium's contract,
+   deployed and administered by someone else (``secagg consortium deploy``), as the
+   aggregator registered there (``aggregator-key-file``), and leaves out every joined
+   hospital the consortium did not register; without it (a test or a single-operator
+   run) a fresh admin funded from the node's faucet deploys a ledger and registers each
+   party's *own* address;
 
 per round (docs/architecture.md, "A round over Flower"):
 
@@ -41,12 +45,29 @@ from typing import Any
 
 import numpy as np
 from eth_account import Account
+from eth_utils import is_address
 
-from chain import AlreadyFlagged, AnvilBackend, ChainError, Ledger, Role, commit_mode_of
+from chain import (
+    AlreadyFlagged,
+    AnvilBackend,
+    ChainError,
+    Ledger,
+    Role,
+    budget_to_fixed,
+    commit_mode_of,
+    epsilon_from_fixed,
+)
 from deploy._errors import DeploymentError, SettingsError
 from deploy._hospital import ROLE_HOSPITAL
 from deploy._keyholder import ROLE_KEY_HOLDER
-from deploy._sites import SiteAccounts, SiteView, compose_run_config, public_session
+from deploy._sites import (
+    SiteAccounts,
+    SiteView,
+    attach_ledger,
+    compose_run_config,
+    load_key_file,
+    public_session,
+)
 from deploy._transport import Exchange, Transport
 from deploy._wire import EVALUATE, JOIN, RELEASE, REVEAL, TRAIN, WireMessage
 from secagg import (
@@ -79,7 +100,15 @@ class DeploymentSettings:
     many hospital nodes to wait for [``hospitals``]; ``key_holder``: whether a key holder
     node takes part [``key-holder``]; ``stage_timeout_s``: how long a stage waits for
     replies (later ones are dropouts) [``stage-timeout``]; ``join_timeout_s``: how long to
-    wait for the nodes to connect [``join-timeout``]."""
+    wait for the nodes to connect [``join-timeout``]; ``ledger_address``: the
+    consortium's deployed contract to attach to [``ledger-address``], with
+    ``aggregator_key_file``, the key of the aggregator account registered there
+    [``aggregator-key-file``] and ``ledger_start_block``, the block it was deployed in
+    [``ledger-start-block``], and optionally ``auditor_key_file``, an auditor account
+    registered there with which the driver flags the culprits its audit finds
+    [``auditor-key-file``]; without ``ledger_address`` the driver deploys its own ledger
+    (whose admin it is: fine for one operator, not for a consortium, see
+    docs/threat-model.md)."""
 
     overrides: tuple[str, ...]
     ledger_url: str
@@ -88,10 +117,24 @@ class DeploymentSettings:
     key_holder: bool = True
     stage_timeout_s: float = 120.0
     join_timeout_s: float = 120.0
+    ledger_address: str | None = None
+    aggregator_key_file: Path | None = None
+    ledger_start_block: int = 0
+    auditor_key_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.ledger_url.startswith(("http://", "https://")):
             raise SettingsError(f"ledger_url must be an http(s) URL, got {self.ledger_url!r}")
+        if self.ledger_address is not None:
+            if not is_address(self.ledger_address):
+                raise SettingsError(f"ledger_address is not an address: {self.ledger_address!r}")
+            if self.aggregator_key_file is None:
+                raise SettingsError(
+                    "ledger_address needs aggregator_key_file: the key of the aggregator "
+                    "account the consortium registered on that contract"
+                )
+        if self.ledger_start_block < 0:
+            raise SettingsError(f"ledger_start_block must be >= 0, got {self.ledger_start_block}")
         if self.hospitals < 1:
             raise SettingsError(f"hospitals must be >= 1, got {self.hospitals}")
         for name in ("stage_timeout_s", "join_timeout_s"):
@@ -108,6 +151,9 @@ class DeploymentSettings:
         """From a Flower run config (``[tool.flwr.app.config]`` and ``--run-config``)."""
         try:
             output = run_config.get("output-dir") or None
+            address = run_config.get("ledger-address") or None
+            key_file = run_config.get("aggregator-key-file") or None
+            auditor_file = run_config.get("auditor-key-file") or None
             return cls(
                 overrides=split_overrides(str(run_config["overrides"])),
                 ledger_url=str(run_config["ledger-url"]),
@@ -116,6 +162,10 @@ class DeploymentSettings:
                 key_holder=bool(run_config.get("key-holder", True)),
                 stage_timeout_s=float(run_config.get("stage-timeout", 120.0)),
                 join_timeout_s=float(run_config.get("join-timeout", 120.0)),
+                ledger_address=str(address) if address else None,
+                aggregator_key_file=Path(str(key_file)) if key_file else None,
+                ledger_start_block=int(run_config.get("ledger-start-block", 0)),
+                auditor_key_file=Path(str(auditor_file)) if auditor_file else None,
             )
         except KeyError as error:
             raise SettingsError(f"run config: missing {error}") from error
@@ -203,6 +253,8 @@ class RoundDriver:
         self.public_context: bytes | None = None
         self.per_client_accuracy: dict[str, float] = {}
         self.events: dict[int, list[Any]] = {}  # partition -> its privacy events (dp=sample)
+        # partition -> why it joined but takes no part (not registered on the consortium's ledger)
+        self.excluded_at_join: dict[int, str] = {}
 
     # --------------------------------------------------------------------------- join
     def _overrides_text(self) -> str:
@@ -292,18 +344,11 @@ class RoundDriver:
         settings = self.settings
         chain = self.cfg.chain
         self.backend = AnvilBackend(url=settings.ledger_url)
-        admin, aggregator, auditor = Account.create(), Account.create(), Account.create()
+        if settings.ledger_address is None:
+            ledger, accounts = self._deploy_own_ledger()
+        else:
+            ledger, accounts = self._attach_consortium_ledger(settings.ledger_address)
         clients = {p: h.address for p, h in sorted(self.hospitals.items())}
-        everyone = [admin.address, aggregator.address, auditor.address, *clients.values()]
-        if self.key_holder_node is not None:
-            everyone.append(self._key_holder_address)
-        self.backend.fund(everyone, FUNDING_WEI)
-        ledger = Ledger.deploy(self.backend, admin=admin, epsilon_budget=chain.epsilon_budget)
-        ledger.register(Role.CLIENT, list(clients.values()), sender=admin)
-        ledger.register(Role.AGGREGATOR, aggregator.address, sender=admin)
-        if self.key_holder_node is not None:
-            ledger.register(Role.KEY_HOLDER, self._key_holder_address, sender=admin)
-        ledger.register(Role.AUDITOR, auditor.address, sender=admin)
         if settings.output_dir is not None:
             store_dir = settings.output_dir / "artifacts"
         else:
@@ -313,7 +358,7 @@ class RoundDriver:
         self.view = SiteView(
             ledger=ledger,
             store=LocalDirectoryStore(self.store_dir),
-            parties=SiteAccounts(admin=admin, aggregator=aggregator, auditor=auditor),
+            parties=accounts,
             addresses=clients,
             deadline_blocks=chain.deadline_blocks,
             batch_commits=False,
@@ -326,6 +371,75 @@ class RoundDriver:
         self.public_material = (
             self.view.store.put(self.public_context).hex() if self.public_context else None
         )
+
+    def _deploy_own_ledger(self) -> tuple[Ledger, SiteAccounts]:
+        """A fresh ledger whose admin is a fresh account of this driver (single operator)."""
+        admin, aggregator, auditor = Account.create(), Account.create(), Account.create()
+        clients = [h.address for _, h in sorted(self.hospitals.items())]
+        everyone = [admin.address, aggregator.address, auditor.address, *clients]
+        if self.key_holder_node is not None:
+            everyone.append(self._key_holder_address)
+        self.backend.fund(everyone, FUNDING_WEI)
+        ledger = Ledger.deploy(
+            self.backend, admin=admin, epsilon_budget=self.cfg.chain.epsilon_budget
+        )
+        ledger.register(Role.CLIENT, clients, sender=admin)
+        ledger.register(Role.AGGREGATOR, aggregator.address, sender=admin)
+        if self.key_holder_node is not None:
+            ledger.register(Role.KEY_HOLDER, self._key_holder_address, sender=admin)
+        ledger.register(Role.AUDITOR, auditor.address, sender=admin)
+        return ledger, SiteAccounts(admin=admin, aggregator=aggregator, auditor=auditor)
+
+    def _attach_consortium_ledger(self, address: str) -> tuple[Ledger, SiteAccounts]:
+        """The consortium's contract: this driver is its registered aggregator, not its
+        admin, so it can neither register a party nor change the budget. Hospitals the
+        consortium did not register are left out of the run (named in the log and in
+        ``excluded_at_join``); a key holder it did not register ends the run."""
+        settings = self.settings
+        if settings.aggregator_key_file is None:  # DeploymentSettings enforces it
+            raise SettingsError("ledger_address needs aggregator_key_file")
+        aggregator = load_key_file(settings.aggregator_key_file)
+        auditor = None
+        if settings.auditor_key_file is not None:
+            auditor = load_key_file(settings.auditor_key_file)
+        try:
+            ledger = attach_ledger(
+                settings.ledger_url, address, start_block=settings.ledger_start_block
+            )
+            if Role.AGGREGATOR not in ledger.roles_of(aggregator.address):
+                raise DeploymentError(
+                    f"{aggregator.address} is not a registered aggregator of the ledger at "
+                    f"{address}: the consortium's admin registers it (secagg consortium "
+                    "register --role aggregator)"
+                )
+            if auditor is not None and Role.AUDITOR not in ledger.roles_of(auditor.address):
+                raise DeploymentError(
+                    f"{auditor.address} is not a registered auditor of the ledger at {address}"
+                )
+            on_chain = ledger.epsilon_budget_fixed()
+            if on_chain != budget_to_fixed(self.cfg.chain.epsilon_budget):
+                raise SettingsError(
+                    f"chain.epsilon_budget={self.cfg.chain.epsilon_budget} differs from the "
+                    f"consortium ledger's {epsilon_from_fixed(on_chain)}"
+                )
+            if self.key_holder_node is not None and Role.KEY_HOLDER not in ledger.roles_of(
+                self._key_holder_address
+            ):
+                raise DeploymentError(
+                    f"the key holder {self._key_holder_address} is not registered on the "
+                    f"ledger at {address}"
+                )
+            for partition, hospital in sorted(self.hospitals.items()):
+                if Role.CLIENT not in ledger.roles_of(hospital.address):
+                    reason = f"{hospital.address} is not a registered client of {address}"
+                    log.warning("hospital %d (%s) left out: %s", partition, hospital.name, reason)
+                    self.excluded_at_join[partition] = reason
+                    del self.hospitals[partition]
+        except ChainError as error:
+            raise DeploymentError(f"cannot use the ledger at {address}: {error}") from error
+        if not self.hospitals:
+            raise DeploymentError(f"no joined hospital is registered on the ledger at {address}")
+        return ledger, SiteAccounts(aggregator=aggregator, auditor=auditor)
 
     def _ledger_fields(self) -> dict[str, Any]:
         return {
@@ -592,9 +706,18 @@ class RoundDriver:
     def _flag(self, findings: Sequence[Any]) -> dict[int, int]:
         flagged: dict[int, int] = {}
         sender = self.view.parties.auditor
-        if sender is None:
-            raise DeploymentError("the aggregator's site holds no auditor account")
-        for (round_id, address), code in culprits(findings).items():
+        caught = culprits(findings)
+        if sender is None:  # attached without an auditor key: the findings stay in the results
+            for (round_id, address), code in caught.items():
+                log.warning(
+                    "round %d: %s would be flagged (code %d); this driver holds no auditor "
+                    "account (auditor-key-file)",
+                    round_id,
+                    address,
+                    code,
+                )
+            return flagged
+        for (round_id, address), code in caught.items():
             try:
                 self.ledger.flag(address, round_id, code, sender=sender)
             except AlreadyFlagged:
@@ -670,6 +793,8 @@ class RoundDriver:
 
         meta = run_metadata(torch.device("cpu"))
         meta["transport"] = type(self.transport).__name__
+        if self.excluded_at_join:  # joined, but not registered on the consortium's ledger
+            meta["left_out_at_join"] = {str(p): r for p, r in self.excluded_at_join.items()}
         ledger_entry = {
             "backend": "anvil",
             "url": self.backend.public_url,

@@ -12,9 +12,11 @@ it for an account the site does not hold is a :class:`DeploymentError`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -29,6 +31,8 @@ from secagg import (
     RoundManifest,
     RoundSession,
 )
+
+log = logging.getLogger("deploy")
 
 
 def compose_run_config(overrides: Sequence[str]) -> tuple[Any, dict[str, Any]]:
@@ -51,6 +55,28 @@ def compose_run_config(overrides: Sequence[str]) -> tuple[Any, dict[str, Any]]:
         return to_run_config(composed), resolved_container(composed)
     except (HydraException, OmegaConfBaseException, ExperimentError) as error:
         raise SettingsError(f"run config {list(overrides)}: {error}") from error
+
+
+def load_key_file(path: str | Path) -> LocalAccount:
+    """The ledger account whose private key (hex) is the content of the file at ``path``.
+
+    The key is never echoed: an unreadable file or one without a key is a
+    :class:`SettingsError` naming only the path. A file that others can read is used, with
+    a warning (``chmod 600``)."""
+    from eth_account import Account
+
+    file = Path(path)
+    try:
+        text = file.read_text().strip()
+        mode = file.stat().st_mode
+    except OSError as error:
+        raise SettingsError(f"cannot read key file {file}: {error.strerror}") from None
+    if mode & 0o077:
+        log.warning("key file %s is readable by others: chmod 600 %s", file, file)
+    try:
+        return Account.from_key(text)
+    except Exception:  # never echo the file's content
+        raise SettingsError(f"key file {file} does not hold a private key") from None
 
 
 def attach_ledger(url: str, address: str, *, start_block: int = 0) -> Ledger:

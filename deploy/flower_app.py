@@ -29,7 +29,6 @@ actor, :func:`simulation_backend_config`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message
@@ -40,7 +39,7 @@ from deploy._driver import DeploymentRun, DeploymentSettings, RoundDriver
 from deploy._errors import SettingsError
 from deploy._hospital import ROLE_HOSPITAL, HospitalSite
 from deploy._keyholder import ROLE_KEY_HOLDER, KeyHolderSite
-from deploy._sites import SitePolicy
+from deploy._sites import SitePolicy, load_key_file
 from deploy._transport import FlowerTransport, parse_request, reply_to
 from deploy._wire import EVALUATE, JOIN, RELEASE, REVEAL, TRAIN, WireMessage, flower_action
 
@@ -76,16 +75,6 @@ def make_server_app(
     return app
 
 
-def _load_key(path: str) -> Any:
-    from eth_account import Account
-
-    text = Path(path).read_text().strip()
-    try:
-        return Account.from_key(text)
-    except Exception:  # never echo the file's content
-        raise SettingsError(f"key-file {path} does not hold a private key") from None
-
-
 def site_for(context: Context) -> Site:
     """This node's site (made on the first message of a run)."""
     key = (int(context.run_id), int(context.node_id))
@@ -101,7 +90,7 @@ def site_for(context: Context) -> Site:
         partition = int(config.get("partition-id", -1))
         last = int(config.get("num-partitions", 0)) - 1
         role = ROLE_KEY_HOLDER if partition == last else ROLE_HOSPITAL
-    account = _load_key(str(config["key-file"])) if config.get("key-file") else None
+    account = load_key_file(str(config["key-file"])) if config.get("key-file") else None
     if role == ROLE_HOSPITAL:
         if "partition-id" not in config:
             raise SettingsError("a hospital node needs partition-id in its node config")

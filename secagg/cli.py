@@ -1,4 +1,4 @@
-"""The ``secagg`` command line: ``secagg audit``, ``secagg node`` and ``secagg data``.
+"""The ``secagg`` command line: ``secagg audit``, ``node``, ``data`` and ``consortium``.
 
 ``secagg audit`` is for someone who did not run the federation: given a ledger (a JSON-RPC
 URL and the contract address) and the artifact store directory, it re-checks every round
@@ -17,6 +17,10 @@ stops the node on SIGINT or SIGTERM (exit 0) and exits 1 if the node dies.
 
 ``secagg data fetch`` downloads (or ``--from DIR`` imports) the real datasets into the
 folder the experiment loaders read; it lives in :mod:`experiments._fetch`.
+
+``secagg consortium deploy|register|roles`` is the consortium admin's ledger tool for a
+deployment across sites (deploy the contract, register each party's address); it lives
+in :mod:`deploy._consortium`.
 """
 
 from __future__ import annotations
@@ -198,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="secagg data fetch DATASET... [--from DIR]; see secagg data fetch --help",
     )
     data_cmd.add_argument("args", nargs=argparse.REMAINDER, metavar="fetch ...")
+    consortium_cmd = commands.add_parser(
+        "consortium",
+        help="the consortium admin's ledger: deploy, register parties (--help for more)",
+        description="secagg consortium deploy|register|roles ...; see secagg consortium --help",
+        add_help=False,
+    )
+    consortium_cmd.add_argument("args", nargs=argparse.REMAINDER, metavar="deploy|register|roles")
     return parser
 
 
@@ -210,7 +221,12 @@ def _tolerance(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; ``audit`` exits 0 clean, 1 findings, 2 cannot audit."""
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["consortium"]:  # its own parser, --help included
+        from deploy._consortium import main as consortium_main  # deploy depends on secagg
+
+        return consortium_main(given[1:])
+    args = build_parser().parse_args(given)
     if args.command == "node":
         return run_node(args)
     if args.command == "data":
