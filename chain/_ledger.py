@@ -652,8 +652,10 @@ class Ledger:
     ) -> RoundInfo:
         """A merkle round's info: its state lives in events (the contract keeps a hash)."""
         refusal = 0
-        if status == RoundStatus.REFUSED:
-            refusal = self._call("roundDigests", round_id)[8]
+        if status == RoundStatus.REFUSED:  # merkle rounds keep the code in the event only
+            found = self.events("ReleaseRefused", argument_filters={"round": round_id})
+            refused = next(iter(found))
+            refusal = int(refused.args["reasonCode"])
         opened = next(iter(self.events("RoundOpened", argument_filters={"round": round_id})))
         root_ev = next(iter(self.events("RootPosted", argument_filters={"round": round_id})), None)
         published = next(

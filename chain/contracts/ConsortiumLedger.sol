@@ -623,25 +623,29 @@ contract ConsortiumLedger {
     }
 
     /// @notice The key holder attests the digest of what it released (after reserving).
+    ///         Merkle rounds keep O(1) state: the digest is in the event only (auditors
+    ///         read it there), not in storage.
     function attestReveal(uint256 round, bytes32 revealDigest) external onlyReleaser {
         Round storage rd = rounds[round];
-        if (rd.header.status != STATUS_RELEASING) revert WrongRound(round, rd.header.status);
+        Header memory h = rd.header;
+        if (h.status != STATUS_RELEASING) revert WrongRound(round, h.status);
         rd.header.status = STATUS_REVEALED;
-        rd.revealDigest = revealDigest;
+        if (h.mode != MODE_MERKLE) rd.revealDigest = revealDigest;
         emit RevealAttested(round, revealDigest);
     }
 
     /// @notice The key holder attests that it refused to release this round, and why
     ///         (`reasonCode` > 0; the codes are the off-chain key holder's).
+    ///         Merkle rounds: the code is in the event only.
     function attestRefusal(uint256 round, uint32 reasonCode) external onlyReleaser {
         Round storage rd = rounds[round];
-        uint8 status = rd.header.status;
-        if (status != STATUS_AGGREGATED && status != STATUS_RELEASING) {
-            revert WrongRound(round, status);
+        Header memory h = rd.header;
+        if (h.status != STATUS_AGGREGATED && h.status != STATUS_RELEASING) {
+            revert WrongRound(round, h.status);
         }
         if (reasonCode == 0) revert BadReason(reasonCode);
         rd.header.status = STATUS_REFUSED;
-        rd.refusalCode = reasonCode;
+        if (h.mode != MODE_MERKLE) rd.refusalCode = reasonCode;
         emit ReleaseRefused(round, reasonCode);
     }
 

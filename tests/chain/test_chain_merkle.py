@@ -42,6 +42,7 @@ from chain import (
     StaleRoundState,
     WithinBudget,
     WrongMode,
+    WrongRound,
     find_anvil,
     leaf_hash,
     verify_proof,
@@ -381,3 +382,36 @@ def test_equivocation_flags_the_client_and_voids_its_omission(env: Env) -> None:
     assert ledger.merkle_challenges(round_id, members[1].address) == 4
     with pytest.raises(AlreadyChallenged):
         ledger.challenge_equivocation(round_id, first=second, second=first, sender=env.watcher)
+
+
+def test_merkle_release_attestations_live_in_events_not_storage(env: Env) -> None:
+    """O(1) round state: a merkle round's reveal digest and refusal code are logged (the
+    auditor reads them there) and never written to storage; the release still reserves
+    once, so a second reservation reverts."""
+    ledger, members = env.ledger, env.clients[:2]
+    for refuse in (False, True):
+        round_id = env.open(members)
+        leaf_set = env.leaf_set(round_id, {c.address: env.sign(round_id, c) for c in members})
+        ledger.post_root(round_id, leaf_set, leaves_digest=bytes(32), sender=env.aggregator)
+        ledger.publish_merkle(
+            round_id,
+            aggregate_digest=keccak(text="agg"),
+            participants=[c.address for c in members],
+            sender=env.aggregator,
+        )
+        ledger.reserve_release(round_id, sender=env.key_holder)
+        with pytest.raises(WrongRound):
+            ledger.reserve_release(round_id, sender=env.key_holder)
+        if refuse:
+            ledger.attest_refusal(round_id, reason_code=3, sender=env.key_holder)
+        else:
+            ledger.attest_reveal(round_id, reveal_digest=keccak(text="rev"), sender=env.key_holder)
+        info = ledger.round_info(round_id)
+        stored = ledger.contract.functions.roundDigests(round_id).call()
+        assert stored[5] == bytes(32) and stored[8] == 0  # revealDigest, refusalCode
+        if refuse:
+            assert info.status is RoundStatus.REFUSED and info.refusal_code == 3
+            assert info.reveal_digest is None
+        else:
+            assert info.status is RoundStatus.REVEALED and info.refusal_code == 0
+            assert info.reveal_digest == keccak(text="rev")
