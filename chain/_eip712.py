@@ -119,18 +119,11 @@ def sign_commit(
     """
     if round_id < 0:
         raise ChainConfigError(f"round_id must be >= 0, got {round_id}")
-    if chain_id <= 0:
-        raise ChainConfigError(f"chain_id must be > 0, got {chain_id}")
+    domain = _domain(chain_id, verifying_contract)
     manifest = as_digest(manifest_digest, field="manifest_digest")
     blob = as_digest(blob_digest, field="blob_digest")
     event = as_digest(event_digest, field="event_digest")
     eps = epsilon_to_fixed(epsilon)
-    domain = {
-        "name": DOMAIN_NAME,
-        "version": DOMAIN_VERSION,
-        "chainId": chain_id,
-        "verifyingContract": to_checksum_address(verifying_contract),
-    }
     message = {
         "round": round_id,
         "client": account.address,

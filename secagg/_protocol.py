@@ -10,8 +10,10 @@ over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
    privacy event, keeps the blob private and commits the digests, its claimed cumulative
    epsilon and the manifest digest (batched rounds: signs, the aggregator submits every
    signature in one transaction, and a client left out of the batch commits itself;
-   merkle rounds: signs a leaf, the aggregator stores the leaf set and posts one root, and
-   each client checks its inclusion proof before it reveals, proving an omission on chain);
+   merkle rounds: signs a leaf for the manifest before the round is on chain, the
+   aggregator stores the leaf set and opens the round with its root in one transaction,
+   and each client checks the opened round's manifest digest and its inclusion proof
+   before it reveals, proving an omission on chain);
 3. the commit phase closes at its deadline, or as soon as every selected client committed;
 4. **reveal phase**: each committed client puts its blob in the store and (direct rounds)
    records its reveal; a committed client that does not reveal is a dropout;
@@ -19,7 +21,8 @@ over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
    committed digest, combines blindly and publishes the aggregate digest and the
    participants (before the reveal deadline only if all committed clients are in it);
 6. the key holder (CKKS) recombines the committed blobs itself, compares bytes, reserves
-   the release on the ledger, decrypts once and attests (or attests its refusal); with a
+   the release on the ledger (merkle rounds: in the same transaction as the aggregator's
+   signed publication), decrypts once and attests (or attests its refusal); with a
    decryption committee (K > 1, :mod:`secagg._committee_round`) each present member does
    the check itself, the first reserves, each attests its partial, and any T partials
    release the sum (fewer: the round aborts, nothing released); for
@@ -347,12 +350,10 @@ class SecureRoundProtocol:
             protect_before = session.stats.seconds["protect"]
             start = time.perf_counter()
             try:
+                # a merkle client signs for the manifest it received (absent: no keyword)
+                signs_for = {"manifest_digest": manifest_digest} if merkle else {}
                 submission = party.commit(
-                    round_id,
-                    session,
-                    updates[client_id],
-                    events.get(client_id),
-                    manifest_digest=manifest_digest if merkle else None,
+                    round_id, session, updates[client_id], events.get(client_id), **signs_for
                 )
             except (SecAggError, ChainError) as error:
                 excluded[client_id] = f"{type(error).__name__}: {error}"

@@ -6,14 +6,17 @@ phase and then a reveal phase, both enforced by the ledger contract:
 * :class:`ClientParty` protects its own weighted update through the scheme and, in the
   commit phase, puts only digests on the ledger (blob, privacy event, claimed cumulative
   epsilon and the manifest digest it saw; batched rounds: signs them for the aggregator's
-  batch, and commits itself if the batch leaves it out; merkle rounds: signs its leaf, and
-  before revealing checks its inclusion proof against the root on chain, proving an omission
-  there if its leaf is missing). It keeps the blob private until the commit phase is
+  batch, and commits itself if the batch leaves it out; merkle rounds: signs its leaf for
+  the manifest it received, before the round is on chain, and before revealing checks that
+  the opened round names that manifest and its inclusion proof against the root, proving
+  an omission there if its leaf is missing). It keeps the blob private until the commit phase is
   closed; then it puts the blob in the store and (direct rounds) records its reveal with
   one transaction. Its privacy event goes to the store at commit time: the
   privacy was spent whether or not the update is used, and its next event links to it.
 * :class:`AggregatorParty` opens the round with the manifest's digest (merkle rounds:
-  stores the leaf set of the signed commitments it accepts and posts one root), reads the
+  stores the leaf set of the signed commitments it accepts and opens the round with its
+  root, one transaction; in CKKS merkle rounds it signs the publication and the key
+  holder sends it with its reservation), reads the
   commitments *from the ledger* (so a restarted aggregator resumes from ledger and store
   and counts no client twice), fetches and checks each revealed blob against its
   commitment, combines blindly, publishes the aggregate digest and participants, and
