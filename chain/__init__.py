@@ -19,7 +19,7 @@ from chain._backends import (
     redact_url,
 )
 from chain._build import build_artifacts, check_artifact, compiler_available, load_artifact
-from chain._eip712 import sign_commit
+from chain._eip712 import sign_commit, sign_publication
 from chain._errors import (
     AlreadyChallenged,
     AlreadyCommitted,
@@ -35,6 +35,7 @@ from chain._errors import (
     BadProof,
     BadReason,
     BadRevealDeadline,
+    BudgetChanged,
     BudgetExceeded,
     ChainConfigError,
     ChainError,
@@ -48,7 +49,6 @@ from chain._errors import (
     InvalidRoles,
     InvalidSignature,
     LedgerRevertError,
-    NoRoot,
     NotAdmin,
     NotCommitted,
     NotOmitted,
@@ -56,7 +56,6 @@ from chain._errors import (
     NotRevealed,
     NotSelected,
     RevealPhaseOpen,
-    RootAlreadyPosted,
     RoundExists,
     SameLeaf,
     StaleRoundState,
@@ -102,6 +101,7 @@ from chain._types import (
     RoundInfo,
     RoundStatus,
     SignedCommit,
+    SignedPublication,
     TxResult,
     budget_to_fixed,
     epsilon_from_fixed,
@@ -134,6 +134,7 @@ __all__ = [
     "BadProof",
     "BadReason",
     "BadRevealDeadline",
+    "BudgetChanged",
     "BudgetExceeded",
     "ChainAnvilSchema",
     "ChainConfigError",
@@ -162,7 +163,6 @@ __all__ = [
     "MerkleFormatError",
     "MerkleState",
     "MerkleTree",
-    "NoRoot",
     "NotAdmin",
     "NotCommitted",
     "NotOmitted",
@@ -173,13 +173,13 @@ __all__ = [
     "Reputation",
     "RevealPhaseOpen",
     "Role",
-    "RootAlreadyPosted",
     "RoundExists",
     "RoundInfo",
     "RoundStatus",
     "RpcBackend",
     "SameLeaf",
     "SignedCommit",
+    "SignedPublication",
     "StaleRoundState",
     "TransactionFailedError",
     "TxResult",
@@ -204,5 +204,6 @@ __all__ = [
     "redact_url",
     "register_configs",
     "sign_commit",
+    "sign_publication",
     "verify_proof",
 ]

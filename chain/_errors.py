@@ -161,12 +161,9 @@ class StaleRoundState(LedgerRevertError):
     """The merkle round state passed does not hash to the stored key (stale or forged)."""
 
 
-class RootAlreadyPosted(LedgerRevertError):
-    """A merkle round's root is posted once."""
-
-
-class NoRoot(LedgerRevertError):
-    """The merkle round has no root yet (or a zero root was posted)."""
+class BudgetChanged(LedgerRevertError):
+    """A merkle round's opening named another epsilon budget than the one in force (the
+    aggregator checked the leaves against a budget the admin has since changed)."""
 
 
 class BadLeafCount(LedgerRevertError, ValueError):
@@ -238,8 +235,7 @@ REVERT_CLASSES: dict[str, type[LedgerRevertError]] = {
         AlreadyFlagged,
         BadChallengeWindow,
         StaleRoundState,
-        RootAlreadyPosted,
-        NoRoot,
+        BudgetChanged,
         BadLeafCount,
         BadParticipants,
         ChallengeWindowClosed,

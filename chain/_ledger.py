@@ -27,6 +27,7 @@ from web3.types import TxParams
 
 from chain._build import load_artifact
 from chain._eip712 import sign_commit as _sign_commit
+from chain._eip712 import sign_publication as _sign_publication
 from chain._errors import (
     REVERT_CLASSES,
     ChainConfigError,
@@ -48,6 +49,7 @@ from chain._types import (
     RoundInfo,
     RoundStatus,
     SignedCommit,
+    SignedPublication,
     TxResult,
     as_digest,
     budget_to_fixed,
@@ -61,7 +63,6 @@ PRIORITY_FEE_WEI = 10**9
 GAS_MARGIN = 1.2
 DEFAULT_CHALLENGE_WINDOW = 20
 MAX_CHALLENGE_WINDOW = 2**16 - 1
-_ZERO_ADDRESS = Address(to_checksum_address("0x" + "00" * 20))
 
 
 class SupportsWeb3(Protocol):
@@ -154,6 +155,7 @@ class Ledger:
         self._scanned_to = start_block - 1
         self.chain_id: int = int(w3.eth.chain_id)
         self._clients_cache: dict[int, tuple[Address, ...]] = {}
+        self._opening_cache: dict[int, tuple[Address, dict[str, Any]]] = {}
         self.history: list[tuple[int | None, TxResult]] = []
 
     def __repr__(self) -> str:
@@ -339,19 +341,18 @@ class Ledger:
         deadline as the commit phase has from now).
 
         The clients are stored in ascending address order; that order defines the indices
-        used by batched commits and merkle leaves. ``commit_mode`` (``direct``, ``batched``
-        or ``merkle``; default from ``batched``) selects the commit path of the whole round.
-        Merkle rounds accept challenges until block ``reveal_deadline + challenge_window``.
+        used by batched commits. ``commit_mode`` (``direct`` or ``batched``; default from
+        ``batched``) selects the commit path of the whole round. Merkle rounds open with
+        their root: :meth:`open_merkle_round`.
         """
         _check_round(round_id)
         mode = commit_mode or ("batched" if batched else "direct")
+        if mode == "merkle":
+            raise ChainConfigError(
+                "a merkle round opens with the root of its signed leaves: use open_merkle_round"
+            )
         if mode not in COMMIT_MODES:
             raise ChainConfigError(f"commit_mode must be one of {COMMIT_MODES}, got {mode!r}")
-        if not 1 <= challenge_window <= MAX_CHALLENGE_WINDOW:
-            raise ChainConfigError(
-                f"challenge_window must be in [1, {MAX_CHALLENGE_WINDOW}] blocks, "
-                f"got {challenge_window}"
-            )
         digest = as_digest(config_digest, field="config_digest")
         ordered = _sort_addresses(clients)
         if not ordered:
@@ -360,13 +361,53 @@ class Ledger:
             raise ChainConfigError(f"deadline must be a block number >= 0, got {deadline}")
         if reveal_deadline is None:
             reveal_deadline = deadline + max(1, deadline - self.block_number())
-        if mode == "merkle":
-            args = [round_id, digest, ordered, deadline, reveal_deadline, challenge_window]
-            result = self._transact("openMerkleModeRound", args, sender, round_id)
-        else:
-            args = [round_id, digest, ordered, deadline, reveal_deadline, mode == "batched"]
-            result = self._transact("openRound", args, sender, round_id)
+        args = [round_id, digest, ordered, deadline, reveal_deadline, mode == "batched"]
+        result = self._transact("openRound", args, sender, round_id)
         self._clients_cache[round_id] = tuple(ordered)
+        return result
+
+    def open_merkle_round(
+        self,
+        leaf_set: LeafSet,
+        *,
+        config_digest: bytes,
+        leaves_digest: bytes,
+        reveal_deadline: int,
+        challenge_window: int = DEFAULT_CHALLENGE_WINDOW,
+        sender: LocalAccount,
+    ) -> TxResult:
+        """Aggregator: open merkle round ``leaf_set.round_id`` over ``leaf_set.clients`` (in
+        ascending order) with the root of the signed leaves it accepted, their count and
+        the store digest of the leaf set, in one transaction (the commit phase is closed at
+        once: the clients signed before, for this round and manifest). Reveals until block
+        ``reveal_deadline``; challenges from now until ``reveal_deadline +
+        challenge_window``. The round snapshots the epsilon budget in force, which must
+        be the one read here (the leaves were checked against it)."""
+        round_id = leaf_set.round_id
+        _check_round(round_id)
+        if not 1 <= challenge_window <= MAX_CHALLENGE_WINDOW:
+            raise ChainConfigError(
+                f"challenge_window must be in [1, {MAX_CHALLENGE_WINDOW}] blocks, "
+                f"got {challenge_window}"
+            )
+        clients = tuple(_address(c) for c in leaf_set.clients)
+        if not clients or list(clients) != _sort_addresses(clients):
+            raise MerkleFormatError("a leaf set's clients must be non-empty and ascending")
+        if leaf_set.chain_id != self.chain_id or leaf_set.contract.lower() != self.address.lower():
+            raise MerkleFormatError(f"leaf set is not for this ledger ({self.address})")
+        args = [
+            round_id,
+            as_digest(config_digest, field="config_digest"),
+            list(clients),
+            reveal_deadline,
+            challenge_window,
+            self.epsilon_budget_fixed(),
+            leaf_set.tree().root,
+            leaf_set.leaf_count,
+            as_digest(leaves_digest, field="leaves_digest"),
+        ]
+        result = self._transact("openRoundWithRoot", args, sender, round_id)
+        self._clients_cache[round_id] = clients
         return result
 
     def commit(
@@ -591,12 +632,25 @@ class Ledger:
         listed = events[0].args["clients"]
         if not listed and COMMIT_MODES[int(events[0].args["mode"])] == "merkle":
             # merkle rounds log no clients: they are in the opening call's calldata
-            tx = self._w3.eth.get_transaction(HexBytes(events[0].tx_hash))
-            _, call_args = self.contract.decode_function_input(tx["input"])
-            listed = call_args["clients"]
+            listed = self._opening(round_id)[1]["clients"]
         clients = tuple(_address(a) for a in listed)
         self._clients_cache[round_id] = clients
         return clients
+
+    def _opening(self, round_id: int) -> tuple[Address, dict[str, Any]]:
+        """A merkle round's opening transaction: its sender (the aggregator) and decoded
+        arguments (clients, challenge window: the round logs neither)."""
+        cached = self._opening_cache.get(round_id)
+        if cached is not None:
+            return cached
+        opened = next(iter(self.events("RoundOpened", argument_filters={"round": round_id})), None)
+        if opened is None:
+            raise _wrong_round(round_id)
+        tx = self._w3.eth.get_transaction(HexBytes(opened.tx_hash))
+        _, call_args = self.contract.decode_function_input(tx["input"])
+        found = (_address(tx["from"]), dict(call_args))
+        self._opening_cache[round_id] = found
+        return found
 
     def round_info(self, round_id: int) -> RoundInfo:
         """The round's state and its opening/aggregate events."""
@@ -605,10 +659,8 @@ class Ledger:
         )
         if status == RoundStatus.NONE:
             raise _wrong_round(round_id)
-        if COMMIT_MODES[mode] == "merkle":
-            return self._merkle_round_info(
-                round_id, deadline, reveal_deadline, budget, reveals, status
-            )
+        if COMMIT_MODES[mode] == "merkle":  # the header word holds a hash: use the events
+            return self._merkle_round_info(round_id, status)
         batched = COMMIT_MODES[mode] == "batched"
         cfg, clients_hash, acc, agg, parts_hash, reveal, committed, missed, refusal = self._call(
             "roundDigests", round_id
@@ -641,20 +693,17 @@ class Ledger:
             mode=COMMIT_MODES[mode],
         )
 
-    def _merkle_round_info(
-        self,
-        round_id: int,
-        deadline: int,
-        reveal_deadline: int,
-        budget: int,
-        window: int,
-        status: int,
-    ) -> RoundInfo:
-        """A merkle round's info: its state lives in events (the contract keeps a hash)."""
+    def _merkle_round_info(self, round_id: int, status: int) -> RoundInfo:
+        """A merkle round's info: its state lives in events and the opening calldata (the
+        contract keeps a hash); the commit phase closed at the opening."""
         refusal = 0
-        if status == RoundStatus.REFUSED:
-            refusal = self._call("roundDigests", round_id)[8]
+        if status == RoundStatus.REFUSED:  # merkle rounds keep the code in the event only
+            found = self.events("ReleaseRefused", argument_filters={"round": round_id})
+            refused = next(iter(found))
+            refusal = int(refused.args["reasonCode"])
         opened = next(iter(self.events("RoundOpened", argument_filters={"round": round_id})))
+        reveal_deadline = int(opened.args["revealDeadline"])
+        window = int(self._opening(round_id)[1]["challengeWindow"])
         root_ev = next(iter(self.events("RootPosted", argument_filters={"round": round_id})), None)
         published = next(
             iter(self.events("MerklePublished", argument_filters={"round": round_id})), None
@@ -683,11 +732,11 @@ class Ledger:
             config_digest=Digest(bytes(opened.args["configDigest"])),
             clients=clients,
             clients_hash=list_hash(clients),
-            deadline=int(deadline),
-            reveal_deadline=int(reveal_deadline),
+            deadline=int(opened.args["deadline"]),
+            reveal_deadline=reveal_deadline,
             commits=0 if root_ev is None else int(root_ev.args["leafCount"]),
             reveals=0,
-            epsilon_budget_fixed=int(budget),
+            epsilon_budget_fixed=int(opened.args["epsilonBudget"]),
             accumulator=None,
             aggregate_digest=aggregate,
             participants=participants,
@@ -701,7 +750,7 @@ class Ledger:
             mode="merkle",
             merkle_root=None if root_ev is None else Digest(bytes(root_ev.args["root"])),
             leaves_digest=None if root_ev is None else Digest(bytes(root_ev.args["leavesDigest"])),
-            challenge_deadline=int(reveal_deadline) + int(window),
+            challenge_deadline=reveal_deadline + window,
         )
 
     def commitment_hash(self, round_id: int, client: str) -> Digest:
@@ -792,15 +841,15 @@ class Ledger:
         info = self.round_info(round_id)
         if not info.merkle:
             raise ChainConfigError(f"round {round_id} is not a merkle round")
-        aggregator = _ZERO_ADDRESS
-        root_ev = next(iter(self.events("RootPosted", argument_filters={"round": round_id})), None)
-        if root_ev is not None:
-            sender = self._w3.eth.get_transaction(HexBytes(root_ev.tx_hash))["from"]
-            aggregator = _address(sender)
+        aggregator, opening = self._opening(round_id)
         zero = Digest(bytes(32))
         state = MerkleState(
             config_digest=info.config_digest,
             clients_hash=info.clients_hash,
+            reveal_deadline=info.reveal_deadline,
+            epsilon_budget_fixed=info.epsilon_budget_fixed,
+            num_clients=len(info.clients),
+            challenge_window=int(opening["challengeWindow"]),
             root=info.merkle_root or zero,
             leaf_count=info.commits,
             aggregator=aggregator,
@@ -822,25 +871,6 @@ class Ledger:
             words[i // 256] |= 1 << (i % 256)
         return words
 
-    def post_root(
-        self, round_id: int, leaf_set: LeafSet, *, leaves_digest: bytes, sender: LocalAccount
-    ) -> TxResult:
-        """Aggregator: post the root of ``leaf_set`` (the signed leaves it accepted), its
-        leaf count and the store digest of the leaf set (one transaction per round)."""
-        _check_round(round_id)
-        clients = self.selected_clients(round_id)
-        if leaf_set.round_id != round_id or tuple(c.lower() for c in leaf_set.clients) != tuple(
-            c.lower() for c in clients
-        ):
-            raise MerkleFormatError(f"leaf set is not over round {round_id}'s selected clients")
-        args = [
-            round_id,
-            leaf_set.tree().root,
-            leaf_set.leaf_count,
-            as_digest(leaves_digest, field="leaves_digest"),
-        ]
-        return self._transact("postCommitRoot", args, sender, round_id)
-
     def publish_merkle(
         self,
         round_id: int,
@@ -855,8 +885,48 @@ class Ledger:
         words = self._participant_words(round_id, participants)
         state = self.merkle_state(round_id)
         digest = as_digest(aggregate_digest, field="aggregate_digest")
-        args = [round_id, state.rootless_key, state.root, state.leaf_count, digest, words]
-        return self._transact("publishOptimisticRound", args, sender, round_id)
+        args = [round_id, state.as_tuple(), digest, words]
+        return self._transact("publishMerkleRound", args, sender, round_id)
+
+    def sign_publication(
+        self,
+        round_id: int,
+        *,
+        aggregate_digest: bytes,
+        participants: Sequence[str],
+        account: LocalAccount,
+    ) -> SignedPublication:
+        """Aggregator of a merkle round with a key holder: sign the publication (aggregate
+        digest, participants) for the key holder to send with its reservation."""
+        _check_round(round_id)
+        return _sign_publication(
+            account,
+            chain_id=self.chain_id,
+            verifying_contract=self.address,
+            round_id=round_id,
+            aggregate_digest=aggregate_digest,
+            participant_words=tuple(self._participant_words(round_id, participants)),
+        )
+
+    def publish_and_reserve(
+        self, publication: SignedPublication, *, sender: LocalAccount
+    ) -> TxResult:
+        """Key holder of a merkle round: send the aggregator's signed ``publication`` and
+        reserve the round's one release in the same transaction, before decrypting (a
+        second reservation reverts)."""
+        round_id = publication.round_id
+        _check_round(round_id)
+        state = self.merkle_state(round_id)
+        args = [
+            round_id,
+            state.as_tuple(),
+            publication.aggregate_digest,
+            list(publication.participant_words),
+            publication.v,
+            publication.r,
+            publication.s,
+        ]
+        return self._transact("reserveAndPublish", args, sender, round_id)
 
     @staticmethod
     def _leaf_tuple(signed: SignedCommit) -> tuple[Any, ...]:
@@ -899,7 +969,7 @@ class Ledger:
             as_digest(at_index, field="at_index"),
             [as_digest(p, field="proof") for p in proof],
         ]
-        return self._transact("proveMissingLeaf", args, sender, round_id)
+        return self._transact("proveLeafMissing", args, sender, round_id)
 
     def challenge_over_budget(
         self, round_id: int, *, leaf: SignedCommit, proof: Sequence[bytes], sender: LocalAccount
@@ -933,7 +1003,7 @@ class Ledger:
             self._leaf_tuple(first),
             self._leaf_tuple(second),
         ]
-        return self._transact("proveEquivocation", args, sender, round_id)
+        return self._transact("proveConflictingLeaf", args, sender, round_id)
 
     def settle_reputation(self, round_id: int, *, sender: LocalAccount) -> TxResult:
         """Merkle rounds, after the challenge window: +1 per participant or proven
@@ -943,7 +1013,7 @@ class Ledger:
         words = self._participant_words(round_id, info.participants or ())
         state = self.merkle_state(round_id)
         args = [round_id, state.as_tuple(), list(info.clients), words]
-        return self._transact("finalizeOptimistic", args, sender, round_id)
+        return self._transact("finalizeOptimisticRound", args, sender, round_id)
 
     def merkle_challenges(self, round_id: int, client: str) -> int:
         """What challenges proved for ``client`` in ``round_id`` (bits: 1 omission, 2 over

@@ -140,6 +140,28 @@ class SignedCommit:
 
 
 @dataclass(frozen=True)
+class SignedPublication:
+    """The aggregator's EIP-712 signature over a merkle round's publication,
+    ``Publish(uint256 round,bytes32 aggregateDigest,bytes32 participantsHash)``: the key
+    holder sends it with its reservation (``Ledger.publish_and_reserve``), so the
+    publication and the reservation are one transaction. ``participant_words`` is the
+    bitmap over the selected list (bit i of word i // 256)."""
+
+    round_id: int
+    aggregate_digest: Digest
+    participant_words: tuple[int, ...]
+    aggregator: Address
+    v: int
+    r: bytes
+    s: bytes
+
+    @property
+    def participants_hash(self) -> Digest:
+        """keccak256 of the packed participant words (as the contract hashes them)."""
+        return Digest(keccak(b"".join(w.to_bytes(32, "big") for w in self.participant_words)))
+
+
+@dataclass(frozen=True)
 class Commitment:
     """One client's commitment as recorded by a ``Committed`` event."""
 
@@ -216,27 +238,51 @@ COMMIT_MODES = ("direct", "batched", "merkle")
 """Commit modes by their on-chain number (``Header.mode``)."""
 
 
+_KEY_MASK = (1 << 240) - 1
+
+
+def _word(value: int | bytes | str) -> bytes:
+    if isinstance(value, str):  # an address
+        return bytes.fromhex(value[2:]).rjust(32, b"\0")
+    if isinstance(value, bytes):
+        return value
+    return value.to_bytes(32, "big")
+
+
+def _key(*fields: int | bytes | str) -> bytes:
+    """keccak256 of the ABI encoding of ``fields``, cut to its low 240 bits."""
+    digest = int.from_bytes(keccak(b"".join(_word(f) for f in fields)), "big")
+    return (digest & _KEY_MASK).to_bytes(32, "big")
+
+
 @dataclass(frozen=True)
 class MerkleState:
-    """What a merkle round committed, rebuilt from its events; the contract stores only a
-    hash chain of it (``merkleKey``, see :meth:`key`).
+    """What a merkle round committed, header included, rebuilt from its events and its
+    opening calldata; the contract stores only a hash chain of it (see :meth:`key`).
 
-    Zero fields are not set yet: ``root``/``leaf_count``/``aggregator`` until the root is
-    posted, ``aggregate_digest``/``participants_hash`` until publication."""
+    ``aggregate_digest``/``participants_hash`` are zero until publication."""
 
     config_digest: Digest
     clients_hash: Digest
+    reveal_deadline: int
+    epsilon_budget_fixed: int
+    num_clients: int
+    challenge_window: int
     root: Digest
     leaf_count: int
     aggregator: Address
     aggregate_digest: Digest
     participants_hash: Digest
 
-    def as_tuple(self) -> tuple[bytes, bytes, bytes, int, str, bytes, bytes]:
+    def as_tuple(self) -> tuple[Any, ...]:
         """The ABI tuple of the contract's ``MerkleState``."""
         return (
             self.config_digest,
             self.clients_hash,
+            self.reveal_deadline,
+            self.epsilon_budget_fixed,
+            self.num_clients,
+            self.challenge_window,
             self.root,
             self.leaf_count,
             self.aggregator,
@@ -245,28 +291,17 @@ class MerkleState:
         )
 
     @property
-    def rootless_key(self) -> bytes:
-        """k0 = keccak256(abi.encode(config, clients hash)) with bit 0 cleared."""
-        k0 = keccak(self.config_digest + self.clients_hash)
-        return k0[:31] + bytes([k0[31] & 0xFE])
+    def open_key(self) -> bytes:
+        """k1 = keccak256(abi.encode(config, clients hash, reveal deadline, budget, n,
+        window, root, leaf count, aggregator)), low 240 bits (the round as opened)."""
+        return _key(*self.as_tuple()[:9])
 
     def key(self) -> bytes:
-        """The hash chain the contract stores: k0, then k1 = keccak256(k0, root, leaf
-        count, aggregator) with bit 0 set, then k2 = keccak256(k1, aggregate, participants
-        hash)."""
-        key = self.rootless_key
-        if not any(self.root):
-            return key
-        k1 = keccak(
-            key
-            + self.root
-            + self.leaf_count.to_bytes(32, "big")
-            + bytes.fromhex(self.aggregator[2:]).rjust(32, b"\0")
-        )
-        key = k1[:31] + bytes([k1[31] | 1])
+        """The hash chain the contract stores: k1, then k2 = keccak256(k1, aggregate,
+        participants hash) (low 240 bits) once published."""
         if not any(self.participants_hash):
-            return key
-        return keccak(key + self.aggregate_digest + self.participants_hash)
+            return self.open_key
+        return _key(self.open_key, self.aggregate_digest, self.participants_hash)
 
 
 @dataclass(frozen=True)

@@ -451,8 +451,11 @@ class Auditor:
         return "(unknown)"
 
     def _publisher(self, round_id: int) -> str:
-        """Who published the round's aggregate (the sender of the publishing transaction)."""
-        return self._sender_of("AggregatePublished", round_id)
+        """Who published the round's aggregate (the sender of the publishing transaction;
+        in a merkle round the aggregator that opened it, the only account whose
+        publication the contract takes, sent by itself or signed for the key holder)."""
+        found = self._sender_of("AggregatePublished", round_id)
+        return found if found != "(unknown)" else self._opener(round_id)
 
     def _opener(self, round_id: int) -> str:
         """Who opened the round, i.e. declared its manifest."""

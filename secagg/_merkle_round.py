@@ -9,6 +9,11 @@ signed by the selected client at their index for this round and manifest; everyt
 reads commitments (the aggregator's collection, the key holder's check, the auditor) goes
 through it, so a merkle round is checked exactly as a direct or batched one.
 
+Clients sign their leaves before the round is on chain (the round id and the manifest
+digest come with the manifest, :class:`MerkleDraft`); the aggregator opens the round with
+the root in one transaction, and each client checks, before it reveals, that the round on
+chain names the manifest it signed and holds its leaf.
+
 Threat model: the aggregator chooses which signed leaves go under the root (it can censor),
 and nothing on chain checks a leaf when the root is posted. Each client checks its own
 inclusion proof before it reveals and, when its leaf is missing, proves the omission on
@@ -25,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from chain import (
+    Address,
     Commitment,
     Digest,
     LeafSet,
@@ -165,8 +171,21 @@ def check_inclusion(
     return Inclusion(included=at_index == mine, at_index=at_index, proof=tuple(tree.proof(index)))
 
 
+@dataclass(frozen=True)
+class MerkleDraft:
+    """A merkle round before it is on chain: what its manifest declares. Clients sign their
+    leaves for this round id and manifest digest; the aggregator then opens the round with
+    the root of the leaves it accepted (checked against the epsilon budget in force, which
+    the opening snapshots)."""
+
+    round_id: int
+    config_digest: Digest
+    clients: tuple[Address, ...]  # ascending addresses: the tree's index order
+    epsilon_budget_fixed: int
+
+
 def build_leaf_set(
-    ledger: Ledger, info: RoundInfo, signed: Sequence[SignedCommit]
+    ledger: Ledger, info: RoundInfo | MerkleDraft, signed: Sequence[SignedCommit]
 ) -> tuple[LeafSet, dict[str, str]]:
     """The aggregator's leaf set: every signed commitment it accepts, at its client's index.
 
@@ -217,6 +236,7 @@ def build_leaf_set(
 __all__ = [
     "Inclusion",
     "LeafCheck",
+    "MerkleDraft",
     "build_leaf_set",
     "check_inclusion",
     "check_leaves",

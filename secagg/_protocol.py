@@ -10,8 +10,10 @@ over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
    privacy event, keeps the blob private and commits the digests, its claimed cumulative
    epsilon and the manifest digest (batched rounds: signs, the aggregator submits every
    signature in one transaction, and a client left out of the batch commits itself;
-   merkle rounds: signs a leaf, the aggregator stores the leaf set and posts one root, and
-   each client checks its inclusion proof before it reveals, proving an omission on chain);
+   merkle rounds: signs a leaf for the manifest before the round is on chain, the
+   aggregator stores the leaf set and opens the round with its root in one transaction,
+   and each client checks the opened round's manifest digest and its inclusion proof
+   before it reveals, proving an omission on chain);
 3. the commit phase closes at its deadline, or as soon as every selected client committed;
 4. **reveal phase**: each committed client puts its blob in the store and (direct rounds)
    records its reveal; a committed client that does not reveal is a dropout;
@@ -19,7 +21,8 @@ over a :class:`~secagg._consortium.Consortium` (ledger + artifact store):
    committed digest, combines blindly and publishes the aggregate digest and the
    participants (before the reveal deadline only if all committed clients are in it);
 6. the key holder (CKKS) recombines the committed blobs itself, compares bytes, reserves
-   the release on the ledger, decrypts once and attests (or attests its refusal); with a
+   the release on the ledger (merkle rounds: in the same transaction as the aggregator's
+   signed publication), decrypts once and attests (or attests its refusal); with a
    decryption committee (K > 1, :mod:`secagg._committee_round`) each present member does
    the check itself, the first reserves, each attests its partial, and any T partials
    release the sum (fewer: the round aborts, nothing released); for
@@ -121,11 +124,11 @@ log = logging.getLogger("secagg")
 # Ledger functions by round phase (gas and seconds are reported per phase).
 PHASE_OF_FUNCTION = {
     "openRound": "open",
-    "openMerkleModeRound": "open",
-    "postCommitRoot": "commit",
-    "proveMissingLeaf": "reveal",
-    "publishOptimisticRound": "publish",
-    "finalizeOptimistic": "finalize",
+    "openRoundWithRoot": "commit",  # merkle: the opening carries the commitments' root
+    "reserveAndPublish": "release",  # merkle: the key holder's reservation + publication
+    "proveLeafMissing": "reveal",
+    "publishMerkleRound": "publish",
+    "finalizeOptimisticRound": "finalize",
     "commit": "commit",
     "commitOwn": "commit",
     "commitBatch": "commit",
@@ -305,7 +308,9 @@ class SecureRoundProtocol:
         session.setup(dropouts=dropped)
         for client_id in dropped:
             excluded[client_id] = "dropped out before committing (missed the deadline)"
-        committed = self._commit_phase(round_id, session, updates, events, excluded, clock)
+        committed = self._commit_phase(
+            round_id, session, updates, events, excluded, clock, manifest_digest=manifest.digest()
+        )
         for client_id, (party, submission) in sorted(committed.items()):
             if client_id in withhold_reveal:
                 continue
@@ -332,16 +337,23 @@ class SecureRoundProtocol:
         events: Mapping[int, PrivacyEventLike | None],
         excluded: dict[int, str],
         clock: _ChainClock,
+        *,
+        manifest_digest: Digest,
     ) -> dict[int, tuple[ClientParty, Submission]]:
-        """Every client still up commits (blobs stay private); the phase is then closed."""
+        """Every client still up commits (blobs stay private); the phase is then closed.
+        Merkle rounds: the clients sign for the manifest they received (the round is not on
+        chain yet) and the aggregator opens the round with their root."""
+        merkle = self.consortium.commit_mode == "merkle"
         committed: dict[int, tuple[ClientParty, Submission]] = {}
         for client_id in sorted(updates):
             party = ClientParty(client_id=client_id, consortium=self.consortium)
             protect_before = session.stats.seconds["protect"]
             start = time.perf_counter()
             try:
+                # a merkle client signs for the manifest it received (absent: no keyword)
+                signs_for = {"manifest_digest": manifest_digest} if merkle else {}
                 submission = party.commit(
-                    round_id, session, updates[client_id], events.get(client_id)
+                    round_id, session, updates[client_id], events.get(client_id), **signs_for
                 )
             except (SecAggError, ChainError) as error:
                 excluded[client_id] = f"{type(error).__name__}: {error}"
@@ -352,7 +364,7 @@ class SecureRoundProtocol:
                 clock.add("commit", max(0.0, time.perf_counter() - start - protect_seconds))
             committed[client_id] = (party, submission)
         signed = [s.signed for _, s in committed.values() if s.signed is not None]
-        if signed and self.consortium.commit_mode == "merkle":
+        if merkle:
             self._post_root(round_id, signed, committed, excluded, clock)
         elif signed:
             try:
@@ -386,9 +398,10 @@ class SecureRoundProtocol:
         excluded: dict[int, str],
         clock: _ChainClock,
     ) -> None:
-        """Merkle rounds: the aggregator posts one root over the acceptable signed leaves. A
-        refused client is out of the round (its leaf is not acceptable, so no omission can
-        be proven); a client left out otherwise finds it at its inclusion check."""
+        """Merkle rounds: the aggregator opens the round with one root over the acceptable
+        signed leaves. A refused client is out of the round (its leaf is not acceptable, so
+        no omission can be proven); a client left out otherwise finds it at its inclusion
+        check."""
         try:
             with clock.phase("commit"):
                 _, refused = self.aggregator.submit_root(round_id, signed)
@@ -475,8 +488,22 @@ class SecureRoundProtocol:
         committee_stats: dict[int, dict[str, float]] = {}
         if collected.blobs:
             try:
+                # A merkle round released by the key holder: the aggregator signs the
+                # publication and the key holder sends it with its reservation.
+                publication = None
                 with clock.phase("publish"):
-                    aggregate, _ = self.aggregator.combine_and_publish(round_id, session, collected)
+                    if (
+                        self.consortium.commit_mode == "merkle"
+                        and self.committee is None
+                        and self.key_holder.attests
+                    ):
+                        aggregate, publication = self.aggregator.combine_and_sign(
+                            round_id, session, collected
+                        )
+                    else:
+                        aggregate, _ = self.aggregator.combine_and_publish(
+                            round_id, session, collected
+                        )
                 aggregate_digest = keccak256(aggregate)  # the digest just published
                 survivors = [c for c in session.combined if c not in crash_after_commit]
                 with clock.phase("release"):
@@ -488,12 +515,15 @@ class SecureRoundProtocol:
                             j: stats.as_dict() for j, stats in committee_round.stats.items()
                         }
                     else:
-                        # central DP noise, added inside the release (absent: no keyword)
-                        noise = {}
+                        # central DP noise, added inside the release, and a merkle
+                        # round's signed publication (absent: no keyword)
+                        extra: dict[str, Any] = {}
                         if release_noise_std is not None:
-                            noise["noise_std"] = release_noise_std
+                            extra["noise_std"] = release_noise_std
+                        if publication is not None:
+                            extra["publication"] = publication
                         total, _ = self.key_holder.reveal(
-                            round_id, manifest, session, aggregate, survivors=survivors, **noise
+                            round_id, manifest, session, aggregate, survivors=survivors, **extra
                         )
             except (SecAggError, ChainError) as error:
                 for client_id in collected.blobs:

@@ -6,14 +6,17 @@ phase and then a reveal phase, both enforced by the ledger contract:
 * :class:`ClientParty` protects its own weighted update through the scheme and, in the
   commit phase, puts only digests on the ledger (blob, privacy event, claimed cumulative
   epsilon and the manifest digest it saw; batched rounds: signs them for the aggregator's
-  batch, and commits itself if the batch leaves it out; merkle rounds: signs its leaf, and
-  before revealing checks its inclusion proof against the root on chain, proving an omission
-  there if its leaf is missing). It keeps the blob private until the commit phase is
+  batch, and commits itself if the batch leaves it out; merkle rounds: signs its leaf for
+  the manifest it received, before the round is on chain, and before revealing checks that
+  the opened round names that manifest and its inclusion proof against the root, proving
+  an omission there if its leaf is missing). It keeps the blob private until the commit phase is
   closed; then it puts the blob in the store and (direct rounds) records its reveal with
   one transaction. Its privacy event goes to the store at commit time: the
   privacy was spent whether or not the update is used, and its next event links to it.
 * :class:`AggregatorParty` opens the round with the manifest's digest (merkle rounds:
-  stores the leaf set of the signed commitments it accepts and posts one root), reads the
+  stores the leaf set of the signed commitments it accepts and opens the round with its
+  root, one transaction; in CKKS merkle rounds it signs the publication and the key
+  holder sends it with its reservation), reads the
   commitments *from the ledger* (so a restarted aggregator resumes from ledger and store
   and counts no client twice), fetches and checks each revealed blob against its
   commitment, combines blindly, publishes the aggregate digest and participants, and
@@ -66,17 +69,22 @@ from typing import Protocol
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
 
 from chain import (
     EPSILON_SCALE,
+    Address,
     ChainError,
     Commitment,
+    LeafSet,
     Ledger,
     RoundInfo,
     RoundStatus,
     SignedCommit,
+    SignedPublication,
     TxResult,
 )
+from chain import Digest as LedgerDigest
 from dp import SecureGaussian
 from secagg._consortium import Consortium
 from secagg._digest import Digest, keccak256
@@ -88,7 +96,12 @@ from secagg._errors import (
     SecAggError,
 )
 from secagg._manifest import RoundManifest
-from secagg._merkle_round import build_leaf_set, check_inclusion, round_commitments
+from secagg._merkle_round import (
+    MerkleDraft,
+    build_leaf_set,
+    check_inclusion,
+    round_commitments,
+)
 from secagg._recombine import aggregate_inputs, recombine
 from secagg._scheme import RoundSession
 from secagg._store import ArtifactNotFoundError, ArtifactStore
@@ -164,16 +177,21 @@ class ClientParty:
         session: RoundSession,
         weighted_update: np.ndarray,
         event: PrivacyEventLike | None,
+        *,
+        manifest_digest: Digest | None = None,
     ) -> Submission:
-        """Commit phase: protect, keep the blob private, commit its digests (batched rounds:
-        sign them for the aggregator's batch).
+        """Commit phase: protect, keep the blob private, commit its digests (batched and
+        merkle rounds: sign them for the aggregator).
 
-        The commitment binds the manifest digest the client read on the ledger. The
-        privacy event is stored now: the privacy was spent in training whether or not the
-        update is accepted, and the client's next event links to this one."""
+        The commitment binds the manifest digest the client read on the ledger; a merkle
+        round is not on chain yet, so its client signs ``manifest_digest`` (the digest of
+        the manifest it received) and checks the opened round names it before revealing.
+        The privacy event is stored now: the privacy was spent in training whether or not
+        the update is accepted, and the client's next event links to this one."""
         store = self.consortium.store
         ledger = self.consortium.ledger
-        manifest_digest = Digest(ledger.round_info(round_id).config_digest)
+        if manifest_digest is None:
+            manifest_digest = Digest(ledger.round_info(round_id).config_digest)
         if event is None:
             event_digest, epsilon = ZERO_DIGEST, 0.0
         else:
@@ -242,6 +260,12 @@ class ClientParty:
             raise ProtocolAbortError(f"round {round_id}: a merkle client signs its leaf")
         consortium = self.consortium
         ledger, store = consortium.ledger, consortium.store
+        info = info or ledger.round_info(round_id)
+        if info.config_digest != submission.manifest_digest:
+            raise ProtocolAbortError(
+                f"round {round_id}: the round on chain names another manifest than the one "
+                "this client signed; the blob stays private"
+            )
         inclusion = check_inclusion(ledger, store, round_id, submission.signed, info=info)
         if inclusion.included:
             return None
@@ -260,6 +284,7 @@ class AggregatorParty:
     def __init__(self, *, consortium: Consortium) -> None:
         self.consortium = consortium
         self._unsettled: list[int] = []
+        self._drafts: dict[int, MerkleDraft] = {}
 
     @property
     def _account(self) -> LocalAccount:
@@ -275,13 +300,25 @@ class AggregatorParty:
         )
         return [self.consortium.client_id_of(address) for address in kept]
 
-    def open_round(self, manifest: RoundManifest) -> TxResult:
+    def open_round(self, manifest: RoundManifest) -> TxResult | None:
         """Store the manifest and open the round with its digest as the config digest: the
-        commit phase lasts ``deadline_blocks``, and the reveal phase as many blocks more."""
+        commit phase lasts ``deadline_blocks``, and the reveal phase as many blocks more.
+
+        Merkle rounds open later, with their root (:meth:`submit_root`): here the manifest
+        is stored and the round drafted (its clients sign against it); returns None."""
         ledger = self.consortium.ledger
         config_digest = self.consortium.store.put(manifest.canonical_bytes())
-        deadline = ledger.block_number() + self.consortium.deadline_blocks
         self.settle_due()
+        if self.consortium.commit_mode == "merkle":
+            clients = sorted((c.address for c in manifest.clients), key=lambda a: int(a, 16))
+            self._drafts[manifest.round_id] = MerkleDraft(
+                round_id=manifest.round_id,
+                config_digest=LedgerDigest(bytes(config_digest)),
+                clients=tuple(Address(to_checksum_address(a)) for a in clients),
+                epsilon_budget_fixed=ledger.epsilon_budget_fixed(),
+            )
+            return None
+        deadline = ledger.block_number() + self.consortium.deadline_blocks
         return ledger.open_round(
             manifest.round_id,
             config_digest=config_digest,
@@ -293,21 +330,39 @@ class AggregatorParty:
             sender=self._account,
         )
 
+    def draft(self, round_id: int) -> MerkleDraft:
+        """Merkle rounds: the round as drafted at :meth:`open_round` (not on chain yet)."""
+        draft = self._drafts.get(round_id)
+        if draft is None:
+            raise ProtocolAbortError(f"round {round_id}: no merkle round drafted")
+        return draft
+
     def submit_root(
         self, round_id: int, signed: list[SignedCommit]
     ) -> tuple[TxResult | None, dict[str, str]]:
-        """Merkle rounds: store the leaf set of every acceptable signed commitment and post
-        its root (one transaction). Refused rows (see :func:`build_leaf_set`) are returned
-        as ``{client address: reason}``; a refused client can prove an omission only if
-        its leaf was acceptable."""
-        ledger = self.consortium.ledger
-        info = ledger.round_info(round_id)
-        leaf_set, refused = build_leaf_set(ledger, info, signed)
-        if leaf_set.leaf_count == 0:
-            return None, refused
+        """Merkle rounds: store the leaf set of every acceptable signed commitment and open
+        the round with its root (one transaction; with no acceptable leaf the root is the
+        empty tree's, so a left-out client can still prove its omission). Refused rows
+        (see :func:`build_leaf_set`) are returned as ``{client address: reason}``; a
+        refused client can prove an omission only if its leaf was acceptable."""
+        leaf_set, refused = build_leaf_set(self.consortium.ledger, self.draft(round_id), signed)
         leaves_digest = self.consortium.store.put(leaf_set.canonical_bytes())
-        tx = ledger.post_root(round_id, leaf_set, leaves_digest=leaves_digest, sender=self._account)
-        return tx, refused
+        return self.open_with_root(round_id, leaf_set, leaves_digest=leaves_digest), refused
+
+    def open_with_root(self, round_id: int, leaf_set: LeafSet, *, leaves_digest: bytes) -> TxResult:
+        """Merkle rounds: open the drafted round with the root of ``leaf_set``: reveals for
+        ``deadline_blocks`` blocks, then the challenge window."""
+        ledger = self.consortium.ledger
+        tx = ledger.open_merkle_round(
+            leaf_set,
+            config_digest=self.draft(round_id).config_digest,
+            leaves_digest=leaves_digest,
+            reveal_deadline=ledger.block_number() + self.consortium.deadline_blocks,
+            challenge_window=self.consortium.challenge_window,
+            sender=self._account,
+        )
+        self._drafts.pop(round_id, None)
+        return tx
 
     def settle_due(self) -> list[TxResult]:
         """Settle the reputation of every merkle round this aggregator published whose
@@ -401,6 +456,37 @@ class AggregatorParty:
 
         A round whose participants are not every committed client is published only after
         the reveal deadline (the contract refuses earlier), so a late reveal still counts."""
+        aggregate, aggregate_digest, merkle = self._combine(round_id, session, collected)
+        ledger = self.consortium.ledger
+        publish = ledger.publish_merkle if merkle else ledger.publish_aggregate
+        tx = publish(
+            round_id,
+            aggregate_digest=aggregate_digest,
+            participants=self.consortium.addresses_of(session.combined),
+            sender=self._account,
+        )
+        return aggregate, tx
+
+    def combine_and_sign(
+        self, round_id: int, session: RoundSession, collected: Collected
+    ) -> tuple[bytes, SignedPublication]:
+        """Merkle rounds released by a key holder: combine and store as
+        :meth:`combine_and_publish`, but sign the publication instead of sending it; the
+        key holder sends it with its reservation (one transaction for both)."""
+        aggregate, aggregate_digest, _ = self._combine(round_id, session, collected)
+        publication = self.consortium.ledger.sign_publication(
+            round_id,
+            aggregate_digest=aggregate_digest,
+            participants=self.consortium.addresses_of(session.combined),
+            account=self._account,
+        )
+        return aggregate, publication
+
+    def _combine(
+        self, round_id: int, session: RoundSession, collected: Collected
+    ) -> tuple[bytes, Digest, bool]:
+        """Combine and store the aggregate; wait past the reveal deadline unless every
+        committed client is in it. Returns the aggregate, its digest, whether merkle."""
         aggregate = session.combine(collected.blobs)
         for client_id in collected.blobs:
             if client_id not in session.combined:
@@ -410,14 +496,7 @@ class AggregatorParty:
         info = ledger.round_info(round_id)
         if len(session.combined) != info.commits:
             ledger.advance_past(info.reveal_deadline)
-        publish = ledger.publish_merkle if info.merkle else ledger.publish_aggregate
-        tx = publish(
-            round_id,
-            aggregate_digest=aggregate_digest,
-            participants=self.consortium.addresses_of(session.combined),
-            sender=self._account,
-        )
-        return aggregate, tx
+        return aggregate, aggregate_digest, info.merkle
 
     def finalize(self, round_id: int) -> TxResult | None:
         """Finalize (reputation). Merkle rounds only after their challenge window: the
@@ -429,14 +508,31 @@ class AggregatorParty:
 
 
 def participant_blobs(
-    ledger: Ledger, store: ArtifactStore, round_id: int, manifest: RoundManifest, aggregate: bytes
+    ledger: Ledger,
+    store: ArtifactStore,
+    round_id: int,
+    manifest: RoundManifest,
+    aggregate: bytes,
+    *,
+    publication: SignedPublication | None = None,
 ) -> list[tuple[int, bytes]]:
     """``(client id, committed blob)`` of every participant, in participant order, after
-    checking that ``aggregate`` is the published one under the round's manifest. Raises
-    :class:`~secagg._errors.CommitmentMismatchError`."""
+    checking that ``aggregate`` is the published one under the round's manifest (or, for a
+    merkle round not yet published, the one of the aggregator's signed ``publication``).
+    Raises :class:`~secagg._errors.CommitmentMismatchError`."""
     info = ledger.round_info(round_id)
     digest = keccak256(aggregate)
-    if info.aggregate_digest != digest:
+    participants = info.participants
+    published = info.aggregate_digest
+    if publication is not None:
+        published = publication.aggregate_digest
+        words = publication.participant_words
+        if publication.round_id != round_id or len(words) != (len(info.clients) + 255) // 256:
+            raise CommitmentMismatchError(f"round {round_id}: not this round's publication")
+        participants = tuple(
+            c for i, c in enumerate(info.clients) if (words[i // 256] >> (i % 256)) & 1
+        )
+    if published != digest:
         raise CommitmentMismatchError(
             f"round {round_id}: aggregate digest {digest.hex()} is not the published one"
         )
@@ -446,7 +542,7 @@ def participant_blobs(
         c.client.lower(): c.blob_digest for c in round_commitments(ledger, store, round_id)
     }
     blobs = []
-    for participant in info.participants or ():
+    for participant in participants or ():
         member = manifest.client_by_address(participant)
         blob_digest = committed.get(participant.lower())
         if member is None or blob_digest is None:
@@ -463,7 +559,13 @@ def participant_blobs(
 
 
 def check_aggregate(
-    ledger: Ledger, store: ArtifactStore, round_id: int, manifest: RoundManifest, aggregate: bytes
+    ledger: Ledger,
+    store: ArtifactStore,
+    round_id: int,
+    manifest: RoundManifest,
+    aggregate: bytes,
+    *,
+    publication: SignedPublication | None = None,
 ) -> None:
     """Refuse an aggregate unless it is byte for byte the recombination of the round's
     participants' committed blobs, and its digest is the one published on the ledger.
@@ -472,9 +574,13 @@ def check_aggregate(
     releases anything: it fetches every participant's committed blob from the store,
     recombines them with the public parameters of the manifest and compares bytes, so an
     aggregator that publishes, say, one client's ciphertext under an honest header is refused
-    before any decryption. Raises :class:`~secagg._errors.CommitmentMismatchError`.
+    before any decryption. ``publication``: a merkle round's signed publication, not yet
+    on chain (the key holder sends it with its reservation). Raises
+    :class:`~secagg._errors.CommitmentMismatchError`.
     """
-    in_order = participant_blobs(ledger, store, round_id, manifest, aggregate)
+    in_order = participant_blobs(
+        ledger, store, round_id, manifest, aggregate, publication=publication
+    )
     blobs = sorted(in_order)
     try:
         recombined = recombine(manifest, blobs, store)
@@ -511,10 +617,24 @@ class KeyHolderParty:
         self.consortium = consortium
         self.attests = attests
 
-    def check_aggregate(self, round_id: int, manifest: RoundManifest, aggregate: bytes) -> None:
+    def check_aggregate(
+        self,
+        round_id: int,
+        manifest: RoundManifest,
+        aggregate: bytes,
+        *,
+        publication: SignedPublication | None = None,
+    ) -> None:
         """:func:`check_aggregate` against this consortium's ledger and store."""
         consortium = self.consortium
-        check_aggregate(consortium.ledger, consortium.store, round_id, manifest, aggregate)
+        check_aggregate(
+            consortium.ledger,
+            consortium.store,
+            round_id,
+            manifest,
+            aggregate,
+            publication=publication,
+        )
 
     def reveal(
         self,
@@ -525,6 +645,7 @@ class KeyHolderParty:
         *,
         survivors: Collection[int],
         noise_std: float | None = None,
+        publication: SignedPublication | None = None,
     ) -> tuple[np.ndarray, TxResult | None]:
         """Check, reserve, release the sum, store it and (CKKS) attest its digest.
 
@@ -532,6 +653,11 @@ class KeyHolderParty:
         release on the ledger (only a published, unreserved round can be reserved, so a
         second request is refused here), decrypt, store, attest. A refusal is attested on
         chain with its reason code and raised as :class:`ReleaseRefusedError`.
+
+        Merkle rounds come with the aggregator's signed ``publication`` (not yet on
+        chain): the reservation publishes it in the same transaction (only an unpublished
+        round can be, so a second request is refused the same way); a refusal first puts
+        the aggregator's signed publication on chain, then attests the refusal.
 
         ``noise_std`` is the release hook of central DP (``dp=client``): Gaussian noise of
         that std per coordinate, from a ChaCha20 keystream (:class:`dp.SecureGaussian`), is
@@ -545,22 +671,31 @@ class KeyHolderParty:
         account = self.consortium.parties.key_holder
         if self.attests:
             status = ledger.round_info(round_id).status
-            if status is not RoundStatus.AGGREGATED:
+            expected = RoundStatus.AGGREGATED if publication is None else RoundStatus.OPEN
+            if status is not expected:
                 raise ReleaseRefusedError(
                     f"round {round_id}: release already reserved or round not published "
                     f"({status.name})",
                     reason_code=0,
                 )
+        reserved = False
         try:
-            self.check_aggregate(round_id, manifest, aggregate)
+            self.check_aggregate(round_id, manifest, aggregate, publication=publication)
             if self.attests:
-                ledger.reserve_release(round_id, sender=account)
+                if publication is None:
+                    ledger.reserve_release(round_id, sender=account)
+                else:
+                    ledger.publish_and_reserve(publication, sender=account)
+                reserved = True
             total = session.reveal(aggregate, survivors=survivors)
         except SecAggError as error:
             code = _refusal_code(error)
             if self.attests:
                 # If even the attestation fails, the refusal stands: nothing was released.
                 with contextlib.suppress(ChainError):
+                    if publication is not None and not reserved:
+                        # record what the aggregator signed, then refuse it
+                        ledger.publish_and_reserve(publication, sender=account)
                     ledger.attest_refusal(round_id, reason_code=code, sender=account)
             raise ReleaseRefusedError(
                 f"round {round_id}: release refused ({REFUSAL_REASONS[code]}): {error}",

@@ -6,7 +6,8 @@ pragma solidity 0.8.28;
 ///         a per-client epsilon budget and subjective-logic reputation (Kang et al. 2019).
 /// @dev Only 32-byte digests (keccak256) ever reach this contract: no data, no keys.
 ///      Gas: `commit` is the hottest entry point and the dispatcher compares selectors in
-///      ascending order, so the merkle entry points are named to sort after it.
+///      ascending order, so the merkle entry points are named to sort after it (and after
+///      `reveal`): each selector sorted before costs every commit 22 gas.
 ///      Trust: the admin assigns roles; the aggregator opens, publishes and finalizes rounds;
 ///      the key holder reserves, attests or refuses the one release of a round; auditors flag
 ///      clients. Every write checks the caller's role. Deadlines are block numbers
@@ -44,14 +45,20 @@ pragma solidity 0.8.28;
 ///        and the round keeps a running accumulator
 ///        acc' = keccak256(acc, client, blobDigest, eventDigest, epsilon) that the auditor
 ///        recomputes from the Committed and BatchCommitted events.
-///      - merkle (optimistic): clients sign their leaves off chain; the aggregator posts ONE
-///        root per round (`postCommitRoot`) and ONE publication (`publishOptimisticRound`). The round stores
-///        its header and one hash chain (`merkleKey`) of everything committed; nothing per
-///        client, and the selected list only in the opening transaction's calldata.
-///        Nothing is checked per commit: within the challenge window (until block
-///        revealDeadline + challengeWindow) anyone proves an omission (aggregator at fault),
-///        an over-budget leaf or an equivocation (client at fault); a false challenge
-///        reverts. Reputation is settled once after the window (`finalizeOptimistic`).
+///      - merkle (optimistic): clients sign their leaves off chain (before the round is on
+///        chain: the round id and manifest digest come with the manifest); the aggregator
+///        opens the round WITH the root of the leaves it accepted (`openRoundWithRoot`,
+///        which also closes the commit phase) and publishes once (`publishMerkleRound`,
+///        or, in a key holder's round, the key holder sends the aggregator's signed
+///        publication with its reservation: `reserveAndPublish`). The round stores ONE
+///        word: its mode and status bytes (where the header keeps them) and 240 bits of a
+///        hash chain of everything committed (`MerkleState`); nothing per client, the
+///        selected list only in the opening calldata, the release attestation only in
+///        events. Nothing is checked per commit: within the challenge window (from the
+///        opening until block revealDeadline + challengeWindow) anyone proves an omission
+///        (aggregator at fault), an over-budget leaf or an equivocation (client at fault);
+///        a false challenge reverts. Reputation is settled once after the window
+///        (`finalizeOptimisticRound`).
 contract ConsortiumLedger {
     // ----------------------------------------------------------------------------- roles
     uint8 public constant ROLE_CLIENT = 1;
@@ -101,12 +108,17 @@ contract ConsortiumLedger {
     uint256 internal constant FLAGS = 3;
     uint256 internal constant BITS_PER_WORD = 255; // bit 255 is a sentinel: words never zero
     uint256 internal constant SENTINEL = 1 << 255;
+    /// @dev Merkle rounds: the low 240 bits of the header word hold the state key.
+    uint256 internal constant KEY_MASK = (1 << 240) - 1;
     uint256 internal constant HALF_ORDER =
         0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
 
     bytes32 public constant COMMIT_TYPEHASH = keccak256(
         "Commit(uint256 round,address client,bytes32 manifestDigest,bytes32 blobDigest,bytes32 eventDigest,uint64 epsilon)"
     );
+    /// @dev The aggregator's signed publication of a merkle round (`reserveAndPublish`).
+    bytes32 internal constant PUBLISH_TYPEHASH =
+        keccak256("Publish(uint256 round,bytes32 aggregateDigest,bytes32 participantsHash)");
     bytes32 internal constant DOMAIN_TYPEHASH = keccak256(
         "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
     );
@@ -156,19 +168,23 @@ contract ConsortiumLedger {
         uint256 meta;
     }
 
-    /// @notice Everything a merkle round has committed. Only a hash chain of it is stored
-    ///         (`merkleKey`), one link per phase, so the root and the publication each
-    ///         rewrite one slot and pass no preimage; a challenge or the settlement passes
-    ///         the whole state back (from the events) and the contract recomputes the chain:
-    ///         k0 = H(configDigest, clientsHash) with bit 0 cleared (no root yet);
-    ///         k1 = H(k0, root, leafCount, aggregator) with bit 0 set (root posted);
-    ///         k2 = H(k1, aggregateDigest, participantsHash) (published; H = keccak256 of
-    ///         the ABI encoding). Fields not reached yet are zero.
+    /// @notice Everything a merkle round has committed, header included. Only a hash chain
+    ///         of it is stored, in the low 240 bits of the round's header word (mode and
+    ///         status keep their header bytes); a publication, a challenge or the settlement
+    ///         passes the state back (from the events and the opening calldata) and the
+    ///         contract recomputes the chain (H = keccak256 of the ABI encoding, cut to 240
+    ///         bits): k1 = H(configDigest, clientsHash, revealDeadline, epsilonBudget,
+    ///         numClients, challengeWindow, root, leafCount, aggregator) at the opening;
+    ///         k2 = H(k1, aggregateDigest, participantsHash) once published (zero before).
     struct MerkleState {
         bytes32 configDigest;
         bytes32 clientsHash;
+        uint64 revealDeadline;
+        uint64 epsilonBudget;
+        uint16 numClients;
+        uint16 challengeWindow;
         bytes32 root;
-        uint256 leafCount;
+        uint16 leafCount;
         address aggregator;
         bytes32 aggregateDigest;
         bytes32 participantsHash;
@@ -203,8 +219,6 @@ contract ConsortiumLedger {
     /// @dev batched rounds: revealed bitmap words (same layout).
     mapping(uint256 => mapping(uint256 => uint256)) internal revealedBits;
     mapping(bytes32 => bool) internal flagged;
-    /// @dev merkle rounds: the hash chain of their `MerkleState` (see there).
-    mapping(uint256 => bytes32) internal merkleKey;
     /// @dev merkle rounds: what challenges proved, per client (written only by a challenge).
     mapping(uint256 => mapping(address => uint8)) internal merkleFlags;
 
@@ -260,8 +274,8 @@ contract ConsortiumLedger {
     event KeyShareCommitted(address indexed member, uint8 index, bytes32 shareDigest);
     event PartialAttested(uint256 indexed round, address indexed member, uint8 index, bytes32 partialDigest);
     event Flagged(address indexed client, uint256 indexed round, uint32 reasonCode, address auditor);
-    /// @notice Merkle rounds: the aggregator's one commit-phase transaction. `leavesDigest`
-    ///         names the signed leaves in the artifact store (for clients and auditors).
+    /// @notice Merkle rounds: the root in the opening transaction. `leavesDigest` names the
+    ///         signed leaves in the artifact store (for clients and auditors).
     event RootPosted(uint256 indexed round, bytes32 root, uint16 leafCount, bytes32 leavesDigest);
     /// @notice Merkle rounds: participants as a bitmap over indices of the selected list.
     event MerklePublished(uint256 indexed round, bytes32 aggregateDigest, uint256[] participantWords);
@@ -307,8 +321,7 @@ contract ConsortiumLedger {
     error AlreadyAttested(address member);
     error BadChallengeWindow(uint16 challengeWindow);
     error StaleRoundState(uint256 round);
-    error RootAlreadyPosted(uint256 round);
-    error NoRoot(uint256 round);
+    error BudgetChanged(uint64 expected, uint64 budget);
     error BadLeafCount(uint256 round, uint256 leafCount);
     error BadParticipants(uint256 round);
     error ChallengeWindowClosed(uint256 round, uint256 challengeDeadline, uint256 blockNumber);
@@ -378,7 +391,7 @@ contract ConsortiumLedger {
         bool batched
     ) external onlyRole(ROLE_AGGREGATOR) {
         uint8 mode = batched ? MODE_BATCHED : MODE_DIRECT;
-        Round storage rd = _openRound(round, configDigest, clients, deadline, revealDeadline, mode, 0);
+        Round storage rd = _openRound(round, configDigest, clients, deadline, revealDeadline, mode);
         rd.configDigest = configDigest;
         rd.clientsHash = keccak256(abi.encodePacked(clients));
         if (batched) {
@@ -390,36 +403,73 @@ contract ConsortiumLedger {
         }
     }
 
-    /// @notice Open an optimistic round (merkle mode). `clients` must be strictly ascending;
-    ///         registration is not read here (no per-client state), it is checked when a
-    ///         challenge or the settlement touches a client. The round keeps O(1) state: its
-    ///         header and `merkleKey`; `RoundOpened` lists no clients (they are in this
-    ///         call's calldata). Challenges are accepted once the root is posted and until
-    ///         block `revealDeadline + challengeWindow`.
-    function openMerkleModeRound(
+    /// @notice Open an optimistic round (merkle mode) with the root of the signed leaves the
+    ///         aggregator accepted: one transaction, which also closes the commit phase
+    ///         (clients signed before, for this round id and the manifest's digest). The
+    ///         tree (docs/formats.md): index-ordered over the selected list, width the next
+    ///         power of two >= n, leaf = keccak256(0x00 || EIP-712 digest of the client's
+    ///         Commit), empty leaf = 0, node = keccak256(0x01 || left || right); nothing is
+    ///         checked against the leaves here, a wrong root is caught by a challenge.
+    ///         `clients` must be strictly ascending; registration is checked when a
+    ///         challenge or the settlement touches a client. `budget` must be the epsilon
+    ///         budget in force (the one the aggregator checked the leaves against).
+    ///         Challenges are accepted from now until block `revealDeadline + challengeWindow`.
+    function openRoundWithRoot(
         uint256 round,
         bytes32 configDigest,
         address[] calldata clients,
-        uint64 deadline,
         uint64 revealDeadline,
-        uint16 challengeWindow
+        uint16 challengeWindow,
+        uint64 budget,
+        bytes32 root,
+        uint16 leafCount,
+        bytes32 leavesDigest
     ) external onlyRole(ROLE_AGGREGATOR) {
+        Round storage rd = rounds[round];
+        if (rd.header.status != STATUS_NONE) revert RoundExists(round);
+        uint256 n = clients.length;
+        if (n == 0 || n > MAX_CLIENTS) revert BadClientList(round);
+        if (revealDeadline <= block.number) revert BadRevealDeadline(uint64(block.number), revealDeadline);
         if (challengeWindow == 0) revert BadChallengeWindow(challengeWindow);
-        _openRound(round, configDigest, clients, deadline, revealDeadline, MODE_MERKLE, challengeWindow);
-        merkleKey[round] = _rootlessKey(configDigest, _hashAddresses(clients));
+        if (budget != epsilonBudget) revert BudgetChanged(budget, epsilonBudget);
+        if (leafCount > n) revert BadLeafCount(round, leafCount);
+        address previous = address(0);
+        for (uint256 i = 0; i < n; ++i) {
+            address client = clients[i];
+            if (client <= previous) revert ClientsNotSorted(i);
+            previous = client;
+        }
+        uint256 key = uint256(
+            keccak256(
+                abi.encode(
+                    configDigest,
+                    _hashAddresses(clients),
+                    revealDeadline,
+                    budget,
+                    n,
+                    challengeWindow,
+                    root,
+                    leafCount,
+                    msg.sender
+                )
+            )
+        ) & KEY_MASK;
+        _setWord(rd, key | (uint256(STATUS_OPEN) << 240) | (uint256(MODE_MERKLE) << 248));
+        emit RoundOpened(
+            round, configDigest, uint64(block.number), revealDeadline, budget, MODE_MERKLE, new address[](0)
+        );
+        emit RootPosted(round, root, leafCount, leavesDigest);
     }
 
-    /// @dev Checks and writes the header shared by every mode. Direct rounds mark each
-    ///      selected client's slot; merkle rounds store `challengeWindow` in the header's
-    ///      `revealed` field (they have no reveal transactions to count).
+    /// @dev Checks and writes the header of a direct or batched round; direct rounds mark
+    ///      each selected client's slot.
     function _openRound(
         uint256 round,
         bytes32 configDigest,
         address[] calldata clients,
         uint64 deadline,
         uint64 revealDeadline,
-        uint8 mode,
-        uint16 challengeWindow
+        uint8 mode
     ) internal returns (Round storage rd) {
         rd = rounds[round];
         if (rd.header.status != STATUS_NONE) revert RoundExists(round);
@@ -428,24 +478,16 @@ contract ConsortiumLedger {
         if (deadline < block.number) revert DeadlineInPast(deadline, block.number);
         if (revealDeadline <= deadline) revert BadRevealDeadline(deadline, revealDeadline);
         address previous = address(0);
-        bool merkle = mode == MODE_MERKLE;
         for (uint256 i = 0; i < n; ++i) {
             address client = clients[i];
             if (client <= previous) revert ClientsNotSorted(i);
             previous = client;
-            if (merkle) continue;
             if (members[client].roles & ROLE_CLIENT == 0) revert NotRegistered(client, ROLE_CLIENT);
             if (mode == MODE_DIRECT) commitmentOf[round][client] = SELECTED;
         }
         uint64 budget = epsilonBudget;
-        rd.header = Header(
-            deadline, revealDeadline, budget, uint16(n), 0, challengeWindow, STATUS_OPEN, mode
-        );
-        if (merkle) {
-            emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, mode, new address[](0));
-        } else {
-            emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, mode, clients);
-        }
+        rd.header = Header(deadline, revealDeadline, budget, uint16(n), 0, 0, STATUS_OPEN, mode);
+        emit RoundOpened(round, configDigest, deadline, revealDeadline, budget, mode, clients);
     }
 
     /// @notice A selected client commits to its protected update (direct rounds), binding the
@@ -623,25 +665,29 @@ contract ConsortiumLedger {
     }
 
     /// @notice The key holder attests the digest of what it released (after reserving).
+    ///         Merkle rounds keep O(1) state: the digest is in the event only (auditors
+    ///         read it there), not in storage.
     function attestReveal(uint256 round, bytes32 revealDigest) external onlyReleaser {
         Round storage rd = rounds[round];
-        if (rd.header.status != STATUS_RELEASING) revert WrongRound(round, rd.header.status);
+        Header memory h = rd.header;
+        if (h.status != STATUS_RELEASING) revert WrongRound(round, h.status);
         rd.header.status = STATUS_REVEALED;
-        rd.revealDigest = revealDigest;
+        if (h.mode != MODE_MERKLE) rd.revealDigest = revealDigest;
         emit RevealAttested(round, revealDigest);
     }
 
     /// @notice The key holder attests that it refused to release this round, and why
     ///         (`reasonCode` > 0; the codes are the off-chain key holder's).
+    ///         Merkle rounds: the code is in the event only.
     function attestRefusal(uint256 round, uint32 reasonCode) external onlyReleaser {
         Round storage rd = rounds[round];
-        uint8 status = rd.header.status;
-        if (status != STATUS_AGGREGATED && status != STATUS_RELEASING) {
-            revert WrongRound(round, status);
+        Header memory h = rd.header;
+        if (h.status != STATUS_AGGREGATED && h.status != STATUS_RELEASING) {
+            revert WrongRound(round, h.status);
         }
         if (reasonCode == 0) revert BadReason(reasonCode);
         rd.header.status = STATUS_REFUSED;
-        rd.refusalCode = reasonCode;
+        if (h.mode != MODE_MERKLE) rd.refusalCode = reasonCode;
         emit ReleaseRefused(round, reasonCode);
     }
 
@@ -760,51 +806,55 @@ contract ConsortiumLedger {
     }
 
     // ------------------------------------------------------- merkle (optimistic) rounds
-    /// @notice The aggregator's one commit-phase transaction of a merkle round: the root of
-    ///         the signed leaves it accepted, how many leaves are non-empty, and the store
-    ///         digest of the signed leaves. Closes the commit phase. Tree (docs/formats.md):
-    ///         index-ordered over the selected list, width the next power of two >= n,
-    ///         leaf = keccak256(0x00 || EIP-712 digest of the client's Commit), empty leaf =
-    ///         0, node = keccak256(0x01 || left || right). Nothing here is checked against
-    ///         the leaves: a wrong root is caught by a challenge within the window.
-    function postCommitRoot(uint256 round, bytes32 root, uint16 leafCount, bytes32 leavesDigest)
-        external
-        onlyRole(ROLE_AGGREGATOR)
-    {
-        Header memory h = rounds[round].header;
-        if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
-        if (h.mode != MODE_MERKLE) revert WrongMode(round, h.mode);
-        _checkCommitPhase(round, h);
-        bytes32 key = merkleKey[round];
-        if (uint256(key) & 1 != 0) revert RootAlreadyPosted(round);
-        if (root == 0) revert NoRoot(round);
-        if (leafCount > h.numClients) revert BadLeafCount(round, leafCount);
-        merkleKey[round] = _rootKey(key, root, leafCount, msg.sender);
-        emit RootPosted(round, root, leafCount, leavesDigest);
-    }
-
-    /// @notice Merkle rounds: publish the aggregate's digest and its participants, a bitmap
-    ///         over indices of the selected list (bit i of word i / 256). Only the account
-    ///         that posted the root, after it; `rootlessKey`, `root` and `leafCount` are the
-    ///         chain's earlier links. Before the reveal deadline only if every non-empty
-    ///         leaf is a participant.
-    function publishOptimisticRound(
+    /// @notice Merkle rounds: the aggregator publishes the aggregate's digest and its
+    ///         participants, a bitmap over indices of the selected list (bit i of word
+    ///         i / 256). Only the account that opened the round; `state` is the round's
+    ///         state as opened. Before the reveal deadline only if every non-empty leaf is a
+    ///         participant.
+    function publishMerkleRound(
         uint256 round,
-        bytes32 rootlessKey,
-        bytes32 root,
-        uint16 leafCount,
+        MerkleState calldata state,
         bytes32 aggregateDigest,
         uint256[] calldata participantWords
     ) external {
-        Header memory h = rounds[round].header;
-        if (h.status != STATUS_OPEN) revert WrongRound(round, h.status);
-        if (h.mode != MODE_MERKLE) revert WrongMode(round, h.mode);
-        bytes32 key = _rootKey(rootlessKey, root, leafCount, msg.sender);
-        if (key != merkleKey[round]) {
-            if (uint256(rootlessKey) & 1 != 0 || root == 0) revert NoRoot(round);
-            revert StaleRoundState(round);
-        }
-        uint256 n = h.numClients;
+        if (msg.sender != state.aggregator) revert NotRegistered(msg.sender, ROLE_AGGREGATOR);
+        _publish(round, state, aggregateDigest, participantWords, STATUS_AGGREGATED);
+    }
+
+    /// @notice Merkle rounds with a release: the releaser sends the aggregator's EIP-712
+    ///         signed publication (`Publish(round, aggregateDigest, participantsHash)`) and
+    ///         reserves the round's one release in the same transaction, BEFORE it
+    ///         decrypts; a second reservation (or publication) of the round reverts.
+    function reserveAndPublish(
+        uint256 round,
+        MerkleState calldata state,
+        bytes32 aggregateDigest,
+        uint256[] calldata participantWords,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external onlyReleaser {
+        bytes32 participantsHash =
+            _publish(round, state, aggregateDigest, participantWords, STATUS_RELEASING);
+        if (uint256(s) > HALF_ORDER) revert HighS(0);
+        bytes32 structHash =
+            keccak256(abi.encode(PUBLISH_TYPEHASH, round, aggregateDigest, participantsHash));
+        address signer = _recover(structHash, v, r, s);
+        if (signer == address(0) || signer != state.aggregator) revert InvalidSignature(0);
+        emit ReleaseReserved(round);
+    }
+
+    /// @dev Checks and records a merkle round's publication; the round moves to `status`.
+    function _publish(
+        uint256 round,
+        MerkleState calldata state,
+        bytes32 aggregateDigest,
+        uint256[] calldata participantWords,
+        uint8 status
+    ) internal returns (bytes32 participantsHash) {
+        uint8 current = _merkleRound(round, state);
+        if (current != STATUS_OPEN) revert WrongRound(round, current);
+        uint256 n = state.numClients;
         uint256 words = participantWords.length;
         if (words != (n + 255) / 256) revert BadParticipants(round);
         if (n % 256 != 0 && participantWords[words - 1] >> (n % 256) != 0) {
@@ -815,11 +865,14 @@ contract ConsortiumLedger {
             count += _popcount(participantWords[w]);
         }
         if (count == 0) revert BadParticipants(round);
-        if (count != leafCount && block.number <= h.revealDeadline) revert RevealPhaseOpen(round);
-        merkleKey[round] = keccak256(
-            abi.encode(key, aggregateDigest, keccak256(abi.encodePacked(participantWords)))
-        );
-        rounds[round].header.status = STATUS_AGGREGATED;
+        if (count != state.leafCount && block.number <= state.revealDeadline) {
+            revert RevealPhaseOpen(round);
+        }
+        participantsHash = keccak256(abi.encodePacked(participantWords));
+        uint256 key = uint256(
+            keccak256(abi.encode(_openKey(state), aggregateDigest, participantsHash))
+        ) & KEY_MASK;
+        _setWord(rounds[round], key | (uint256(status) << 240) | (uint256(MODE_MERKLE) << 248));
         emit MerklePublished(round, aggregateDigest, participantWords);
     }
 
@@ -827,7 +880,7 @@ contract ConsortiumLedger {
     ///         manifest, within the budget, and the root holds `atIndex` != its leaf hash
     ///         there (`proof`: siblings bottom-up). The aggregator gets a negative event and
     ///         the client counts as done at settlement. Anyone may submit it.
-    function proveMissingLeaf(
+    function proveLeafMissing(
         uint256 round,
         MerkleState calldata state,
         address[] calldata clients,
@@ -836,12 +889,14 @@ contract ConsortiumLedger {
         bytes32 atIndex,
         bytes32[] calldata proof
     ) external {
-        Header memory h = _challengeable(round, state);
+        _challengeable(round, state);
         address client = _clientAt(round, state, clients, index);
         if (leaf.manifestDigest != state.configDigest) revert WrongManifest(round, leaf.manifestDigest);
-        if (leaf.epsilon > h.epsilonBudget) revert BudgetExceeded(client, leaf.epsilon, h.epsilonBudget);
+        if (leaf.epsilon > state.epsilonBudget) {
+            revert BudgetExceeded(client, leaf.epsilon, state.epsilonBudget);
+        }
         bytes32 leafHash = _leafOf(round, client, leaf, 0);
-        _verifyProof(round, state.root, h.numClients, index, atIndex, proof);
+        _verifyProof(round, state.root, state.numClients, index, atIndex, proof);
         if (atIndex == leafHash) revert NotOmitted(round, client);
         uint8 proven = merkleFlags[round][client];
         if (proven & (OMISSION_PROVEN | EQUIVOCATION_PROVEN) != 0) {
@@ -862,11 +917,13 @@ contract ConsortiumLedger {
         SignedLeaf calldata leaf,
         bytes32[] calldata proof
     ) external {
-        Header memory h = _challengeable(round, state);
+        _challengeable(round, state);
         address client = _clientAt(round, state, clients, index);
         bytes32 leafHash = _leafOf(round, client, leaf, 0);
-        _verifyProof(round, state.root, h.numClients, index, leafHash, proof);
-        if (leaf.epsilon <= h.epsilonBudget) revert WithinBudget(client, leaf.epsilon, h.epsilonBudget);
+        _verifyProof(round, state.root, state.numClients, index, leafHash, proof);
+        if (leaf.epsilon <= state.epsilonBudget) {
+            revert WithinBudget(client, leaf.epsilon, state.epsilonBudget);
+        }
         uint8 proven = merkleFlags[round][client];
         if (proven & OVER_BUDGET_PROVEN != 0) revert AlreadyChallenged(round, client, REASON_OVER_BUDGET);
         merkleFlags[round][client] = proven | OVER_BUDGET_PROVEN;
@@ -877,7 +934,7 @@ contract ConsortiumLedger {
     /// @notice Equivocation: two different leaves signed by the client at `index` for this
     ///         round. The client gets a negative event, and an omission it proved in this
     ///         round is void (the aggregator's negative event is taken back).
-    function proveEquivocation(
+    function proveConflictingLeaf(
         uint256 round,
         MerkleState calldata state,
         address[] calldata clients,
@@ -907,20 +964,17 @@ contract ConsortiumLedger {
     /// @notice Settle a merkle round's reputation once its challenge window has passed
     ///         (anyone may call, once): +1 for each registered selected client that is a
     ///         participant or proved an omission, -1 for the others. Finalizes the round.
-    function finalizeOptimistic(
+    function finalizeOptimisticRound(
         uint256 round,
         MerkleState calldata state,
         address[] calldata clients,
         uint256[] calldata participantWords
     ) external {
-        Header memory h = _merkleRound(round, state);
-        if (
-            h.status != STATUS_AGGREGATED && h.status != STATUS_REVEALED
-                && h.status != STATUS_REFUSED
-        ) {
-            revert WrongRound(round, h.status);
+        uint8 status = _merkleRound(round, state);
+        if (status != STATUS_AGGREGATED && status != STATUS_REVEALED && status != STATUS_REFUSED) {
+            revert WrongRound(round, status);
         }
-        uint256 challengeDeadline = _challengeDeadline(h);
+        uint256 challengeDeadline = uint256(state.revealDeadline) + state.challengeWindow;
         if (block.number <= challengeDeadline) revert ChallengeWindowOpen(round, challengeDeadline);
         if (_hashAddresses(clients) != state.clientsHash) revert BadClientList(round);
         if (keccak256(abi.encodePacked(participantWords)) != state.participantsHash) {
@@ -944,9 +998,10 @@ contract ConsortiumLedger {
         emit RoundFinalized(round, doneCount, uint16(clients.length) - doneCount);
     }
 
-    /// @notice Merkle rounds: the stored hash chain of the round's `MerkleState`.
+    /// @notice Merkle rounds: the stored hash chain of the round's `MerkleState` (the low
+    ///         240 bits of the header word).
     function roundMerkleKey(uint256 round) external view returns (bytes32) {
-        return merkleKey[round];
+        return bytes32(_word(round) & KEY_MASK);
     }
 
     /// @notice Merkle rounds: what challenges proved for `client` (bits: 1 omission,
@@ -1049,41 +1104,57 @@ contract ConsortiumLedger {
     }
 
     // ------------------------------------------------------------------------ internal
-    /// @dev A merkle round whose `MerkleState` preimage is `state`.
+    /// @dev The round's header word (a merkle round's mode, status and state key).
+    function _word(uint256 round) internal view returns (uint256 word) {
+        Round storage rd = rounds[round];
+        assembly ("memory-safe") {
+            word := sload(rd.slot)
+        }
+    }
+
+    /// @dev Writes a merkle round's header word (the header is the Round's first slot).
+    function _setWord(Round storage rd, uint256 word) internal {
+        assembly ("memory-safe") {
+            sstore(rd.slot, word)
+        }
+    }
+
+    /// @dev A merkle round whose state is `state`; returns its status.
     function _merkleRound(uint256 round, MerkleState calldata state)
         internal
         view
-        returns (Header memory h)
+        returns (uint8 status)
     {
-        h = rounds[round].header;
-        if (h.status == STATUS_NONE) revert WrongRound(round, h.status);
-        if (h.mode != MODE_MERKLE) revert WrongMode(round, h.mode);
-        if (_stateKey(state) != merkleKey[round]) revert StaleRoundState(round);
+        uint256 word = _word(round);
+        status = uint8(word >> 240);
+        if (status == STATUS_NONE) revert WrongRound(round, status);
+        if (uint8(word >> 248) != MODE_MERKLE) revert WrongMode(round, uint8(word >> 248));
+        uint256 key = _openKey(state);
+        if (state.participantsHash != 0) {
+            key = uint256(
+                keccak256(abi.encode(key, state.aggregateDigest, state.participantsHash))
+            ) & KEY_MASK;
+        }
+        if (key != word & KEY_MASK) revert StaleRoundState(round);
     }
 
-    /// @dev First link of a merkle round's key (bit 0 clear: no root yet).
-    function _rootlessKey(bytes32 configDigest, bytes32 clientsHash) internal pure returns (bytes32) {
-        return bytes32(uint256(keccak256(abi.encode(configDigest, clientsHash))) & ~uint256(1));
-    }
-
-    /// @dev Second link (bit 0 set: the root is posted).
-    function _rootKey(bytes32 rootlessKey, bytes32 root, uint256 leafCount, address aggregator)
-        internal
-        pure
-        returns (bytes32)
-    {
-        return bytes32(
-            uint256(keccak256(abi.encode(rootlessKey, root, leafCount, aggregator))) | 1
-        );
-    }
-
-    /// @dev The key `state` stands for (links past the last non-zero stage are left out).
-    function _stateKey(MerkleState calldata state) internal pure returns (bytes32 key) {
-        key = _rootlessKey(state.configDigest, state.clientsHash);
-        if (state.root == 0) return key;
-        key = _rootKey(key, state.root, state.leafCount, state.aggregator);
-        if (state.participantsHash == 0) return key;
-        key = keccak256(abi.encode(key, state.aggregateDigest, state.participantsHash));
+    /// @dev k1, the key of the round as opened.
+    function _openKey(MerkleState calldata state) internal pure returns (uint256) {
+        return uint256(
+            keccak256(
+                abi.encode(
+                    state.configDigest,
+                    state.clientsHash,
+                    state.revealDeadline,
+                    state.epsilonBudget,
+                    state.numClients,
+                    state.challengeWindow,
+                    state.root,
+                    state.leafCount,
+                    state.aggregator
+                )
+            )
+        ) & KEY_MASK;
     }
 
     /// @dev keccak256(abi.encodePacked(addresses)) straight from calldata (each address is
@@ -1097,23 +1168,14 @@ contract ConsortiumLedger {
         }
     }
 
-    /// @dev Challenges need a posted root and a block within the challenge window.
-    function _challengeable(uint256 round, MerkleState calldata state)
-        internal
-        view
-        returns (Header memory h)
-    {
-        h = _merkleRound(round, state);
-        if (state.root == 0) revert NoRoot(round);
-        uint256 challengeDeadline = _challengeDeadline(h);
-        if (block.number > challengeDeadline || h.status == STATUS_FINALIZED) {
+    /// @dev Challenges need a block within the challenge window (the root is posted at the
+    ///      opening).
+    function _challengeable(uint256 round, MerkleState calldata state) internal view {
+        uint8 status = _merkleRound(round, state);
+        uint256 challengeDeadline = uint256(state.revealDeadline) + state.challengeWindow;
+        if (block.number > challengeDeadline || status == STATUS_FINALIZED) {
             revert ChallengeWindowClosed(round, challengeDeadline, block.number);
         }
-    }
-
-    /// @dev Merkle rounds keep their challenge window (blocks) in the header's `revealed`.
-    function _challengeDeadline(Header memory h) internal pure returns (uint256) {
-        return uint256(h.revealDeadline) + h.revealed;
     }
 
     /// @dev The registered client at `index` of the round's (hash-checked) selected list.

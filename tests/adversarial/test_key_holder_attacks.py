@@ -51,6 +51,41 @@ def test_the_release_is_reserved_on_the_ledger_before_decryption(make_federation
     assert "reserveRelease" in fed.ledger.gas_by_round(1)
 
 
+def test_a_merkle_release_is_reserved_with_its_publication_before_decryption(make_federation):
+    """Merkle rounds: the key holder's one transaction publishes the aggregator's signed
+    publication and reserves the release, before the one decryption; a replayed request
+    (even with the aggregator's valid signed publication) is refused without decrypting."""
+    fed = make_federation(commit_mode="merkle")
+    updates = fed.updates()
+    outcome = fed.run(1, updates)
+    np.testing.assert_allclose(outcome.total, sum(updates.values()), atol=ATOL)
+    (reserved,) = fed.ledger.events("ReleaseReserved")
+    (published,) = fed.ledger.events("MerklePublished")
+    (attested,) = fed.ledger.events("RevealAttested")
+    assert reserved.tx_hash == published.tx_hash  # publication and reservation: one tx
+    assert reserved.block_number < attested.block_number
+    assert "reserveRelease" not in fed.ledger.gas_by_round(1)
+    key_holder = fed.protocol.scheme.key_holder
+    assert key_holder.decryptions == 1
+    info = fed.ledger.round_info(1)
+    publication = fed.ledger.sign_publication(
+        1,
+        aggregate_digest=outcome.aggregate_digest,
+        participants=info.participants or (),
+        account=fed.consortium.parties.aggregator,
+    )
+    aggregate = fed.store.get(outcome.aggregate_digest)
+    manifest = fed.protocol.aggregator.manifest(1)
+    session = fed.protocol.scheme.start_round(round_id=1, client_ids=range(4), dim=32)
+    with pytest.raises(ReleaseRefusedError):
+        fed.protocol.key_holder.reveal(
+            1, manifest, session, aggregate, survivors=[0, 1], publication=publication
+        )
+    with pytest.raises(WrongRound):
+        fed.ledger.publish_and_reserve(publication, sender=fed.consortium.parties.key_holder)
+    assert key_holder.decryptions == 1
+
+
 def test_flooding_noise_is_a_secret_prf_of_the_aggregate():
     values = np.zeros(20_000)
     key, other_key = bytes(range(32)), bytes(range(1, 33))

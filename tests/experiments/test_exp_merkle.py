@@ -37,7 +37,8 @@ def test_merkle_run_posts_roots_and_passes_its_audit(
     assert written["final"]["audit"]["verdict"] == "clean"
     for record in written["rounds"]:
         phases = record["chain_phases"]
-        assert phases["commit"]["gas"] > 0  # the aggregator's root
+        assert phases["open"]["gas"] == 0  # the round opens with its root (commit phase)
+        assert phases["commit"]["gas"] > 0  # the aggregator's opening with the root
         assert phases["reveal"]["gas"] == 0  # no client transaction: reveals are off chain
         assert phases["release"]["gas"] > 0
 

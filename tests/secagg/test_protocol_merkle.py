@@ -17,6 +17,19 @@ from secagg._roles import AggregatorParty
 TOL = {"plain": 1e-12, "ckks": 1e-5, "masking": 1e-5}
 
 
+def _leaf_set(aggregator: AggregatorParty, round_id: int, signed: list[SignedCommit]) -> LeafSet:
+    """Every signed leaf at its client's index of the drafted round, unchecked."""
+    ledger, clients = aggregator.consortium.ledger, aggregator.draft(round_id).clients
+    by_client = {c.client.lower(): c for c in signed}
+    return LeafSet(
+        round_id=round_id,
+        chain_id=ledger.chain_id,
+        contract=ledger.address,
+        clients=clients,
+        leaves=tuple(by_client.get(c.lower()) for c in clients),
+    )
+
+
 def _settle(fed) -> None:  # type: ignore[no-untyped-def]
     """Let the challenge windows pass and settle (what the next round's opening does)."""
     ledger = fed.consortium.ledger
@@ -33,9 +46,12 @@ def test_merkle_round_with_a_dropout_reveals_the_sum_and_passes_its_audit(make_f
     np.testing.assert_allclose(outcome.total, sum(updates.values()), atol=TOL[scheme])
     ledger = fed.consortium.ledger
     gas = ledger.gas_by_round(1)
-    # one root and one publication: no per-client transaction at all
-    assert {"openMerkleModeRound", "postCommitRoot", "publishOptimisticRound"} <= set(gas)
-    assert not {"commit", "commitBatch", "reveal", "finalize"} & set(gas)
+    # the opening with the root, one publication (CKKS: the key holder's publication with
+    # its reservation, and its attestation): no per-client transaction at all
+    release = {"reserveAndPublish", "attestReveal"}
+    assert set(gas) == {"openRoundWithRoot"} | (
+        release if scheme == "ckks" else {"publishMerkleRound"}
+    )
     info = ledger.round_info(1)
     assert info.merkle and info.commits == 4 and not info.finalized
     _settle(fed)
@@ -87,20 +103,9 @@ class _WithholdingAggregator(AggregatorParty):
     def submit_root(
         self, round_id: int, signed: list[SignedCommit]
     ) -> tuple[TxResult | None, dict[str, str]]:
-        ledger = self.consortium.ledger
-        info = ledger.round_info(round_id)
-        clients = info.clients
-        by_client = {c.client.lower(): c for c in signed}
-        leaf_set = LeafSet(
-            round_id=round_id,
-            chain_id=ledger.chain_id,
-            contract=ledger.address,
-            clients=clients,
-            leaves=tuple(by_client.get(c.lower()) for c in clients),
-        )
+        leaf_set = _leaf_set(self, round_id, signed)
         digest = bytes(31) + b"\x01"  # names nothing in the store
-        tx = ledger.post_root(round_id, leaf_set, leaves_digest=digest, sender=self._account)
-        return tx, {}
+        return self.open_with_root(round_id, leaf_set, leaves_digest=digest), {}
 
 
 def test_withheld_leaf_set_aborts_the_round_and_names_the_aggregator(make_federation):
@@ -130,19 +135,9 @@ class _ForgingAggregator(AggregatorParty):
             else c
             for c in signed
         ]
-        ledger = self.consortium.ledger
-        info = ledger.round_info(round_id)
-        by_client = {c.client.lower(): c for c in forged}
-        leaf_set = LeafSet(
-            round_id=round_id,
-            chain_id=ledger.chain_id,
-            contract=ledger.address,
-            clients=info.clients,
-            leaves=tuple(by_client.get(c.lower()) for c in info.clients),
-        )
+        leaf_set = _leaf_set(self, round_id, forged)
         digest = self.consortium.store.put(leaf_set.canonical_bytes())
-        tx = ledger.post_root(round_id, leaf_set, leaves_digest=digest, sender=self._account)
-        return tx, {}
+        return self.open_with_root(round_id, leaf_set, leaves_digest=digest), {}
 
 
 def test_substituted_leaf_is_proven_missing_and_named_by_the_auditor(make_federation):
@@ -178,18 +173,9 @@ class _LaxAggregator(AggregatorParty):
     def submit_root(
         self, round_id: int, signed: list[SignedCommit]
     ) -> tuple[TxResult | None, dict[str, str]]:
-        ledger = self.consortium.ledger
-        info = ledger.round_info(round_id)
-        by_client = {c.client.lower(): c for c in signed}
-        leaf_set = LeafSet(
-            round_id=round_id,
-            chain_id=ledger.chain_id,
-            contract=ledger.address,
-            clients=info.clients,
-            leaves=tuple(by_client.get(c.lower()) for c in info.clients),
-        )
+        leaf_set = _leaf_set(self, round_id, signed)
         digest = self.consortium.store.put(leaf_set.canonical_bytes())
-        return ledger.post_root(round_id, leaf_set, leaves_digest=digest, sender=self._account), {}
+        return self.open_with_root(round_id, leaf_set, leaves_digest=digest), {}
 
 
 def test_over_budget_leaf_under_the_root_is_proven_and_named(make_federation, make_event):
