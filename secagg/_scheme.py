@@ -163,7 +163,7 @@ class ProtectionScheme(ABC):
     ) -> dict[str, Any]:
         """Extra keyword arguments of :meth:`start_round` in a round run over ``ledger``,
         where client ``c`` signs with ``accounts[c]`` from ``addresses[c]`` (masking
-        authenticates its key stages with them). None by default."""
+        authenticates its key stages with them). Nothing by default (``{}``)."""
         return {}
 
     def sum_tolerance(self, *, n_clients: int) -> float:
