@@ -257,3 +257,19 @@ def test_round_level_declarations_hold_in_the_protocol(setup: Setup, tmp_path) -
     assert consortium.ledger.round_info(1).finalized
     if declared.releases_via_key_holder:
         assert consortium.ledger.round_info(1).reveal_digest is not None
+
+
+def test_a_manifest_naming_no_registered_scheme_fails_to_recombine(tmp_path) -> None:
+    """The manifest parses (the auditor must be able to name it at fault), but nothing
+    recombines under it: the registry refuses the name with a named error."""
+    manifest = RoundManifest(
+        round_id=1,
+        scheme="rot13",
+        scheme_config={},
+        dim=DIM,
+        clients=(ManifestClient(client_id=0, address=f"0x{1:040x}", weight=1.0),),
+    )
+    store = LocalDirectoryStore(tmp_path / "store")
+    with pytest.raises(UnknownSchemeError, match="rot13") as caught:
+        recombine(manifest, [(0, bytes(8 * DIM))], store)
+    assert isinstance(caught.value, ValueError)
