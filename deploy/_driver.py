@@ -81,6 +81,7 @@ from secagg import (
     SecAggError,
 )
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, culprits
+from secagg._hydra import scheme_class
 
 log = logging.getLogger("deploy")
 
@@ -241,8 +242,8 @@ class RoundDriver:
                 f"chain.commit_mode={commit_mode_of(self.cfg.chain)} is not deployed yet: "
                 "each hospital commits with its own account (chain.commit_mode=direct)"
             )
-        if self.cfg.secagg.name == "ckks" and not settings.key_holder:
-            raise SettingsError("secagg=ckks needs a key holder node")
+        if scheme_class(self.cfg.secagg.name).releases_via_key_holder and not settings.key_holder:
+            raise SettingsError(f"secagg={self.cfg.secagg.name} needs a key holder node")
         if int(getattr(self.cfg.secagg, "committee_size", 1)) != 1:
             raise SettingsError(
                 "a decryption committee is not deployed yet: one key holder node "
@@ -299,8 +300,10 @@ class RoundDriver:
                 raise DeploymentError(f"node {node_id}: unknown role {role!r}")
         if initial is None:
             raise DeploymentError("no hospital joined")
-        if self.cfg.secagg.name == "ckks" and self.public_context is None:
-            raise DeploymentError("secagg=ckks: no key holder sent a public context")
+        if scheme_class(self.cfg.secagg.name).has_public_material and self.public_context is None:
+            raise DeploymentError(
+                f"secagg={self.cfg.secagg.name}: no key holder sent a public context"
+            )
         return initial
 
     def _policy_of(self, partition: int, reply: WireMessage) -> PrivacyPolicy | None:
@@ -599,7 +602,7 @@ class RoundDriver:
         included: Sequence[int],
     ) -> np.ndarray:
         """The revealed sum: the key holder's release (CKKS), or the plain sum."""
-        if manifest.scheme == "plain":
+        if not scheme_class(manifest.scheme).releases_via_key_holder:
             party = KeyHolderParty(consortium=self.view.as_consortium(), attests=False)
             total, _ = party.reveal(round_id, manifest, session, aggregate, survivors=included)
             return np.asarray(total, dtype=np.float64)

@@ -65,6 +65,7 @@ from secagg import (
     Submission,
     keccak256,
 )
+from secagg._hydra import scheme_class
 
 ROLE_HOSPITAL = "hospital"
 
@@ -297,7 +298,8 @@ class HospitalSite:
         member = manifest.client_by_address(str(self.account.address))
         if member is None:
             raise DeploymentError(f"round {round_id}: this hospital is not selected")
-        public_context = message.blob("public_context") if manifest.scheme == "ckks" else None
+        declared = scheme_class(manifest.scheme)
+        public_context = message.blob("public_context") if declared.has_public_material else None
         if public_context is not None and keccak256(public_context).hex() != (
             manifest.public_material or ""
         ):

@@ -34,6 +34,7 @@ from deploy._errors import DeploymentError
 from deploy._sites import SiteAccounts, SitePolicy, SiteView, compose_run_config
 from deploy._wire import JOIN, RELEASE, Scalar, WireMessage
 from secagg import KeyHolderParty, LocalDirectoryStore, RoundManifest, build_scheme
+from secagg._hydra import scheme_class
 
 ROLE_KEY_HOLDER = "keyholder"
 
@@ -107,7 +108,7 @@ class KeyHolderSite:
             [line for line in message.text("overrides").splitlines() if line]
         )
         fields: dict[str, Any] = {"role": ROLE_KEY_HOLDER, "address": str(self.account.address)}
-        if cfg.secagg.name == "ckks":
+        if scheme_class(cfg.secagg.name).releases_via_key_holder:
             if int(getattr(cfg.secagg, "committee_size", 1)) != 1:
                 raise DeploymentError("a decryption committee is not deployed on Flower yet")
             if self.scheme is None:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from chain import DEFAULT_CHALLENGE_WINDOW, Ledger
@@ -27,10 +26,11 @@ from deploy._errors import DeploymentError, SettingsError
 from secagg import (
     ArtifactStore,
     Consortium,
-    PlainScheme,
     RoundManifest,
     RoundSession,
 )
+from secagg._hydra import SCHEMES, scheme_class
+from secagg.ckks import PublicCKKSSession
 
 log = logging.getLogger("deploy")
 
@@ -152,74 +152,19 @@ class SiteView:
         return [self.address_of(c) for c in client_ids]
 
 
-class PublicCKKSSession(RoundSession):
-    """A CKKS round session with the public context only: a hospital protects, the
-    aggregator combines; no party holding it can decrypt (:meth:`reveal` refuses)."""
-
-    def __init__(
-        self,
-        *,
-        public_context: bytes,
-        max_abs_sum: float,
-        round_id: int,
-        client_ids: Sequence[int],
-        dim: int,
-    ) -> None:
-        super().__init__(round_id=round_id, client_ids=client_ids, dim=dim)
-        from secagg.ckks import CKKSClient
-
-        self.public_context = public_context
-        self.max_abs_sum = max_abs_sum
-        self.rejected: dict[int, str] = {}
-        self.combined: tuple[int, ...] = ()
-        self._client = CKKSClient(public_context)
-
-    def protect(self, client_id: int, update: np.ndarray) -> bytes:
-        values = self.check_update(update)
-        with self.stats.timed("protect"):
-            blob = self._client.protect(values, max_abs=self.max_abs_sum / len(self.client_ids))
-        self.stats.bytes_up["protect"] += len(blob)
-        return blob
-
-    def combine(self, blobs: Mapping[int, bytes]) -> bytes:
-        from secagg.ckks._session import combine_selected
-
-        with self.stats.timed("combine"):
-            aggregate, self.combined = combine_selected(
-                self.public_context,
-                dim=self.dim,
-                client_ids=self.client_ids,
-                blobs=blobs,
-                rejected=self.rejected,
-            )
-        return aggregate
-
-    def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:
-        raise DeploymentError("a public CKKS session cannot decrypt (only the key holder can)")
-
-
 def public_session(
     manifest: RoundManifest, *, scheme_schema: Any, public_context: bytes | None
 ) -> RoundSession:
     """The round session of ``manifest``'s scheme built from public material only."""
-    client_ids = [c.client_id for c in manifest.clients]
-    if manifest.scheme == "plain":
-        return PlainScheme().start_round(
-            round_id=manifest.round_id, client_ids=client_ids, dim=manifest.dim
-        )
-    if manifest.scheme == "ckks":
-        from secagg.ckks import params_from_schema
-
-        if public_context is None:
-            raise DeploymentError("a CKKS round needs the key holder's public context")
-        return PublicCKKSSession(
-            public_context=public_context,
-            max_abs_sum=params_from_schema(scheme_schema).max_abs_sum,
-            round_id=manifest.round_id,
-            client_ids=client_ids,
-            dim=manifest.dim,
-        )
-    raise SettingsError(f"secagg={manifest.scheme} is not deployed on Flower yet (plain, ckks)")
+    declared = scheme_class(manifest.scheme)
+    if declared.has_public_material and public_context is None:
+        raise DeploymentError(f"a {manifest.scheme} round needs the key holder's public context")
+    session = declared.public_session(
+        manifest, schema=scheme_schema, public_material=public_context
+    )
+    if session is None:
+        raise SettingsError(f"secagg={manifest.scheme} is not deployed on Flower yet (plain, ckks)")
+    return session
 
 
 class SitePolicyError(DeploymentError):
@@ -260,16 +205,16 @@ class SitePolicy:
             raise SettingsError(
                 f"ledger-address must be a 0x address, got {self.ledger_address!r:.80}"
             )
-        unknown = set(self.schemes) - {"plain", "ckks", "masking"}
+        unknown = set(self.schemes) - set(SCHEMES)
         if not self.schemes or unknown:
-            raise SettingsError(f"schemes must name plain, ckks or masking, got {self.schemes!r}")
+            raise SettingsError(f"schemes must name {', '.join(SCHEMES)}, got {self.schemes!r}")
         if not isinstance(self.min_clients, int) or self.min_clients < 1:
             raise SettingsError(f"min-clients must be an integer >= 1, got {self.min_clients!r}")
 
     @classmethod
     def permissive(cls) -> SitePolicy:
         """Every scheme, TOFU ledger: for simulations, where one operator runs every site."""
-        return cls(schemes=("plain", "ckks", "masking"))
+        return cls(schemes=tuple(SCHEMES))
 
     @classmethod
     def from_node_config(cls, config: Mapping[str, Any]) -> SitePolicy:

@@ -163,6 +163,8 @@ class AggregationResult:
     mean_update: np.ndarray | None  # None when no client survived
     included: list[int]
     stats: PhaseStats = field(default_factory=PhaseStats)
+    # the hardened round's outcome (chain != none): excluded, flagged, gas, ledger seconds
+    ledger_outcome: SecureRoundOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,6 @@ class Federation:
         # round id -> {PrivacyEvent.client_id (client name, or "federation"): event}
         self.privacy_events: dict[int, dict[str, PrivacyEvent]] = {}
         self.ledger = ledger
-        self._round_ledger: dict[int, SecureRoundOutcome] = {}
         self._skipped: dict[int, dict[int, str]] = {}
 
     # ----- steps a subclass may override ---------------------------------------------
@@ -347,14 +348,16 @@ class Federation:
             federation_policy=self.privacy.federation_policy(),
             federation_event=federation_events[-1].digest().hex() if federation_events else None,
         )
-        self._round_ledger[round_id] = outcome
         if outcome.total is None or not outcome.included:
-            return AggregationResult(mean_update=None, included=[], stats=outcome.stats)
+            return AggregationResult(
+                mean_update=None, included=[], stats=outcome.stats, ledger_outcome=outcome
+            )
         included_weight = math.fsum(weights[c] for c in outcome.included)
         return AggregationResult(
             mean_update=outcome.total / included_weight,
             included=list(outcome.included),
             stats=outcome.stats,
+            ledger_outcome=outcome,
         )
 
     def apply_update(self, mean_update: np.ndarray) -> None:
@@ -366,15 +369,18 @@ class Federation:
             update = torch.as_tensor(step, dtype=current.dtype, device=current.device)
             vector_to_parameters(current + update, self.model.parameters())
 
-    def round_extras(self, round_id: int) -> RoundExtras:
-        """Epsilon spent so far, gas used and ledger seconds: None without dp and chain."""
+    def round_extras(
+        self, round_id: int, aggregation: AggregationResult | None = None
+    ) -> RoundExtras:
+        """Epsilon spent so far, gas used and ledger seconds: None without dp and chain.
+        ``aggregation`` is the round's :meth:`aggregate` result (its ledger outcome)."""
         spent = self.privacy.round_privacy()
         extras = RoundExtras(
             epsilon=spent.epsilon, epsilon_per_client=spent.epsilon_per_client, delta=spent.delta
         )
         if self.ledger is None:
             return extras
-        outcome = self._round_ledger.pop(round_id, None)  # read once; holds the round's sum
+        outcome = None if aggregation is None else aggregation.ledger_outcome
         excluded = dict(self._skipped.get(round_id, {}))
         flagged = None
         gas_used = None
@@ -454,7 +460,7 @@ class Federation:
         if mean_update is not None:
             self.apply_update(mean_update)
         evaluation = self.evaluate_pooled()
-        extras = self.round_extras(round_id)
+        extras = self.round_extras(round_id, result)
         stats = result.stats
         return RoundRecord(
             round=round_id,

@@ -45,6 +45,7 @@ from secagg import (
     audit,
     read_seed_file,
 )
+from secagg._hydra import scheme_class
 
 
 @dataclasses.dataclass
@@ -116,22 +117,11 @@ def _open_round_reason(scheme: str, status: str) -> str:
             "the round's end and its checkpoint), so its result is on chain but not in the "
             "checkpoint, and the contract cannot open that round again"
         )
-    if scheme == "masking":
-        why = (
-            "a masking round cannot resume: the unmasking state (the routed Shamir shares) "
-            "lived in the interrupted aggregator's memory"
-        )
-    elif scheme == "ckks":
-        why = (
-            "its aggregate can be decrypted only with the key holder's CKKS secret key, "
-            "which lived in the interrupted process's memory and is never written"
-        )
-    else:
-        why = (
-            "finishing it (SecureRoundProtocol.resume_round) would release an aggregate "
-            "whose privacy events and training records are not in the checkpoint's "
-            "accountants"
-        )
+    why = scheme_class(scheme).interrupted_round_reason or (
+        "finishing it (SecureRoundProtocol.resume_round) would release an aggregate "
+        "whose privacy events and training records are not in the checkpoint's "
+        "accountants"
+    )
     return f"it is still {status.lower()} on chain and {why}"
 
 

@@ -331,8 +331,7 @@ def check_feasible(cfg: Any) -> None:
     (naming the largest dropout fraction ``n`` clients allow), and the CUDA device."""
     check_min_clients(cfg.federation, cfg.secagg)
     check_strategy(cfg.federation, str(cfg.dp.name))
-    if cfg.secagg.name == "masking":
-        _check_masking(cfg.federation, cfg.secagg)
+    _check_scheme(cfg.federation, cfg.secagg)
     if cfg.federation.device == "cuda":
         check_cuda_build()
         from experiments._federation import resolve_device
@@ -340,39 +339,19 @@ def check_feasible(cfg: Any) -> None:
         resolve_device("cuda")
 
 
-def _check_masking(federation: FederationConfig, schema: Any) -> None:
+def _check_scheme(federation: FederationConfig, schema: Any) -> None:
+    """The scheme's own feasibility check at the configured clients per round and dropout
+    (masking: a round must be plannable, the error naming the largest dropout allowed)."""
     from secagg import SecAggError
-    from secagg.masking._params import MaskingParams, plan_round
+    from secagg._hydra import scheme_class
 
     selected, _ = survivors_per_round(federation)
-    fraction = max(float(schema.max_dropout_fraction), federation.dropout)
-
-    def plan(max_dropout: float) -> str | None:
-        try:
-            params = MaskingParams.from_schema(
-                dataclasses.replace(schema, max_dropout_fraction=max_dropout)
-            )
-            plan_round(params, round_id=1, client_ids=list(range(selected)), dim=1)
-        except SecAggError as error:
-            return str(error)
-        return None
-
-    problem = plan(fraction)
-    if problem is None:
-        return
-    allowed = [k for k in range(selected) if plan(k / selected) is None]
-    if not allowed:
-        hint = f"no dropout fraction works for n={selected} clients per round"
-    else:
-        most = max(allowed)
-        hint = (
-            f"the most it allows for n={selected} is {most / selected:g} "
-            f"({most} of {selected} clients may drop)"
+    try:
+        scheme_class(schema.name).check_feasible(
+            schema, clients_per_round=selected, dropout=federation.dropout
         )
-    raise ConfigError(
-        f"secagg=masking cannot plan a round of {selected} clients with dropout fraction "
-        f"{fraction:g}: {problem}; {hint}"
-    )
+    except SecAggError as error:
+        raise ConfigError(f"secagg={schema.name} {error}") from error
 
 
 def check_partition(cfg: Any, data: Any) -> None:

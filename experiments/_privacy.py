@@ -77,6 +77,7 @@ from experiments._datasets import FederatedData
 from experiments._errors import ConfigError
 from experiments._training import round_lr
 from secagg import PrivacyPolicy
+from secagg._hydra import SCHEMES, scheme_class
 
 __all__ = [
     "FEDERATION_ACCOUNT",
@@ -471,11 +472,13 @@ class ClientLevelPrivacy(PrivacyLayer):
                 f"amplification (got client_fraction={federation.client_fraction})"
             )
         self.min_survivors = setup.min_survivors if setup.min_survivors is not None else 1
-        if not self.distributed and scheme_name == "masking":
+        refusal = scheme_class(scheme_name).release_noise_refusal
+        if not self.distributed and refusal is not None:
+            releasing = [n for n in SCHEMES if scheme_class(n).release_noise_refusal is None]
             raise ConfigError(
                 "dp=client with central noise needs a single releasing party that adds the "
-                "noise inside its release; with secagg=masking the aggregator unmasks the "
-                "exact sum: use dp.distributed=true (or secagg=ckks|plain)"
+                f"noise inside its release; with secagg={scheme_name} {refusal}: use "
+                f"dp.distributed=true (or secagg={'|'.join(sorted(releasing))})"
             )
         try:
             require_secure_aggregation(self.distributed, scheme_name)

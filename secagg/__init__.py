@@ -26,8 +26,9 @@ from secagg._errors import (
     PartyKeyError,
     ProtocolAbortError,
     SecAggError,
+    UnknownSchemeError,
 )
-from secagg._hydra import SCHEMES, build_scheme, register_configs
+from secagg._hydra import SCHEMES, build_scheme, register_configs, scheme_class
 from secagg._manifest import ManifestClient, ManifestError, PrivacyPolicy, RoundManifest
 from secagg._party_keys import derive_party_key, read_seed_file
 from secagg._protocol import SecureRoundOutcome, SecureRoundProtocol
@@ -82,6 +83,7 @@ __all__ = [
     "SecureRoundOutcome",
     "SecureRoundProtocol",
     "Submission",
+    "UnknownSchemeError",
     "UnsafeArtifactError",
     "UntrustedJSONError",
     "Verdict",
@@ -92,4 +94,5 @@ __all__ = [
     "read_seed_file",
     "recombine",
     "register_configs",
+    "scheme_class",
 ]

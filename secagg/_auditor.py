@@ -95,7 +95,8 @@ from secagg._committee_round import (
     combine_attested,
 )
 from secagg._digest import Digest, keccak256
-from secagg._errors import SecAggError
+from secagg._errors import SecAggError, UnknownSchemeError
+from secagg._hydra import scheme_class
 from secagg._manifest import MAX_MANIFEST_BYTES, PrivacyPolicy, RoundManifest
 from secagg._merkle_round import check_leaves
 from secagg._recombine import aggregate_inputs, recombine
@@ -293,7 +294,7 @@ class Auditor:
         """Committed blobs that are present, match their digest and parse (by address)."""
         valid: dict[str, bytes] = {}
         first_committer: dict[bytes, str] = {}
-        randomized = manifest is None or manifest.scheme != "plain"
+        randomized = manifest is None or _randomized_blobs(manifest)
         invalid: list[tuple[str, str]] = []
         present = 0
         for commitment in commitments:
@@ -468,7 +469,7 @@ class Auditor:
         aggregate_ok: bool,
         failed: Callable[[str], None],
     ) -> None:
-        if manifest.scheme != "ckks" or info.status < RoundStatus.RELEASING:
+        if not _releases_via_key_holder(manifest) or info.status < RoundStatus.RELEASING:
             return
         if _committee_size(manifest) > 1:
             self._committee_reveal(info, manifest, aggregate_ok, failed)
@@ -954,6 +955,23 @@ def _policy_problems(
             f"{policy.steps} steps per round up to round {round_id})"
         )
     return problems
+
+
+def _randomized_blobs(manifest: RoundManifest) -> bool:
+    """Whether the manifest's scheme never gives two honest clients the same blob (an
+    unknown scheme counts as randomized: a repeated digest is then still a copy)."""
+    try:
+        return scheme_class(manifest.scheme).randomized_blobs
+    except UnknownSchemeError:
+        return True
+
+
+def _releases_via_key_holder(manifest: RoundManifest) -> bool:
+    """Whether a key holder (or committee) releases, and attests, the round's sum."""
+    try:
+        return scheme_class(manifest.scheme).releases_via_key_holder
+    except UnknownSchemeError:
+        return False
 
 
 def _committee_size(manifest: RoundManifest) -> int:

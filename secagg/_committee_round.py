@@ -43,7 +43,12 @@ from eth_account.signers.local import LocalAccount
 from chain import ChainError, CommitteeInfo, Ledger, Role, RoundStatus, TxResult
 from secagg._consortium import Consortium
 from secagg._digest import Digest
-from secagg._errors import CommitmentMismatchError, InsufficientClientsError, SecAggError
+from secagg._errors import (
+    CommitmentMismatchError,
+    InsufficientClientsError,
+    ProtocolAbortError,
+    SecAggError,
+)
 from secagg._manifest import RoundManifest
 from secagg._roles import (
     REFUSAL_AGGREGATE_MISMATCH,
@@ -52,7 +57,7 @@ from secagg._roles import (
     ReleaseRefusedError,
     participant_blobs,
 )
-from secagg._scheme import RoundSession
+from secagg._scheme import ProtectionScheme, RoundSession
 from secagg._store import ArtifactNotFoundError, ArtifactStore
 from secagg.ckks import (
     CKKSScheme,
@@ -318,9 +323,12 @@ def _refusal_code(error: Exception) -> int:
     return REFUSAL_INVALID_AGGREGATE
 
 
-def form_committee(consortium: Consortium, scheme: CKKSScheme) -> DecryptionCommittee:
+def form_committee(consortium: Consortium, scheme: ProtectionScheme) -> DecryptionCommittee:
     """Create the members' accounts, set the committee up on chain, run the collective key
-    generation and install the collective public context in ``scheme``."""
+    generation and install the collective public context in ``scheme`` (a scheme that
+    :meth:`~secagg._scheme.ProtectionScheme.decrypts_by_committee`: CKKS)."""
+    if not isinstance(scheme, CKKSScheme):
+        raise ProtocolAbortError(f"secagg={scheme.name} has no decryption committee")
     params = scheme.committee
     ledger, store, admin = consortium.ledger, consortium.store, consortium.parties.admin
     accounts = [Account.create() for _ in params.members]

@@ -1,13 +1,16 @@
-"""keccak256 digests over canonical bytes, the one hash used off and on chain."""
+"""keccak256 digests over canonical bytes, the one hash used off and on chain.
+
+:data:`Digest` is the ledger's type (:data:`chain.Digest`), re-exported: a digest the
+framework computes is the same type as one the ledger returns, with no conversion between
+packages. (``dp`` knows nothing of ``chain``; its event digests are plain ``bytes``, which
+:func:`keccak256` turns into a :data:`Digest` where ``secagg`` binds them.)
+"""
 
 from __future__ import annotations
 
-from typing import NewType
-
 from Crypto.Hash import keccak
 
-Digest = NewType("Digest", bytes)
-"""A 32-byte keccak256 digest."""
+from chain._types import Digest
 
 
 def keccak256(data: bytes) -> Digest:

@@ -50,3 +50,7 @@ class ProtocolAbortError(SecAggError):
 
 class PartyKeyError(SecAggError, ValueError):
     """Party keys cannot be derived: the seed file is missing, unreadable or too short."""
+
+
+class UnknownSchemeError(ParameterMismatchError):
+    """A scheme name (in a config or a round manifest) that no registered scheme has."""

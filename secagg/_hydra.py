@@ -1,4 +1,9 @@
-"""Hydra schemas of the ``secagg`` config group, and the name -> scheme registry."""
+"""Hydra schemas of the ``secagg`` config group, and the name -> scheme registry.
+
+This module is the one place that maps scheme names to code: :data:`SCHEMES` (name ->
+Hydra schema and builder) for the runner, and :func:`scheme_class` (name -> scheme class)
+for code that sees only a round manifest and asks the scheme what it declares.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from secagg._errors import UnknownSchemeError
 from secagg._scheme import PlainScheme, ProtectionScheme
-from secagg.ckks import CKKSSchema, build_ckks_scheme
-from secagg.masking import MaskingSchema, build_masking_scheme
+from secagg.ckks import CKKSSchema, CKKSScheme, build_ckks_scheme
+from secagg.masking import MaskingSchema, MaskingScheme, build_masking_scheme
 
 
 @dataclass
@@ -24,12 +30,26 @@ def _build_plain(schema: Any) -> ProtectionScheme:
     return PlainScheme()
 
 
+# (scheme class, schema dataclass, factory from a schema instance to a scheme)
+_REGISTRY: tuple[tuple[type[ProtectionScheme], type, Callable[[Any], ProtectionScheme]], ...] = (
+    (PlainScheme, PlainSchema, _build_plain),
+    (CKKSScheme, CKKSSchema, build_ckks_scheme),
+    (MaskingScheme, MaskingSchema, build_masking_scheme),
+)
+
 # name -> (schema dataclass, factory from a schema instance to a scheme)
 SCHEMES: dict[str, tuple[type, Callable[[Any], ProtectionScheme]]] = {
-    "plain": (PlainSchema, _build_plain),
-    "ckks": (CKKSSchema, build_ckks_scheme),
-    "masking": (MaskingSchema, build_masking_scheme),
+    cls.name: (schema, factory) for cls, schema, factory in _REGISTRY
 }
+_CLASSES: dict[str, type[ProtectionScheme]] = {cls.name: cls for cls, _, _ in _REGISTRY}
+
+
+def scheme_class(name: object) -> type[ProtectionScheme]:
+    """The registered scheme class named ``name`` (a config's ``secagg.name`` or a round
+    manifest's ``scheme``); :class:`~secagg._errors.UnknownSchemeError` for any other."""
+    if not isinstance(name, str) or name not in _CLASSES:
+        raise UnknownSchemeError(f"unknown scheme {name!r:.80} (registered: {sorted(_CLASSES)})")
+    return _CLASSES[name]
 
 
 # The runner's defaults where they differ from the library's: the hardened run decrypts with

@@ -40,7 +40,7 @@ from typing import Any
 from dp._accounting import MECHANISMS
 from dp._config import ACCOUNTANTS
 from secagg._digest import Digest, keccak256
-from secagg._errors import BlobFormatError, SecAggError
+from secagg._errors import BlobFormatError
 from secagg._safejson import UntrustedJSONError, loads_untrusted
 
 MANIFEST_TAG = "secagg-fl/round-manifest/v1"
@@ -64,18 +64,18 @@ def _check_uint(name: str, value: object, *, low: int = 0) -> None:
         )
 
 
-def _check_masking_config(config: Mapping[str, Any]) -> None:
-    """The masking scheme's public parameters must all be declared, and valid."""
-    from secagg.masking._params import MaskingParams
+def _check_scheme_config(scheme: str, config: Mapping[str, Any]) -> None:
+    """The declared scheme's own checks of its public parameters (masking: all declared
+    and valid). A name no scheme has is not refused here: recombining fails on it, which
+    is how an auditor names the manifest at fault."""
+    from secagg._errors import UnknownSchemeError
+    from secagg._hydra import scheme_class
 
-    names = [f.name for f in dataclasses.fields(MaskingParams)]
-    missing = [name for name in names if name not in config]
-    if missing:
-        raise ManifestError(f"manifest scheme_config lacks masking parameter(s) {missing}")
     try:
-        MaskingParams(**{name: config[name] for name in names})
-    except SecAggError as error:
-        raise ManifestError(f"manifest scheme_config: {error}") from error
+        declared = scheme_class(scheme)
+    except UnknownSchemeError:
+        return
+    declared.check_manifest_config(config)
 
 
 def _check_float(name: str, value: object, *, low: float, high: float) -> None:
@@ -232,8 +232,7 @@ class RoundManifest:
             raise ManifestError("manifest lists a client id twice")
         if len({c.address.lower() for c in self.clients}) != len(self.clients):
             raise ManifestError("manifest lists a client address twice")
-        if self.scheme == "masking":
-            _check_masking_config(self.scheme_config)
+        _check_scheme_config(self.scheme, self.scheme_config)
         if self.federation_policy is not None and not isinstance(
             self.federation_policy, PrivacyPolicy
         ):

@@ -95,7 +95,6 @@ from secagg._roles import (
     Submission,
 )
 from secagg._scheme import PhaseStats, ProtectionScheme, RoundSession
-from secagg.ckks import CKKSScheme
 
 
 @dataclass(frozen=True)
@@ -185,19 +184,21 @@ class SecureRoundProtocol:
         self.dp_mode = dp_mode
         self.audit_each_round = audit_each_round
         self.aggregator = AggregatorParty(consortium=consortium)
-        self.key_holder = KeyHolderParty(consortium=consortium, attests=scheme.name == "ckks")
+        self.key_holder = KeyHolderParty(
+            consortium=consortium, attests=scheme.releases_via_key_holder
+        )
         self.auditor = Auditor(
             ledger=consortium.ledger,
             store=consortium.store,
             epsilon_tolerance=DEFAULT_EPSILON_TOLERANCE,
         )
         self.committee: DecryptionCommittee | None = None
-        if isinstance(scheme, CKKSScheme) and scheme.committee.size > 1:
+        if scheme.decrypts_by_committee():
             self.committee = form_committee(consortium, scheme)
-        public_context = getattr(scheme, "public_context", None)
+        public_material = scheme.public_material()
         self.public_material: str | None = None
-        if isinstance(public_context, bytes):
-            self.public_material = consortium.store.put(public_context).hex()
+        if public_material is not None:
+            self.public_material = consortium.store.put(public_material).hex()
 
     def select(self, candidates: Collection[int]) -> list[int]:
         """The candidates whose reputation clears the consortium's threshold."""
@@ -274,10 +275,11 @@ class SecureRoundProtocol:
             raise InvalidUpdateError(
                 f"round {round_id}: release noise std must be finite and > 0: {release_noise_std!r}"
             )
-        if release_noise_std is not None and self.scheme.name == "masking":
+        refusal = self.scheme.release_noise_refusal
+        if release_noise_std is not None and refusal is not None:
             raise ProtocolAbortError(
                 f"round {round_id}: central DP noise needs a single releasing party; with "
-                "masking the aggregator unmasks the exact sum (use distributed noise)"
+                f"{self.scheme.name} {refusal} (use distributed noise)"
             )
         if release_noise_std is not None and self.committee is not None:
             raise ProtocolAbortError(
@@ -415,19 +417,13 @@ class SecureRoundProtocol:
                 del committed[client_id]
 
     def _identities(self, selected: Sequence[int]) -> dict[str, Any]:
-        """Masking rounds run authenticated (Bonawitz et al. 2017, malicious server): each
-        client signs its key advertisement with its ledger account, and every client checks
-        the others' against the registry on chain, so the server cannot substitute keys."""
-        if self.scheme.name != "masking":
-            return {}
-        from secagg.masking import ledger_registry
-
-        return {
-            "accounts": {c: self.consortium.account_of(c) for c in selected},
-            "registry": ledger_registry(
-                self.consortium.ledger, {c: self.consortium.address_of(c) for c in selected}
-            ),
-        }
+        """What the scheme needs of the clients' ledger identities to start a round (masking
+        authenticates its key stages with them: Bonawitz et al. 2017, malicious server)."""
+        return self.scheme.ledger_round_kwargs(
+            ledger=self.consortium.ledger,
+            accounts={c: self.consortium.account_of(c) for c in selected},
+            addresses={c: self.consortium.address_of(c) for c in selected},
+        )
 
     def resume_round(
         self,
@@ -440,12 +436,13 @@ class SecureRoundProtocol:
 
         Everything it needs is durable: the manifest (by the config digest on chain), the
         commitments (ledger) and the blobs (store). Each client counts once because the
-        ledger holds one commitment per client and round. Masking rounds cannot resume: the
-        unmasking state (routed shares) lives in the server's memory; they abort instead.
+        ledger holds one commitment per client and round. A scheme that does not declare
+        :attr:`~secagg._scheme.ProtectionScheme.supports_resume` (masking: the unmasking
+        state, routed shares, lives in the server's memory) aborts instead.
         """
-        if self.scheme.name == "masking":
+        if not self.scheme.supports_resume:
             raise ProtocolAbortError(
-                f"round {round_id}: a masking round cannot resume after a server restart"
+                f"round {round_id}: a {self.scheme.name} round cannot resume after a server restart"
             )
         manifest = self.aggregator.manifest(round_id)
         session = self.scheme.start_round(

@@ -95,6 +95,7 @@ from secagg._errors import (
     ProtocolAbortError,
     SecAggError,
 )
+from secagg._hydra import scheme_class
 from secagg._manifest import RoundManifest
 from secagg._merkle_round import (
     MerkleDraft,
@@ -426,6 +427,7 @@ class AggregatorParty:
         collected = Collected()
         owner: dict[bytes, int] = {}  # blob digest -> the client that committed it first
         consortium = self.consortium
+        randomized = scheme_class(manifest.scheme).randomized_blobs
         for commitment in round_commitments(consortium.ledger, consortium.store, round_id):
             member = manifest.client_by_address(commitment.client)
             if member is None:  # the contract only accepts selected clients
@@ -435,7 +437,7 @@ class AggregatorParty:
                 continue  # one commitment per client and round; never count a client twice
             collected.commitments[client_id] = commitment
             first = owner.setdefault(bytes(commitment.blob_digest), client_id)
-            if first != client_id and manifest.scheme != "plain":
+            if first != client_id and randomized:
                 # Randomized schemes never give two honest clients the same blob: a later
                 # commitment of a digest already committed is a copied commitment (commit
                 # order decides). Under plain, equal updates give equal blobs.

@@ -11,6 +11,15 @@ the scheme, nothing else. The runner drives one :class:`RoundSession` per round:
    (CKKS: the key holder decrypts; masking: survivors send shares, the server unmasks).
 
 Every call records its bytes and seconds in :attr:`RoundSession.stats`.
+
+Everything that differs between schemes beyond those four calls is declared by the scheme
+class itself (:class:`ProtectionScheme`: capabilities as class attributes, manifest-only
+operations as class methods), so code that sees only a round manifest (the auditor, a key
+holder, a hospital) resolves the class from the manifest's scheme name with
+:func:`secagg._hydra.scheme_class` and asks it; nothing outside a scheme's own package
+branches on a scheme's name. ``docs/extending.md`` ("Add a protection scheme") lists what a
+new scheme implements and the contract suite (``tests/secagg/test_scheme_contract.py``) it
+must pass.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -29,7 +38,13 @@ from secagg._errors import (
     DuplicateClientError,
     EmptyAggregateError,
     InvalidUpdateError,
+    ParameterMismatchError,
 )
+
+if TYPE_CHECKING:
+    from secagg._digest import Digest
+    from secagg._manifest import RoundManifest
+    from secagg._store import ArtifactStore
 
 PHASES = ("setup", "protect", "combine", "reveal")
 
@@ -99,13 +114,120 @@ class RoundSession(ABC):
 
 
 class ProtectionScheme(ABC):
-    """A factory of round sessions; holds whatever outlives a round (keys, contexts)."""
+    """A factory of round sessions; holds whatever outlives a round (keys, contexts).
+
+    The class attributes below declare what the rest of the framework may rely on; the class
+    methods work from a round manifest alone (no secret, no instance), for the auditor and
+    the key holder. The contract suite checks every declaration against behaviour.
+    """
 
     name: ClassVar[str]
+
+    #: Two honest clients never produce the same blob (fresh randomness per blob), so a
+    #: later commitment of an already committed blob digest is a copy. False for ``plain``,
+    #: where equal updates give equal blobs.
+    randomized_blobs: ClassVar[bool] = True
+    #: The sum is released by a key holder (or a decryption committee) that holds a secret
+    #: the aggregator lacks; it checks the aggregate, reserves the release on the ledger and
+    #: attests it (or its refusal), and the auditor checks that attestation.
+    releases_via_key_holder: ClassVar[bool] = False
+    #: Rounds carry public material (CKKS: the public context) that the manifest names by
+    #: digest; clients and the aggregator need it to protect and to combine.
+    has_public_material: ClassVar[bool] = False
+    #: A restarted aggregator can finish an open round from the ledger and the store alone.
+    supports_resume: ClassVar[bool] = True
+    #: Blobs bind their round: a blob made for another round is refused by ``combine`` and
+    #: by :meth:`recombine`. Without it, only the ledger commitment binds the round.
+    binds_round: ClassVar[bool] = False
+    #: Why central DP noise cannot be added inside this scheme's release (completes "with
+    #: <name> ..."); None where one releasing party sees the exact sum and can add it.
+    release_noise_refusal: ClassVar[str | None] = None
+    #: Why a round that an interrupted process opened cannot be finished by a resumed run,
+    #: where the reason is this scheme's (None: nothing scheme-specific is lost).
+    interrupted_round_reason: ClassVar[str | None] = None
 
     @abstractmethod
     def start_round(self, *, round_id: int, client_ids: Sequence[int], dim: int) -> RoundSession:
         """Begin a round among ``client_ids`` over updates of length ``dim``."""
+
+    def public_material(self) -> bytes | None:
+        """The public material the round manifest names (None: the scheme has none)."""
+        return None
+
+    def decrypts_by_committee(self) -> bool:
+        """Whether a decryption committee (several members, any T of K) releases the sum."""
+        return False
+
+    def ledger_round_kwargs(
+        self, *, ledger: Any, accounts: Mapping[int, Any], addresses: Mapping[int, str]
+    ) -> dict[str, Any]:
+        """Extra keyword arguments of :meth:`start_round` in a round run over ``ledger``,
+        where client ``c`` signs with ``accounts[c]`` from ``addresses[c]`` (masking
+        authenticates its key stages with them). Nothing by default (``{}``)."""
+        return {}
+
+    def sum_tolerance(self, *, n_clients: int) -> float:
+        """The largest absolute error, per value, of a revealed sum of ``n_clients``
+        updates (each within the scheme's range, ``|value| <= 1 / n_clients``)."""
+        return 0.0
+
+    def max_dropouts(self, *, n_clients: int) -> int:
+        """How many of ``n_clients`` selected clients may drop after set-up (no blob) with
+        the round still revealing the others' sum; one more and nothing is revealed."""
+        return n_clients - 1
+
+    @classmethod
+    def check_manifest_config(cls, config: Mapping[str, Any]) -> None:
+        """Validate the public parameters a manifest declares for this scheme; raise
+        :class:`~secagg._manifest.ManifestError` naming the field. Nothing by default."""
+        return None
+
+    @classmethod
+    def check_feasible(cls, schema: Any, *, clients_per_round: int, dropout: float) -> None:
+        """Before any training: raise a :class:`~secagg._errors.SecAggError` whose message
+        completes "secagg=<name> ..." if rounds of ``clients_per_round`` clients with a
+        ``dropout`` fraction cannot run under ``schema``. Nothing by default."""
+        return None
+
+    @classmethod
+    @abstractmethod
+    def recombine(
+        cls,
+        manifest: RoundManifest,
+        blobs: Sequence[tuple[int, bytes]],
+        *,
+        store: ArtifactStore,
+    ) -> bytes:
+        """The aggregate bytes of ``blobs`` (``(client id, blob)``, ascending, distinct,
+        non-empty: the caller checked), from the manifest's public parameters and the
+        store's public material alone, byte for byte what the aggregator's ``combine``
+        gives. Raises a :class:`~secagg._errors.SecAggError` (a ``ValueError``) for any
+        blob that is not a valid blob of this round."""
+
+    @classmethod
+    def public_session(
+        cls, manifest: RoundManifest, *, schema: Any, public_material: bytes | None
+    ) -> RoundSession | None:
+        """A session of ``manifest``'s round built from its public parameters (``schema``,
+        the scheme's config) and ``public_material`` alone, for parties on separate
+        machines: a client protects, the aggregator combines. None where the scheme's
+        rounds need more than public material (masking: each party's key-stage state)."""
+        return None
+
+    @classmethod
+    def listed_inputs(cls, manifest: RoundManifest, aggregate: bytes) -> tuple[Digest, ...] | None:
+        """The input blob digests an aggregate lists (None: this scheme's aggregates list
+        none)."""
+        return None
+
+    @classmethod
+    def fetch_public_material(cls, manifest: RoundManifest, store: ArtifactStore) -> bytes:
+        """The public material ``manifest`` names, from ``store`` (digest-checked)."""
+        from secagg._digest import Digest
+
+        if manifest.public_material is None:
+            raise ParameterMismatchError("the manifest names no public context")
+        return store.get(Digest(bytes.fromhex(manifest.public_material)))
 
 
 class _PlainSession(RoundSession):
@@ -155,6 +277,35 @@ class PlainScheme(ProtectionScheme):
     """No protection: the aggregator sees every update. The non-private baseline."""
 
     name = "plain"
+    randomized_blobs = False
 
     def start_round(self, *, round_id: int, client_ids: Sequence[int], dim: int) -> RoundSession:
         return _PlainSession(round_id=round_id, client_ids=client_ids, dim=dim)
+
+    @classmethod
+    def recombine(
+        cls,
+        manifest: RoundManifest,
+        blobs: Sequence[tuple[int, bytes]],
+        *,
+        store: ArtifactStore,
+    ) -> bytes:
+        session = cls().start_round(
+            round_id=manifest.round_id,
+            client_ids=[c.client_id for c in manifest.clients],
+            dim=manifest.dim,
+        )
+        return session.combine(dict(blobs))
+
+    def sum_tolerance(self, *, n_clients: int) -> float:
+        return 1e-12  # float64 additions in another order
+
+    @classmethod
+    def public_session(
+        cls, manifest: RoundManifest, *, schema: Any, public_material: bytes | None
+    ) -> RoundSession | None:
+        return cls().start_round(
+            round_id=manifest.round_id,
+            client_ids=[c.client_id for c in manifest.clients],
+            dim=manifest.dim,
+        )

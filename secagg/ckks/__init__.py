@@ -62,7 +62,7 @@ from secagg.ckks._params import (
     preset_params,
     wire_prime,
 )
-from secagg.ckks._session import CKKSScheme
+from secagg.ckks._session import CKKSScheme, NoSecretKeyError, PublicCKKSSession
 
 __all__ = [
     "BLOB_MAGIC",
@@ -84,10 +84,12 @@ __all__ = [
     "CommitteeSetupError",
     "InsufficientPartialsError",
     "KeyHolder",
+    "NoSecretKeyError",
     "NotAnAggregateError",
     "ParsedBlob",
     "PartialDecryption",
     "PartialMismatchError",
+    "PublicCKKSSession",
     "PublicContext",
     "PublicKeyShare",
     "RevealPolicy",

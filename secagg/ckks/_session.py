@@ -18,23 +18,36 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from secagg._errors import EmptyAggregateError, SecAggError
+from secagg._errors import EmptyAggregateError, ParameterMismatchError, SecAggError
 from secagg._scheme import ProtectionScheme, RoundSession
-from secagg.ckks._aggregator import CKKSAggregator
+from secagg.ckks._aggregator import CKKSAggregator, combine_blobs
+from secagg.ckks._blob import parse_header
 from secagg.ckks._client import CKKSClient
 from secagg.ckks._committee import CommitteeMember, CommitteeSetupError, combine_partials
 from secagg.ckks._committee_keys import CRP_SEED_SIZE, CommitteeParams
 from secagg.ckks._keyholder import KeyHolder
 from secagg.ckks._params import CKKSParams, RevealPolicy
 
+if TYPE_CHECKING:
+    from secagg._digest import Digest
+    from secagg._manifest import RoundManifest
+    from secagg._store import ArtifactStore
+
 
 class CKKSScheme(ProtectionScheme):
     """CKKS blind aggregation: clients encrypt, the aggregator adds, the key holder reveals."""
 
     name = "ckks"
+    releases_via_key_holder = True
+    has_public_material = True
+    interrupted_round_reason = (
+        "its aggregate can be decrypted only with the key holder's CKKS secret key, "
+        "which lived in the interrupted process's memory and is never written"
+    )
 
     def __init__(
         self,
@@ -97,6 +110,59 @@ class CKKSScheme(ProtectionScheme):
         if self.public_context is None:
             self._form_local_committee()
         return _CKKSSession(scheme=self, round_id=round_id, client_ids=client_ids, dim=dim)
+
+    def public_material(self) -> bytes | None:
+        return self.public_context
+
+    def decrypts_by_committee(self) -> bool:
+        return self.committee.size > 1
+
+    def sum_tolerance(self, *, n_clients: int) -> float:
+        # rounding to the release grid (half a step), flooding noise (16 sigma); the
+        # encoding error is far below a grid step at the presets' scale
+        return self.policy.grid + 16 * self.policy.flood_std
+
+    def max_dropouts(self, *, n_clients: int) -> int:
+        return n_clients - self.policy.min_clients  # the key holder releases no smaller sum
+
+    @classmethod
+    def recombine(
+        cls,
+        manifest: RoundManifest,
+        blobs: Sequence[tuple[int, bytes]],
+        *,
+        store: ArtifactStore,
+    ) -> bytes:
+        for client_id, blob in blobs:
+            blob_header, _ = parse_header(blob)
+            if blob_header.element_count != manifest.dim:
+                raise ParameterMismatchError(
+                    f"client {client_id}'s blob holds {blob_header.element_count} values, the "
+                    f"manifest says dim={manifest.dim}"
+                )
+        public_context = cls.fetch_public_material(manifest, store)
+        return combine_blobs(public_context, [blob for _, blob in blobs])
+
+    @classmethod
+    def public_session(
+        cls, manifest: RoundManifest, *, schema: Any, public_material: bytes | None
+    ) -> RoundSession | None:
+        from secagg.ckks._config import params_from_schema
+
+        if public_material is None:
+            raise ParameterMismatchError("a CKKS round needs the key holder's public context")
+        return PublicCKKSSession(
+            public_context=public_material,
+            max_abs_sum=params_from_schema(schema).max_abs_sum,
+            round_id=manifest.round_id,
+            client_ids=[c.client_id for c in manifest.clients],
+            dim=manifest.dim,
+        )
+
+    @classmethod
+    def listed_inputs(cls, manifest: RoundManifest, aggregate: bytes) -> tuple[Digest, ...] | None:
+        header, _ = parse_header(aggregate)
+        return tuple(header.inputs)
 
 
 def combine_selected(
@@ -210,3 +276,49 @@ class _CKKSSession(RoundSession):
         self.stats.bytes_down["reveal"] += sum(len(p) for p in partials)
         self.stats.bytes_down["reveal"] += release.values.nbytes * max(len(survivors), 1)
         return release.values
+
+
+class PublicCKKSSession(RoundSession):
+    """A CKKS round session with the public context only: a client protects, the
+    aggregator combines; no party holding it can decrypt (:meth:`reveal` refuses)."""
+
+    def __init__(
+        self,
+        *,
+        public_context: bytes,
+        max_abs_sum: float,
+        round_id: int,
+        client_ids: Sequence[int],
+        dim: int,
+    ) -> None:
+        super().__init__(round_id=round_id, client_ids=client_ids, dim=dim)
+        self.public_context = public_context
+        self.max_abs_sum = max_abs_sum
+        self.rejected: dict[int, str] = {}
+        self.combined: tuple[int, ...] = ()
+        self._client = CKKSClient(public_context)
+
+    def protect(self, client_id: int, update: np.ndarray) -> bytes:
+        values = self.check_update(update)
+        with self.stats.timed("protect"):
+            blob = self._client.protect(values, max_abs=self.max_abs_sum / len(self.client_ids))
+        self.stats.bytes_up["protect"] += len(blob)
+        return blob
+
+    def combine(self, blobs: Mapping[int, bytes]) -> bytes:
+        with self.stats.timed("combine"):
+            aggregate, self.combined = combine_selected(
+                self.public_context,
+                dim=self.dim,
+                client_ids=self.client_ids,
+                blobs=blobs,
+                rejected=self.rejected,
+            )
+        return aggregate
+
+    def reveal(self, aggregate: bytes, *, survivors: Collection[int]) -> np.ndarray:
+        raise NoSecretKeyError("a public CKKS session cannot decrypt (only the key holder can)")
+
+
+class NoSecretKeyError(SecAggError):
+    """A party without the secret key (a public session) was asked to decrypt."""

@@ -28,8 +28,9 @@ say who is in the sum and why the others are not.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from eth_account.signers.local import LocalAccount
@@ -37,7 +38,7 @@ from eth_account.signers.local import LocalAccount
 from secagg._errors import EmptyAggregateError, ParameterMismatchError, SecAggError
 from secagg._scheme import ProtectionScheme, RoundSession
 from secagg.masking._client import MaskingClient
-from secagg.masking._constants import Stage
+from secagg.masking._constants import SERVER_ID, Stage
 from secagg.masking._errors import (
     BelowThresholdError,
     KeyAuthenticationError,
@@ -45,8 +46,13 @@ from secagg.masking._errors import (
     StageError,
     UnknownClientError,
 )
-from secagg.masking._params import MaskingParams, RoundPlan, plan_round
+from secagg.masking._messages import Aggregate, Header, MaskedInput
+from secagg.masking._params import MaskingParams, RoundPlan, _count, plan_round
 from secagg.masking._server import MaskingServer
+
+if TYPE_CHECKING:
+    from secagg._manifest import RoundManifest
+    from secagg._store import ArtifactStore
 
 
 class MaskingSession(RoundSession):
@@ -237,9 +243,122 @@ class MaskingScheme(ProtectionScheme):
     """
 
     name = "masking"
+    supports_resume = False  # the unmasking state (routed shares) lives in server memory
+    binds_round = True
+    release_noise_refusal = "the aggregator unmasks the exact sum"
+    interrupted_round_reason = (
+        "a masking round cannot resume: the unmasking state (the routed Shamir shares) "
+        "lived in the interrupted aggregator's memory"
+    )
 
     def __init__(self, params: MaskingParams | None = None) -> None:
         self.params = params or MaskingParams()
+
+    def ledger_round_kwargs(
+        self, *, ledger: Any, accounts: Mapping[int, Any], addresses: Mapping[int, str]
+    ) -> dict[str, Any]:
+        """Rounds over a ledger run authenticated (Bonawitz et al. 2017, malicious server):
+        each client signs its key advertisement with its ledger account, and every client
+        checks the others' against the registry on chain, so the server cannot substitute
+        keys."""
+        return {"accounts": dict(accounts), "registry": ledger_registry(ledger, addresses)}
+
+    def _plan(self, n_clients: int) -> RoundPlan:
+        return plan_round(self.params, round_id=0, client_ids=range(n_clients), dim=1)
+
+    def sum_tolerance(self, *, n_clients: int) -> float:
+        return n_clients / self._plan(n_clients).scale  # one quantization step per client
+
+    def max_dropouts(self, *, n_clients: int) -> int:
+        """Exact for a complete graph in an unauthenticated round (``t`` masked inputs and
+        ``t`` share holders); a sparse graph survives ``max_dropout_fraction`` with the
+        plan's correctness probability, and an authenticated round also needs
+        ``consistency_threshold`` signers of the survivor set."""
+        plan = self._plan(n_clients)
+        if plan.complete:
+            return n_clients - plan.threshold
+        return _count(self.params.max_dropout_fraction, n_clients)
+
+    @classmethod
+    def check_manifest_config(cls, config: Mapping[str, Any]) -> None:
+        """The masking scheme's public parameters must all be declared, and valid."""
+        from secagg._manifest import ManifestError
+
+        names = [f.name for f in dataclasses.fields(MaskingParams)]
+        missing = [name for name in names if name not in config]
+        if missing:
+            raise ManifestError(f"manifest scheme_config lacks masking parameter(s) {missing}")
+        try:
+            MaskingParams(**{name: config[name] for name in names})
+        except SecAggError as error:
+            raise ManifestError(f"manifest scheme_config: {error}") from error
+
+    @classmethod
+    def check_feasible(cls, schema: Any, *, clients_per_round: int, dropout: float) -> None:
+        """A round of ``clients_per_round`` clients must be plannable at the configured
+        dropout (the larger of ``max_dropout_fraction`` and ``dropout``); the error names
+        the largest dropout fraction that many clients allow."""
+        selected = clients_per_round
+        fraction = max(float(schema.max_dropout_fraction), dropout)
+
+        def plan(max_dropout: float) -> str | None:
+            try:
+                params = MaskingParams.from_schema(
+                    dataclasses.replace(schema, max_dropout_fraction=max_dropout)
+                )
+                plan_round(params, round_id=1, client_ids=list(range(selected)), dim=1)
+            except SecAggError as error:
+                return str(error)
+            return None
+
+        problem = plan(fraction)
+        if problem is None:
+            return
+        allowed = [k for k in range(selected) if plan(k / selected) is None]
+        if not allowed:
+            hint = f"no dropout fraction works for n={selected} clients per round"
+        else:
+            most = max(allowed)
+            hint = (
+                f"the most it allows for n={selected} is {most / selected:g} "
+                f"({most} of {selected} clients may drop)"
+            )
+        raise MaskingParameterError(
+            f"cannot plan a round of {selected} clients with dropout fraction "
+            f"{fraction:g}: {problem}; {hint}"
+        )
+
+    @classmethod
+    def recombine(
+        cls,
+        manifest: RoundManifest,
+        blobs: Sequence[tuple[int, bytes]],
+        *,
+        store: ArtifactStore,
+    ) -> bytes:
+        from secagg._manifest import ManifestError
+
+        try:
+            params = MaskingParams.from_schema(_Schema(manifest.scheme_config))
+        except (AttributeError, TypeError, ValueError) as error:
+            raise ManifestError(
+                f"the manifest's masking parameters are unusable: {error}"
+            ) from error
+        plan = plan_round(
+            params,
+            round_id=manifest.round_id,
+            client_ids=[c.client_id for c in manifest.clients],
+            dim=manifest.dim,
+        )
+        total = np.zeros(plan.dim, dtype=np.uint32)
+        for _, blob in blobs:
+            message = MaskedInput.decode(
+                blob, round_id=plan.round_id, params_digest=plan.params_digest, dim=plan.dim
+            )
+            total += message.vector
+        total &= np.uint32(plan.modulus_mask)
+        header = Header(plan.round_id, plan.params_digest, SERVER_ID)
+        return Aggregate(header, tuple(client_id for client_id, _ in blobs), total).encode()
 
     def start_round(
         self,
@@ -259,6 +378,13 @@ class MaskingScheme(ProtectionScheme):
             accounts=accounts,
             registry=registry,
         )
+
+
+class _Schema:
+    """Attribute access over a manifest's scheme-config mapping (what ``from_schema`` reads)."""
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self.__dict__.update(values)
 
 
 def ledger_registry(ledger: Any, addresses: Mapping[int, str]) -> dict[int, str]:
