@@ -344,6 +344,8 @@ class Federation:
             events=events,
             expected_steps={c: s for c, s in expected.items() if s is not None},
             policies={c: p for c, p in policies.items() if p is not None},
+            # each client's own policy: it refuses a manifest that commits another
+            client_policies={c: p for c, p in policies.items() if p is not None},
             release_noise_std=self.privacy.release_noise_std(len(weights)),
             federation_policy=self.privacy.federation_policy(),
             federation_event=federation_events[-1].digest().hex() if federation_events else None,

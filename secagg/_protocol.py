@@ -248,6 +248,7 @@ class SecureRoundProtocol:
         events: Mapping[int, PrivacyEventLike | None] | None = None,
         expected_steps: Mapping[int, int] | None = None,
         policies: Mapping[int, PrivacyPolicy] | None = None,
+        client_policies: Mapping[int, PrivacyPolicy] | None = None,
         release_noise_std: float | None = None,
         federation_policy: PrivacyPolicy | None = None,
         federation_event: str | None = None,
@@ -260,6 +261,8 @@ class SecureRoundProtocol:
         that commit and never reveal (dropouts); ``crash_after_commit`` are clients that
         commit and reveal, and then go silent (they do not answer the unmask stage).
         ``policies`` are the privacy policies the manifest commits per client;
+        ``client_policies`` are the clients' own (what each trainer runs): a client given
+        one refuses to commit to a manifest that does not commit it (threat model 9);
         ``release_noise_std`` is central DP noise the releasing party adds inside its
         release (:meth:`KeyHolderParty.reveal`), refused for masking, where the aggregator
         unmasks the exact sum and no single party releases it. ``federation_policy`` and
@@ -311,7 +314,14 @@ class SecureRoundProtocol:
         for client_id in dropped:
             excluded[client_id] = "dropped out before committing (missed the deadline)"
         committed = self._commit_phase(
-            round_id, session, updates, events, excluded, clock, manifest_digest=manifest.digest()
+            round_id,
+            session,
+            updates,
+            events,
+            excluded,
+            clock,
+            manifest_digest=manifest.digest(),
+            client_policies=client_policies or {},
         )
         for client_id, (party, submission) in sorted(committed.items()):
             if client_id in withhold_reveal:
@@ -341,6 +351,7 @@ class SecureRoundProtocol:
         clock: _ChainClock,
         *,
         manifest_digest: Digest,
+        client_policies: Mapping[int, PrivacyPolicy],
     ) -> dict[int, tuple[ClientParty, Submission]]:
         """Every client still up commits (blobs stay private); the phase is then closed.
         Merkle rounds: the clients sign for the manifest they received (the round is not on
@@ -348,7 +359,11 @@ class SecureRoundProtocol:
         merkle = self.consortium.commit_mode == "merkle"
         committed: dict[int, tuple[ClientParty, Submission]] = {}
         for client_id in sorted(updates):
-            party = ClientParty(client_id=client_id, consortium=self.consortium)
+            party = ClientParty(
+                client_id=client_id,
+                consortium=self.consortium,
+                policy=client_policies.get(client_id),
+            )
             protect_before = session.stats.seconds["protect"]
             start = time.perf_counter()
             try:

@@ -96,7 +96,7 @@ from secagg._errors import (
     SecAggError,
 )
 from secagg._hydra import scheme_class
-from secagg._manifest import RoundManifest
+from secagg._manifest import PrivacyPolicy, RoundManifest
 from secagg._merkle_round import (
     MerkleDraft,
     build_leaf_set,
@@ -166,11 +166,45 @@ class Collected:
 
 
 class ClientParty:
-    """One hospital's side of the round protocol: commit, then (later) reveal."""
+    """One hospital's side of the round protocol: commit, then (later) reveal.
 
-    def __init__(self, *, client_id: int, consortium: Consortium) -> None:
+    ``policy`` is the client's own privacy policy (what its trainer runs); when given, the
+    client refuses to commit to a manifest that does not commit exactly that policy and
+    its steps for it (:meth:`check_manifest`), so an aggregator cannot get its events
+    judged against another policy."""
+
+    def __init__(
+        self, *, client_id: int, consortium: Consortium, policy: PrivacyPolicy | None = None
+    ) -> None:
         self.client_id = client_id
         self.consortium = consortium
+        self.policy = policy
+
+    def check_manifest(self, round_id: int, manifest_digest: Digest) -> None:
+        """Raise :class:`CommitmentMismatchError` unless the manifest (read from the store
+        by the digest the client commits to) is round ``round_id``'s, lists this client at
+        its own address, and commits this client's own policy and steps."""
+        if self.policy is None:
+            return
+        try:
+            manifest = RoundManifest.from_bytes(self.consortium.store.get(manifest_digest))
+        except (SecAggError, OSError) as error:
+            raise CommitmentMismatchError(
+                f"round {round_id}: client {self.client_id} cannot read the manifest it would "
+                f"commit to: {error}"
+            ) from error
+        address = self.consortium.address_of(self.client_id)
+        member = manifest.client_by_address(address)
+        if manifest.round_id != round_id or member is None:
+            raise CommitmentMismatchError(
+                f"round {round_id}: the manifest does not list client {self.client_id} "
+                "in this round"
+            )
+        if member.policy != self.policy or member.expected_steps != self.policy.steps:
+            raise CommitmentMismatchError(
+                f"round {round_id}: the manifest does not commit client {self.client_id}'s "
+                "own privacy policy; it refuses to commit"
+            )
 
     def commit(
         self,
@@ -193,6 +227,9 @@ class ClientParty:
         ledger = self.consortium.ledger
         if manifest_digest is None:
             manifest_digest = Digest(ledger.round_info(round_id).config_digest)
+        if event is not None:  # spent in training, whatever happens next: the chain stays whole
+            store.put(event.canonical_bytes())
+        self.check_manifest(round_id, manifest_digest)
         if event is None:
             event_digest, epsilon = ZERO_DIGEST, 0.0
         else:

@@ -215,3 +215,55 @@ def test_a_policy_no_honest_client_ran_blames_the_aggregator_not_the_clients(
     (finding,) = outcome.findings
     assert protocol.consortium.parties.aggregator.address in finding.detail
     assert "the manifest is at fault, not the clients" in finding.detail
+
+
+def _round_with_client_policies(
+    protocol: SecureRoundProtocol, declared: dict[int, PrivacyPolicy]
+) -> tuple[SecureRoundOutcome, dict[int, np.ndarray]]:
+    rng = np.random.default_rng(2)
+    selected = list(range(N_CLIENTS))
+    updates = {c: rng.normal(0, 0.05, DIM) / N_CLIENTS for c in selected}
+    outcome = protocol.run_round(
+        1,
+        selected=selected,
+        weights=dict.fromkeys(selected, 1 / N_CLIENTS),
+        updates=updates,
+        events={c: _event(c) for c in selected},  # type: ignore[arg-type]
+        expected_steps=dict.fromkeys(selected, STEPS),
+        policies=declared,
+        client_policies=dict.fromkeys(selected, _policy()),  # what each client runs
+    )
+    return outcome, updates
+
+
+def test_a_client_refuses_a_manifest_that_commits_another_policy_for_it(tmp_path: Path) -> None:
+    """Threat model 9: the aggregator declares a wrong policy for one client only. That
+    client checks the manifest against its own policy before committing and refuses (its
+    event is still stored: the privacy was spent); the others' sum is released, nobody is
+    flagged, and the refusing client's update is not in it."""
+    protocol = _protocol(tmp_path)
+    declared = dict.fromkeys(range(N_CLIENTS), _policy())
+    declared[LIAR] = dataclasses.replace(_policy(), noise_multiplier=SIGMA * 10)  # "more private"
+    outcome, updates = _round_with_client_policies(protocol, declared)
+    assert LIAR not in outcome.included
+    assert "own privacy policy" in outcome.excluded[LIAR]
+    assert outcome.included == tuple(c for c in range(N_CLIENTS) if c != LIAR)
+    assert outcome.total is not None
+    expected = sum(updates[c] for c in outcome.included)
+    np.testing.assert_allclose(outcome.total, expected, atol=1e-9)
+    assert outcome.flagged == {}
+    event = _event(LIAR)
+    assert protocol.consortium.store.get(event.digest()) == event.canonical_bytes()
+    committed = {c.client.lower() for c in protocol.consortium.ledger.commitments(1)}
+    assert protocol.consortium.address_of(LIAR).lower() not in committed
+
+
+def test_with_their_own_policies_no_client_commits_to_a_policy_none_of_them_ran(
+    tmp_path: Path,
+) -> None:
+    protocol = _protocol(tmp_path)
+    declared = dict.fromkeys(range(N_CLIENTS), dataclasses.replace(_policy(), delta=1e-9))
+    outcome, _ = _round_with_client_policies(protocol, declared)
+    assert outcome.included == () and outcome.total is None
+    assert all("own privacy policy" in r for r in outcome.excluded.values())
+    assert protocol.consortium.ledger.commitments(1) == []
