@@ -1,0 +1,113 @@
+"""Pairwise masking (``secagg=masking``) over the deployment: real sites (each hospital's own
+masking client, its state restored per message where said), a real anvil ledger, the
+real masking protocol; ``secagg audit --results`` from another process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploy import (
+    MASK_CONSISTENCY,
+    MASK_REBUT,
+    MASK_SHARE,
+    MASK_UNMASK,
+    TRAIN,
+    DeploymentError,
+    RoundDriver,
+    WireMessage,
+)
+from deploy._hospital import HospitalSite
+from deploy._sites import SitePolicy
+from tests.flower.conftest import in_process_sites
+from tests.flower.test_inprocess import FailingAt, audit_cli
+
+pytestmark = pytest.mark.anvil
+#: Plan each round for one of the four hospitals dropping out (k=3 neighbours, t=2).
+TOLERATE_ONE = "secagg.max_dropout_fraction=0.25"
+
+
+class FreshProcess:
+    """A hospital rebuilt for every message from the state its node kept (as a Flower
+    1.42 SuperNode runs each message in a new ClientApp process)."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.account = HospitalSite(partition_id=partition).account
+        self.state: dict = {}
+        self.sent_state_keys: set[str] = set()
+
+    def __call__(self, message: WireMessage) -> WireMessage:
+        site = HospitalSite(
+            partition_id=self.partition, account=self.account, policy=SitePolicy.permissive()
+        )
+        site.restore_state(self.state)
+        reply = site.handle(message)
+        self.state = site.export_state()
+        self.sent_state_keys |= set(reply.fields)
+        return reply
+
+
+def test_two_masking_rounds_over_fresh_processes_are_clean(heart_settings):
+    transport = in_process_sites(4)
+    fresh = {node: FreshProcess(node - 100) for node in (100, 101, 102, 103)}
+    transport.sites.update(fresh)
+    run = RoundDriver(heart_settings("masking"), transport).run()
+    assert [r.n_clients for r in run.results.rounds] == [4, 4]
+    assert all(not r.excluded for r in run.results.rounds)
+    assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    # the masking client's private state stayed on the node: no reply carried it
+    for site in fresh.values():
+        assert not any(key.startswith("mask.") for key in site.sent_state_keys)
+        assert "mask.state" not in site.state  # ended with the round's unmask stage
+
+
+@pytest.mark.parametrize(
+    ("stage", "in_sum"),
+    [(TRAIN, False), (MASK_CONSISTENCY, True), (MASK_UNMASK, True)],
+    ids=["before-masked-input", "after-masked-input", "at-unmask"],
+)
+def test_a_hospital_lost_mid_round_is_recovered_by_masking(heart_settings, stage, in_sum):
+    """Lost before its masked input: its pairwise masks are reconstructed, the others'
+    sum is exact. Lost after it: it stays in the sum, its self mask is reconstructed. The
+    round plans for one dropout in four (complete graph, t=2 of 3 neighbours)."""
+    transport = in_process_sites(4)
+    transport.sites[102] = FailingAt(transport.sites[102], message_type=stage, round_id=2)
+    driver = RoundDriver(heart_settings("masking", TOLERATE_ONE), transport)
+    run = driver.run()
+    first, second = run.results.rounds
+    assert first.n_clients == 4
+    if in_sum:
+        assert second.n_clients == 4
+        assert not second.excluded
+    else:
+        assert second.n_clients == 3
+        assert second.dropped == [2]
+        assert "dropped out before committing" in second.excluded[2]
+    assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
+    assert audit_cli(run.results_path).returncode == 0
+
+
+def test_dp_off_masking_deployment_equals_the_runners_masking_run(heart_settings, run_reference):
+    """Same seed, same updates: the sums differ only by each client's stochastic rounding
+    onto the quantisation grid (1/scale per coordinate and client)."""
+    run = RoundDriver(heart_settings("masking"), in_process_sites(4)).run()
+    reference = run_reference("masking")
+    plain = run_reference("plain")
+    assert run.params.shape == reference.shape
+    gap = float(np.max(np.abs(run.params - reference)))
+    assert gap < 1e-5, gap
+    assert float(np.max(np.abs(plain - reference))) < 1e-5
+    assert not np.array_equal(run.params, np.zeros_like(run.params))
+
+
+def test_a_masking_stage_for_a_round_without_keys_is_refused():
+    """A hospital answers share, rebut, consistency and unmask only for the round it
+    advertised keys for (no client is made up on a driver's request)."""
+    stages = HospitalSite(partition_id=0).masking
+    for message_type in (MASK_SHARE, MASK_REBUT, MASK_CONSISTENCY, MASK_UNMASK):
+        request = WireMessage(message_type, fields={"round": 1, "message": b"x"})
+        with pytest.raises(DeploymentError, match="holds no masking keys"):
+            stages.handle(request)
