@@ -4,8 +4,13 @@ real masking protocol; ``secagg audit --results`` from another process."""
 
 from __future__ import annotations
 
+import sys
+
+import cloudpickle
 import numpy as np
 import pytest
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
 
 from deploy import (
     MASK_CONSISTENCY,
@@ -19,12 +24,18 @@ from deploy import (
 )
 from deploy._hospital import HospitalSite
 from deploy._sites import SitePolicy
+from deploy._transport import parse_request
+from deploy._wire import EVALUATE, JOIN, MASK_TYPES, REVEAL, flower_action
+from deploy.flower_app import handle, run_in_simulation
 from tests.flower.conftest import in_process_sites
 from tests.flower.test_inprocess import FailingAt, audit_cli
 
 pytestmark = pytest.mark.anvil
 #: Plan each round for one of the four hospitals dropping out (k=3 neighbours, t=2).
 TOLERATE_ONE = "secagg.max_dropout_fraction=0.25"
+# Flower ships the ClientApp to its Ray actors: send this module's functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+LOST_PARTITION = 2
 
 
 class FreshProcess:
@@ -111,3 +122,34 @@ def test_a_masking_stage_for_a_round_without_keys_is_refused():
         request = WireMessage(message_type, fields={"round": 1, "message": b"x"})
         with pytest.raises(DeploymentError, match="holds no masking keys"):
             stages.handle(request)
+
+
+def lose_a_hospital_before_its_masked_input(message: Message, context: Context) -> Message:
+    """The hospital of partition 2 advertises and shares its keys in round 2, then its
+    SuperNode is unreachable (from round 2's training on)."""
+    request = parse_request(message)
+    partition = int(context.node_config.get("partition-id", -1))
+    if request.type == TRAIN and request.integer("round") >= 2 and partition == LOST_PARTITION:
+        raise ConnectionError("SuperNode unreachable")
+    return handle(message, context)
+
+
+def test_masking_on_the_simulation_engine_recovers_a_lost_hospital(heart_settings):
+    """Four heart-disease hospitals (and a key holder node, unused by masking) on Flower's
+    simulation engine; round 2 loses a hospital after it shared its keys."""
+    app = ClientApp()
+    flaky = lose_a_hospital_before_its_masked_input
+    app.query(flower_action(JOIN))(flaky)
+    app.train(flower_action(TRAIN))(flaky)
+    app.query(flower_action(REVEAL))(flaky)
+    app.evaluate(flower_action(EVALUATE))(flaky)
+    for message_type in MASK_TYPES:
+        app.query(flower_action(message_type))(flaky)
+    run = run_in_simulation(heart_settings("masking", TOLERATE_ONE), client=app)
+    first, second = run.results.rounds
+    assert run.results.meta["transport"] == "FlowerTransport"
+    assert (first.n_clients, second.n_clients) == (4, 3)
+    assert second.dropped == [LOST_PARTITION]
+    assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
