@@ -110,7 +110,7 @@ class RemoteMaskingSession(RoundSession):
         self.combined: tuple[int, ...] = ()
         self._aggregate: bytes | None = None
 
-    def _stage(
+    def send_stage(
         self,
         message_type: str,
         messages: Mapping[int, Mapping[str, Scalar]],
@@ -134,20 +134,27 @@ class RemoteMaskingSession(RoundSession):
         self.stats.bytes_up[phase] += sum(map(len, out.values()))
         return out
 
-    def run_setup(self, request: Mapping[str, Scalar]) -> dict[int, bytes]:
+    def run_setup(
+        self,
+        request: Mapping[str, Scalar],
+        *,
+        own: Mapping[int, Mapping[str, Scalar]] | None = None,
+    ) -> dict[int, bytes]:
         """Advertise keys, then share keys; returns each client's shares delivery (what its
-        ``train`` message carries). ``request``: the fields of the advertise message."""
+        ``train`` message carries). ``request``: the fields of the advertise message
+        (``own``: fields added for one client)."""
         server = self.server
+        own = own or {}
         with self.stats.timed("setup"):
-            adverts = self._stage(
+            adverts = self.send_stage(
                 MASK_ADVERTISE,
-                dict.fromkeys(self.plan.client_ids, request),
+                {c: {**request, **own.get(c, {})} for c in self.plan.client_ids},
                 "setup",
                 "dropped before advertising keys",
             )
             server.collect(server.receive_advertise, adverts)
             broadcasts = server.broadcast_keys()
-            uploads = self._stage(
+            uploads = self.send_stage(
                 MASK_SHARE,
                 {c: {"message": m} for c, m in broadcasts.items()},
                 "setup",
@@ -174,7 +181,7 @@ class RemoteMaskingSession(RoundSession):
                     if accused not in wave:
                         wave[accused] = request
                         del requests[(accused, reporter)]
-                rebuttals = self._stage(
+                rebuttals = self.send_stage(
                     MASK_REBUT,
                     {c: {"message": m} for c, m in wave.items()},
                     "combine",
@@ -195,7 +202,7 @@ class RemoteMaskingSession(RoundSession):
             extra: dict[int, dict[str, Scalar]] = {}
             if server.authenticated:
                 requests = server.consistency_requests(survivors)
-                signatures = self._stage(
+                signatures = self.send_stage(
                     MASK_CONSISTENCY,
                     {c: {"message": m} for c, m in requests.items()},
                     "reveal",
@@ -206,7 +213,7 @@ class RemoteMaskingSession(RoundSession):
                 extra = {c: {"proof": p} for c, p in proofs.items()}
                 survivors = sorted(proofs)
             unmask = server.unmask_requests(survivors)
-            responses = self._stage(
+            responses = self.send_stage(
                 MASK_UNMASK,
                 {c: {"message": m, **extra.get(c, {})} for c, m in unmask.items()},
                 "reveal",
