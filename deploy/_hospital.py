@@ -16,7 +16,11 @@ It answers four messages (docs/formats.md, "Deployment messages"):
 * ``secagg.v1.reveal``: once the ledger says the commit phase is closed, puts the blob in
   its own store, records the reveal on chain and hands the blob (and its privacy event)
   to the aggregator;
-* ``secagg.v1.evaluate``: the global model's metrics on its own test set.
+* ``secagg.v1.evaluate``: the global model's metrics on its own test set;
+* ``secagg=masking``: ``secagg.v1.mask.advertise`` (the checks of ``train``, then its own
+  masking client's signed keys), ``mask.share|rebut|consistency|unmask`` (that client's
+  stages, :class:`deploy._masking.MaskingStages`), and ``train`` masks the update with the
+  shares delivered in it; the client's private state never leaves the node.
 
 Threat model: as :class:`secagg.ClientParty` (the hospital's update leaves the site only as
 a protected blob, after the commit phase closed); the aggregator learns the hospital's
@@ -208,9 +212,11 @@ class HospitalSite:
     # ------------------------------------------------------------------------- state
     def export_state(self) -> dict[str, Scalar]:
         """What must survive until the next message when each message runs in a fresh
-        process (Flower 1.42 SuperNodes): the run's config, the ledger it talks to and a
-        committed submission awaiting its reveal. Kept on this node only (``Context.state``);
-        never sent. The ledger key is not in it (it comes from the node's key file)."""
+        process (Flower 1.42 SuperNodes): the run's config, the ledger it talks to, a
+        committed submission awaiting its reveal and (masking) its masking client's round
+        state, private keys included (docs/formats.md 4.2). Kept on this node only
+        (``Context.state``); never sent. The ledger key is not in it (it comes from the
+        node's key file)."""
         state: dict[str, Scalar] = dict(self._ledger_fields)
         if self._overrides is not None:
             state["overrides"] = self._overrides

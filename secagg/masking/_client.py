@@ -138,7 +138,7 @@ def item_digest(plan: RoundPlan, *, sender: int, receiver: int, item: EncryptedS
     )
 
 
-#: The label of :meth:`MaskingClient.export_state`'s format (docs/formats.md 4.3).
+#: The label of :meth:`MaskingClient.export_state`'s format (docs/formats.md 4.2).
 STATE_FORMAT = "secagg/masking/client-state/v1"
 
 
@@ -247,7 +247,7 @@ class MaskingClient:
         """This client's round state (its private keys and held shares included), for its
         own node only: a deployment whose stages run in fresh processes keeps it in the
         node's local state between messages. Never send or log it. Format: UTF-8 JSON,
-        bytes as hex, labelled :data:`STATE_FORMAT` (docs/formats.md 4.3)."""
+        bytes as hex, labelled :data:`STATE_FORMAT` (docs/formats.md 4.2)."""
         state = self._state
         signing = b""
         if state.signing is not None:
