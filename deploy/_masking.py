@@ -46,6 +46,7 @@ from deploy._wire import (
 from secagg import EmptyAggregateError, RoundManifest, RoundSession, SecAggError
 from secagg.masking import MaskingClient, MaskingParams, MaskingServer, RoundPlan, plan_round
 from secagg.masking._constants import Stage
+from secagg.masking._errors import StageError
 
 #: ``send(type, fields by client, phase)`` -> the replies by client and why others gave none.
 Send = Callable[[str, Mapping[int, Mapping[str, Scalar]], str], Exchange]
@@ -230,8 +231,6 @@ class MaskingStages:
     lives in memory; :meth:`export_state` / :meth:`restore_state` carry it across fresh
     processes on the hospital's own node."""
 
-    STATE_KEYS = ("mask.round", "mask.manifest", "mask.client", "mask.registry", "mask.state")
-
     def __init__(self, account: LocalAccount) -> None:
         self.account = account
         self.round_id: int | None = None
@@ -249,7 +248,14 @@ class MaskingStages:
         client_id: int,
         registry: Mapping[int, str],
     ) -> bytes:
-        """Stage 0 of a new round: a fresh client, its signed key advertisement."""
+        """Stage 0 of a new round: a fresh client, its signed key advertisement. Once per
+        round, rounds in order: a second advertisement would let the server pair one
+        round's shares with two key sets (:class:`StageError` instead)."""
+        if self.round_id is not None and manifest.round_id <= self.round_id:
+            raise StageError(
+                f"round {manifest.round_id}: this hospital already advertised keys for "
+                f"round {self.round_id}"
+            )
         self.round_id = manifest.round_id
         self._manifest = manifest_bytes
         self._client_id = client_id
@@ -299,11 +305,10 @@ class MaskingStages:
         """The round's client state (private keys and held shares: this node only)."""
         if self.round_id is None:
             return {}
-        if self._client is not None and self._client.stage == Stage.DONE:
-            return {}  # the round's secrets end with its unmask stage
+        done = self._client is not None and self._client.stage == Stage.DONE
         saved = self._client.export_state() if self._client is not None else self._saved
-        if saved is None:
-            return {}
+        if done or saved is None:  # the round's secrets end with its unmask stage
+            return {"mask.round": self.round_id}
         return {
             "mask.round": self.round_id,
             "mask.manifest": self._manifest,
@@ -318,9 +323,11 @@ class MaskingStages:
             return
         saved = WireMessage(MASK_SHARE, fields=dict(state))
         round_id = saved.integer("mask.round")
-        if self._client is not None and self.round_id == round_id:
-            return
+        if self.round_id is not None and self.round_id >= round_id:
+            return  # in memory already
         self.round_id = round_id
+        if "mask.state" not in state:
+            return
         self._manifest = saved.blob("mask.manifest")
         self._client_id = saved.integer("mask.client")
         self._registry = {

@@ -4,11 +4,13 @@ real masking protocol; ``secagg audit --results`` from another process."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import cloudpickle
 import numpy as np
 import pytest
+from eth_account import Account
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
@@ -27,6 +29,8 @@ from deploy._sites import SitePolicy
 from deploy._transport import parse_request
 from deploy._wire import EVALUATE, JOIN, MASK_TYPES, REVEAL, flower_action
 from deploy.flower_app import handle, run_in_simulation
+from secagg import ManifestClient, RoundManifest
+from secagg.masking import MaskingSchema, StageError
 from tests.flower.conftest import in_process_sites
 from tests.flower.test_inprocess import FailingAt, audit_cli
 
@@ -73,6 +77,7 @@ def test_two_masking_rounds_over_fresh_processes_are_clean(heart_settings):
     for site in fresh.values():
         assert not any(key.startswith("mask.") for key in site.sent_state_keys)
         assert "mask.state" not in site.state  # ended with the round's unmask stage
+        assert site.state["mask.round"] == 2  # remembered: no second advertisement
 
 
 @pytest.mark.parametrize(
@@ -153,3 +158,36 @@ def test_masking_on_the_simulation_engine_recovers_a_lost_hospital(heart_setting
     assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
     audit = audit_cli(run.results_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_hospital_advertises_keys_once_per_round_and_in_order():
+    """A second advertisement for a round (or an earlier one) would let the server pair
+    one round's shares with two key sets: refused, also after a fresh process."""
+    accounts = [Account.create() for _ in range(4)]
+
+    def manifest(round_id: int) -> RoundManifest:
+        return RoundManifest(
+            round_id=round_id,
+            scheme="masking",
+            scheme_config=dataclasses.asdict(MaskingSchema()),
+            dim=8,
+            clients=tuple(
+                ManifestClient(client_id=c, address=str(a.address), weight=0.25)
+                for c, a in enumerate(accounts)
+            ),
+        )
+
+    registry = {c: str(a.address) for c, a in enumerate(accounts)}
+    site = HospitalSite(partition_id=0, account=accounts[0])
+    first = manifest(2)
+    site.masking.begin(first, first.canonical_bytes(), client_id=0, registry=registry)
+    for round_id in (2, 1):
+        again = manifest(round_id)
+        with pytest.raises(StageError, match="already advertised"):
+            site.masking.begin(again, again.canonical_bytes(), client_id=0, registry=registry)
+    fresh = HospitalSite(partition_id=0, account=accounts[0])
+    fresh.restore_state(site.export_state())
+    with pytest.raises(StageError, match="already advertised"):
+        fresh.masking.begin(first, first.canonical_bytes(), client_id=0, registry=registry)
+    later = manifest(3)
+    assert fresh.masking.begin(later, later.canonical_bytes(), client_id=0, registry=registry)
