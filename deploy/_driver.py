@@ -19,12 +19,12 @@ per round (docs/architecture.md, "A round over Flower"):
 6. the aggregator collects the committed blobs, combines blindly and publishes;
 7. ``release`` (CKKS): the key holder checks and decrypts once (plain: the aggregator
    reads the sum); the aggregator finalizes, audits the round and flags culprits;
-
-with ``secagg=masking`` (:mod:`deploy._masking`) the driver runs the masking server:
-``mask.advertise`` and ``mask.share`` before ``train`` (whose blob is the masked input),
-rebuttals in the combine, the consistency check and ``mask.unmask`` instead of ``release``
-(a hospital lost at any stage is a dropout the others' shares recover);
 8. the mean update moves the global model; ``evaluate``: each hospital's test metrics.
+
+With ``secagg=masking`` (:mod:`deploy._masking`) the driver also runs the masking server:
+``mask.advertise`` and ``mask.share`` before ``train`` (whose blob is the masked input),
+rebuttals in the combine, the consistency check and ``mask.unmask`` instead of
+``release`` (a hospital lost at any stage is a dropout the others' shares recover).
 
 ``results.json`` has the schema of ``experiments`` (same writer), so ``secagg audit
 --results`` audits a deployed run unchanged; with ``dp=sample`` its epsilon fields are the
