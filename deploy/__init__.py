@@ -4,9 +4,11 @@ Each role is a site that answers typed, versioned messages (:mod:`deploy._wire`,
 docs/formats.md "Deployment messages"): :class:`HospitalSite` (its own data, model,
 trainer and ledger account), :class:`KeyHolderSite` (makes the CKKS key itself, sends only
 the public context, releases each round once) and the aggregator's
-:class:`RoundDriver`. A :class:`Transport` carries the messages: in-process
-(:class:`InProcessTransport`) or Flower 1.42 (:class:`FlowerTransport`; the ServerApp and
-ClientApp are in :mod:`deploy.flower_app`). Every site talks to the ledger (an EVM node
+:class:`RoundDriver` (with ``secagg=masking`` also the masking server, each hospital
+running its own masking client: :mod:`deploy._masking`). A :class:`Transport` carries
+the messages: in-process (:class:`InProcessTransport`) or Flower 1.42
+(:class:`FlowerTransport`; the ServerApp and ClientApp are in :mod:`deploy.flower_app`).
+Every site talks to the ledger (an EVM node
 over JSON-RPC) with its own account. Threat model: that of the round protocol
 (docs/threat-model.md); the transport adds no trust (every blob and manifest is checked
 against the ledger by its receiver).
@@ -21,6 +23,12 @@ from deploy._transport import Exchange, FlowerTransport, InProcessTransport, Tra
 from deploy._wire import (
     EVALUATE,
     JOIN,
+    MASK_ADVERTISE,
+    MASK_CONSISTENCY,
+    MASK_REBUT,
+    MASK_SHARE,
+    MASK_TYPES,
+    MASK_UNMASK,
     MESSAGE_TYPES,
     RELEASE,
     REVEAL,
@@ -32,6 +40,12 @@ from deploy._wire import (
 __all__ = [
     "EVALUATE",
     "JOIN",
+    "MASK_ADVERTISE",
+    "MASK_CONSISTENCY",
+    "MASK_REBUT",
+    "MASK_SHARE",
+    "MASK_TYPES",
+    "MASK_UNMASK",
     "MESSAGE_TYPES",
     "RELEASE",
     "REVEAL",

@@ -25,6 +25,11 @@ per round (docs/architecture.md, "A round over Flower"):
    reads the sum); the aggregator finalizes, audits the round and flags culprits;
 8. the mean update moves the global model; ``evaluate``: each hospital's test metrics.
 
+With ``secagg=masking`` (:mod:`deploy._masking`) the driver also runs the masking server:
+``mask.advertise`` and ``mask.share`` before ``train`` (whose blob is the masked input),
+rebuttals in the combine, the consistency check and ``mask.unmask`` instead of
+``release`` (a hospital lost at any stage is a dropout the others' shares recover).
+
 ``results.json`` has the schema of ``experiments`` (same writer), so ``secagg audit
 --results`` audits a deployed run unchanged; with ``dp=sample`` its epsilon fields are the
 runner's (per round: each hospital's cumulative epsilon from its events, and the maximum).
@@ -60,6 +65,7 @@ from chain import (
 from deploy._errors import DeploymentError, SettingsError
 from deploy._hospital import ROLE_HOSPITAL
 from deploy._keyholder import ROLE_KEY_HOLDER
+from deploy._masking import open_masking_session
 from deploy._sites import (
     SiteAccounts,
     SiteView,
@@ -85,7 +91,7 @@ from secagg._hydra import scheme_class
 
 log = logging.getLogger("deploy")
 
-SUPPORTED_SCHEMES = ("plain", "ckks")
+SUPPORTED_SCHEMES = ("plain", "ckks", "masking")
 SUPPORTED_DP = ("off", "sample")
 #: Ether the admin gives each party for its own transactions (10 ETH: far above a run's gas).
 FUNDING_WEI = 10**19
@@ -498,8 +504,26 @@ class RoundDriver:
         }
         if self.public_context is not None:
             fields["public_context"] = self.public_context
+        masking, own_fields = None, None
+        if scheme_class(manifest.scheme).key_agreement_stages:  # keys first (deploy._masking)
+            masking, deliveries = open_masking_session(
+                manifest,
+                ledger=self.ledger,
+                transport=self.transport,
+                nodes={c: self.hospitals[c].node_id for c in selected},
+                timeout=self.settings.stage_timeout_s,
+                request=fields,
+                excluded=excluded,
+            )
+            own_fields = {c: {"message": d} for c, d in deliveries.items()}
         train = self._exchange(
-            TRAIN, selected, fields, excluded, "dropped out before committing", params=params
+            TRAIN,
+            selected if own_fields is None else sorted(own_fields),
+            fields,
+            excluded,
+            "dropped out before committing",
+            params=params,
+            per_client=own_fields,
         )
         committed = sorted(train.replies)
         for client_id, reply in train.replies.items():
@@ -513,7 +537,7 @@ class RoundDriver:
             excluded.setdefault(client_id, reason)
         total: np.ndarray | None = None
         included: tuple[int, ...] = ()
-        session = public_session(
+        session = masking or public_session(
             manifest, scheme_schema=self.cfg.secagg, public_context=self.public_context
         )
         if collected.blobs:
@@ -578,14 +602,18 @@ class RoundDriver:
         reason: str,
         *,
         params: np.ndarray | None = None,
+        per_client: dict[int, dict[str, Any]] | None = None,
     ) -> Exchange:
-        """Send one stage to ``clients``; a client without a reply is excluded."""
+        """Send one stage to ``clients`` (``per_client``: fields added for one client);
+        a client without a reply is excluded."""
         arrays = {"params": params} if params is not None else {}
-        message = WireMessage(message_type, fields=fields, arrays=arrays)
         by_node = {self.hospitals[c].node_id: c for c in clients}
-        exchange = self.transport.exchange(
-            dict.fromkeys(by_node, message), timeout=self.settings.stage_timeout_s
-        )
+        extra = per_client or {}
+        requests = {
+            node: WireMessage(message_type, fields={**fields, **extra.get(c, {})}, arrays=arrays)
+            for node, c in by_node.items()
+        }
+        exchange = self.transport.exchange(requests, timeout=self.settings.stage_timeout_s)
         for node_id, why in exchange.failures.items():
             excluded.setdefault(by_node[node_id], f"{reason}: {why}")
         return Exchange(
@@ -601,7 +629,9 @@ class RoundDriver:
         aggregate: bytes,
         included: Sequence[int],
     ) -> np.ndarray:
-        """The revealed sum: the key holder's release (CKKS), or the plain sum."""
+        """The revealed sum: the key holder's release (CKKS), or the plain sum, or (masking)
+        the sum the aggregator unmasks with the hospitals' shares (no single party
+        decrypts, nothing to attest: as the runner)."""
         if not scheme_class(manifest.scheme).releases_via_key_holder:
             party = KeyHolderParty(consortium=self.view.as_consortium(), attests=False)
             total, _ = party.reveal(round_id, manifest, session, aggregate, survivors=included)

@@ -16,7 +16,11 @@ It answers four messages (docs/formats.md, "Deployment messages"):
 * ``secagg.v1.reveal``: once the ledger says the commit phase is closed, puts the blob in
   its own store, records the reveal on chain and hands the blob (and its privacy event)
   to the aggregator;
-* ``secagg.v1.evaluate``: the global model's metrics on its own test set.
+* ``secagg.v1.evaluate``: the global model's metrics on its own test set;
+* ``secagg=masking``: ``secagg.v1.mask.advertise`` (the checks of ``train``, then its own
+  masking client's signed keys), ``mask.share|rebut|consistency|unmask`` (that client's
+  stages, :class:`deploy._masking.MaskingStages`), and ``train`` masks the update with the
+  shares delivered in it; the client's private state never leaves the node.
 
 Threat model: as :class:`secagg.ClientParty` (the hospital's update leaves the site only as
 a protected blob, after the commit phase closed); the aggregator learns the hospital's
@@ -45,6 +49,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from chain import Ledger
 from deploy._errors import DeploymentError, SettingsError
+from deploy._masking import MaskedInputSession, MaskingStages, masking_plan
 from deploy._sites import (
     SiteAccounts,
     SitePolicy,
@@ -53,7 +58,16 @@ from deploy._sites import (
     compose_run_config,
     public_session,
 )
-from deploy._wire import EVALUATE, JOIN, REVEAL, TRAIN, Scalar, WireMessage
+from deploy._wire import (
+    EVALUATE,
+    JOIN,
+    MASK_ADVERTISE,
+    MASK_TYPES,
+    REVEAL,
+    TRAIN,
+    Scalar,
+    WireMessage,
+)
 from dp import DPError, PrivacyBudgetExceededError
 from secagg import (
     ClientParty,
@@ -105,6 +119,7 @@ class HospitalSite:
         self._overrides: str | None = None
         self._ledger_fields: dict[str, Scalar] = {}
         self._dp_state: str | None = None  # dp=sample: the accountant, until loaded
+        self.masking = MaskingStages(self.account)  # secagg=masking: its client's state
 
     def __repr__(self) -> str:
         return f"HospitalSite(partition={self.partition_id}, address={self.account.address})"
@@ -122,6 +137,10 @@ class HospitalSite:
             return self.reveal(message)
         if message.type == EVALUATE:
             return self.evaluate(message)
+        if message.type == MASK_ADVERTISE:
+            return self.advertise(message)
+        if message.type in MASK_TYPES:
+            return self.masking.handle(message)
         raise DeploymentError(f"a hospital does not answer {message.type}")
 
     # ------------------------------------------------------------------------------ join
@@ -194,9 +213,11 @@ class HospitalSite:
     # ------------------------------------------------------------------------- state
     def export_state(self) -> dict[str, Scalar]:
         """What must survive until the next message when each message runs in a fresh
-        process (Flower 1.42 SuperNodes): the run's config, the ledger it talks to and a
-        committed submission awaiting its reveal. Kept on this node only (``Context.state``);
-        never sent. The ledger key is not in it (it comes from the node's key file)."""
+        process (Flower 1.42 SuperNodes): the run's config, the ledger it talks to, a
+        committed submission awaiting its reveal and (masking) its masking client's round
+        state, private keys included (docs/formats.md 4.2). Kept on this node only
+        (``Context.state``); never sent. The ledger key is not in it (it comes from the
+        node's key file)."""
         state: dict[str, Scalar] = dict(self._ledger_fields)
         if self._overrides is not None:
             state["overrides"] = self._overrides
@@ -218,11 +239,12 @@ class HospitalSite:
                 "pending.epsilon": float(submission.epsilon),
                 "pending.manifest_digest": bytes(submission.manifest_digest),
             }
-        return state
+        return state | self.masking.export_state()
 
     def restore_state(self, state: Mapping[str, Scalar]) -> None:
         """Take up the state :meth:`export_state` saved (in a fresh process)."""
         saved = WireMessage(REVEAL, fields=dict(state))
+        self.masking.restore_state(state)
         if "overrides" in state and self._overrides is None:
             self._overrides = saved.text("overrides")
         if "dp.state" in state:
@@ -286,14 +308,38 @@ class HospitalSite:
             }
         return self._ledger
 
+    def _manifest_on_chain(self, round_id: int, ledger: Ledger, message: WireMessage) -> Any:
+        manifest_bytes = message.blob("manifest")
+        if keccak256(manifest_bytes) != ledger.round_info(round_id).config_digest:
+            raise CommitmentMismatchError(f"round {round_id}: not the manifest on chain")
+        return RoundManifest.from_bytes(manifest_bytes)
+
+    def advertise(self, message: WireMessage) -> WireMessage:
+        """secagg=masking, stage 0: after the checks ``train`` makes of the manifest (on
+        chain, this site's policy, selected), a fresh masking client for the round; its
+        key advertisement is signed with this hospital's ledger account."""
+        from secagg.masking import ledger_registry
+
+        round_id = message.integer("round")
+        ledger = self._ledger_of(message)
+        manifest = self._manifest_on_chain(round_id, ledger, message)
+        self.policy.check_round(manifest)
+        member = manifest.client_by_address(str(self.account.address))
+        if member is None:
+            raise DeploymentError(f"round {round_id}: this hospital is not selected")
+        if not scheme_class(manifest.scheme).key_agreement_stages:
+            raise DeploymentError(f"round {round_id}: secagg={manifest.scheme} has no masking")
+        registry = ledger_registry(ledger, {c.client_id: c.address for c in manifest.clients})
+        advert = self.masking.begin(
+            manifest, message.blob("manifest"), client_id=member.client_id, registry=registry
+        )
+        return WireMessage(MASK_ADVERTISE, fields={"message": advert})
+
     def train(self, message: WireMessage) -> WireMessage:
         watch = Stopwatch()
         round_id = message.integer("round")
         ledger = self._ledger_of(message)
-        manifest_bytes = message.blob("manifest")
-        if keccak256(manifest_bytes) != ledger.round_info(round_id).config_digest:
-            raise CommitmentMismatchError(f"round {round_id}: not the manifest on chain")
-        manifest = RoundManifest.from_bytes(manifest_bytes)
+        manifest = self._manifest_on_chain(round_id, ledger, message)
         self.policy.check_round(manifest)  # its scheme, its size, DP: before any training
         member = manifest.client_by_address(str(self.account.address))
         if member is None:
@@ -317,9 +363,14 @@ class HospitalSite:
         train_seconds = watch.seconds
         events = federation.privacy.round_events(round_id)
         event = events.get(federation.data.clients[self.partition_id].name)
-        session = public_session(
-            manifest, scheme_schema=self.scheme_schema, public_context=public_context
-        )
+        session: Any
+        if declared.key_agreement_stages:  # the masked input, from this round's shares
+            plan = masking_plan(manifest)
+            session = MaskedInputSession(self.masking, plan, message.blob("message"))
+        else:
+            session = public_session(
+                manifest, scheme_schema=self.scheme_schema, public_context=public_context
+            )
         view = SiteView.for_manifest(
             ledger,
             self.store,

@@ -31,6 +31,12 @@ TRAIN: Final = "secagg.v1.train"
 REVEAL: Final = "secagg.v1.reveal"
 RELEASE: Final = "secagg.v1.release"
 EVALUATE: Final = "secagg.v1.evaluate"
+#: Pairwise masking's stages (each carries one masking message, docs/formats.md 4 and 11).
+MASK_ADVERTISE: Final = "secagg.v1.mask.advertise"
+MASK_SHARE: Final = "secagg.v1.mask.share"
+MASK_REBUT: Final = "secagg.v1.mask.rebut"
+MASK_CONSISTENCY: Final = "secagg.v1.mask.consistency"
+MASK_UNMASK: Final = "secagg.v1.mask.unmask"
 #: Every request type, and the Flower category it travels under.
 MESSAGE_TYPES: Final = {
     JOIN: "query",
@@ -38,7 +44,14 @@ MESSAGE_TYPES: Final = {
     REVEAL: "query",
     RELEASE: "query",
     EVALUATE: "evaluate",
+    MASK_ADVERTISE: "query",
+    MASK_SHARE: "query",
+    MASK_REBUT: "query",
+    MASK_CONSISTENCY: "query",
+    MASK_UNMASK: "query",
 }
+#: The masking stages' types.
+MASK_TYPES: Final = (MASK_ADVERTISE, MASK_SHARE, MASK_REBUT, MASK_CONSISTENCY, MASK_UNMASK)
 
 Scalar = int | float | str | bytes | bool
 #: Largest number of fields or arrays one message may carry.
@@ -130,6 +143,12 @@ class WireMessage:
 __all__ = [
     "EVALUATE",
     "JOIN",
+    "MASK_ADVERTISE",
+    "MASK_CONSISTENCY",
+    "MASK_REBUT",
+    "MASK_SHARE",
+    "MASK_TYPES",
+    "MASK_UNMASK",
     "MESSAGE_TYPES",
     "RELEASE",
     "REVEAL",

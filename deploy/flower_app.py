@@ -8,7 +8,8 @@ SuperNodes and drives the rounds over :class:`~deploy.FlowerTransport`.
 
 The ClientApp registers one function per wire message type (``query.secagg_v1_join``,
 ``train.secagg_v1_train``, ``query.secagg_v1_reveal``, ``query.secagg_v1_release``,
-``evaluate.secagg_v1_evaluate``) and hands the request to this node's site, chosen by the
+``evaluate.secagg_v1_evaluate``, and masking's ``query.secagg_v1_mask_advertise|share|
+rebut|consistency|unmask``) and hands the request to this node's site, chosen by the
 node config: ``role`` (``hospital`` or ``keyholder``), ``partition-id`` (the hospital's index
 among the dataset's clients), ``data-dir`` (its own data folder) and ``key-file`` (a file
 holding its ledger account's private key, hex; absent: a fresh key made on the node). In
@@ -20,7 +21,8 @@ State between messages: a 1.42 SuperNode runs each message in a new ClientApp pr
 :func:`handle` restores the site from ``Context.state`` (record ``secagg.site``, kept by the
 node's own SuperNode, never sent) before the message and saves it after
 (``export_state``/``restore_state``: a hospital's config, ledger, pending submission and,
-with ``dp=sample``, its accountant (event chain and sigma); the key holder's config and
+with ``dp=sample``, its accountant (event chain and sigma), with ``secagg=masking`` its
+masking client's round state (keys and held shares); the key holder's config and
 secrets). Within one process the site also stays in memory, keyed by
 run and node (Flower's simulation engine keeps its actor for the whole run; run it with one
 actor, :func:`simulation_backend_config`).
@@ -41,7 +43,16 @@ from deploy._hospital import ROLE_HOSPITAL, HospitalSite
 from deploy._keyholder import ROLE_KEY_HOLDER, KeyHolderSite
 from deploy._sites import SitePolicy, load_key_file
 from deploy._transport import FlowerTransport, parse_request, reply_to
-from deploy._wire import EVALUATE, JOIN, RELEASE, REVEAL, TRAIN, WireMessage, flower_action
+from deploy._wire import (
+    EVALUATE,
+    JOIN,
+    MASK_TYPES,
+    RELEASE,
+    REVEAL,
+    TRAIN,
+    WireMessage,
+    flower_action,
+)
 
 Site = HospitalSite | KeyHolderSite
 #: The ``Context.state`` record holding a site's state between messages (on its node only).
@@ -128,6 +139,8 @@ client_app.train(flower_action(TRAIN))(handle)
 client_app.query(flower_action(REVEAL))(handle)
 client_app.query(flower_action(RELEASE))(handle)
 client_app.evaluate(flower_action(EVALUATE))(handle)
+for _mask_type in MASK_TYPES:  # secagg=masking's stages (query.secagg_v1_mask_*)
+    client_app.query(flower_action(_mask_type))(handle)
 
 server_app = make_server_app()
 

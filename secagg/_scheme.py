@@ -139,6 +139,9 @@ class ProtectionScheme(ABC):
     #: Blobs bind their round: a blob made for another round is refused by ``combine`` and
     #: by :meth:`recombine`. Without it, only the ledger commitment binds the round.
     binds_round: ClassVar[bool] = False
+    #: Clients agree on round keys in stages before they protect (masking: advertise and
+    #: share keys); a deployment runs those stages (``secagg.v1.mask.*``) before ``train``.
+    key_agreement_stages: ClassVar[bool] = False
     #: Why central DP noise cannot be added inside this scheme's release (completes "with
     #: <name> ..."); None where one releasing party sees the exact sum and can add it.
     release_noise_refusal: ClassVar[str | None] = None

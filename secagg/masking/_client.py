@@ -22,9 +22,11 @@ The client therefore
 from __future__ import annotations
 
 import dataclasses
+import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from Crypto.Random import get_random_bytes
@@ -136,9 +138,16 @@ def item_digest(plan: RoundPlan, *, sender: int, receiver: int, item: EncryptedS
     )
 
 
+#: The label of :meth:`MaskingClient.export_state`'s format (docs/formats.md 4.2).
+STATE_FORMAT = "secagg/masking/client-state/v1"
+
+
 @dataclass(repr=False)
 class ClientState:
-    """Private state of one client during one round (never serialized)."""
+    """Private state of one client during one round.
+
+    Serialized only by :meth:`MaskingClient.export_state`, for the client's own node (a
+    deployment keeps it between stage messages in the node's local state); never sent."""
 
     stage: Stage = Stage.ADVERTISE_KEYS
     encryption: _keys.KeyPair = field(default_factory=_keys.generate_keypair)
@@ -152,6 +161,46 @@ class ClientState:
     accusations: tuple[bytes, ...] = ()
     survivors: frozenset[int] | None = None
     consistency_signature: bytes = b""
+
+
+def _keypair(secret_hex: str) -> _keys.KeyPair:
+    secret = bytes.fromhex(secret_hex)
+    private = _keys.load_secret(secret)
+    return _keys.KeyPair(
+        secret=secret, public=private.public_key().public_bytes_raw(), private=private
+    )
+
+
+def _state_from(document: dict[str, Any]) -> ClientState:
+    """The :class:`ClientState` of an exported document (checked by its caller)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    signing = None
+    if document["signing"]:
+        private = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(document["signing"]))
+        signing = sig.SigningKey(public=private.public_key().public_bytes_raw(), private=private)
+    peers = {
+        int(entry[0]): PeerKeys(int(entry[0]), *(bytes.fromhex(v) for v in entry[1:]))
+        for entry in document["peers"]
+    }
+    survivors = document["survivors"]
+    seed = bytes.fromhex(document["self_seed"])
+    if len(seed) != SECRET_BYTES:
+        raise ValueError(f"the self-mask seed must be {SECRET_BYTES} bytes")
+    return ClientState(
+        stage=Stage(int(document["stage"])),
+        encryption=_keypair(document["encryption"]),
+        masking=_keypair(document["masking"]),
+        self_seed=seed,
+        signing=signing,
+        peers=peers,
+        sent_items={int(p): (bytes.fromhex(d), bytes.fromhex(e)) for p, d, e in document["sent"]},
+        held_shares={int(p): (bytes.fromhex(a), bytes.fromhex(b)) for p, a, b in document["held"]},
+        rejected=tuple(int(p) for p in document["rejected"]),
+        accusations=tuple(bytes.fromhex(a) for a in document["accusations"]),
+        survivors=None if survivors is None else frozenset(int(c) for c in survivors),
+        consistency_signature=bytes.fromhex(document["consistency_signature"]),
+    )
 
 
 class MaskingClient:
@@ -193,6 +242,84 @@ class MaskingClient:
     def authenticated(self) -> bool:
         """Whether this client runs the actively secure variant."""
         return self._registry is not None
+
+    def export_state(self) -> bytes:
+        """This client's round state (its private keys and held shares included), for its
+        own node only: a deployment whose stages run in fresh processes keeps it in the
+        node's local state between messages. Never send or log it. Format: UTF-8 JSON,
+        bytes as hex, labelled :data:`STATE_FORMAT` (docs/formats.md 4.2)."""
+        state = self._state
+        signing = b""
+        if state.signing is not None:
+            signing = state.signing.private.private_bytes_raw()
+        document = {
+            "format": STATE_FORMAT,
+            "round": self.plan.round_id,
+            "params_digest": self.plan.params_digest.hex(),
+            "client": self.client_id,
+            "stage": int(state.stage),
+            "encryption": state.encryption.secret.hex(),
+            "masking": state.masking.secret.hex(),
+            "self_seed": state.self_seed.hex(),
+            "signing": signing.hex(),
+            "peers": [
+                [
+                    peer.client_id,
+                    peer.encryption_key.hex(),
+                    peer.masking_key.hex(),
+                    peer.self_mask_commitment.hex(),
+                    peer.signing_key.hex(),
+                    peer.signature.hex(),
+                ]
+                for peer in state.peers.values()
+            ],
+            "sent": [[p, d.hex(), e.hex()] for p, (d, e) in state.sent_items.items()],
+            "held": [[p, a.hex(), b.hex()] for p, (a, b) in state.held_shares.items()],
+            "rejected": list(state.rejected),
+            "accusations": [a.hex() for a in state.accusations],
+            "survivors": None if state.survivors is None else sorted(state.survivors),
+            "consistency_signature": state.consistency_signature.hex(),
+        }
+        return json.dumps(document, sort_keys=True).encode()
+
+    @classmethod
+    def restore(
+        cls,
+        plan: RoundPlan,
+        client_id: int,
+        state: bytes,
+        *,
+        account: LocalAccount | None = None,
+        registry: Mapping[int, str] | None = None,
+    ) -> MaskingClient:
+        """The client :meth:`export_state` saved, for the same ``plan`` and ``client_id``
+        (another round, parameter set or client is a :class:`MaskingParameterError`, as is
+        a malformed state)."""
+        client = cls(plan, client_id, account=account, registry=registry)
+        try:
+            document = json.loads(state)
+            if document.get("format") != STATE_FORMAT:
+                raise MaskingParameterError(f"not a {STATE_FORMAT} document")
+            if (
+                document["round"] != plan.round_id
+                or bytes.fromhex(document["params_digest"]) != plan.params_digest
+                or document["client"] != client_id
+            ):
+                raise MaskingParameterError(
+                    f"the saved state is not client {client_id}'s in round {plan.round_id} "
+                    "under these parameters"
+                )
+            client._state = _state_from(document)
+        except MaskingParameterError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError) as error:
+            raise MaskingParameterError(f"malformed client state: {error}") from None
+        restored = client._state
+        if restored.stage > Stage.ADVERTISE_KEYS and client.authenticated != (
+            restored.signing is not None
+        ):
+            raise MaskingParameterError("the saved state's authentication differs from this")
+        return client
 
     @property
     def stage(self) -> Stage:

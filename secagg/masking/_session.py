@@ -245,6 +245,7 @@ class MaskingScheme(ProtectionScheme):
     name = "masking"
     supports_resume = False  # the unmasking state (routed shares) lives in server memory
     binds_round = True
+    key_agreement_stages = True
     release_noise_refusal = "the aggregator unmasks the exact sum"
     interrupted_round_reason = (
         "a masking round cannot resume: the unmasking state (the routed Shamir shares) "

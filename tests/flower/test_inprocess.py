@@ -122,8 +122,8 @@ def test_settings_refuse_what_is_not_deployed(heart_settings):
             ),
             in_process_sites(0),
         )
-    with pytest.raises(SettingsError, match="masking"):
-        RoundDriver(heart_settings("masking"), in_process_sites(0))
+    with pytest.raises(SettingsError, match="commit_mode=merkle"):
+        RoundDriver(heart_settings("masking", "chain.commit_mode=merkle"), in_process_sites(0))
     with pytest.raises(SettingsError, match="ledger_url"):
         DeploymentSettings(overrides=HEART, ledger_url="file:///etc/passwd")
 

@@ -1,10 +1,15 @@
 """The loopback deployment: anvil, ``flower-superlink`` and one ``flower-supernode`` per
 site on 127.0.0.1 (free ports), ``flwr run . loopback``, two CKKS rounds; one hospital's
 SuperNode is killed once round 2 is open (a dropout, left out), and ``secagg audit
---results`` from another process exits 0. Every process is stopped at the end."""
+--results`` from another process exits 0. Every process is stopped at the end.
+
+The masking variant (two masking rounds planned for one dropout in four; the killed
+hospital's masks are recovered) is opt-in, ``SECAGG_LOOPBACK_MASKING=1``, so the suite
+runs one loopback deployment only."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -37,9 +42,23 @@ def _round_opened(url: str, round_id: int) -> bool:
     return any(int.from_bytes(bytes(log["topics"][1]), "big") == round_id for log in logs)
 
 
-def test_loopback_two_ckks_rounds_with_a_killed_hospital(heart_data, tmp_path):
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        "ckks",
+        pytest.param(
+            "masking",
+            marks=pytest.mark.skipif(
+                os.environ.get("SECAGG_LOOPBACK_MASKING") != "1",
+                reason="opt-in: SECAGG_LOOPBACK_MASKING=1 (one loopback run in the suite)",
+            ),
+        ),
+    ],
+)
+def test_loopback_two_rounds_with_a_killed_hospital(heart_data, tmp_path, scheme):
     data_dir = str(resolve_data_dir(None, "heart_disease", HEART_DISEASE_HOWTO))
-    overrides = ",".join((*HEART, *scheme_overrides("ckks")))
+    extra = ("secagg.max_dropout_fraction=0.25",) if scheme == "masking" else ()
+    overrides = ",".join((*HEART, *scheme_overrides(scheme), *extra))
     output = tmp_path / "out"
     loopback = Loopback(workdir=tmp_path / "sites", hospital_data_dirs=[data_dir] * 4)
     try:
