@@ -50,7 +50,7 @@ def test_imaging_presets_select_random_features_sgd_and_large_batches(
 @pytest.mark.parametrize(
     ("preset", "subset", "rounds", "local_epochs", "batch_size"),
     [
-        ("breastmnist_nonprivate", "breastmnist", 30, 2, 32),
+        ("breastmnist_nonprivate", "breastmnist", 30, 4, 32),
         ("pneumoniamnist_nonprivate", "pneumoniamnist", 20, 1, 64),
     ],
 )
