@@ -35,6 +35,7 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 PARTITIONS = ("iid", "dirichlet", "quantity")
 DEVICES = ("auto", "cpu", "cuda")
 MEDMNIST_SUBSETS = ("breastmnist", "pneumoniamnist")
+MEDMNIST_EVAL_SPLITS = ("test", "val")
 
 
 @dataclass
@@ -96,6 +97,9 @@ class MedMNISTConfig:
     subset: str = "breastmnist"
     data_dir: str | None = None  # else $SECAGG_DATA_DIR/medmnist, else ../shared/data
     verify_checksums: bool = True
+    # The split the model is evaluated on: the official test split, or the official val
+    # split (to choose hyperparameters without looking at the test split).
+    eval_split: str = "test"
 
 
 @dataclass
@@ -345,6 +349,7 @@ def validate_dataset(dataset: Any) -> None:
             )
     if isinstance(dataset, MedMNISTConfig):
         _check_choice("dataset.subset", dataset.subset, MEDMNIST_SUBSETS)
+        _check_choice("dataset.eval_split", dataset.eval_split, MEDMNIST_EVAL_SPLITS)
 
 
 def validate_model(model: Any) -> None:

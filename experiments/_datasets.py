@@ -496,8 +496,9 @@ def load_medmnist_data(
 ) -> FederatedData:
     """A MedMNIST 28x28 task: the official train split partitioned across K clients with
     the configured scheme, the official test split dealt IID to the clients (pooled, it is
-    the official test set). Pixels are scaled to [0, 1] by the public constant 255 under
-    every ``preprocessing``; the val split is not used."""
+    the official test set). With ``cfg.eval_split="val"`` the official val split takes the
+    test split's place (for choosing hyperparameters; the test split is then not read).
+    Pixels are scaled to [0, 1] by the public constant 255 under every ``preprocessing``."""
     check_preprocessing(preprocessing)
     data_dir = resolve_data_dir(cfg.data_dir, "medmnist", MEDMNIST_HOWTO)
     path = _require(data_dir / f"{cfg.subset}.npz", MEDMNIST_HOWTO)
@@ -506,7 +507,8 @@ def load_medmnist_data(
     with np.load(path) as archive:
         try:
             train_x, train_y = archive["train_images"], archive["train_labels"]
-            test_x, test_y = archive["test_images"], archive["test_labels"]
+            split = cfg.eval_split
+            test_x, test_y = archive[f"{split}_images"], archive[f"{split}_labels"]
         except KeyError as error:
             raise ChecksumError(f"{path} lacks MedMNIST key {error}") from error
 

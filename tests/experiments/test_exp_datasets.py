@@ -4,6 +4,7 @@ and public pre-processing that keeps DP-SGD's clipped-sum sensitivity at ``2C``.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,16 @@ from experiments._config import (
     FederationConfig,
     HeartDiseaseConfig,
     MedMNISTConfig,
+    RunConfig,
     SyntheticConfig,
+    validate,
 )
 from experiments._datasets import (
     BREAST_CANCER_RANGES,
     DATA_DIR_ENV,
     HEART_DISEASE_RANGES,
     HEART_DISEASE_SHA256,
+    FederatedData,
     load_breast_cancer_data,
     load_dataset,
     load_heart_disease_data,
@@ -135,6 +139,38 @@ def test_medmnist_partitions_the_official_splits(medmnist_dir: Path) -> None:
     images = data.clients[0].train.tensors[0]
     assert images.shape[1:] == (1, 28, 28)
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+
+
+def test_medmnist_eval_split_val_evaluates_on_the_official_val_split(
+    medmnist_dir: Path,
+) -> None:
+    def load(split: str) -> FederatedData:
+        return load_medmnist_data(
+            MedMNISTConfig(subset="breastmnist", data_dir=str(medmnist_dir), eval_split=split),
+            FederationConfig(clients=3),
+            _rng(),
+        )
+
+    test, val = load("test"), load("val")
+    with np.load(medmnist_dir / "breastmnist.npz") as archive:
+        val_pixels = archive["val_images"].astype(np.float32) / 255.0
+    assert len(val.pooled_test) == len(val_pixels) == 78
+    # the pooled evaluation set is the val split, image for image (dealt in another order)
+    pooled = val.pooled_test.tensors[0].numpy().reshape(-1, 28 * 28)
+    order = np.lexsort(pooled.T)
+    expected = val_pixels.reshape(-1, 28 * 28)
+    assert np.array_equal(pooled[order], expected[np.lexsort(expected.T)])
+    # training data does not depend on the evaluation split
+    for a, b in zip(test.clients, val.clients, strict=True):
+        assert torch.equal(a.train.tensors[0], b.train.tensors[0])
+
+
+def test_medmnist_eval_split_is_validated(run_cfg: Callable[..., RunConfig]) -> None:
+    validate(run_cfg("dataset=medmnist", "dataset.eval_split=val"))
+    cfg = run_cfg("dataset=medmnist")
+    cfg.dataset.eval_split = "train"
+    with pytest.raises(ConfigError, match=r"dataset\.eval_split"):
+        validate(cfg)
 
 
 def test_missing_medmnist_file_names_the_path(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ CASES = [
     (MLPConfig(hidden=[32, 16]), (20,)),
     (CNNConfig(), (1, 28, 28)),
     (CNNConfig(channels=[8, 16], hidden=8, global_pool=True), (1, 28, 28)),
+    (CNNConfig(channels=[32, 64, 128], groups=8, hidden=128), (1, 28, 28)),  # cnn_medmnist
     (RandomFeaturesConfig(filters=8, kernel=3, grid=2), (1, 28, 28)),
     (ResNet18Config(width=8, groups=4), (1, 28, 28)),
 ]
