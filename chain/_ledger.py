@@ -1007,13 +1007,37 @@ class Ledger:
 
     def settle_reputation(self, round_id: int, *, sender: LocalAccount) -> TxResult:
         """Merkle rounds, after the challenge window: +1 per participant or proven
-        omission, -1 per other selected client; finalizes the round (anyone may send)."""
-        _check_round(round_id)
-        info = self.round_info(round_id)
-        words = self._participant_words(round_id, info.participants or ())
-        state = self.merkle_state(round_id)
-        args = [round_id, state.as_tuple(), list(info.clients), words]
-        return self._transact("finalizeOptimisticRound", args, sender, round_id)
+        omission, -1 per other selected client; finalizes the round (anyone may send).
+        The one-round case of :meth:`settle_reputations`."""
+        return self.settle_reputations([round_id], sender=sender)[0]
+
+    def settle_reputations(
+        self, round_ids: Sequence[int], *, sender: LocalAccount
+    ) -> list[TxResult]:
+        """Settle several merkle rounds after their challenge windows: one transaction per
+        distinct selected list (rounds with the same list share it, in first-seen order),
+        so each client's reputation is written once for all of that list's rounds. Each
+        round counts as in :meth:`settle_reputation`; a failing check in any round of a
+        transaction reverts that transaction (transactions already sent stay). A
+        transaction's gas is recorded under its first round."""
+        if not round_ids:
+            raise ChainConfigError("round_ids must name at least one round")
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        firsts: dict[tuple[str, ...], int] = {}
+        for round_id in round_ids:
+            _check_round(round_id)
+            info = self.round_info(round_id)
+            words = self._participant_words(round_id, info.participants or ())
+            state = self.merkle_state(round_id)
+            clients = tuple(info.clients)
+            groups.setdefault(clients, []).append((round_id, state.as_tuple(), words))
+            firsts.setdefault(clients, round_id)
+        return [
+            self._transact(
+                "finalizeOptimisticRoundBatch", [batch, list(clients)], sender, firsts[clients]
+            )
+            for clients, batch in groups.items()
+        ]
 
     def merkle_challenges(self, round_id: int, client: str) -> int:
         """What challenges proved for ``client`` in ``round_id`` (bits: 1 omission, 2 over

@@ -127,7 +127,7 @@ PHASE_OF_FUNCTION = {
     "reserveAndPublish": "release",  # merkle: the key holder's reservation + publication
     "proveLeafMissing": "reveal",
     "publishMerkleRound": "publish",
-    "finalizeOptimisticRound": "finalize",
+    "finalizeOptimisticRoundBatch": "finalize",
     "commit": "commit",
     "commitOwn": "commit",
     "commitBatch": "commit",

@@ -404,16 +404,21 @@ class AggregatorParty:
 
     def settle_due(self) -> list[TxResult]:
         """Settle the reputation of every merkle round this aggregator published whose
-        challenge window has passed (lazy: it runs before the next round opens)."""
+        challenge window has passed (lazy: it runs before the next round opens); rounds
+        due together with the same selected list are settled in one transaction."""
         ledger = self.consortium.ledger
-        settled = []
+        due = []
         for round_id in list(self._unsettled):
             info = ledger.round_info(round_id)
             if info.finalized:
                 self._unsettled.remove(round_id)
             elif (info.challenge_deadline or 0) < ledger.block_number():
-                settled.append(ledger.settle_reputation(round_id, sender=self._account))
-                self._unsettled.remove(round_id)
+                due.append(round_id)
+        if not due:
+            return []
+        settled = ledger.settle_reputations(due, sender=self._account)
+        for round_id in due:
+            self._unsettled.remove(round_id)
         return settled
 
     def submit_batch(

@@ -57,8 +57,8 @@ pragma solidity 0.8.28;
 ///        events. Nothing is checked per commit: within the challenge window (from the
 ///        opening until block revealDeadline + challengeWindow) anyone proves an omission
 ///        (aggregator at fault), an over-budget leaf or an equivocation (client at fault);
-///        a false challenge reverts. Reputation is settled once after the window
-///        (`finalizeOptimisticRound`).
+///        a false challenge reverts. Reputation is settled once after the window, for
+///        several rounds with the same selected list at once (`finalizeOptimisticRoundBatch`).
 contract ConsortiumLedger {
     // ----------------------------------------------------------------------------- roles
     uint8 public constant ROLE_CLIENT = 1;
@@ -188,6 +188,14 @@ contract ConsortiumLedger {
         address aggregator;
         bytes32 aggregateDigest;
         bytes32 participantsHash;
+    }
+
+    /// @notice One merkle round to settle: its id, its state (as published) and its
+    ///         participants bitmap (as published).
+    struct Settlement {
+        uint256 round;
+        MerkleState state;
+        uint256[] participantWords;
     }
 
     /// @notice A client's EIP-712 signed commitment leaf (the `Commit` struct of batched
@@ -961,41 +969,85 @@ contract ConsortiumLedger {
         emit ChallengeUpheld(round, client, client, REASON_EQUIVOCATION);
     }
 
-    /// @notice Settle a merkle round's reputation once its challenge window has passed
-    ///         (anyone may call, once): +1 for each registered selected client that is a
-    ///         participant or proved an omission, -1 for the others. Finalizes the round.
-    function finalizeOptimisticRound(
-        uint256 round,
-        MerkleState calldata state,
-        address[] calldata clients,
-        uint256[] calldata participantWords
-    ) external {
-        uint8 status = _merkleRound(round, state);
-        if (status != STATUS_AGGREGATED && status != STATUS_REVEALED && status != STATUS_REFUSED) {
-            revert WrongRound(round, status);
+    /// @notice Settle the reputation of merkle rounds whose challenge windows have passed,
+    ///         in one transaction (anyone may call, once per round). Every round in `batch`
+    ///         must have the selected list `clients` (rounds with other lists go in another
+    ///         call). Per round, +1 for each registered selected client that is a
+    ///         participant or proved an omission, -1 for the others; each client's counts
+    ///         are written once for all the rounds, so k rounds share one storage write.
+    ///         Finalizes every round (one `RoundFinalized` each); a failing check in any
+    ///         round reverts the whole call.
+    function finalizeOptimisticRoundBatch(Settlement[] calldata batch, address[] calldata clients)
+        external
+    {
+        uint256 k = batch.length;
+        bytes32 clientsHash = _hashAddresses(clients);
+        for (uint256 r = 0; r < k; ++r) {
+            uint256 round = batch[r].round;
+            MerkleState calldata state = batch[r].state;
+            uint8 status = _merkleRound(round, state);
+            if (status != STATUS_AGGREGATED && status != STATUS_REVEALED && status != STATUS_REFUSED) {
+                revert WrongRound(round, status);
+            }
+            uint256 challengeDeadline = uint256(state.revealDeadline) + state.challengeWindow;
+            if (block.number <= challengeDeadline) revert ChallengeWindowOpen(round, challengeDeadline);
+            if (state.clientsHash != clientsHash) revert BadClientList(round);
+            if (keccak256(abi.encodePacked(batch[r].participantWords)) != state.participantsHash) {
+                revert BadParticipants(round);
+            }
+            // Written now, so a round listed twice reverts (WrongRound) at its second entry.
+            rounds[round].header.status = STATUS_FINALIZED;
         }
-        uint256 challengeDeadline = uint256(state.revealDeadline) + state.challengeWindow;
-        if (block.number <= challengeDeadline) revert ChallengeWindowOpen(round, challengeDeadline);
-        if (_hashAddresses(clients) != state.clientsHash) revert BadClientList(round);
-        if (keccak256(abi.encodePacked(participantWords)) != state.participantsHash) {
-            revert BadParticipants(round);
-        }
-        uint16 doneCount = 0;
-        for (uint256 i = 0; i < clients.length; ++i) {
+        uint256 n = clients.length;
+        uint256 skipped = 0; // unregistered clients: reputation untouched, counted as missed
+        uint256[] memory missed = new uint256[](k); // registered, not done
+        uint256[] memory words = new uint256[](k);
+        uint256 inAll = 0; // participants of every round (the common case: no per-round walk)
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 bit = i % 256;
+            if (bit == 0) {
+                inAll = type(uint256).max;
+                for (uint256 r = 0; r < k; ++r) {
+                    uint256 word = batch[r].participantWords[i / 256];
+                    words[r] = word;
+                    inAll &= word;
+                }
+            }
             address client = clients[i];
             Member storage m = members[client];
-            if (m.roles & ROLE_CLIENT == 0) continue;
-            bool done = (participantWords[i / 256] >> (i % 256)) & 1 == 1
-                || merkleFlags[round][client] & OMISSION_PROVEN != 0;
-            if (done) {
-                ++doneCount;
-                m.positive += 1;
-            } else {
-                m.negative += 1;
+            uint256 slotWord;
+            assembly ("memory-safe") {
+                slotWord := sload(m.slot)
+            }
+            if (slotWord & ROLE_CLIENT == 0) {
+                ++skipped;
+                continue;
+            }
+            uint32 negative = 0;
+            if ((inAll >> bit) & 1 == 0) {
+                for (uint256 r = 0; r < k; ++r) {
+                    if (
+                        (words[r] >> bit) & 1 == 0
+                            && merkleFlags[batch[r].round][client] & OMISSION_PROVEN == 0
+                    ) {
+                        ++negative;
+                        ++missed[r];
+                    }
+                }
+            }
+            // One write of the packed Member slot (roles: bits 0-7, positive: 8-39,
+            // negative: 40-71), checked like `m.positive += ...`.
+            uint256 positive = uint32(slotWord >> 8) + uint32(k) - negative;
+            uint256 negatives = uint32(slotWord >> 40) + negative;
+            slotWord = (slotWord & ~(uint256(type(uint64).max) << 8)) | (positive << 8) | (negatives << 40);
+            assembly ("memory-safe") {
+                sstore(m.slot, slotWord)
             }
         }
-        rounds[round].header.status = STATUS_FINALIZED;
-        emit RoundFinalized(round, doneCount, uint16(clients.length) - doneCount);
+        for (uint256 r = 0; r < k; ++r) {
+            uint16 doneCount = uint16(n - skipped - missed[r]);
+            emit RoundFinalized(batch[r].round, doneCount, uint16(n) - doneCount);
+        }
     }
 
     /// @notice Merkle rounds: the stored hash chain of the round's `MerkleState` (the low

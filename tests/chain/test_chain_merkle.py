@@ -21,6 +21,8 @@ from chain import (
     EMPTY_LEAF,
     AlreadyChallenged,
     AnvilBackend,
+    BadClientList,
+    BadParticipants,
     BadProof,
     BudgetChanged,
     BudgetExceeded,
@@ -544,3 +546,136 @@ def test_a_five_client_round_with_its_release_stays_within_the_gas_goal(env: Env
         "attestReveal",
     ]
     assert sum(tx.gas_used for tx in round_txs) <= 5 * 30_000
+
+
+# ------------------------------------------------------------ settling several rounds at once
+def _published_round(
+    env: Env,
+    members: list[LocalAccount],
+    participants: list[LocalAccount],
+    *,
+    censored: LocalAccount | None = None,
+) -> int:
+    """A merkle round over ``members`` whose ``participants`` signed and were published;
+    ``censored`` (signed, left out of the root) proves its omission."""
+    round_id = env.new_round()
+    signed = {c.address: env.sign(round_id, c) for c in participants}
+    kept = {a: s for a, s in signed.items() if censored is None or a != censored.address}
+    leaf_set, _ = env.open(round_id, members, kept)
+    if censored is not None:
+        env.ledger.challenge_omission(
+            round_id,
+            leaf=signed[censored.address],
+            at_index=EMPTY_LEAF,
+            proof=leaf_set.tree().proof(leaf_set.index_of(censored.address)),
+            sender=censored,
+        )
+    env.ledger.publish_merkle(
+        round_id,
+        aggregate_digest=keccak(text=f"agg-{round_id}"),
+        participants=list(kept),
+        sender=env.aggregator,
+    )
+    return round_id
+
+
+def _three_rounds(env: Env, members: list[LocalAccount]) -> list[int]:
+    """Round 1: members[3] drops; round 2: everyone; round 3: members[0] is censored and
+    proves the omission, members[2] drops."""
+    return [
+        _published_round(env, members, members[:3]),
+        _published_round(env, members, members),
+        _published_round(env, members, [members[0], members[1], members[3]], censored=members[0]),
+    ]
+
+
+def _counts(ledger: Ledger, accounts: list[str]) -> dict[str, tuple[int, int]]:
+    return {a: (ledger.reputation(a).positive, ledger.reputation(a).negative) for a in accounts}
+
+
+def test_settling_rounds_in_one_call_matches_settling_them_one_by_one(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[:4]
+    accounts = [c.address for c in members] + [env.aggregator.address]
+    one_by_one, batched = _three_rounds(env, members), _three_rounds(env, members)
+    ledger.advance_past(max(ledger.round_info(r).challenge_deadline or 0 for r in batched))
+    start = _counts(ledger, accounts)
+    singles = [ledger.settle_reputation(r, sender=env.watcher) for r in one_by_one]
+    middle = _counts(ledger, accounts)
+    txs = ledger.settle_reputations(batched, sender=env.watcher)
+    end = _counts(ledger, accounts)
+    assert len(txs) == 1  # one selected list: one transaction
+    assert txs[0].gas_used < sum(tx.gas_used for tx in singles)
+
+    def delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list:
+        return [tuple(x - y for x, y in zip(after[a], before[a], strict=True)) for a in accounts]
+
+    # members[0]: +1 +1 +1 (its proven omission counts as done); members[2]: +1 +1 -1;
+    # members[3]: -1 +1 +1; the aggregator's -1 came with the omission proof, not here
+    expected = [(3, 0), (3, 0), (2, 1), (2, 1), (0, 0)]
+    assert delta(start, middle) == expected and delta(middle, end) == expected
+    for single, batch in zip(one_by_one, batched, strict=True):
+        a, b = ledger.round_info(single), ledger.round_info(batch)
+        assert a.status is b.status is RoundStatus.FINALIZED
+        assert (a.committed, a.missed) == (b.committed, b.missed)
+    assert [ledger.round_info(r).committed for r in batched] == [3, 4, 3]
+
+
+def test_one_bad_round_reverts_the_whole_settlement(env: Env) -> None:
+    ledger, members = env.ledger, env.clients[:4]
+    accounts = [c.address for c in members]
+    first, second = (_published_round(env, members, members) for _ in range(2))
+    ledger.advance_past(ledger.round_info(second).challenge_deadline or 0)
+    late = _published_round(env, members, members)  # its window is still open
+    start = _counts(ledger, accounts)
+
+    def untouched() -> bool:
+        return _counts(ledger, accounts) == start and not any(
+            ledger.round_info(r).finalized for r in (first, second, late)
+        )
+
+    with pytest.raises(ChallengeWindowOpen):
+        ledger.settle_reputations([first, second, late], sender=env.watcher)
+    assert untouched()
+    with pytest.raises(WrongRound):  # a round listed twice
+        ledger.settle_reputations([first, second, first], sender=env.watcher)
+    assert untouched()
+    with pytest.raises(ChainConfigError):
+        ledger.settle_reputations([], sender=env.watcher)
+
+    # forged inputs, straight to the contract: each entry is (round, state, participant words)
+    clients = list(ledger.round_info(first).clients)
+    good = [
+        (r, ledger.merkle_state(r).as_tuple(), ledger._participant_words(r, clients))
+        for r in (first, second)
+    ]
+
+    def settle(batch: list, listed: list[str] = clients) -> None:
+        ledger._transact("finalizeOptimisticRoundBatch", [batch, listed], env.watcher, first)
+
+    forged_state = dataclasses.replace(
+        ledger.merkle_state(second), aggregate_digest=keccak(text="x")
+    )
+    with pytest.raises(StaleRoundState):
+        settle([good[0], (second, forged_state.as_tuple(), good[1][2])])
+    with pytest.raises(BadParticipants):  # members[3] left out of round `second`
+        settle([good[0], (second, good[1][1], [good[1][2][0] & ~(1 << 3)])])
+    with pytest.raises(BadClientList):  # another list than the rounds'
+        settle(good, [*clients[:3], env.watcher.address])
+    other = _published_round(env, members[:3], members[:3])
+    ledger.advance_past(ledger.round_info(other).challenge_deadline or 0)
+    other_entry = (other, ledger.merkle_state(other).as_tuple(), [7])
+    with pytest.raises(BadClientList):  # a round with another selected list
+        settle([good[0], other_entry])
+    assert untouched()
+
+    ledger.settle_reputation(first, sender=env.watcher)
+    with pytest.raises(WrongRound):  # already finalized
+        ledger.settle_reputations([second, first], sender=env.watcher)
+    assert not ledger.round_info(second).finalized
+    # two selected lists: two transactions, every round finalized
+    txs = ledger.settle_reputations([second, other, late], sender=env.watcher)
+    assert len(txs) == 2
+    assert all(ledger.round_info(r).finalized for r in (second, other, late))
+    assert [ledger.reputation(c.address).positive for c in members] == [
+        start[c.address][0] + (4 if i < 3 else 3) for i, c in enumerate(members)
+    ]
