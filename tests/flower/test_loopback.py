@@ -72,7 +72,7 @@ def test_loopback_two_rounds_with_a_killed_hospital(heart_data, tmp_path, scheme
                 "--stream",
                 "--run-config",
                 f'overrides="{overrides}" ledger-url="{loopback.ledger_url}" '
-                f'output-dir="{output}" stage-timeout=180.0',
+                f'output-dir="{output}" stage-timeout=90.0',
             ],
             env=loopback.env(),
             stdout=subprocess.PIPE,
