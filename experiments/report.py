@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,12 @@ def draw(rows: Sequence[dict[str, Any]]) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogFormatterMathtext, MaxNLocator, ScalarFormatter
+    from matplotlib.ticker import (
+        LogFormatterMathtext,
+        MaxNLocator,
+        NullFormatter,
+        ScalarFormatter,
+    )
 
     groups = _by_setting(rows)
     settings = sorted(groups)
@@ -310,7 +316,8 @@ def draw(rows: Sequence[dict[str, Any]]) -> Any:
         ax_eps_round.text(0.5, 0.5, "no DP runs", ha="center", transform=ax_eps_round.transAxes)
 
     baseline_handles = []
-    for name in settings:
+    dp_epsilons: list[float] = []
+    for number, name in enumerate(settings, start=1):
         runs = groups[name]
         accuracy = _stats([r["accuracy"] for r in runs])
         epsilon = _stats([r["epsilon"] for r in runs])
@@ -320,8 +327,10 @@ def draw(rows: Sequence[dict[str, Any]]) -> Any:
             line = ax_tradeoff.axhline(
                 accuracy[0], linestyle=(0, dashes[name]), linewidth=1.5, color=colour[name]
             )
-            baseline_handles.append((line, f"no DP: {name}"))
+            # numbered as in the settings legend, which names the whole setting
+            baseline_handles.append((line, f"no DP ({number}): {accuracy[0]:.3f}"))
             continue
+        dp_epsilons.append(epsilon[0])
         ax_tradeoff.errorbar(
             [epsilon[0]],
             [accuracy[0]],
@@ -334,6 +343,10 @@ def draw(rows: Sequence[dict[str, Any]]) -> Any:
     if any(_stats([r["epsilon"] for r in runs]) for runs in groups.values()):
         ax_tradeoff.set_xscale("log")
         ax_tradeoff.xaxis.set_major_formatter(LogFormatterMathtext())
+        if 1 < len(dp_epsilons) <= 8:  # label the epsilons swept, not the log decades
+            ticks = sorted({float(f"{e:.2g}") for e in dp_epsilons})
+            ax_tradeoff.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax_tradeoff.xaxis.set_minor_formatter(NullFormatter())
     ax_tradeoff.set(
         xlabel="final epsilon (log)",
         ylabel="final pooled accuracy",
@@ -371,8 +384,8 @@ def draw(rows: Sequence[dict[str, Any]]) -> Any:
         plt.Line2D([], [], color=colour[n], marker=marker[n], mfc="none", linestyle="-")
         for n in settings
     ]
-    labels = [
-        f"{i + 1}. {n} ({seeds[n]} seed{'s' if seeds[n] != 1 else ''})"
+    labels = [  # wrapped: a setting names every key that differs between runs
+        textwrap.fill(f"{i + 1}. {n} ({seeds[n]} seed{'s' if seeds[n] != 1 else ''})", 64)
         for i, n in enumerate(settings)
     ]
     ax_legend.legend(handles, labels, loc="upper left", fontsize=9, title="settings", frameon=False)
