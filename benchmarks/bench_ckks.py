@@ -44,7 +44,6 @@ import contextlib
 import json
 import math
 import os
-import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -52,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import tenseal as ts
+from _memory import peak_rss_mib, reset_peak_rss  # benchmarks/_memory.py
 
 from secagg.ckks import (
     CKKSAggregator,
@@ -84,28 +84,6 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak resident set (Linux ``clear_refs``); False if unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def _peak_rss_mib() -> float:
-    """This process's peak resident set since the last reset (else since it started)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _tensor_sizes(size: int) -> list[int]:
     sizes = [int(size * fraction) for fraction in TENSOR_FRACTIONS[:-1]]
     return [*sizes, size - sum(sizes)]
@@ -128,7 +106,7 @@ def bench_ours(size: int, clients: int, seed: int) -> dict[str, Any]:
     exact = np.zeros(size)
     protect_seconds = combine_seconds = 0.0
     blob_bytes = 0
-    peak_reset = _reset_peak_rss()
+    peak_reset = reset_peak_rss()
     for _ in range(clients):
         update = _update(rng, size)
         exact += update
@@ -145,7 +123,7 @@ def bench_ours(size: int, clients: int, seed: int) -> dict[str, Any]:
     start = _clock()
     revealed = holder.reveal(aggregate)
     reveal_seconds = _clock() - start
-    peak = _peak_rss_mib()
+    peak = peak_rss_mib()
     return {
         "params": {
             "poly_modulus_degree": params.poly_modulus_degree,

@@ -44,36 +44,12 @@ from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+from _memory import peak_rss_mib, reset_peak_rss  # benchmarks/_memory.py
 from eth_account import Account
 
 from secagg._scheme import PlainScheme
 from secagg.masking import MaskingClient, MaskingParams, MaskingServer, RoundPlan, plan_round
 from secagg.masking._prg import expand_mask
-
-_STATUS = "/proc/self/status"
-_CLEAR_REFS = "/proc/self/clear_refs"
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak resident set (Linux ``clear_refs``); False if unsupported."""
-    try:
-        with open(_CLEAR_REFS, "w") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def _peak_rss_mib() -> float:
-    """This process's peak resident set since the last reset (else since it started)."""
-    try:
-        with open(_STATUS) as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _plain_seconds(updates: dict[int, np.ndarray], dim: int) -> float:
@@ -234,7 +210,7 @@ def run_case(
 
     plan = plan_round(params, round_id=1, client_ids=ids, dim=dim)
     pool = _Clients(plan, {}, meter, workers=workers, seed=seed, updates=updates)
-    peak_reset = _reset_peak_rss()
+    peak_reset = reset_peak_rss()
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     plan = meter.call(server_party, lambda: plan_round(params, round_id=1, client_ids=ids, dim=dim))
     server = MaskingServer(plan, registry=registry)
@@ -271,7 +247,7 @@ def run_case(
     recovered = meter.call(server_party, server.finish)
     wall = time.perf_counter() - wall_start
     cpu = time.process_time() - cpu_start + pool.worker_cpu
-    protocol_peak = _peak_rss_mib()
+    protocol_peak = peak_rss_mib()
     pool.close()
 
     included = server.included
