@@ -3,7 +3,9 @@
 Each role is a site that answers typed, versioned messages (:mod:`deploy._wire`,
 docs/formats.md "Deployment messages"): :class:`HospitalSite` (its own data, model,
 trainer and ledger account), :class:`KeyHolderSite` (makes the CKKS key itself, sends only
-the public context, releases each round once) and the aggregator's
+the public context, releases each round once), with ``secagg.committee_size`` K > 1
+instead K :class:`CommitteeSite` members (each its own key share; any T release a round,
+:mod:`deploy._committee`) and the aggregator's
 :class:`RoundDriver` (with ``secagg=masking`` also the masking server, each hospital
 running its own masking client: :mod:`deploy._masking`). A :class:`Transport` carries
 the messages: in-process (:class:`InProcessTransport`) or Flower 1.42
@@ -14,6 +16,12 @@ over JSON-RPC) with its own account. Threat model: that of the round protocol
 against the ledger by its receiver).
 """
 
+from deploy._committee import (
+    ROLE_COMMITTEE,
+    CommitteeReleaseError,
+    CommitteeSite,
+    CommitteeSiteError,
+)
 from deploy._driver import DeploymentRun, DeploymentSettings, RoundDriver
 from deploy._errors import DeploymentError, SettingsError, WireFormatError
 from deploy._hospital import ROLE_HOSPITAL, HospitalSite
@@ -21,6 +29,11 @@ from deploy._keyholder import ROLE_KEY_HOLDER, KeyHolderSite
 from deploy._sites import SitePolicy, SitePolicyError
 from deploy._transport import Exchange, FlowerTransport, InProcessTransport, Transport
 from deploy._wire import (
+    COMMITTEE_COMBINE,
+    COMMITTEE_KEYGEN,
+    COMMITTEE_RELEASE,
+    COMMITTEE_SETUP,
+    COMMITTEE_TYPES,
     EVALUATE,
     JOIN,
     MASK_ADVERTISE,
@@ -38,6 +51,11 @@ from deploy._wire import (
 )
 
 __all__ = [
+    "COMMITTEE_COMBINE",
+    "COMMITTEE_KEYGEN",
+    "COMMITTEE_RELEASE",
+    "COMMITTEE_SETUP",
+    "COMMITTEE_TYPES",
     "EVALUATE",
     "JOIN",
     "MASK_ADVERTISE",
@@ -49,10 +67,14 @@ __all__ = [
     "MESSAGE_TYPES",
     "RELEASE",
     "REVEAL",
+    "ROLE_COMMITTEE",
     "ROLE_HOSPITAL",
     "ROLE_KEY_HOLDER",
     "TRAIN",
     "WIRE_VERSION",
+    "CommitteeReleaseError",
+    "CommitteeSite",
+    "CommitteeSiteError",
     "DeploymentError",
     "DeploymentRun",
     "DeploymentSettings",

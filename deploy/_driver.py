@@ -62,6 +62,7 @@ from chain import (
     commit_mode_of,
     epsilon_from_fixed,
 )
+from deploy._committee import ROLE_COMMITTEE, CommitteeNodes
 from deploy._errors import DeploymentError, SettingsError
 from deploy._hospital import ROLE_HOSPITAL
 from deploy._keyholder import ROLE_KEY_HOLDER
@@ -88,6 +89,7 @@ from secagg import (
 )
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, culprits
 from secagg._hydra import scheme_class
+from secagg.ckks._config import committee_from_schema, params_from_schema
 
 log = logging.getLogger("deploy")
 
@@ -111,7 +113,9 @@ class DeploymentSettings:
     consortium's deployed contract to attach to [``ledger-address``], with
     ``aggregator_key_file``, the key of the aggregator account registered there
     [``aggregator-key-file``] and ``ledger_start_block``, the block it was deployed in
-    [``ledger-start-block``], and optionally ``auditor_key_file``, an auditor account
+    [``ledger-start-block``], ``committee``: how many decryption committee nodes take
+    part (``secagg.committee_size`` K > 1, with ``key_holder=False``) [``committee``], and
+    optionally ``auditor_key_file``, an auditor account
     registered there with which the driver flags the culprits its audit finds
     [``auditor-key-file``]; without ``ledger_address`` the driver deploys its own ledger
     (whose admin it is: fine for one operator, not for a consortium, see
@@ -128,6 +132,7 @@ class DeploymentSettings:
     aggregator_key_file: Path | None = None
     ledger_start_block: int = 0
     auditor_key_file: Path | None = None
+    committee: int = 0
 
     def __post_init__(self) -> None:
         if not self.ledger_url.startswith(("http://", "https://")):
@@ -142,6 +147,11 @@ class DeploymentSettings:
                 )
         if self.ledger_start_block < 0:
             raise SettingsError(f"ledger_start_block must be >= 0, got {self.ledger_start_block}")
+        if self.committee < 0 or (self.committee and self.key_holder):
+            raise SettingsError(
+                f"committee={self.committee}: a decryption committee's nodes replace the key "
+                "holder (committee >= 2 with key_holder false, or committee 0)"
+            )
         if self.hospitals < 1:
             raise SettingsError(f"hospitals must be >= 1, got {self.hospitals}")
         for name in ("stage_timeout_s", "join_timeout_s"):
@@ -151,7 +161,7 @@ class DeploymentSettings:
 
     @property
     def nodes(self) -> int:
-        return self.hospitals + (1 if self.key_holder else 0)
+        return self.hospitals + (1 if self.key_holder else 0) + self.committee
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> DeploymentSettings:
@@ -173,9 +183,28 @@ class DeploymentSettings:
                 aggregator_key_file=Path(str(key_file)) if key_file else None,
                 ledger_start_block=int(run_config.get("ledger-start-block", 0)),
                 auditor_key_file=Path(str(auditor_file)) if auditor_file else None,
+                committee=int(run_config.get("committee", 0)),
             )
         except KeyError as error:
             raise SettingsError(f"run config: missing {error}") from error
+
+
+def committee_nodes_for(schema: Any, settings: DeploymentSettings) -> CommitteeNodes | None:
+    """The committee nodes a run waits for (``secagg.committee_size`` K > 1), or None;
+    :class:`SettingsError` unless ``settings.committee`` is K."""
+    size = int(getattr(schema, "committee_size", 1) or 1)
+    if size == 1:
+        if settings.committee:
+            raise SettingsError(f"committee={settings.committee} but secagg.committee_size=1")
+        return None
+    if schema.name != "ckks":
+        raise SettingsError(f"secagg={schema.name} has no decryption committee")
+    if settings.committee != size:
+        raise SettingsError(
+            f"secagg.committee_size={size}: the run waits for {size} committee nodes "
+            f"(committee={size} and key_holder false), got committee={settings.committee}"
+        )
+    return CommitteeNodes(committee_from_schema(schema))
 
 
 def split_overrides(text: str) -> tuple[str, ...]:
@@ -248,13 +277,14 @@ class RoundDriver:
                 f"chain.commit_mode={commit_mode_of(self.cfg.chain)} is not deployed yet: "
                 "each hospital commits with its own account (chain.commit_mode=direct)"
             )
-        if scheme_class(self.cfg.secagg.name).releases_via_key_holder and not settings.key_holder:
+        self.committee_nodes = committee_nodes_for(self.cfg.secagg, settings)
+        if (
+            scheme_class(self.cfg.secagg.name).releases_via_key_holder
+            and not settings.key_holder
+            and self.committee_nodes is None
+        ):
             raise SettingsError(f"secagg={self.cfg.secagg.name} needs a key holder node")
-        if int(getattr(self.cfg.secagg, "committee_size", 1)) != 1:
-            raise SettingsError(
-                "a decryption committee is not deployed yet: one key holder node "
-                "(secagg.committee_size=1 secagg.committee_threshold=1)"
-            )
+        self.committee_stats: dict[int, dict[int, dict[str, float]]] = {}  # round -> member ->
         self.hospitals: dict[int, _Hospital] = {}  # partition id (= client id) -> hospital
         self.key_holder_node: int | None = None
         self.public_context: bytes | None = None
@@ -282,6 +312,14 @@ class RoundDriver:
                 partition = reply.integer("partition_id")
                 if partition in self.hospitals:
                     raise DeploymentError(f"two nodes claim hospital partition {partition}")
+                if any(
+                    h.address.lower() == reply.text("address").lower()
+                    for h in self.hospitals.values()
+                ):
+                    raise DeploymentError(
+                        f"hospital {partition} claims the ledger address {reply.text('address')} "
+                        "of another hospital"
+                    )
                 params = reply.array("params")
                 if initial is None:
                     initial = params
@@ -302,11 +340,15 @@ class RoundDriver:
                 self._key_holder_address = reply.text("address")
                 if "public_context" in reply.fields:
                     self.public_context = reply.blob("public_context")
+            elif role == ROLE_COMMITTEE and self.committee_nodes is not None:
+                self.committee_nodes.add(node_id, reply)
             else:
                 raise DeploymentError(f"node {node_id}: unknown role {role!r}")
         if initial is None:
             raise DeploymentError("no hospital joined")
-        if scheme_class(self.cfg.secagg.name).has_public_material and self.public_context is None:
+        if self.committee_nodes is not None:  # its collective key is made on the ledger
+            self.committee_nodes.check_complete()
+        elif scheme_class(self.cfg.secagg.name).has_public_material and self.public_context is None:
             raise DeploymentError(
                 f"secagg={self.cfg.secagg.name}: no key holder sent a public context"
             )
@@ -377,6 +419,15 @@ class RoundDriver:
         self.auditor = Auditor(
             ledger=ledger, store=self.view.store, epsilon_tolerance=DEFAULT_EPSILON_TOLERANCE
         )
+        if self.committee_nodes is not None:
+            self.public_context = self.committee_nodes.form(
+                self.transport,
+                ledger=ledger,
+                store=self.view.store,
+                ledger_fields=self._ledger_fields(),
+                params=params_from_schema(self.cfg.secagg),
+                timeout=self.settings.stage_timeout_s,
+            )
         self.public_material = (
             self.view.store.put(self.public_context).hex() if self.public_context else None
         )
@@ -388,6 +439,8 @@ class RoundDriver:
         everyone = [admin.address, aggregator.address, auditor.address, *clients]
         if self.key_holder_node is not None:
             everyone.append(self._key_holder_address)
+        if self.committee_nodes is not None:
+            everyone.extend(self.committee_nodes.member_addresses())
         self.backend.fund(everyone, FUNDING_WEI)
         ledger = Ledger.deploy(
             self.backend, admin=admin, epsilon_budget=self.cfg.chain.epsilon_budget
@@ -397,6 +450,11 @@ class RoundDriver:
         if self.key_holder_node is not None:
             ledger.register(Role.KEY_HOLDER, self._key_holder_address, sender=admin)
         ledger.register(Role.AUDITOR, auditor.address, sender=admin)
+        if self.committee_nodes is not None:
+            members = self.committee_nodes.member_addresses()
+            ledger.register(Role.COMMITTEE, members, sender=admin)
+            threshold = self.committee_nodes.committee.threshold
+            ledger.setup_committee(members, threshold=threshold, sender=admin)
         return ledger, SiteAccounts(admin=admin, aggregator=aggregator, auditor=auditor)
 
     def _attach_consortium_ledger(self, address: str) -> tuple[Ledger, SiteAccounts]:
@@ -437,6 +495,11 @@ class RoundDriver:
                 raise DeploymentError(
                     f"the key holder {self._key_holder_address} is not registered on the "
                     f"ledger at {address}"
+                )
+            if self.committee_nodes is not None and ledger.committee() is None:
+                raise DeploymentError(
+                    f"no decryption committee is set up on the ledger at {address}: the "
+                    "consortium's admin sets it up with the members' addresses"
                 )
             for partition, hospital in sorted(self.hospitals.items()):
                 if Role.CLIENT not in ledger.roles_of(hospital.address):
@@ -590,6 +653,7 @@ class RoundDriver:
                 h.name: self.ledger.reputation(h.address).score for h in self.hospitals.values()
             },
             flagged=flagged,
+            committee=self.committee_stats.pop(round_id, None),
         )
         return params, record
 
@@ -636,7 +700,7 @@ class RoundDriver:
             party = KeyHolderParty(consortium=self.view.as_consortium(), attests=False)
             total, _ = party.reveal(round_id, manifest, session, aggregate, survivors=included)
             return np.asarray(total, dtype=np.float64)
-        if self.key_holder_node is None:
+        if self.key_holder_node is None and self.committee_nodes is None:
             raise DeploymentError("no key holder")
         fields: dict[str, Any] = {
             "round": round_id,
@@ -649,13 +713,27 @@ class RoundDriver:
             digest = committed[self.view.address_of(client_id).lower()]
             fields[f"blob.{index}"] = self.view.store.get(digest)
         fields["blobs"] = len(included)
+        if self.committee_nodes is not None:
+            total, stats = self.committee_nodes.release(
+                self.transport,
+                round_id=round_id,
+                fields=fields,
+                store=self.view.store,
+                timeout=self.settings.stage_timeout_s,
+            )
+            self.committee_stats[round_id] = stats
+            return self._check_released(round_id, total)
         node = self.key_holder_node
+        assert node is not None
         exchange = self.transport.exchange(
             {node: WireMessage(RELEASE, fields=fields)}, timeout=self.settings.stage_timeout_s
         )
         if node not in exchange.replies:
             raise DeploymentError(f"the key holder did not release: {exchange.failures.get(node)}")
         total = exchange.replies[node].array("total").astype(np.float64)
+        return self._check_released(round_id, total)
+
+    def _check_released(self, round_id: int, total: np.ndarray) -> np.ndarray:
         # The attested reveal digest names these bytes: keep them beside the blobs.
         released = self.view.store.put(np.asarray(total, dtype="<f8").tobytes())
         attested = self.ledger.round_info(round_id).reveal_digest

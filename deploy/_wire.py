@@ -37,6 +37,11 @@ MASK_SHARE: Final = "secagg.v1.mask.share"
 MASK_REBUT: Final = "secagg.v1.mask.rebut"
 MASK_CONSISTENCY: Final = "secagg.v1.mask.consistency"
 MASK_UNMASK: Final = "secagg.v1.mask.unmask"
+#: A decryption committee's stages (deploy._committee, docs/formats.md "Committee messages").
+COMMITTEE_KEYGEN: Final = "secagg.v1.committee.keygen"
+COMMITTEE_SETUP: Final = "secagg.v1.committee.setup"
+COMMITTEE_RELEASE: Final = "secagg.v1.committee.release"
+COMMITTEE_COMBINE: Final = "secagg.v1.committee.combine"
 #: Every request type, and the Flower category it travels under.
 MESSAGE_TYPES: Final = {
     JOIN: "query",
@@ -49,9 +54,15 @@ MESSAGE_TYPES: Final = {
     MASK_REBUT: "query",
     MASK_CONSISTENCY: "query",
     MASK_UNMASK: "query",
+    COMMITTEE_KEYGEN: "query",
+    COMMITTEE_SETUP: "query",
+    COMMITTEE_RELEASE: "query",
+    COMMITTEE_COMBINE: "query",
 }
 #: The masking stages' types.
 MASK_TYPES: Final = (MASK_ADVERTISE, MASK_SHARE, MASK_REBUT, MASK_CONSISTENCY, MASK_UNMASK)
+#: The decryption committee's types.
+COMMITTEE_TYPES: Final = (COMMITTEE_KEYGEN, COMMITTEE_SETUP, COMMITTEE_RELEASE, COMMITTEE_COMBINE)
 
 Scalar = int | float | str | bytes | bool
 #: Largest number of fields or arrays one message may carry.
@@ -141,6 +152,11 @@ class WireMessage:
 
 
 __all__ = [
+    "COMMITTEE_COMBINE",
+    "COMMITTEE_KEYGEN",
+    "COMMITTEE_RELEASE",
+    "COMMITTEE_SETUP",
+    "COMMITTEE_TYPES",
     "EVALUATE",
     "JOIN",
     "MASK_ADVERTISE",

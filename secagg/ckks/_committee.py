@@ -121,6 +121,9 @@ PARTIAL_VERSION = 1
 SECRET_SHARE_MAGIC = b"SAGS"
 _PARTIAL_HEAD = struct.Struct(">4sHHHH32s32sI")  # magic, version, j, K, T, context, agg, chunks
 _SECRET_SHARE_HEAD = struct.Struct(">4sH32s32sHHHH")  # magic, version, params, seed, i, j, K, T
+MEMBER_STATE_MAGIC = b"SAGK"
+# magic, version, params, seed, member, K, T, decryptions, joined, polys, key share, context
+_MEMBER_STATE_HEAD = struct.Struct(">4sH32s32sHHHIBHII")
 
 
 class CommitteeSetupError(ProtocolAbortError):
@@ -226,8 +229,10 @@ class CommitteeMember:
     :meth:`receive_secret_share` the others'; then :meth:`join` with all K public key
     shares, which builds and checks the collective public context. Afterwards, for each
     aggregate, :meth:`verify_aggregate` against the committed client blobs, then
-    :meth:`partial_decrypt` (or both in one call, passing ``committed_blobs``). Never
-    serialized; the secret is dropped as soon as it has been dealt.
+    :meth:`partial_decrypt` (or both in one call, passing ``committed_blobs``). The secret
+    is dropped as soon as it has been dealt. Serialized only by :meth:`export_secret` for
+    a member that runs each message in a fresh process (a deployed member's own node,
+    :mod:`deploy._committee`); that state never leaves the node.
     """
 
     def __init__(
@@ -275,6 +280,83 @@ class CommitteeMember:
         self._key_share: np.ndarray | None = None
         self._checked: set[Digest] = set()
         self.context: PublicContext | None = None
+
+    def export_secret(self) -> bytes:
+        """This member's secret state (its key share, or before :meth:`join` the Shamir
+        shares it holds), for :meth:`restore` on the same node; refused while shares are
+        still to be dealt. Secret: it must never be sent or logged."""
+        if self._dealt is not None:
+            raise CommitteeSetupError(f"member {self.member} has not dealt its shares yet")
+        context = b"" if self.context is None else self.context.to_bytes()
+        joined = self._key_share is not None
+        polys = {0: self._key_share} if self._key_share is not None else self._received
+        head = _MEMBER_STATE_HEAD.pack(
+            MEMBER_STATE_MAGIC,
+            1,
+            self.params.digest(),
+            self.crp_seed,
+            self.member,
+            self.committee.size,
+            self.committee.threshold,
+            self.decryptions,
+            int(joined),
+            len(polys),
+            len(self.public_key_share),
+            len(context),
+        )
+        indices = b"".join(struct.pack(">H", j) for j in sorted(polys))
+        bits = self._q.bit_length()
+        packed = b"".join(pack_coefficients(polys[j], bits) for j in sorted(polys))
+        return head + indices + self.public_key_share + context + packed
+
+    @classmethod
+    def restore(
+        cls, secret: bytes, *, params: CKKSParams, committee: CommitteeParams, policy: RevealPolicy
+    ) -> CommitteeMember:
+        """The member :meth:`export_secret` saved, under the same parameters and committee
+        (:class:`CommitteeSetupError` otherwise, :class:`BlobFormatError` if malformed)."""
+        if len(secret) < _MEMBER_STATE_HEAD.size:
+            raise BlobFormatError("committee member state truncated")
+        (magic, version, params_digest, seed, member, size, threshold, decryptions, joined,
+         count, key_length, context_length) = _MEMBER_STATE_HEAD.unpack_from(secret)  # fmt: skip
+        if magic != MEMBER_STATE_MAGIC or version != 1:
+            raise BlobFormatError("not a version-1 committee member state")
+        if params_digest != params.digest() or (size, threshold) != (
+            committee.size,
+            committee.threshold,
+        ):
+            raise CommitteeSetupError("committee member state of other parameters or committee")
+        offset = _MEMBER_STATE_HEAD.size
+        indices = [struct.unpack_from(">H", secret, offset + 2 * i)[0] for i in range(count)]
+        offset += 2 * count
+        public_key_share = secret[offset : offset + key_length]
+        offset += key_length
+        context = secret[offset : offset + context_length]
+        offset += context_length
+        polys = unpack_polys(secret[offset:], params, count=count)
+        self = cls.__new__(cls)
+        self.member, self.params, self.committee, self.policy = member, params, committee, policy
+        if member not in committee.members:
+            raise CommitteeSetupError(f"member must be in 1..{committee.size}, got {member}")
+        self.crp_seed = seed
+        self.decryptions = decryptions
+        self._ring = CommitteeRing(params)
+        self._q = self._ring.wire_prime
+        self._noise_std = smudging_budget(
+            params=params, committee=committee, policy=policy
+        ).member_std
+        self.public_key_share = public_key_share
+        self._dealt = None
+        self._checked = set()
+        self.context = PublicContext.from_bytes(context) if context else None
+        if joined:
+            if len(indices) != 1 or self.context is None:
+                raise BlobFormatError("a joined member's state holds one key share and a context")
+            self._key_share, self._received = polys[0], {}
+        else:
+            self._key_share = None
+            self._received = {j: polys[i] for i, j in enumerate(indices)}
+        return self
 
     def deal_secret_shares(self) -> dict[int, bytes]:
         """Messages f_i(j) for every other member j (empty when T == K). Once only: secret."""
