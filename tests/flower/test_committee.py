@@ -13,6 +13,7 @@ from eth_account import Account
 from chain import RoundStatus
 from deploy import (
     COMMITTEE_COMBINE,
+    COMMITTEE_KEYGEN,
     COMMITTEE_RELEASE,
     JOIN,
     CommitteeSite,
@@ -24,12 +25,13 @@ from deploy import (
     RoundDriver,
     SettingsError,
     SitePolicy,
+    WireFormatError,
     WireMessage,
 )
 from secagg._committee_round import REFUSAL_TOO_FEW_PARTIALS
 from secagg._roles import REFUSAL_AGGREGATE_MISMATCH
 from tests.flower.conftest import HEART, in_process_sites
-from tests.flower.test_inprocess import FailingAt, FreshSitePerMessage, audit_cli
+from tests.flower.test_inprocess import FreshSitePerMessage, audit_cli
 
 pytestmark = pytest.mark.anvil
 
@@ -62,14 +64,16 @@ def committee_transport(members=range(1, K + 1)) -> InProcessTransport:
 
 
 class Recording:
-    """A site wrapper that keeps every error its site raised (the driver sees only a
-    missing reply)."""
+    """A site wrapper that keeps every request and every error its site raised (the
+    driver sees only a missing reply)."""
 
     def __init__(self, handler) -> None:
         self.handler = handler
+        self.requests: list[WireMessage] = []
         self.errors: list[Exception] = []
 
     def __call__(self, message: WireMessage) -> WireMessage:
+        self.requests.append(message)
         try:
             return self.handler(message)
         except Exception as error:
@@ -80,7 +84,16 @@ class Recording:
 def test_a_committee_round_equals_the_single_key_holder_run_and_audits_clean(
     heart_data, anvil_url, tmp_path, heart_settings
 ):
-    run = RoundDriver(committee_settings(anvil_url, tmp_path, "committee"), committee_transport())
+    """Each member rebuilt for every message from the state it keeps on its own node (as
+    a Flower 1.42 SuperNode runs each message in a fresh process)."""
+    transport = committee_transport()
+    keys = {j: Account.create() for j in range(1, K + 1)}
+    members = {
+        j: FreshSitePerMessage(lambda j=j: CommitteeSite(member=j, account=keys[j]))
+        for j in range(1, K + 1)
+    }
+    transport.sites.update(members)
+    run = RoundDriver(committee_settings(anvil_url, tmp_path, "committee"), transport)
     committee = run.run()
     single = RoundDriver(heart_settings("ckks", name="single"), in_process_sites(4)).run()
     assert [r.n_clients for r in committee.results.rounds] == [4, 4]
@@ -99,3 +112,162 @@ def test_a_committee_round_equals_the_single_key_holder_run_and_audits_clean(
     assert committee.results.final.audit["exit_code"] == 0
     audit = audit_cli(committee.results_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert all(w.sites_made >= 4 for w in members.values())
+    assert all("secret" in w.state for w in members.values())  # on its node, never sent
+
+
+class AbsentIn:
+    """A site that does not answer ``message_type`` in the given rounds (a lost node)."""
+
+    def __init__(self, handler, *, message_type: str, rounds: set[int]) -> None:
+        self.handler = handler
+        self.message_type = message_type
+        self.rounds = rounds
+
+    def __call__(self, message: WireMessage) -> WireMessage:
+        if message.type == self.message_type and message.integer("round") in self.rounds:
+            raise ConnectionError("committee node unreachable")
+        return self.handler(message)
+
+
+def test_t_members_release_a_round_fewer_refuse_it_and_the_run_goes_on(
+    heart_data, anvil_url, tmp_path
+):
+    """Round 1: member 1 is absent, members 2 and 3 release. Round 2: members 1 and 2 are
+    absent, member 3 alone attests the refusal (too few partials), the round's clients
+    are left out. Round 3: all three release again."""
+    transport = committee_transport()
+    member_1 = transport.sites[1]
+    transport.sites[1] = AbsentIn(member_1, message_type=COMMITTEE_RELEASE, rounds={1, 2})
+    transport.sites[2] = AbsentIn(transport.sites[2], message_type=COMMITTEE_RELEASE, rounds={2})
+    member_3 = transport.sites[3]
+    recording = Recording(member_3)
+    transport.sites[3] = recording
+    settings = committee_settings(anvil_url, tmp_path, "dropout", "federation.rounds=3")
+    driver = RoundDriver(settings, transport)
+    run = driver.run()
+    rounds = run.results.rounds
+    assert [r.n_clients for r in rounds] == [4, 0, 4]
+    assert set(rounds[0].committee) == {2, 3}
+    assert rounds[1].committee is None
+    assert all("CommitteeReleaseError" in why for why in rounds[1].excluded.values())
+    assert driver.ledger.round_info(2).refusal_code == REFUSAL_TOO_FEW_PARTIALS
+    assert set(driver.ledger.partial_attestations(2)) == {3}
+    assert set(rounds[2].committee) == {1, 2, 3}
+    assert run.results.final.audit["exit_code"] == 0
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    # a replayed release of a finalized round: member 3 (which decrypted it) and member 1
+    # (absent then, so no record of its own: the ledger's status refuses it)
+    replay = next(
+        m for m in recording.requests if m.type == COMMITTEE_RELEASE and m.integer("round") == 1
+    )
+    with pytest.raises(CommitteeSiteError, match="already decrypted"):
+        member_3(replay)
+    assert driver.ledger.round_info(1).status is RoundStatus.FINALIZED
+    with pytest.raises(CommitteeSiteError, match="not open"):
+        member_1(replay)
+    combine = next(m for m in recording.requests if m.type == COMMITTEE_COMBINE)
+    with pytest.raises(CommitteeSiteError, match="no reserved release"):
+        member_3(combine)
+
+
+def test_a_member_refuses_an_aggregate_that_is_not_the_published_one(
+    heart_data, anvil_url, tmp_path
+):
+    """The aggregate a member is asked to decrypt must be the one whose digest is on chain:
+    a changed byte and the member refuses (and attests why), so nothing is released."""
+    transport = committee_transport()
+    honest = transport.sites[2]
+
+    def tampered(message: WireMessage) -> WireMessage:
+        if message.type == COMMITTEE_RELEASE:
+            fields = dict(message.fields)
+            aggregate = bytearray(fields["aggregate"])
+            aggregate[-1] ^= 1
+            fields["aggregate"] = bytes(aggregate)
+            message = WireMessage(COMMITTEE_RELEASE, fields=fields)
+        return honest(message)
+
+    recording = Recording(tampered)
+    transport.sites[2] = recording
+    rounds = tuple(o for o in HEART if not o.startswith("federation.rounds="))
+    settings = DeploymentSettings(
+        overrides=(*rounds, "federation.rounds=1", *COMMITTEE),
+        ledger_url=anvil_url,
+        output_dir=tmp_path / "tampered",
+        hospitals=4,
+        key_holder=False,
+        committee=K,
+        stage_timeout_s=60.0,
+    )
+    driver = RoundDriver(settings, transport)
+    run = driver.run()
+    assert run.results.rounds[0].n_clients == 0
+    assert len(recording.errors) == 1
+    assert isinstance(recording.errors[0], CommitteeSiteError)
+    assert "not the published one" in str(recording.errors[0])
+    assert driver.ledger.round_info(1).refusal_code == REFUSAL_AGGREGATE_MISMATCH
+
+
+def test_join_refuses_a_missing_or_doubled_member_and_a_doubled_hospital_address(heart_data):
+    settings = DeploymentSettings(
+        overrides=(*HEART, *COMMITTEE),
+        ledger_url="http://127.0.0.1:1",
+        hospitals=4,
+        key_holder=False,
+        committee=K,
+    )
+    nodes = committee_transport(members=(1, 2))
+    with pytest.raises(DeploymentError, match=r"member\(s\) \[3\] did not join"):
+        RoundDriver(settings, nodes).join(nodes.nodes())
+    nodes.sites[3] = CommitteeSite(member=2).handle
+    with pytest.raises(DeploymentError, match="two nodes claim committee member 2"):
+        RoundDriver(settings, nodes).join(nodes.nodes())
+    account = Account.create()
+    twins = InProcessTransport(
+        {
+            100 + p: HospitalSite(
+                partition_id=p, account=account, policy=SitePolicy.permissive()
+            ).handle
+            for p in range(2)
+        }
+    )
+    plain = DeploymentSettings(
+        overrides=(*HEART, "secagg=plain"), ledger_url="http://127.0.0.1:1", hospitals=2
+    )
+    with pytest.raises(DeploymentError, match=r"ledger address .* of another hospital"):
+        RoundDriver(plain, twins).join(twins.nodes())
+
+
+def test_settings_and_hostile_committee_messages_get_named_errors(tmp_path):
+    with pytest.raises(SettingsError, match="committee nodes"):
+        RoundDriver(
+            DeploymentSettings(
+                overrides=(*HEART, *COMMITTEE), ledger_url="http://127.0.0.1:1", hospitals=4
+            ),
+            InProcessTransport({}),
+        )
+    with pytest.raises(SettingsError, match="replace the key holder"):
+        DeploymentSettings(overrides=HEART, ledger_url="http://127.0.0.1:1", committee=3)
+    site = CommitteeSite(member=2)
+    join = WireMessage(JOIN, fields={"overrides": "\n".join((*HEART, *COMMITTEE))})
+    reply = site.handle(join)
+    assert reply.integer("member") == 2 and reply.text("role") == "committee"
+    with pytest.raises(CommitteeSiteError, match="not in the run's committee"):
+        CommitteeSite(member=4).handle(join)
+    single = WireMessage(JOIN, fields={"overrides": "\n".join((*HEART, "secagg=ckks",
+        "secagg.committee_size=1", "secagg.committee_threshold=1"))})  # fmt: skip
+    with pytest.raises(CommitteeSiteError, match="no decryption committee"):
+        CommitteeSite(member=1).handle(single)
+    with pytest.raises(CommitteeSiteError, match="holds no key share"):
+        site.handle(WireMessage(COMMITTEE_RELEASE, fields={"round": 1}))
+    with pytest.raises(CommitteeSiteError, match="does not answer"):
+        site.handle(WireMessage("secagg.v1.train", fields={}))
+    with pytest.raises(WireFormatError):  # a keygen without the ledger's fields
+        site.handle(WireMessage(COMMITTEE_KEYGEN, fields={"box_key.1": b"x"}))
+    state = site.export_state()
+    with pytest.raises(CommitteeSiteError, match="state of member 2"):
+        CommitteeSite(member=1).restore_state(state)
+    with pytest.raises(CommitteeSiteError, match=r"index is 1\.\.K"):
+        CommitteeSite(member=0)
