@@ -494,9 +494,6 @@ def parse_members(text: str, *, size: int) -> tuple[int, ...]:
     return members
 
 
-__all__ = ["BOX_KEY_DOMAIN", "ROLE_COMMITTEE", "CommitteeSite", "CommitteeSiteError"]
-
-
 # ------------------------------------------------------------------ the driver's side
 class CommitteeReleaseError(DeploymentError):
     """The committee did not release a round (fewer than T partials, a refusal, no
@@ -569,7 +566,13 @@ class CommitteeNodes:
         boxes: dict[str, Any] = dict(ledger_fields)
         for j, (key, signature) in self._box.items():
             boxes[f"box_key.{j}"], boxes[f"box_signature.{j}"] = key, signature
-        keygen = self._all(transport, COMMITTEE_KEYGEN, boxes, timeout, "key generation")
+        keygen = self._all(
+            transport,
+            COMMITTEE_KEYGEN,
+            dict.fromkeys(self.committee.members, boxes),
+            timeout,
+            "key generation",
+        )
         shares = {j: keygen[j].blob("key_share") for j in self.committee.members}
         for share in shares.values():
             store.put(share)  # the auditor recombines the collective key from them
@@ -606,16 +609,13 @@ class CommitteeNodes:
         self,
         transport: Any,
         message_type: str,
-        fields: Mapping[str, Any],
+        fields: Mapping[int, Mapping[str, Any]],
         timeout: float,
         what: str,
     ) -> dict[int, WireMessage]:
-        """One setup stage with every member (``fields``: shared, or member -> own)."""
-        per_member = all(isinstance(k, int) for k in fields)
+        """One setup stage with every member (``fields``: member -> its request's fields)."""
         requests = {
-            self.nodes[j]: WireMessage(
-                message_type, fields=fields[j] if per_member else dict(fields)
-            )
+            self.nodes[j]: WireMessage(message_type, fields=dict(fields[j]))
             for j in self.committee.members
         }
         exchange = transport.exchange(requests, timeout=timeout)
@@ -682,4 +682,13 @@ class CommitteeNodes:
         raise CommitteeReleaseError(f"round {round_id}: no committee member combined the partials")
 
 
-__all__ += ["CommitteeNodes", "CommitteeReleaseError"]
+__all__ = [
+    "BOX_KEY_DOMAIN",
+    "ROLE_COMMITTEE",
+    "CommitteeNodes",
+    "CommitteeReleaseError",
+    "CommitteeSite",
+    "CommitteeSiteError",
+    "box_key_statement",
+    "parse_members",
+]

@@ -10,12 +10,17 @@ The ClientApp registers one function per wire message type (``query.secagg_v1_jo
 ``train.secagg_v1_train``, ``query.secagg_v1_reveal``, ``query.secagg_v1_release``,
 ``evaluate.secagg_v1_evaluate``, and masking's ``query.secagg_v1_mask_advertise|share|
 rebut|consistency|unmask``) and hands the request to this node's site, chosen by the
-node config: ``role`` (``hospital`` or ``keyholder``), ``partition-id`` (the hospital's index
+node config: ``role`` (``hospital``, ``keyholder`` or ``committee``, with ``member``: its
+index 1..K among the decryption committee's members), ``partition-id`` (the hospital's index
 among the dataset's clients), ``data-dir`` (its own data folder) and ``key-file`` (a file
 holding its ledger account's private key, hex; absent: a fresh key made on the node). In
 Flower's simulation engine, where node configs only carry ``partition-id`` and
 ``num-partitions``, the node with the last partition id is the key holder and the others
-are hospitals.
+are hospitals; with a decryption committee (``secagg.committee_size`` K > 1, read from the
+join request) the last K partition ids are its members 1..K.
+
+The decryption committee's stages (``query.secagg_v1_committee_keygen|setup|release|
+combine``) go to the committee nodes (:mod:`deploy._committee`).
 
 State between messages: a 1.42 SuperNode runs each message in a new ClientApp process, so
 :func:`handle` restores the site from ``Context.state`` (record ``secagg.site``, kept by the
@@ -23,7 +28,8 @@ node's own SuperNode, never sent) before the message and saves it after
 (``export_state``/``restore_state``: a hospital's config, ledger, pending submission and,
 with ``dp=sample``, its accountant (event chain and sigma), with ``secagg=masking`` its
 masking client's round state (keys and held shares); the key holder's config and
-secrets). Within one process the site also stays in memory, keyed by
+secrets; a committee member's index, box key, key share and the rounds it decrypted).
+Within one process the site also stays in memory, keyed by
 run and node (Flower's simulation engine keeps its actor for the whole run; run it with one
 actor, :func:`simulation_backend_config`).
 """
@@ -37,13 +43,15 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from deploy._committee import ROLE_COMMITTEE, CommitteeSite
 from deploy._driver import DeploymentRun, DeploymentSettings, RoundDriver
 from deploy._errors import SettingsError
 from deploy._hospital import ROLE_HOSPITAL, HospitalSite
 from deploy._keyholder import ROLE_KEY_HOLDER, KeyHolderSite
-from deploy._sites import SitePolicy, load_key_file
+from deploy._sites import SitePolicy, compose_run_config, load_key_file
 from deploy._transport import FlowerTransport, parse_request, reply_to
 from deploy._wire import (
+    COMMITTEE_TYPES,
     EVALUATE,
     JOIN,
     MASK_TYPES,
@@ -54,7 +62,7 @@ from deploy._wire import (
     flower_action,
 )
 
-Site = HospitalSite | KeyHolderSite
+Site = HospitalSite | KeyHolderSite | CommitteeSite
 #: The ``Context.state`` record holding a site's state between messages (on its node only).
 STATE_RECORD = "secagg.site"
 #: This process's sites, by (run id, node id).
@@ -86,7 +94,28 @@ def make_server_app(
     return app
 
 
-def site_for(context: Context) -> Site:
+def simulated_role(
+    config: dict[str, Any], request: WireMessage | None, state: dict[str, Any]
+) -> tuple[str, int]:
+    """A simulation node's role (and committee index): the last partition is the key
+    holder, or with a committee of K (``secagg.committee_size`` of the join request) the
+    last K partitions are its members 1..K; the others are hospitals."""
+    partition = int(config.get("partition-id", -1))
+    count = int(config.get("num-partitions", 0))
+    if "member" in state:  # a committee member's saved state (a fresh process)
+        return ROLE_COMMITTEE, int(state["member"])
+    size = 1
+    if request is not None and request.type == JOIN:
+        cfg, _ = compose_run_config([x for x in request.text("overrides").splitlines() if x])
+        size = int(getattr(cfg.secagg, "committee_size", 1) or 1)
+    if size > 1 and partition >= count - size:
+        return ROLE_COMMITTEE, partition - (count - size) + 1
+    return (ROLE_KEY_HOLDER if partition == count - 1 else ROLE_HOSPITAL), 0
+
+
+def site_for(
+    context: Context, request: WireMessage | None = None, state: dict[str, Any] | None = None
+) -> Site:
     """This node's site (made on the first message of a run)."""
     key = (int(context.run_id), int(context.node_id))
     known = _SITES.get(key)
@@ -94,13 +123,12 @@ def site_for(context: Context) -> Site:
         return known
     config = dict(context.node_config)
     role = config.get("role")
+    member = int(config.get("member", 0) or 0)
     # a site's policy comes from its own node config; a simulation's nodes (no role: one
     # operator runs every site on one machine) accept every scheme
     policy = SitePolicy.from_node_config(config) if role is not None else SitePolicy.permissive()
     if role is None:
-        partition = int(config.get("partition-id", -1))
-        last = int(config.get("num-partitions", 0)) - 1
-        role = ROLE_KEY_HOLDER if partition == last else ROLE_HOSPITAL
+        role, member = simulated_role(config, request, state or {})
     account = load_key_file(str(config["key-file"])) if config.get("key-file") else None
     if role == ROLE_HOSPITAL:
         if "partition-id" not in config:
@@ -114,8 +142,14 @@ def site_for(context: Context) -> Site:
         )
     elif role == ROLE_KEY_HOLDER:
         site = KeyHolderSite(account=account, policy=policy)
+    elif role == ROLE_COMMITTEE:
+        if member < 1:
+            raise SettingsError("a committee node needs member=1..K in its node config")
+        site = CommitteeSite(member=member, account=account, policy=policy)
     else:
-        raise SettingsError(f"node config role must be hospital or keyholder, got {role!r}")
+        raise SettingsError(
+            f"node config role must be hospital, keyholder or committee, got {role!r}"
+        )
     _SITES[key] = site
     return site
 
@@ -124,8 +158,8 @@ def handle(message: Message, context: Context) -> Message:
     """Parse, dispatch to this node's site, reply (a raised error becomes Flower's error
     reply, which the driver counts as this node's failure)."""
     request = parse_request(message)
-    site = site_for(context)
     saved = context.state.config_records.get(STATE_RECORD)
+    site = site_for(context, request, dict(saved.items()) if saved is not None else None)
     if saved is not None:
         site.restore_state(dict(saved.items()))  # type: ignore[arg-type]  # a fresh ClientApp process (SuperNode deployment)
     reply: WireMessage = site.handle(request)
@@ -141,6 +175,8 @@ client_app.query(flower_action(RELEASE))(handle)
 client_app.evaluate(flower_action(EVALUATE))(handle)
 for _mask_type in MASK_TYPES:  # secagg=masking's stages (query.secagg_v1_mask_*)
     client_app.query(flower_action(_mask_type))(handle)
+for _committee_type in COMMITTEE_TYPES:  # a decryption committee's stages
+    client_app.query(flower_action(_committee_type))(handle)
 
 server_app = make_server_app()
 
@@ -175,6 +211,7 @@ __all__ = [
     "run_in_simulation",
     "run_on_grid",
     "server_app",
+    "simulated_role",
     "simulation_backend_config",
     "site_for",
 ]

@@ -271,3 +271,15 @@ def test_settings_and_hostile_committee_messages_get_named_errors(tmp_path):
         CommitteeSite(member=1).restore_state(state)
     with pytest.raises(CommitteeSiteError, match=r"index is 1\.\.K"):
         CommitteeSite(member=0)
+
+
+def test_a_committee_on_the_simulation_engine(heart_data, anvil_url, tmp_path):
+    """Seven SuperNodes on Flower's simulation engine: the last three partitions are the
+    committee's members 1..3 (chosen at join from the run's committee size)."""
+    from deploy.flower_app import run_in_simulation
+
+    run = run_in_simulation(committee_settings(anvil_url, tmp_path, "flower"))
+    assert run.results.meta["transport"] == "FlowerTransport"
+    assert [r.n_clients for r in run.results.rounds] == [4, 4]
+    assert all(set(r.committee) == {1, 2, 3} for r in run.results.rounds)
+    assert run.results.final.audit["exit_code"] == 0
