@@ -283,3 +283,63 @@ def test_a_committee_on_the_simulation_engine(heart_data, anvil_url, tmp_path):
     assert [r.n_clients for r in run.results.rounds] == [4, 4]
     assert all(set(r.committee) == {1, 2, 3} for r in run.results.rounds)
     assert run.results.final.audit["exit_code"] == 0
+
+
+def test_a_member_saved_and_restored_on_its_node_releases_as_before():
+    """:meth:`CommitteeMember.export_secret` / ``restore`` (a member's state between
+    messages): restored after dealing and after joining, the members still release the
+    exact sum; a state is refused under another committee or before the shares are dealt."""
+    import os
+
+    from secagg.ckks import (
+        CKKSAggregator,
+        CKKSClient,
+        CommitteeMember,
+        CommitteeParams,
+        CommitteeSetupError,
+        RevealPolicy,
+        aggregation_params,
+        combine_partials,
+    )
+
+    params, policy = aggregation_params(), RevealPolicy(min_clients=2)
+    committee, seed = CommitteeParams(size=K, threshold=T), os.urandom(32)
+    members = [
+        CommitteeMember(member=j, params=params, committee=committee, policy=policy, crp_seed=seed)
+        for j in committee.members
+    ]
+    with pytest.raises(CommitteeSetupError, match="not dealt"):
+        members[0].export_secret()
+    for dealer in members:
+        for recipient, message in dealer.deal_secret_shares().items():
+            members[recipient - 1].receive_secret_share(sender=dealer.member, message=message)
+
+    def reload(member: CommitteeMember) -> CommitteeMember:
+        return CommitteeMember.restore(
+            member.export_secret(), params=params, committee=committee, policy=policy
+        )
+
+    members = [reload(m) for m in members]
+    shares = [m.public_key_share for m in members]
+    context = {m.join(shares).to_bytes() for m in members}.pop()
+    members = [reload(m) for m in members]
+    with pytest.raises(CommitteeSetupError, match="other parameters or committee"):
+        CommitteeMember.restore(
+            members[0].export_secret(),
+            params=params,
+            committee=CommitteeParams(size=K, threshold=K),
+            policy=policy,
+        )
+    rng = np.random.default_rng(7)
+    updates = rng.uniform(-1.0, 1.0, size=(2, 64))
+    client = CKKSClient(context)
+    blobs = [client.protect(u) for u in updates]
+    aggregator = CKKSAggregator(context, element_count=64)
+    for blob in blobs:
+        aggregator.add(blob)
+    aggregate = aggregator.aggregate()
+    partials = [m.partial_decrypt(aggregate, committed_blobs=blobs) for m in members[1:]]
+    release = combine_partials(
+        aggregate, partials, public_context=context, committee=committee, policy=policy
+    )
+    assert np.max(np.abs(release.values[:64] - updates.sum(axis=0))) < 1e-5
