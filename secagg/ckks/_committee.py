@@ -121,7 +121,7 @@ PARTIAL_VERSION = 1
 SECRET_SHARE_MAGIC = b"SAGS"
 _PARTIAL_HEAD = struct.Struct(">4sHHHH32s32sI")  # magic, version, j, K, T, context, agg, chunks
 _SECRET_SHARE_HEAD = struct.Struct(">4sH32s32sHHHH")  # magic, version, params, seed, i, j, K, T
-MEMBER_STATE_MAGIC = b"SAGK"
+MEMBER_STATE_MAGIC = b"SAGT"
 # magic, version, params, seed, member, K, T, decryptions, joined, polys, key share, context
 _MEMBER_STATE_HEAD = struct.Struct(">4sH32s32sHHHIBHII")
 
