@@ -15,6 +15,7 @@ from deploy import (
     COMMITTEE_COMBINE,
     COMMITTEE_KEYGEN,
     COMMITTEE_RELEASE,
+    COMMITTEE_SETUP,
     JOIN,
     CommitteeSite,
     CommitteeSiteError,
@@ -250,6 +251,11 @@ def test_settings_and_hostile_committee_messages_get_named_errors(tmp_path):
         )
     with pytest.raises(SettingsError, match="replace the key holder"):
         DeploymentSettings(overrides=HEART, ledger_url="http://127.0.0.1:1", committee=3)
+    from_run_config = DeploymentSettings.from_run_config(
+        {"overrides": ",".join(COMMITTEE), "ledger-url": "http://127.0.0.1:1"}
+        | {"key-holder": False, "committee": K, "hospitals": 4}
+    )
+    assert (from_run_config.committee, from_run_config.nodes) == (K, 4 + K)
     site = CommitteeSite(member=2)
     join = WireMessage(JOIN, fields={"overrides": "\n".join((*HEART, *COMMITTEE))})
     reply = site.handle(join)
@@ -343,3 +349,46 @@ def test_a_member_saved_and_restored_on_its_node_releases_as_before():
         aggregate, partials, public_context=context, committee=committee, policy=policy
     )
     assert np.max(np.abs(release.values[:64] - updates.sum(axis=0))) < 1e-5
+
+
+class Tampering:
+    """A driver that changes one field of one stage's request to a member."""
+
+    def __init__(self, handler, *, message_type: str, field: str, value: bytes) -> None:
+        self.handler = handler
+        self.message_type = message_type
+        self.field = field
+        self.value = value
+
+    def __call__(self, message: WireMessage) -> WireMessage:
+        if message.type == self.message_type:
+            message = WireMessage(message.type, fields={**message.fields, self.field: self.value})
+        return self.handler(message)
+
+
+@pytest.mark.parametrize(
+    ("message_type", "field", "why"),
+    [
+        (COMMITTEE_KEYGEN, "box_key.3", "member 3's box key is not signed by its account"),
+        (COMMITTEE_SETUP, "sealed.1", "the share from member 1 does not open"),
+    ],
+)
+def test_the_driver_cannot_swap_a_box_key_or_forge_a_sealed_share(
+    heart_data, anvil_url, tmp_path, message_type, field, why
+):
+    """The driver relays the key setup: a box key it substitutes (to read the shares sealed
+    for member 3) or a share it forges is refused by the member, and the run ends."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    transport = committee_transport()
+    forged = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    if message_type == COMMITTEE_SETUP:
+        forged = bytes(12) + forged  # a nonce, then 32 bytes that are no AES-GCM ciphertext
+    recording = Recording(
+        Tampering(transport.sites[2], message_type=message_type, field=field, value=forged)
+    )
+    transport.sites[2] = recording
+    with pytest.raises(DeploymentError, match="failed at members"):
+        RoundDriver(committee_settings(anvil_url, tmp_path, "mitm"), transport).run()
+    assert [type(e) for e in recording.errors] == [CommitteeSiteError]
+    assert why in str(recording.errors[0])
