@@ -22,7 +22,12 @@ per round (docs/architecture.md, "A round over Flower"):
    its blob over, which the aggregator puts in the store;
 6. the aggregator collects the committed blobs, combines blindly and publishes;
 7. ``release`` (CKKS): the key holder checks and decrypts once (plain: the aggregator
-   reads the sum); the aggregator finalizes, audits the round and flags culprits;
+   reads the sum); with a decryption committee (``secagg.committee_size`` K > 1,
+   :mod:`deploy._committee`, whose key is made with the K members after ``join``)
+   ``committee.release`` to every member, each checking and attesting its partial, then
+   ``committee.combine`` to the lowest member that answered (any T partials release the
+   sum; fewer: a refused round, the run goes on); the aggregator finalizes, audits the
+   round (which recombines the attested partials) and flags culprits;
 8. the mean update moves the global model; ``evaluate``: each hospital's test metrics.
 
 With ``secagg=masking`` (:mod:`deploy._masking`) the driver also runs the masking server:

@@ -110,7 +110,10 @@ class KeyHolderSite:
         fields: dict[str, Any] = {"role": ROLE_KEY_HOLDER, "address": str(self.account.address)}
         if scheme_class(cfg.secagg.name).releases_via_key_holder:
             if int(getattr(cfg.secagg, "committee_size", 1)) != 1:
-                raise DeploymentError("a decryption committee is not deployed on Flower yet")
+                raise DeploymentError(
+                    "a run with a decryption committee (secagg.committee_size > 1) has no "
+                    "key holder: its members run as role=committee nodes (deploy._committee)"
+                )
             if self.scheme is None:
                 self.scheme = build_scheme(cfg.secagg)  # the key pair is made here
             fields["public_context"] = bytes(self.scheme.public_context)
