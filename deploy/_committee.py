@@ -195,7 +195,9 @@ class CommitteeSite:
 
     def restore_state(self, state: Mapping[str, Scalar]) -> None:
         """Take up what :meth:`export_state` saved; the state of another member (or of a
-        run with another config) is refused."""
+        run with another config) is refused; an empty state (a new node) changes nothing."""
+        if not state:
+            return
         saved = WireMessage(JOIN, fields=dict(state))
         if saved.integer("member") != self.index:
             raise CommitteeSiteError(
