@@ -50,7 +50,7 @@ import struct
 import tempfile
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -527,8 +527,9 @@ class CommitteeNodes:
         self.addresses[member] = reply.text("address")
         self._box[member] = (reply.blob("box_key"), reply.blob("box_signature"))
 
-    def check_complete(self) -> None:
-        """Every member 1..K joined (the collective key needs all K)."""
+    def check_complete(self, *, others: Sequence[str] = ()) -> None:
+        """Every member 1..K joined (the collective key needs all K), each with its own
+        ledger address, none of them one of ``others`` (the hospitals')."""
         missing = [j for j in self.committee.members if j not in self.nodes]
         if missing:
             raise DeploymentError(
@@ -537,6 +538,12 @@ class CommitteeNodes:
             )
         if len(set(a.lower() for a in self.addresses.values())) != len(self.addresses):
             raise DeploymentError("two committee members claim the same ledger address")
+        taken = {a.lower() for a in others}
+        for j, address in sorted(self.addresses.items()):
+            if address.lower() in taken:
+                raise DeploymentError(
+                    f"committee member {j} claims the ledger address {address} of a hospital"
+                )
 
     def member_addresses(self) -> list[str]:
         return [self.addresses[j] for j in self.committee.members]

@@ -289,7 +289,8 @@ class RoundDriver:
             and self.committee_nodes is None
         ):
             raise SettingsError(f"secagg={self.cfg.secagg.name} needs a key holder node")
-        self.committee_stats: dict[int, dict[int, dict[str, float]]] = {}  # round -> member ->
+        # round -> member -> its seconds and bytes (results.json rounds[].committee)
+        self.committee_stats: dict[int, dict[int, dict[str, float]]] = {}
         self.hospitals: dict[int, _Hospital] = {}  # partition id (= client id) -> hospital
         self.key_holder_node: int | None = None
         self.public_context: bytes | None = None
@@ -352,7 +353,7 @@ class RoundDriver:
         if initial is None:
             raise DeploymentError("no hospital joined")
         if self.committee_nodes is not None:  # its collective key is made on the ledger
-            self.committee_nodes.check_complete()
+            self.committee_nodes.check_complete(others=[h.address for h in self.hospitals.values()])
         elif scheme_class(self.cfg.secagg.name).has_public_material and self.public_context is None:
             raise DeploymentError(
                 f"secagg={self.cfg.secagg.name}: no key holder sent a public context"

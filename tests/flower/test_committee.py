@@ -225,6 +225,13 @@ def test_join_refuses_a_missing_or_doubled_member_and_a_doubled_hospital_address
     nodes.sites[3] = CommitteeSite(member=2).handle
     with pytest.raises(DeploymentError, match="two nodes claim committee member 2"):
         RoundDriver(settings, nodes).join(nodes.nodes())
+    hospital = Account.create()
+    nodes.sites[100] = HospitalSite(
+        partition_id=0, account=hospital, policy=SitePolicy.permissive()
+    ).handle
+    nodes.sites[3] = CommitteeSite(member=3, account=hospital).handle
+    with pytest.raises(DeploymentError, match="member 3 claims the ledger address"):
+        RoundDriver(settings, nodes).join(nodes.nodes())
     account = Account.create()
     twins = InProcessTransport(
         {
