@@ -674,7 +674,10 @@ class CommitteeNodes:
             combine_fields[f"partial.{index}"] = partial
         combine_fields["partials"] = len(partials)
         combine = WireMessage(COMMITTEE_COMBINE, fields=combine_fields)
-        for j in sorted(partials):  # the lowest member that answered; the next if it fails
+        # the lowest member that answered; the next if it fails, then those absent before
+        # (any member may attest: a reserved round must end revealed or refused)
+        order = [*sorted(partials), *(j for j in self.committee.members if j not in partials)]
+        for j in order:
             reply = transport.exchange({self.nodes[j]: combine}, timeout=timeout).replies.get(
                 self.nodes[j]
             )
@@ -686,9 +689,13 @@ class CommitteeNodes:
                     f"{reply.integer('refused')}: {reply.text('reason')}; absent: {absent})"
                 )
             parse_members(reply.text("members"), size=self.committee.size)
-            stats[j]["seconds"] += reply.number("seconds")
+            if j in stats:
+                stats[j]["seconds"] += reply.number("seconds")
             return reply.array("total").astype(np.float64), stats
-        raise CommitteeReleaseError(f"round {round_id}: no committee member combined the partials")
+        raise CommitteeReleaseError(
+            f"round {round_id}: no committee member combined the partials (the round stays "
+            "reserved on chain and cannot be finalized)"
+        )
 
 
 __all__ = [
