@@ -640,11 +640,13 @@ class CommitteeNodes:
         *,
         round_id: int,
         fields: Mapping[str, Any],
+        ledger: Ledger,
         store: Any,
         timeout: float,
     ) -> tuple[np.ndarray, dict[int, dict[str, float]]]:
         """A round's release: every member is asked (one that does not answer within
-        ``timeout`` is a dropout), then the lowest member that answered combines. Returns
+        ``timeout`` is a dropout), then, while the release is reserved on ``ledger``, the
+        lowest member that answered combines. Returns
         the released sum and each member's ``{"seconds", "bytes_up", "bytes_down"}``;
         :class:`CommitteeReleaseError` when nothing is released."""
         member_of = {n: j for j, n in self.nodes.items()}
@@ -678,6 +680,12 @@ class CommitteeNodes:
         # (any member may attest: a reserved round must end revealed or refused)
         order = [*sorted(partials), *(j for j in self.committee.members if j not in partials)]
         for j in order:
+            info = ledger.round_info(round_id)
+            if info.status is not RoundStatus.RELEASING:  # a member refused: nothing to combine
+                raise CommitteeReleaseError(
+                    f"round {round_id}: not released ({info.status.name}, refusal code "
+                    f"{info.refusal_code}; absent: {absent})"
+                )
             reply = transport.exchange({self.nodes[j]: combine}, timeout=timeout).replies.get(
                 self.nodes[j]
             )

@@ -724,6 +724,7 @@ class RoundDriver:
                 self.transport,
                 round_id=round_id,
                 fields=fields,
+                ledger=self.ledger,
                 store=self.view.store,
                 timeout=self.settings.stage_timeout_s,
             )
