@@ -47,7 +47,15 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from chain import Ledger
+from chain import Ledger, commit_mode_of
+from deploy._commit_modes import (
+    LeafOmittedError,
+    check_batched_row,
+    check_leaf,
+    has_signed_commit,
+    signed_commit_fields,
+    signed_commit_from,
+)
 from deploy._errors import DeploymentError, SettingsError
 from deploy._masking import MaskedInputSession, MaskingStages, masking_plan
 from deploy._sites import (
@@ -119,6 +127,7 @@ class HospitalSite:
         self._overrides: str | None = None
         self._ledger_fields: dict[str, Scalar] = {}
         self._dp_state: str | None = None  # dp=sample: the accountant, until loaded
+        self.commit_mode = "direct"  # the run's chain.commit_mode (set at join)
         self.masking = MaskingStages(self.account)  # secagg=masking: its client's state
 
     def __repr__(self) -> str:
@@ -184,6 +193,8 @@ class HospitalSite:
         cfg, _ = compose_run_config(overrides)
         # before any data is loaded: the driver's config must meet this hospital's policy
         self.policy.check_scheme(cfg.secagg.name, dp_mode=cfg.dp.name)
+        commit_mode = commit_mode_of(cfg.chain) if hasattr(cfg.chain, "commit_mode") else "direct"
+        self.policy.check_commit_mode(commit_mode)
         federation = build_federation(cfg)
         if self.partition_id >= len(federation.data.clients):
             raise SettingsError(
@@ -196,6 +207,7 @@ class HospitalSite:
             )
         self.federation = federation
         self.scheme_schema = cfg.secagg
+        self.commit_mode = commit_mode
         self._overrides = overrides_text
         if self._dp_state is not None:
             self._load_dp_state(self._dp_state)
@@ -239,6 +251,8 @@ class HospitalSite:
                 "pending.epsilon": float(submission.epsilon),
                 "pending.manifest_digest": bytes(submission.manifest_digest),
             }
+            if submission.signed is not None:  # batched, merkle: the row it signed
+                state |= signed_commit_fields(submission.signed, prefix="pending.signed")
         return state | self.masking.export_state()
 
     def restore_state(self, state: Mapping[str, Scalar]) -> None:
@@ -266,6 +280,11 @@ class HospitalSite:
                 epsilon=saved.number("pending.epsilon"),
                 manifest_digest=Digest(saved.blob("pending.manifest_digest")),
                 blob=blob,
+                signed=signed_commit_from(
+                    saved, client=str(self.account.address), prefix="pending.signed"
+                )
+                if has_signed_commit(saved, prefix="pending.signed")
+                else None,
             )
             ledger = self._ledger_of(WireMessage(REVEAL, fields=self._ledger_fields))
             view = SiteView(
@@ -314,6 +333,16 @@ class HospitalSite:
             raise CommitmentMismatchError(f"round {round_id}: not the manifest on chain")
         return RoundManifest.from_bytes(manifest_bytes)
 
+    def _manifest_to_sign(self, round_id: int, message: WireMessage) -> Any:
+        """Merkle rounds: the manifest the leaf will name (the round is not on chain yet;
+        before revealing, the hospital checks the opened round names this digest)."""
+        manifest = RoundManifest.from_bytes(message.blob("manifest"))
+        if manifest.round_id != round_id:
+            raise CommitmentMismatchError(
+                f"round {round_id}: the manifest is round {manifest.round_id}'s"
+            )
+        return manifest
+
     def advertise(self, message: WireMessage) -> WireMessage:
         """secagg=masking, stage 0: after the checks ``train`` makes of the manifest (on
         chain, this site's policy, selected), a fresh masking client for the round; its
@@ -339,7 +368,10 @@ class HospitalSite:
         watch = Stopwatch()
         round_id = message.integer("round")
         ledger = self._ledger_of(message)
-        manifest = self._manifest_on_chain(round_id, ledger, message)
+        if self.commit_mode == "merkle":  # not on chain yet: checked before the reveal
+            manifest = self._manifest_to_sign(round_id, message)
+        else:
+            manifest = self._manifest_on_chain(round_id, ledger, message)
         self.policy.check_round(manifest)  # its scheme, its size, DP: before any training
         member = manifest.client_by_address(str(self.account.address))
         if member is None:
@@ -376,13 +408,22 @@ class HospitalSite:
             self.store,
             manifest,
             parties=SiteAccounts(clients={member.client_id: self.account}),
+            commit_mode=self.commit_mode,
         )
         party = ClientParty(client_id=member.client_id, consortium=view.as_consortium())
-        submission = party.commit(round_id, session, member.weight * update, event)
+        # merkle: the leaf names the manifest received (absent: the one on chain)
+        signs_for = {}
+        if self.commit_mode == "merkle":
+            signs_for["manifest_digest"] = keccak256(message.blob("manifest"))
+        submission = party.commit(round_id, session, member.weight * update, event, **signs_for)
         self._pending[round_id] = _Pending(party, submission)
+        signed: dict[str, Scalar] = {}
+        if submission.signed is not None:  # batched, merkle: the row for the aggregator
+            signed = signed_commit_fields(submission.signed)
         return WireMessage(
             TRAIN,
             fields={
+                **signed,
                 "committed": True,
                 "blob_digest": bytes(submission.blob_digest),
                 "train_seconds": train_seconds,
@@ -425,11 +466,37 @@ class HospitalSite:
         pending = self._pending.pop(round_id, None)
         if pending is None:
             raise DeploymentError(f"round {round_id}: nothing committed to reveal")
-        pending.party.reveal(round_id, pending.submission)  # refuses while commits are open
+        signed = pending.submission.signed
+        ledger = pending.party.consortium.ledger
+        if signed is not None and ledger.round_info(round_id).merkle:
+            self._check_leaf(ledger, message, signed)  # refuses or proves the omission
+            self.store.put(pending.submission.blob)
+        else:
+            if signed is not None:  # batched: its row on chain as it signed it
+                check_batched_row(ledger, round_id, signed)
+            pending.party.reveal(round_id, pending.submission)  # refuses while commits are open
         event = b""
         if bytes(pending.submission.event_digest) != bytes(32):
             event = self.store.get(pending.submission.event_digest)
         return WireMessage(REVEAL, fields={"blob": pending.submission.blob, "event": event})
+
+    def _check_leaf(self, ledger: Ledger, message: WireMessage, signed: Any) -> None:
+        """Merkle rounds: the opened round names the manifest this hospital signed and the
+        tree holds its leaf (the proof in ``message`` against the root on chain); when the
+        tree holds something else there, prove the omission on chain with its own account
+        and keep the blob (:class:`LeafOmittedError`)."""
+        round_id = signed.round_id
+        leaf = check_leaf(ledger, message, signed)  # or InclusionProofError: nothing to prove
+        if leaf.included:
+            return
+        tx = ledger.challenge_omission(
+            round_id, leaf=signed, at_index=leaf.at_index, proof=leaf.proof, sender=self.account
+        )
+        raise LeafOmittedError(
+            f"round {round_id}: the root leaves out this hospital's signed leaf; omission "
+            f"proven on chain (tx 0x{bytes(tx.tx_hash).hex()}), the blob stays private",
+            tx=tx,
+        )
 
     # -------------------------------------------------------------------------- evaluate
     def evaluate(self, message: WireMessage) -> WireMessage:
