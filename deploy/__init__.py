@@ -14,6 +14,7 @@ over JSON-RPC) with its own account. Threat model: that of the round protocol
 against the ledger by its receiver).
 """
 
+from deploy._commit_modes import AlreadySignedError, InclusionProofError, LeafOmittedError
 from deploy._driver import DeploymentRun, DeploymentSettings, RoundDriver
 from deploy._errors import DeploymentError, SettingsError, WireFormatError
 from deploy._hospital import ROLE_HOSPITAL, HospitalSite
@@ -53,6 +54,7 @@ __all__ = [
     "ROLE_KEY_HOLDER",
     "TRAIN",
     "WIRE_VERSION",
+    "AlreadySignedError",
     "DeploymentError",
     "DeploymentRun",
     "DeploymentSettings",
@@ -60,7 +62,9 @@ __all__ = [
     "FlowerTransport",
     "HospitalSite",
     "InProcessTransport",
+    "InclusionProofError",
     "KeyHolderSite",
+    "LeafOmittedError",
     "RoundDriver",
     "SettingsError",
     "SitePolicy",

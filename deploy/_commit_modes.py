@@ -69,6 +69,13 @@ class LeafOmittedError(DeploymentError):
         self.tx = tx
 
 
+class AlreadySignedError(DeploymentError):
+    """A merkle hospital asked to sign a second leaf for a round it already signed one for
+    (or an earlier round): it refuses before training. Two different leaves of one client
+    for a round are an equivocation anyone can prove on chain against the client
+    (``proveConflictingLeaf``), so a driver must not be able to obtain them."""
+
+
 class InclusionProofError(CommitmentMismatchError):
     """A merkle round's ``reveal`` came with no valid proof against the root on chain (or
     the round names another manifest than the one the hospital signed): it keeps its blob."""
@@ -274,6 +281,7 @@ def publication_participants(ledger: Ledger, publication: SignedPublication) -> 
 
 __all__ = [
     "LEAF_SET",
+    "AlreadySignedError",
     "InclusionProofError",
     "LeafOmittedError",
     "LeafProof",

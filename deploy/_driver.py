@@ -25,6 +25,13 @@ per round (docs/architecture.md, "A round over Flower"):
    reads the sum); the aggregator finalizes, audits the round and flags culprits;
 8. the mean update moves the global model; ``evaluate``: each hospital's test metrics.
 
+With ``chain.commit_mode=batched|merkle`` (plain, CKKS; :mod:`deploy._commit_modes`) the
+hospitals sign their commitments with their own accounts instead of sending them; the
+driver checks each row and sends one ``commitBatch`` (batched) or opens the round with the
+root of the leaves (merkle: the round is only drafted at step 3, and each ``reveal``
+carries the hospital's leaf proof); in CKKS merkle rounds it signs the publication and the
+key holder sends it with its reservation.
+
 With ``secagg=masking`` (:mod:`deploy._masking`) the driver also runs the masking server:
 ``mask.advertise`` and ``mask.share`` before ``train`` (whose blob is the masked input),
 rebuttals in the combine, the consistency check and ``mask.unmask`` instead of

@@ -16,6 +16,11 @@ It answers four messages (docs/formats.md, "Deployment messages"):
 * ``secagg.v1.reveal``: once the ledger says the commit phase is closed, puts the blob in
   its own store, records the reveal on chain and hands the blob (and its privacy event)
   to the aggregator;
+* ``chain.commit_mode=batched|merkle`` (:mod:`deploy._commit_modes`): ``train`` signs the
+  commitment with its own account instead (merkle: its leaf, for the manifest received,
+  one per round) and returns the signature; before ``reveal`` it checks its row on chain
+  (batched) or its leaf proof against the root on chain (merkle; a leaf left out: it proves
+  the omission on chain itself and keeps the blob);
 * ``secagg.v1.evaluate``: the global model's metrics on its own test set;
 * ``secagg=masking``: ``secagg.v1.mask.advertise`` (the checks of ``train``, then its own
   masking client's signed keys), ``mask.share|rebut|consistency|unmask`` (that client's
@@ -49,6 +54,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from chain import Ledger, commit_mode_of
 from deploy._commit_modes import (
+    AlreadySignedError,
     LeafOmittedError,
     check_batched_row,
     check_leaf,
@@ -128,6 +134,7 @@ class HospitalSite:
         self._ledger_fields: dict[str, Scalar] = {}
         self._dp_state: str | None = None  # dp=sample: the accountant, until loaded
         self.commit_mode = "direct"  # the run's chain.commit_mode (set at join)
+        self._last_leaf_round = 0  # merkle: the latest round it signed a leaf for
         self.masking = MaskingStages(self.account)  # secagg=masking: its client's state
 
     def __repr__(self) -> str:
@@ -253,6 +260,8 @@ class HospitalSite:
             }
             if submission.signed is not None:  # batched, merkle: the row it signed
                 state |= signed_commit_fields(submission.signed, prefix="pending.signed")
+        if self._last_leaf_round:
+            state["merkle.last_round"] = self._last_leaf_round
         return state | self.masking.export_state()
 
     def restore_state(self, state: Mapping[str, Scalar]) -> None:
@@ -269,6 +278,8 @@ class HospitalSite:
             self._ledger_fields = {
                 k: state[k] for k in ("ledger_url", "ledger_address", "start_block")
             }
+        if "merkle.last_round" in state:
+            self._last_leaf_round = max(self._last_leaf_round, saved.integer("merkle.last_round"))
         if "pending.round" in state and not self._pending:
             round_id = saved.integer("pending.round")
             event = saved.blob("pending.event")
@@ -369,6 +380,11 @@ class HospitalSite:
         round_id = message.integer("round")
         ledger = self._ledger_of(message)
         if self.commit_mode == "merkle":  # not on chain yet: checked before the reveal
+            if round_id <= self._last_leaf_round:  # before training: nothing spent
+                raise AlreadySignedError(
+                    f"round {round_id}: this hospital signed a leaf for round "
+                    f"{self._last_leaf_round}; a second leaf would be an equivocation"
+                )
             manifest = self._manifest_to_sign(round_id, message)
         else:
             manifest = self._manifest_on_chain(round_id, ledger, message)
@@ -416,6 +432,8 @@ class HospitalSite:
         if self.commit_mode == "merkle":
             signs_for["manifest_digest"] = keccak256(message.blob("manifest"))
         submission = party.commit(round_id, session, member.weight * update, event, **signs_for)
+        if self.commit_mode == "merkle":
+            self._last_leaf_round = round_id
         self._pending[round_id] = _Pending(party, submission)
         signed: dict[str, Scalar] = {}
         if submission.signed is not None:  # batched, merkle: the row for the aggregator

@@ -261,3 +261,67 @@ def test_a_merkle_hospital_refuses_a_proof_that_does_not_lead_to_the_root(heart_
     assert "InclusionProofError" in record.excluded[0]
     assert "does not lead to the root" in record.excluded[0]
     assert run.ledger.merkle_challenges(1, run.hospitals[0].address) == 0
+
+
+def test_a_merkle_hospital_signs_one_leaf_per_round(heart_settings):
+    """A driver that asks again for a round (say, with another manifest) gets no second
+    leaf: two leaves of one hospital for a round would be an equivocation provable on
+    chain against it. The first leaf still counts."""
+    from deploy._commit_modes import AlreadySignedError
+
+    transport = in_process_sites(4)
+    honest = transport.sites[101]
+    refusals: list[Exception] = []
+
+    def asked_twice(message: WireMessage) -> WireMessage:
+        reply = honest(message)
+        if message.type == TRAIN:
+            try:
+                honest(message)
+            except AlreadySignedError as error:
+                refusals.append(error)
+        return reply
+
+    transport.sites[101] = asked_twice
+    run = RoundDriver(heart_settings("plain", "chain.commit_mode=merkle", ONE_ROUND), transport)
+    (record,) = run.run().results.rounds
+    assert len(refusals) == 1 and "equivocation" in str(refusals[0])
+    assert record.n_clients == 4 and not record.excluded
+
+
+def test_signed_rows_and_publications_survive_the_flower_mapping():
+    """The new fields travel as one Flower ``RecordDict`` and come back as the same signed
+    objects (the driver reads the row for the address it knows, never the row's own)."""
+    from chain._eip712 import sign_commit, sign_publication
+    from deploy import RELEASE
+    from deploy._commit_modes import publication_fields, publication_from
+    from deploy._transport import from_record_dict, to_record_dict
+
+    contract = Account.create().address
+    hospital, aggregator = Account.create(), Account.create()
+    signed = sign_commit(
+        hospital,
+        chain_id=31337,
+        verifying_contract=contract,
+        round_id=3,
+        manifest_digest=bytes(range(32)),
+        blob_digest=bytes(32),
+        event_digest=bytes([7]) * 32,
+        epsilon=1.25,
+    )
+    reply = from_record_dict(
+        to_record_dict(WireMessage(TRAIN, fields=signed_commit_fields(signed)))
+    )
+    assert signed_commit_from(reply, client=hospital.address) == signed
+    publication = sign_publication(
+        aggregator,
+        chain_id=31337,
+        verifying_contract=contract,
+        round_id=3,
+        aggregate_digest=bytes([9]) * 32,
+        participant_words=(2**255 + 5, 1),
+    )
+    request = from_record_dict(
+        to_record_dict(WireMessage(RELEASE, fields=publication_fields(publication)))
+    )
+    assert publication_from(request) == publication
