@@ -57,7 +57,7 @@ def fresh_sites(hospitals: int) -> InProcessTransport:
 @pytest.mark.parametrize("scheme", ["plain", "ckks"])
 def test_batched_and_merkle_give_the_direct_modes_aggregate(heart_settings, scheme):
     """dp=off, same seed: every mode ends on the direct mode's model (bit for bit for
-    plain; CKKS within its encoding error), every hospital in every round, audit clean.
+    plain; CKKS to the release grid), every hospital in every round, audit clean.
     The merkle run's sites live one message each (their signed rows, the key holder's
     key and the publication it sends survive only in the state each keeps)."""
     direct = RoundDriver(heart_settings(scheme, name="direct"), in_process_sites(4)).run()
@@ -76,7 +76,10 @@ def test_batched_and_merkle_give_the_direct_modes_aggregate(heart_settings, sche
         if scheme == "plain":
             assert np.array_equal(run.params, direct.params), mode
         else:
-            np.testing.assert_allclose(run.params, direct.params, atol=1e-4, rtol=0)
+            # each run has its own key pair and flooding noise: the models agree to the
+            # release grid (2^-precision_bits per round), as on Flower (test_simulation)
+            grid = 2.0 ** -int(run.results.config["secagg"]["precision_bits"])
+            assert np.max(np.abs(run.params - direct.params)) <= 16 * grid, mode
         assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
         audited = audit_cli(run.results_path)
         assert audited.returncode == 0, audited.stdout + audited.stderr
