@@ -328,3 +328,24 @@ def test_signed_rows_and_publications_survive_the_flower_mapping():
         to_record_dict(WireMessage(RELEASE, fields=publication_fields(publication)))
     )
     assert publication_from(request) == publication
+
+
+def test_dp_sample_leaves_claim_each_hospitals_own_epsilon(heart_settings):
+    """dp=sample, merkle: each leaf under the root claims its hospital's cumulative epsilon
+    from its own accountant (the auditor recomputes it from the events: audit clean)."""
+    from secagg._merkle_round import check_leaves
+    from tests.flower.test_dp import DP_SAMPLE
+
+    run = RoundDriver(
+        heart_settings("ckks", *DP_SAMPLE, "chain.commit_mode=merkle"), in_process_sites(4)
+    )
+    result = run.run()
+    assert [r.n_clients for r in result.results.rounds] == [4, 4]
+    for record in result.results.rounds:
+        leaves = check_leaves(run.ledger, run.view.store, record.round)
+        assert not leaves.problems
+        claimed = {run.view.client_id_of(c.client): c.epsilon for c in leaves.commitments}
+        expected = {p: record.epsilon_per_client[h.name] for p, h in sorted(run.hospitals.items())}
+        assert claimed == pytest.approx(expected, abs=1e-6)
+        assert min(claimed.values()) > 0
+    assert result.results.final.audit["exit_code"] == 0, result.results.final.audit
