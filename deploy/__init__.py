@@ -16,6 +16,7 @@ over JSON-RPC) with its own account. Threat model: that of the round protocol
 against the ledger by its receiver).
 """
 
+from deploy._commit_modes import AlreadySignedError, InclusionProofError, LeafOmittedError
 from deploy._committee import (
     ROLE_COMMITTEE,
     CommitteeReleaseError,
@@ -72,6 +73,7 @@ __all__ = [
     "ROLE_KEY_HOLDER",
     "TRAIN",
     "WIRE_VERSION",
+    "AlreadySignedError",
     "CommitteeReleaseError",
     "CommitteeSite",
     "CommitteeSiteError",
@@ -82,7 +84,9 @@ __all__ = [
     "FlowerTransport",
     "HospitalSite",
     "InProcessTransport",
+    "InclusionProofError",
     "KeyHolderSite",
+    "LeafOmittedError",
     "RoundDriver",
     "SettingsError",
     "SitePolicy",

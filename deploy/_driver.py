@@ -30,6 +30,13 @@ per round (docs/architecture.md, "A round over Flower"):
    round (which recombines the attested partials) and flags culprits;
 8. the mean update moves the global model; ``evaluate``: each hospital's test metrics.
 
+With ``chain.commit_mode=batched|merkle`` (plain, CKKS; :mod:`deploy._commit_modes`) the
+hospitals sign their commitments with their own accounts instead of sending them; the
+driver checks each row and sends one ``commitBatch`` (batched) or opens the round with the
+root of the leaves (merkle: the round is only drafted at step 3, and each ``reveal``
+carries the hospital's leaf proof); in CKKS merkle rounds it signs the publication and the
+key holder sends it with its reservation.
+
 With ``secagg=masking`` (:mod:`deploy._masking`) the driver also runs the masking server:
 ``mask.advertise`` and ``mask.share`` before ``train`` (whose blob is the masked input),
 rebuttals in the combine, the consistency check and ``mask.unmask`` instead of
@@ -63,12 +70,21 @@ from chain import (
     ChainError,
     Ledger,
     Role,
+    SignedCommit,
+    SignedPublication,
     budget_to_fixed,
     commit_mode_of,
     epsilon_from_fixed,
 )
+from deploy._commit_modes import (
+    LEAF_SET,
+    leaf_proof_fields,
+    publication_fields,
+    refusal_of,
+    signed_commit_from,
+)
 from deploy._committee import ROLE_COMMITTEE, CommitteeNodes
-from deploy._errors import DeploymentError, SettingsError
+from deploy._errors import DeploymentError, SettingsError, WireFormatError
 from deploy._hospital import ROLE_HOSPITAL
 from deploy._keyholder import ROLE_KEY_HOLDER
 from deploy._masking import open_masking_session
@@ -91,9 +107,11 @@ from secagg import (
     PrivacyPolicy,
     RoundManifest,
     SecAggError,
+    keccak256,
 )
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, culprits
 from secagg._hydra import scheme_class
+from secagg._merkle_round import check_inclusion, round_commitments
 from secagg.ckks._config import committee_from_schema, params_from_schema
 
 log = logging.getLogger("deploy")
@@ -277,12 +295,19 @@ class RoundDriver:
             raise SettingsError("dp.audit=one_run is not deployed on Flower yet (dp.audit=none)")
         if self.cfg.chain.name == "none":
             raise SettingsError("a deployment needs a ledger (chain=anvil or chain=rpc)")
-        if commit_mode_of(self.cfg.chain) != "direct":
+        self.commit_mode = commit_mode_of(self.cfg.chain)
+        if self.commit_mode != "direct" and scheme_class(self.cfg.secagg.name).key_agreement_stages:
             raise SettingsError(
-                f"chain.commit_mode={commit_mode_of(self.cfg.chain)} is not deployed yet: "
-                "each hospital commits with its own account (chain.commit_mode=direct)"
+                f"chain.commit_mode={self.commit_mode} with secagg={self.cfg.secagg.name} is "
+                "not deployed yet: masking rounds commit directly (chain.commit_mode=direct)"
             )
         self.committee_nodes = committee_nodes_for(self.cfg.secagg, settings)
+        if self.committee_nodes is not None and self.commit_mode != "direct":
+            raise SettingsError(
+                f"chain.commit_mode={self.commit_mode} with a decryption committee is not "
+                "deployed yet (the committee's release is reserved before publication only in "
+                "direct rounds): use chain.commit_mode=direct"
+            )
         if (
             scheme_class(self.cfg.secagg.name).releases_via_key_holder
             and not settings.key_holder
@@ -420,6 +445,8 @@ class RoundDriver:
             deadline_blocks=chain.deadline_blocks,
             batch_commits=False,
             reputation_threshold=chain.reputation_threshold,
+            commit_mode=self.commit_mode,
+            challenge_window=chain.challenge_window,
         )
         self.aggregator = AggregatorParty(consortium=self.view.as_consortium())
         self.auditor = Auditor(
@@ -597,8 +624,13 @@ class RoundDriver:
         committed = sorted(train.replies)
         for client_id, reply in train.replies.items():
             self._keep_events(client_id, round_id, reply.text("events"))
+        proofs: dict[int, dict[str, Any]] = {}
+        if self.commit_mode != "direct":  # the hospitals' signed rows: one transaction
+            committed, proofs = self._submit_signed(round_id, manifest, train.replies, excluded)
         self.aggregator.close_commit_phase(round_id)
-        reveal = self._exchange(REVEAL, committed, {"round": round_id}, excluded, "no reveal")
+        reveal = self._exchange(
+            REVEAL, committed, {"round": round_id}, excluded, "no reveal", per_client=proofs
+        )
         for reply in reveal.replies.values():
             self.view.store.put(reply.blob("blob"))
         collected = self.aggregator.collect(round_id, manifest)
@@ -611,9 +643,11 @@ class RoundDriver:
         )
         if collected.blobs:
             try:
-                aggregate, _ = self.aggregator.combine_and_publish(round_id, session, collected)
+                aggregate, publication = self._combine(round_id, manifest, session, collected)
                 included = tuple(session.combined)
-                total = self._release(round_id, manifest, session, aggregate, included)
+                total = self._release(
+                    round_id, manifest, session, aggregate, included, publication=publication
+                )
             except (SecAggError, ChainError) as error:
                 for client_id in collected.blobs:
                     excluded.setdefault(
@@ -691,6 +725,71 @@ class RoundDriver:
             failures={by_node[n]: why for n, why in exchange.failures.items()},
         )
 
+    # ----------------------------------------------------------- batched and merkle rounds
+    def _submit_signed(
+        self,
+        round_id: int,
+        manifest: RoundManifest,
+        replies: dict[int, WireMessage],
+        excluded: dict[int, str],
+    ) -> tuple[list[int], dict[int, dict[str, Any]]]:
+        """Batched and merkle rounds: put the hospitals' signed rows on chain in one
+        transaction (``commitBatch``; merkle: ``openRoundWithRoot`` with the root of their
+        leaves). Each row is checked first (round, manifest, the hospital's own signature):
+        a bad one leaves only its hospital out, with the reason in ``excluded`` (the
+        contract would revert the whole batch). Returns the hospitals whose commitment
+        counts and, merkle, each one's leaf proof for its ``reveal`` request."""
+        label = "leaf refused" if self.commit_mode == "merkle" else "batch commit refused"
+        manifest_digest = keccak256(manifest.canonical_bytes())
+        rows: dict[int, SignedCommit] = {}
+        for client_id, reply in sorted(replies.items()):
+            try:
+                signed = signed_commit_from(reply, client=self.hospitals[client_id].address)
+            except WireFormatError as error:
+                excluded[client_id] = f"{label}: {error}"
+                continue
+            reason = refusal_of(
+                self.ledger, signed, round_id=round_id, manifest_digest=manifest_digest
+            )
+            if reason is not None:
+                log.warning("round %d: hospital %d's row refused: %s", round_id, client_id, reason)
+                excluded[client_id] = f"{label}: {reason}"
+                continue
+            rows[client_id] = signed
+        refused: dict[str, str] = {}
+        try:
+            if self.commit_mode == "merkle":  # opens the round, even with no leaf
+                _, refused = self.aggregator.submit_root(round_id, list(rows.values()))
+            elif rows:
+                _, refused = self.aggregator.submit_batch(round_id, list(rows.values()))
+        except ChainError as error:  # nothing committed
+            refused = {s.client: f"{type(error).__name__}: {error}" for s in rows.values()}
+        by_address = {s.client.lower(): c for c, s in rows.items()}
+        for address, reason in refused.items():
+            owner = by_address.get(address.lower())
+            if owner is not None:
+                excluded[owner] = f"{label}: {reason}"
+                del rows[owner]
+        proofs: dict[int, dict[str, Any]] = {}
+        if self.commit_mode == "merkle" and rows:
+            info = self.ledger.round_info(round_id)
+            for client_id, signed in rows.items():
+                inclusion = check_inclusion(
+                    self.ledger, self.view.store, round_id, signed, info=info
+                )
+                proofs[client_id] = leaf_proof_fields(inclusion.at_index, inclusion.proof)
+        return sorted(rows), proofs
+
+    def _combine(
+        self, round_id: int, manifest: RoundManifest, session: Any, collected: Any
+    ) -> tuple[bytes, SignedPublication | None]:
+        """Combine and publish; a merkle round the key holder releases: combine and sign
+        the publication, which the key holder sends with its reservation (as in-process)."""
+        if self.commit_mode == "merkle" and scheme_class(manifest.scheme).releases_via_key_holder:
+            return self.aggregator.combine_and_sign(round_id, session, collected)
+        aggregate, _ = self.aggregator.combine_and_publish(round_id, session, collected)
+        return aggregate, None
+
     def _release(
         self,
         round_id: int,
@@ -698,6 +797,8 @@ class RoundDriver:
         session: Any,
         aggregate: bytes,
         included: Sequence[int],
+        *,
+        publication: SignedPublication | None = None,
     ) -> np.ndarray:
         """The revealed sum: the key holder's release (CKKS), or the plain sum, or (masking)
         the sum the aggregator unmasks with the hospitals' shares (no single party
@@ -714,7 +815,13 @@ class RoundDriver:
             "aggregate": aggregate,
             **self._ledger_fields(),
         }
-        committed = {c.client.lower(): c.blob_digest for c in self.ledger.commitments(round_id)}
+        commitments = round_commitments(self.ledger, self.view.store, round_id)
+        committed = {c.client.lower(): c.blob_digest for c in commitments}
+        info = self.ledger.round_info(round_id)
+        if info.merkle and info.leaves_digest is not None:  # the commitments under the root
+            fields[LEAF_SET] = self.view.store.get(info.leaves_digest)
+        if publication is not None:
+            fields |= publication_fields(publication)
         for index, client_id in enumerate(included):
             digest = committed[self.view.address_of(client_id).lower()]
             fields[f"blob.{index}"] = self.view.store.get(digest)

@@ -16,6 +16,11 @@ It answers four messages (docs/formats.md, "Deployment messages"):
 * ``secagg.v1.reveal``: once the ledger says the commit phase is closed, puts the blob in
   its own store, records the reveal on chain and hands the blob (and its privacy event)
   to the aggregator;
+* ``chain.commit_mode=batched|merkle`` (:mod:`deploy._commit_modes`): ``train`` signs the
+  commitment with its own account instead (merkle: its leaf, for the manifest received,
+  one per round) and returns the signature; before ``reveal`` it checks its row on chain
+  (batched) or its leaf proof against the root on chain (merkle; a leaf left out: it proves
+  the omission on chain itself and keeps the blob);
 * ``secagg.v1.evaluate``: the global model's metrics on its own test set;
 * ``secagg=masking``: ``secagg.v1.mask.advertise`` (the checks of ``train``, then its own
   masking client's signed keys), ``mask.share|rebut|consistency|unmask`` (that client's
@@ -47,7 +52,16 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from chain import Ledger
+from chain import Ledger, commit_mode_of
+from deploy._commit_modes import (
+    AlreadySignedError,
+    LeafOmittedError,
+    check_batched_row,
+    check_leaf,
+    has_signed_commit,
+    signed_commit_fields,
+    signed_commit_from,
+)
 from deploy._errors import DeploymentError, SettingsError
 from deploy._masking import MaskedInputSession, MaskingStages, masking_plan
 from deploy._sites import (
@@ -119,6 +133,8 @@ class HospitalSite:
         self._overrides: str | None = None
         self._ledger_fields: dict[str, Scalar] = {}
         self._dp_state: str | None = None  # dp=sample: the accountant, until loaded
+        self.commit_mode = "direct"  # the run's chain.commit_mode (set at join)
+        self._last_leaf_round = 0  # merkle: the latest round it signed a leaf for
         self.masking = MaskingStages(self.account)  # secagg=masking: its client's state
 
     def __repr__(self) -> str:
@@ -184,6 +200,8 @@ class HospitalSite:
         cfg, _ = compose_run_config(overrides)
         # before any data is loaded: the driver's config must meet this hospital's policy
         self.policy.check_scheme(cfg.secagg.name, dp_mode=cfg.dp.name)
+        commit_mode = commit_mode_of(cfg.chain) if hasattr(cfg.chain, "commit_mode") else "direct"
+        self.policy.check_commit_mode(commit_mode)
         federation = build_federation(cfg)
         if self.partition_id >= len(federation.data.clients):
             raise SettingsError(
@@ -196,6 +214,7 @@ class HospitalSite:
             )
         self.federation = federation
         self.scheme_schema = cfg.secagg
+        self.commit_mode = commit_mode
         self._overrides = overrides_text
         if self._dp_state is not None:
             self._load_dp_state(self._dp_state)
@@ -239,6 +258,10 @@ class HospitalSite:
                 "pending.epsilon": float(submission.epsilon),
                 "pending.manifest_digest": bytes(submission.manifest_digest),
             }
+            if submission.signed is not None:  # batched, merkle: the row it signed
+                state |= signed_commit_fields(submission.signed, prefix="pending.signed")
+        if self._last_leaf_round:
+            state["merkle.last_round"] = self._last_leaf_round
         return state | self.masking.export_state()
 
     def restore_state(self, state: Mapping[str, Scalar]) -> None:
@@ -255,6 +278,8 @@ class HospitalSite:
             self._ledger_fields = {
                 k: state[k] for k in ("ledger_url", "ledger_address", "start_block")
             }
+        if "merkle.last_round" in state:
+            self._last_leaf_round = max(self._last_leaf_round, saved.integer("merkle.last_round"))
         if "pending.round" in state and not self._pending:
             round_id = saved.integer("pending.round")
             event = saved.blob("pending.event")
@@ -266,6 +291,11 @@ class HospitalSite:
                 epsilon=saved.number("pending.epsilon"),
                 manifest_digest=Digest(saved.blob("pending.manifest_digest")),
                 blob=blob,
+                signed=signed_commit_from(
+                    saved, client=str(self.account.address), prefix="pending.signed"
+                )
+                if has_signed_commit(saved, prefix="pending.signed")
+                else None,
             )
             ledger = self._ledger_of(WireMessage(REVEAL, fields=self._ledger_fields))
             view = SiteView(
@@ -314,6 +344,16 @@ class HospitalSite:
             raise CommitmentMismatchError(f"round {round_id}: not the manifest on chain")
         return RoundManifest.from_bytes(manifest_bytes)
 
+    def _manifest_to_sign(self, round_id: int, message: WireMessage) -> Any:
+        """Merkle rounds: the manifest the leaf will name (the round is not on chain yet;
+        before revealing, the hospital checks the opened round names this digest)."""
+        manifest = RoundManifest.from_bytes(message.blob("manifest"))
+        if manifest.round_id != round_id:
+            raise CommitmentMismatchError(
+                f"round {round_id}: the manifest is round {manifest.round_id}'s"
+            )
+        return manifest
+
     def advertise(self, message: WireMessage) -> WireMessage:
         """secagg=masking, stage 0: after the checks ``train`` makes of the manifest (on
         chain, this site's policy, selected), a fresh masking client for the round; its
@@ -339,7 +379,15 @@ class HospitalSite:
         watch = Stopwatch()
         round_id = message.integer("round")
         ledger = self._ledger_of(message)
-        manifest = self._manifest_on_chain(round_id, ledger, message)
+        if self.commit_mode == "merkle":  # not on chain yet: checked before the reveal
+            if round_id <= self._last_leaf_round:  # before training: nothing spent
+                raise AlreadySignedError(
+                    f"round {round_id}: this hospital signed a leaf for round "
+                    f"{self._last_leaf_round}; a second leaf would be an equivocation"
+                )
+            manifest = self._manifest_to_sign(round_id, message)
+        else:
+            manifest = self._manifest_on_chain(round_id, ledger, message)
         self.policy.check_round(manifest)  # its scheme, its size, DP: before any training
         member = manifest.client_by_address(str(self.account.address))
         if member is None:
@@ -376,13 +424,24 @@ class HospitalSite:
             self.store,
             manifest,
             parties=SiteAccounts(clients={member.client_id: self.account}),
+            commit_mode=self.commit_mode,
         )
         party = ClientParty(client_id=member.client_id, consortium=view.as_consortium())
-        submission = party.commit(round_id, session, member.weight * update, event)
+        # merkle: the leaf names the manifest received (absent: the one on chain)
+        signs_for = {}
+        if self.commit_mode == "merkle":
+            signs_for["manifest_digest"] = keccak256(message.blob("manifest"))
+        submission = party.commit(round_id, session, member.weight * update, event, **signs_for)
+        if self.commit_mode == "merkle":
+            self._last_leaf_round = round_id
         self._pending[round_id] = _Pending(party, submission)
+        signed: dict[str, Scalar] = {}
+        if submission.signed is not None:  # batched, merkle: the row for the aggregator
+            signed = signed_commit_fields(submission.signed)
         return WireMessage(
             TRAIN,
             fields={
+                **signed,
                 "committed": True,
                 "blob_digest": bytes(submission.blob_digest),
                 "train_seconds": train_seconds,
@@ -425,11 +484,37 @@ class HospitalSite:
         pending = self._pending.pop(round_id, None)
         if pending is None:
             raise DeploymentError(f"round {round_id}: nothing committed to reveal")
-        pending.party.reveal(round_id, pending.submission)  # refuses while commits are open
+        signed = pending.submission.signed
+        ledger = pending.party.consortium.ledger
+        if signed is not None and ledger.round_info(round_id).merkle:
+            self._check_leaf(ledger, message, signed)  # refuses or proves the omission
+            self.store.put(pending.submission.blob)
+        else:
+            if signed is not None:  # batched: its row on chain as it signed it
+                check_batched_row(ledger, round_id, signed)
+            pending.party.reveal(round_id, pending.submission)  # refuses while commits are open
         event = b""
         if bytes(pending.submission.event_digest) != bytes(32):
             event = self.store.get(pending.submission.event_digest)
         return WireMessage(REVEAL, fields={"blob": pending.submission.blob, "event": event})
+
+    def _check_leaf(self, ledger: Ledger, message: WireMessage, signed: Any) -> None:
+        """Merkle rounds: the opened round names the manifest this hospital signed and the
+        tree holds its leaf (the proof in ``message`` against the root on chain); when the
+        tree holds something else there, prove the omission on chain with its own account
+        and keep the blob (:class:`LeafOmittedError`)."""
+        round_id = signed.round_id
+        leaf = check_leaf(ledger, message, signed)  # or InclusionProofError: nothing to prove
+        if leaf.included:
+            return
+        tx = ledger.challenge_omission(
+            round_id, leaf=signed, at_index=leaf.at_index, proof=leaf.proof, sender=self.account
+        )
+        raise LeafOmittedError(
+            f"round {round_id}: the root leaves out this hospital's signed leaf; omission "
+            f"proven on chain (tx 0x{bytes(tx.tx_hash).hex()}), the blob stays private",
+            tx=tx,
+        )
 
     # -------------------------------------------------------------------------- evaluate
     def evaluate(self, message: WireMessage) -> WireMessage:

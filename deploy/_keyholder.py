@@ -8,7 +8,11 @@
   :meth:`secagg.KeyHolderParty.reveal` against the ledger with its own account: the
   manifest must be the one on chain, every blob must match its on-chain commitment, the
   blobs must recombine byte for byte to the aggregate whose digest was published; only
-  then it reserves the release on chain, decrypts once (flooded) and attests.
+  then it reserves the release on chain, decrypts once (flooded) and attests. In a merkle
+  round (``chain.commit_mode=merkle``) the request also carries the round's leaf set (the
+  commitments under the root, checked against it) and the aggregator's signed publication,
+  which the key holder sends with its reservation (``reserveAndPublish``, one transaction),
+  as the in-process key holder does.
 
 Threat model: as :class:`secagg.KeyHolderParty`; the aggregator cannot make it decrypt a
 single client's blob (the recombination check) nor a second time (the on-chain
@@ -30,6 +34,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from chain import Ledger
+from deploy._commit_modes import (
+    LEAF_SET,
+    has_publication,
+    publication_from,
+    publication_participants,
+)
 from deploy._errors import DeploymentError
 from deploy._sites import SiteAccounts, SitePolicy, SiteView, compose_run_config
 from deploy._wire import JOIN, RELEASE, Scalar, WireMessage
@@ -140,19 +150,30 @@ class KeyHolderSite:
         count = message.integer("blobs")
         for index in range(count):
             self.store.put(message.blob(f"blob.{index}"))
+        if LEAF_SET in message.fields:  # merkle: checked against the root when read
+            self.store.put(message.blob(LEAF_SET))
         manifest = RoundManifest.from_bytes(manifest_bytes)
         view = SiteView.for_manifest(
             self._ledger, self.store, manifest, parties=SiteAccounts(key_holder=self.account)
         )
-        participants = [
-            view.client_id_of(a) for a in self._ledger.round_info(round_id).participants or ()
-        ]
+        # merkle: the aggregator's signed publication, sent with the reservation
+        publication = publication_from(message) if has_publication(message) else None
+        if publication is not None:
+            published = publication_participants(self._ledger, publication)
+        else:
+            published = list(self._ledger.round_info(round_id).participants or ())
+        participants = [view.client_id_of(a) for a in published]
         session = self.scheme.start_round(
             round_id=round_id, client_ids=[c.client_id for c in manifest.clients], dim=manifest.dim
         )
         party = KeyHolderParty(consortium=view.as_consortium(), attests=True)
         total, _ = party.reveal(
-            round_id, manifest, session, message.blob("aggregate"), survivors=participants
+            round_id,
+            manifest,
+            session,
+            message.blob("aggregate"),
+            survivors=participants,
+            publication=publication,
         )
         return WireMessage(RELEASE, arrays={"total": np.asarray(total, dtype=np.float64)})
 

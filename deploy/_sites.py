@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from eth_account.signers.local import LocalAccount
 
-from chain import DEFAULT_CHALLENGE_WINDOW, Ledger
+from chain import COMMIT_MODES, DEFAULT_CHALLENGE_WINDOW, Ledger
 from deploy._errors import DeploymentError, SettingsError
 from secagg import (
     ArtifactStore,
@@ -117,7 +117,7 @@ class SiteView:
 
     @property
     def signs_commits(self) -> bool:
-        """Whether clients sign their commitments for the aggregator (not deployed)."""
+        """Whether clients sign their commitments for the aggregator (batched, merkle)."""
         return self.commit_mode != "direct"
 
     @classmethod
@@ -189,7 +189,10 @@ class SitePolicy:
     update to (default CKKS and masking; ``plain`` sends the update in the clear and
     must be allowed explicitly). ``min_clients``: a hospital refuses a round whose
     manifest selects fewer clients (a sum of one is that client's update).
-    ``require_dp``: a hospital refuses runs without sample-level DP.
+    ``require_dp``: a hospital refuses runs without sample-level DP. ``commit_modes``:
+    the ``chain.commit_mode`` values a hospital joins a run with (default every mode: in
+    each, the hospital checks its own commitment on chain before it reveals, and a
+    merkle hospital left out of the root proves it on chain itself).
     """
 
     ledger_url: str | None = None
@@ -197,6 +200,7 @@ class SitePolicy:
     schemes: tuple[str, ...] = DEFAULT_SCHEMES
     min_clients: int = 2
     require_dp: bool = False
+    commit_modes: tuple[str, ...] = COMMIT_MODES
 
     def __post_init__(self) -> None:
         if self.ledger_url is not None and not self.ledger_url.startswith(("http://", "https://")):
@@ -208,6 +212,10 @@ class SitePolicy:
         unknown = set(self.schemes) - set(SCHEMES)
         if not self.schemes or unknown:
             raise SettingsError(f"schemes must name {', '.join(SCHEMES)}, got {self.schemes!r}")
+        if not self.commit_modes or set(self.commit_modes) - set(COMMIT_MODES):
+            raise SettingsError(
+                f"commit-modes must name {', '.join(COMMIT_MODES)}, got {self.commit_modes!r}"
+            )
         if not isinstance(self.min_clients, int) or self.min_clients < 1:
             raise SettingsError(f"min-clients must be an integer >= 1, got {self.min_clients!r}")
 
@@ -219,9 +227,10 @@ class SitePolicy:
     @classmethod
     def from_node_config(cls, config: Mapping[str, Any]) -> SitePolicy:
         """The policy in a SuperNode's ``--node-config`` (``ledger-url``,
-        ``ledger-address``, ``schemes`` as a comma-separated list, ``min-clients``,
-        ``require-dp``)."""
+        ``ledger-address``, ``schemes`` and ``commit-modes`` as comma-separated lists,
+        ``min-clients``, ``require-dp``)."""
         schemes = config.get("schemes")
+        modes = config.get("commit-modes")
         require_dp = config.get("require-dp", False)
         if isinstance(require_dp, str):
             require_dp = require_dp.strip().lower() in ("1", "true", "yes")
@@ -235,6 +244,11 @@ class SitePolicy:
             ),
             min_clients=int(config.get("min-clients", 2)),
             require_dp=bool(require_dp),
+            commit_modes=(
+                tuple(m.strip() for m in str(modes).split(",") if m.strip())
+                if modes
+                else COMMIT_MODES
+            ),
         )
 
     def ledger(
@@ -288,6 +302,14 @@ class SitePolicy:
             )
         if self.require_dp and dp_mode != "sample":
             raise SitePolicyError(f"dp={dp_mode}; this site requires sample-level DP")
+
+    def check_commit_mode(self, commit_mode: str) -> None:
+        """A hospital's check of the run's ``chain.commit_mode`` at join."""
+        if commit_mode not in self.commit_modes:
+            raise SitePolicyError(
+                f"chain.commit_mode={commit_mode} is not accepted by this site (node config "
+                f"commit-modes: {','.join(self.commit_modes)})"
+            )
 
 
 def _is_address(text: str) -> bool:
