@@ -278,3 +278,37 @@ def test_the_key_holder_refuses_to_release_past_the_budget(heart_settings):
     assert first.n_clients == HOSPITALS and second.n_clients == 0
     assert driver.ledger.round_info(2).reveal_digest is None
     assert all(PrivacyBudgetExceededError.__name__ in r for r in second.excluded.values())
+
+
+def test_distributed_noise_with_masking_accounts_as_the_runner(heart_settings):
+    """``dp.distributed=true``: no single party releases the masking sum, so each hospital
+    adds its share N(0, sigma^2 C^2 / n) to its clipped update on its node."""
+    distributed = (*DP_CLIENT, "dp.distributed=true")
+    run = RoundDriver(heart_settings("masking", *distributed), in_process_sites(HOSPITALS)).run()
+    assert [r.n_clients for r in run.results.rounds] == [HOSPITALS, HOSPITALS]
+    records, final_record = runner_records("masking", *distributed)
+    assert [r.epsilon for r in run.results.rounds] == pytest.approx(
+        [r.epsilon for r in records], rel=1e-12
+    )
+    assert run.results.final.epsilon == pytest.approx(final_record.epsilon, rel=1e-12)
+    assert run.results.final.privacy["federation"]["distributed"] is True
+    assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_the_one_run_audit_of_client_level_dp(heart_settings):
+    """``dp.audit=one_run``: the driver's canary clients enter every released mean (after
+    the release's noise: the same distribution, the noise being additive and independent)
+    and ``final.privacy_audit`` reports the empirical bound beside the claimed epsilon."""
+    settings = heart_settings("plain", *DP_CLIENT, "dp.audit=one_run", "dp.audit_canaries=200")
+    run = RoundDriver(settings, in_process_sites(HOSPITALS)).run()
+    audit_entry = run.results.final.privacy_audit["federation"]
+    assert audit_entry["canaries"] == 200
+    assert audit_entry["epsilon_claimed"] == run.results.final.epsilon
+    assert 0 <= audit_entry["correct"] <= audit_entry["guesses"] <= 200
+    assert audit_entry["epsilon_lower"] >= 0
+    assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "federation: epsilon >=" in audit.stdout
