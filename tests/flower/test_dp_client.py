@@ -15,12 +15,20 @@ import pytest
 from eth_account import Account
 from scipy.stats import chi2
 
-from deploy import JOIN, RELEASE, HospitalSite, KeyHolderSite, RoundDriver, WireMessage
+from deploy import (
+    JOIN,
+    RELEASE,
+    HospitalSite,
+    InProcessTransport,
+    KeyHolderSite,
+    RoundDriver,
+    WireMessage,
+)
 from deploy._sites import SitePolicy, SitePolicyError, compose_run_config
 from dp import PrivacyBudgetExceededError
 from secagg import CommitmentMismatchError, ManifestClient, RoundManifest, keccak256
 from tests.flower.conftest import HEART, in_process_sites, scheme_overrides
-from tests.flower.test_inprocess import audit_cli
+from tests.flower.test_inprocess import FreshSitePerMessage, audit_cli
 
 pytestmark = pytest.mark.anvil
 
@@ -312,3 +320,39 @@ def test_the_one_run_audit_of_client_level_dp(heart_settings):
     audit = audit_cli(run.results_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "federation: epsilon >=" in audit.stdout
+
+
+def test_dp_client_over_fresh_processes(heart_settings):
+    """As on Flower 1.42 SuperNodes, every site rebuilt for each message from its own
+    state: the key holder recomposes its config and re-accounts the federation's chain
+    from the ledger and the driver's events, so round 2 is released (and noised) too."""
+    keys = [Account.create() for _ in range(HOSPITALS)]
+    key_holder = Account.create()
+    sites = {
+        100 + p: FreshSitePerMessage(lambda p=p: HospitalSite(partition_id=p, account=keys[p]))
+        for p in range(HOSPITALS)
+    }
+    sites[1] = FreshSitePerMessage(lambda: KeyHolderSite(account=key_holder))
+    run = RoundDriver(heart_settings("ckks", *DP_CLIENT), InProcessTransport(sites)).run()
+    assert [r.n_clients for r in run.results.rounds] == [HOSPITALS, HOSPITALS]
+    assert sites[1].sites_made == 3  # join and two releases, each in a fresh site
+    records, _ = runner_records("ckks", *DP_CLIENT)
+    assert [r.epsilon for r in run.results.rounds] == pytest.approx(
+        [r.epsilon for r in records], rel=1e-12
+    )
+    assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
+
+
+def test_dp_client_on_the_simulation_engine(heart_settings):
+    """The same on Flower's simulation engine: the run config selects dp=client."""
+    from deploy.flower_app import run_in_simulation
+
+    run = run_in_simulation(heart_settings("ckks", *DP_CLIENT, name="flower"))
+    assert run.results.meta["transport"] == "FlowerTransport"
+    assert [r.n_clients for r in run.results.rounds] == [HOSPITALS, HOSPITALS]
+    records, _ = runner_records("ckks", *DP_CLIENT)
+    assert [r.epsilon for r in run.results.rounds] == pytest.approx(
+        [r.epsilon for r in records], rel=1e-12
+    )
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
