@@ -30,9 +30,22 @@ With ``secagg=masking`` (:mod:`deploy._masking`) the driver also runs the maskin
 rebuttals in the combine, the consistency check and ``mask.unmask`` instead of
 ``release`` (a hospital lost at any stage is a dropout the others' shares recover).
 
+With ``dp=client`` (DP-FedAvg) the driver holds the federation's accountant (the runner's
+:class:`experiments._privacy.ClientLevelPrivacy`, over the joined hospitals): it refuses a
+round the budget would not cover before any training, gives every selected hospital the
+uniform weight ``1/n``, and each manifest commits the federation's policy and the head of
+its event chain (the releases before the round, put in the store first). Each hospital
+clips its update to C on its own node (and, with ``dp.distributed=true``, adds its noise
+share). The releasing party adds the central noise inside its release: the key holder
+(CKKS; from the committed policy, after re-accounting the chain this driver sends it) or
+this driver (plain); masking has no single releasing party, so it needs distributed noise.
+After the release the driver accounts the round (its event). ``dp.audit=one_run`` (with
+dp=client only) puts the canary clients into each released mean here, as the runner does.
+
 ``results.json`` has the schema of ``experiments`` (same writer), so ``secagg audit
 --results`` audits a deployed run unchanged; with ``dp=sample`` its epsilon fields are the
-runner's (per round: each hospital's cumulative epsilon from its events, and the maximum).
+runner's (per round: each hospital's cumulative epsilon from its events, and the maximum);
+with ``dp=client`` the federation's, as the runner reports them.
 """
 
 from __future__ import annotations

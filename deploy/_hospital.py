@@ -16,6 +16,9 @@ It answers four messages (docs/formats.md, "Deployment messages"):
 * ``secagg.v1.reveal``: once the ledger says the commit phase is closed, puts the blob in
   its own store, records the reveal on chain and hands the blob (and its privacy event)
   to the aggregator;
+* with ``dp=client``, ``train`` checks that the manifest commits the federation policy its
+  own config gives and the uniform weight ``1/n``, then clips its update to C here, on its
+  node (and, with ``dp.distributed=true``, adds its noise share) before protecting it;
 * ``secagg.v1.evaluate``: the global model's metrics on its own test set;
 * ``secagg=masking``: ``secagg.v1.mask.advertise`` (the checks of ``train``, then its own
   masking client's signed keys), ``mask.share|rebut|consistency|unmask`` (that client's

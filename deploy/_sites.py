@@ -189,7 +189,8 @@ class SitePolicy:
     update to (default CKKS and masking; ``plain`` sends the update in the clear and
     must be allowed explicitly). ``min_clients``: a hospital refuses a round whose
     manifest selects fewer clients (a sum of one is that client's update).
-    ``require_dp``: a hospital refuses runs without sample-level DP.
+    ``require_dp``: a hospital refuses runs without sample-level DP (``dp=off``, and
+    ``dp=client``, whose clipping bounds what one hospital moves, not what one record does).
     """
 
     ledger_url: str | None = None
