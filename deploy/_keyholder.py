@@ -140,9 +140,6 @@ class KeyHolderSite:
         if self.scheme is None:
             raise DeploymentError("this key holder holds no CKKS key for the run")
         round_id = message.integer("round")
-        manifest = RoundManifest.from_bytes(message.blob("manifest"))
-        # dp=client: the noise this release needs, checked before anything else
-        accountant, noise = self._client_level_release(round_id, manifest)
         # its own ledger endpoint and the contract it serves (node config), never just
         # the driver's word: on a ledger the aggregator controls, "committed" blobs and
         # the one-release reservation would mean nothing
@@ -155,6 +152,9 @@ class KeyHolderSite:
         )
         self._pinned = self._ledger.address
         manifest_bytes = message.blob("manifest")
+        manifest = RoundManifest.from_bytes(manifest_bytes)
+        # dp=client: the noise this release needs, checked before anything is stored
+        accountant, noise = self._client_level_release(round_id, manifest)
         self.store.put(manifest_bytes)
         self.store.put(bytes(self.scheme.public_context))
         count = message.integer("blobs")

@@ -17,7 +17,6 @@ from scipy.stats import chi2
 
 from deploy import (
     JOIN,
-    RELEASE,
     HospitalSite,
     InProcessTransport,
     KeyHolderSite,
@@ -176,12 +175,9 @@ def client_level_manifest(hospital: HospitalSite, public_material: str) -> Round
     )
 
 
-def release_request(manifest: RoundManifest) -> WireMessage:
-    return WireMessage(RELEASE, fields={"round": 1, "manifest": manifest.canonical_bytes()})
-
-
 def test_the_key_holder_refuses_to_release_without_the_runs_noise(heart_data):
-    """Checked before the key holder touches the ledger or decrypts anything."""
+    """Checked before the key holder stores, reserves or decrypts anything (its
+    ``release`` runs the same check right after the ledger's)."""
     key_holder, hospital, public_material = joined_sites()
     honest = client_level_manifest(hospital, public_material)
     # The honest manifest: the key holder's own config gives the runner's policy, and the
@@ -192,7 +188,7 @@ def test_the_key_holder_refuses_to_release_without_the_runs_noise(heart_data):
 
     without_dp = dataclasses.replace(honest, dp_mode="off", federation_policy=None)
     with pytest.raises(SitePolicyError, match="without the run's noise"):
-        key_holder.handle(release_request(without_dp))
+        key_holder._client_level_release(1, without_dp)
     policy = honest.federation_policy
     for weaker in (
         dataclasses.replace(policy, noise_multiplier=SIGMA / 10),
@@ -201,7 +197,7 @@ def test_the_key_holder_refuses_to_release_without_the_runs_noise(heart_data):
     ):
         tampered = dataclasses.replace(honest, federation_policy=weaker)
         with pytest.raises(CommitmentMismatchError, match="federation privacy policy"):
-            key_holder.handle(release_request(tampered))
+            key_holder._client_level_release(1, tampered)
 
 
 def test_a_hospital_refuses_a_client_level_manifest_it_would_be_misaccounted_in(heart_data):
@@ -356,3 +352,37 @@ def test_dp_client_on_the_simulation_engine(heart_settings):
     )
     audit = audit_cli(run.results_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+class CommitsLessNoise(RoundDriver):
+    """A driver whose manifests commit a tenth of the run's sigma."""
+
+    def _manifest(self, round_id, admitted, weights, *, dim):
+        manifest = super()._manifest(round_id, admitted, weights, dim=dim)
+        weaker = dataclasses.replace(manifest.federation_policy, noise_multiplier=SIGMA / 10)
+        return dataclasses.replace(manifest, federation_policy=weaker)
+
+
+class TrustingHospital(HospitalSite):
+    """A hospital that does not check the manifest's federation policy."""
+
+    def _check_client_level(self, round_id, member, manifest) -> None:
+        return None
+
+
+def test_the_key_holder_refuses_a_manifest_that_commits_less_noise(heart_settings):
+    """Even where every hospital trusts the driver, the key holder releases nothing whose
+    committed noise is not the run's: both rounds end without a release."""
+    sites = {
+        100 + p: TrustingHospital(partition_id=p, policy=SitePolicy.permissive()).handle
+        for p in range(HOSPITALS)
+    }
+    sites[1] = KeyHolderSite().handle
+    driver = CommitsLessNoise(heart_settings("ckks", *DP_CLIENT), InProcessTransport(sites))
+    run = driver.run()
+    for record in run.results.rounds:
+        assert record.n_clients == 0
+        assert driver.ledger.round_info(record.round).reveal_digest is None
+        for reason in record.excluded.values():
+            assert "CommitmentMismatchError" in reason and "federation privacy policy" in reason
+    assert driver.privacy.federation_events() == []  # nothing released, nothing accounted
