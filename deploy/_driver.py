@@ -59,7 +59,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from eth_account import Account
@@ -101,6 +101,9 @@ from secagg import (
 )
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, culprits
 from secagg._hydra import scheme_class
+
+if TYPE_CHECKING:
+    from experiments._privacy import PrivacyLayer
 
 log = logging.getLogger("deploy")
 
@@ -288,7 +291,7 @@ class RoundDriver:
         self.events: dict[int, list[Any]] = {}  # partition -> its privacy events (dp=sample)
         # dp=client: the federation's accountant (experiments' ClientLevelPrivacy), built
         # once the hospitals joined (their number is the population it accounts over)
-        self.privacy: Any = None
+        self.privacy: PrivacyLayer | None = None
         # partition -> why it joined but takes no part (not registered on the consortium's ledger)
         self.excluded_at_join: dict[int, str] = {}
 
@@ -868,9 +871,7 @@ class RoundDriver:
         from experiments._privacy import preprocessing_for
 
         if self.privacy is not None:
-            final: tuple[float | None, float | None, dict[str, Any] | None]
-            final = self.privacy.final_privacy()
-            return final
+            return self.privacy.final_privacy()
         if self.cfg.dp.name != "sample":
             return None, None, None
         summaries: dict[str, Any] = {}

@@ -44,7 +44,7 @@ from chain import Ledger
 from deploy._errors import DeploymentError
 from deploy._sites import SiteAccounts, SitePolicy, SitePolicyError, SiteView, compose_run_config
 from deploy._wire import JOIN, RELEASE, Scalar, WireMessage
-from dp import noise_std
+from dp import ClientLevelAccountant, DPError, noise_std, to_dp_setup
 from secagg import (
     CommitmentMismatchError,
     KeyHolderParty,
@@ -192,14 +192,12 @@ class KeyHolderSite:
 
     def _client_level_release(
         self, round_id: int, manifest: RoundManifest
-    ) -> tuple[Any, float | None]:
+    ) -> tuple[ClientLevelAccountant | None, float | None]:
         """``(the federation's accountant, the release noise std)``: both None unless
         ``dp=client`` with central noise. The noise is ``sigma * C / n`` on the sum of the
         ``n`` selected hospitals' clipped updates, each weighted ``1/n`` (as the runner's
         :meth:`ClientLevelPrivacy.release_noise_std`), with sigma and C from the committed
         federation policy, which must be the one this key holder's own config gives."""
-        from dp import DPError, to_dp_setup
-
         cfg = self._run_config()
         mode = cfg.dp.name
         if manifest.dp_mode != mode:
@@ -229,24 +227,48 @@ class KeyHolderSite:
         return accountant, std / len(manifest.clients)
 
     def _check_federation_events(
-        self, round_id: int, manifest: RoundManifest, accountant: Any, message: WireMessage
+        self,
+        round_id: int,
+        manifest: RoundManifest,
+        accountant: ClientLevelAccountant,
+        message: WireMessage,
     ) -> None:
         """Re-account the federation's event chain before releasing: it links, its epsilon
         is what its events give, its head is the manifest's ``federation_event``, it
         accounts exactly the rounds this key holder released before (attested on the
         ledger), and one more release keeps it within the budget."""
-        from dp import DPError
-
-        raw = json.loads(message.text("federation_events") or "[]")
         state = accountant.state_dict()
-        state["events"] = raw
         try:
+            state["events"] = json.loads(message.text("federation_events") or "[]")
             accountant.load_state_dict(state)
-        except (DPError, KeyError, TypeError, ValueError) as error:
+        except (DPError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise CommitmentMismatchError(
                 f"round {round_id}: the federation's privacy events: {error}"
             ) from error
         events = accountant.events
+        # central noise: every release was accounted at the planned sigma, rate and C
+        planned = (
+            "dp-fedavg-client",
+            accountant.client_sample_rate,
+            accountant.noise_multiplier,
+            accountant.clip_norm,
+            accountant.poisson_sampling,
+            1,
+        )
+        for event in events:
+            claimed = (
+                event.mechanism,
+                event.sample_rate,
+                event.noise_multiplier,
+                event.max_grad_norm,
+                event.poisson_sampling,
+                event.steps,
+            )
+            if claimed != planned:
+                raise CommitmentMismatchError(
+                    f"round {round_id}: the federation's event of round {event.round_id} is "
+                    "not accounted with the run's policy"
+                )
         head = events[-1].digest().hex() if events else None
         if head != manifest.federation_event:
             raise CommitmentMismatchError(
@@ -281,12 +303,11 @@ class KeyHolderSite:
 
 def _federation_accountant(
     cfg: Any, setup: Any, manifest: RoundManifest, policy: PrivacyPolicy
-) -> tuple[Any, PrivacyPolicy]:
+) -> tuple[ClientLevelAccountant, PrivacyPolicy]:
     """The federation's accountant and policy as the runner builds them from the run's
     config (target mode: sigma calibrated over ``federation.rounds``). The population is
     not known here: the client sampling rate is 1 when every hospital is asked every round
     (``federation.client_fraction >= 1``), else the committed one (unchecked)."""
-    from dp import ClientLevelAccountant, DPError
     from experiments._privacy import FEDERATION_ACCOUNT
 
     config = setup.config

@@ -17,6 +17,7 @@ from scipy.stats import chi2
 
 from deploy import (
     JOIN,
+    RELEASE,
     HospitalSite,
     InProcessTransport,
     KeyHolderSite,
@@ -24,7 +25,7 @@ from deploy import (
     WireMessage,
 )
 from deploy._sites import SitePolicy, SitePolicyError, compose_run_config
-from dp import PrivacyBudgetExceededError
+from dp import ClientLevelAccountant, PrivacyBudgetExceededError
 from secagg import CommitmentMismatchError, ManifestClient, RoundManifest, keccak256
 from tests.flower.conftest import HEART, in_process_sites, scheme_overrides
 from tests.flower.test_inprocess import FreshSitePerMessage, audit_cli
@@ -198,6 +199,25 @@ def test_the_key_holder_refuses_to_release_without_the_runs_noise(heart_data):
         tampered = dataclasses.replace(honest, federation_policy=weaker)
         with pytest.raises(CommitmentMismatchError, match="federation privacy policy"):
             key_holder._client_level_release(1, tampered)
+
+    # Round 2 with a chain that accounts round 1 at three times the run's sigma (a smaller
+    # epsilon, so more rounds would fit the budget): refused before the ledger is read.
+    claims_more_noise = ClientLevelAccountant(
+        noise_multiplier=SIGMA * 3,
+        clip_norm=CLIP,
+        client_sample_rate=1.0,
+        delta=policy.delta,
+        federation_id="federation",
+    )
+    event = claims_more_noise.record_round(
+        round_id=1, selected=HOSPITALS, survivors=HOSPITALS, distributed=False
+    )
+    second = dataclasses.replace(honest, round_id=2, federation_event=event.digest().hex())
+    accountant, _ = key_holder._client_level_release(2, second)
+    events = json.dumps([event.canonical_bytes().decode("ascii")])
+    request = WireMessage(RELEASE, fields={"federation_events": events})
+    with pytest.raises(CommitmentMismatchError, match="not accounted with the run's policy"):
+        key_holder._check_federation_events(2, second, accountant, request)
 
 
 def test_a_hospital_refuses_a_client_level_manifest_it_would_be_misaccounted_in(heart_data):
