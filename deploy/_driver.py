@@ -42,9 +42,22 @@ With ``secagg=masking`` (:mod:`deploy._masking`) the driver also runs the maskin
 rebuttals in the combine, the consistency check and ``mask.unmask`` instead of
 ``release`` (a hospital lost at any stage is a dropout the others' shares recover).
 
+With ``dp=client`` (DP-FedAvg) the driver holds the federation's accountant (the runner's
+:class:`experiments._privacy.ClientLevelPrivacy`, over the joined hospitals): it refuses a
+round the budget would not cover before any training, gives every selected hospital the
+uniform weight ``1/n``, and each manifest commits the federation's policy and the head of
+its event chain (the releases before the round, put in the store first). Each hospital
+clips its update to C on its own node (and, with ``dp.distributed=true``, adds its noise
+share). The releasing party adds the central noise inside its release: the key holder
+(CKKS; from the committed policy, after re-accounting the chain this driver sends it) or
+this driver (plain); masking has no single releasing party, so it needs distributed noise.
+After the release the driver accounts the round (its event). ``dp.audit=one_run`` (with
+dp=client only) puts the canary clients into each released mean here, as the runner does.
+
 ``results.json`` has the schema of ``experiments`` (same writer), so ``secagg audit
 --results`` audits a deployed run unchanged; with ``dp=sample`` its epsilon fields are the
-runner's (per round: each hospital's cumulative epsilon from its events, and the maximum).
+runner's (per round: each hospital's cumulative epsilon from its events, and the maximum);
+with ``dp=client`` the federation's, as the runner reports them.
 """
 
 from __future__ import annotations
@@ -58,7 +71,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from eth_account import Account
@@ -114,10 +127,13 @@ from secagg._hydra import scheme_class
 from secagg._merkle_round import check_inclusion, round_commitments
 from secagg.ckks._config import committee_from_schema, params_from_schema
 
+if TYPE_CHECKING:
+    from experiments._privacy import PrivacyLayer
+
 log = logging.getLogger("deploy")
 
 SUPPORTED_SCHEMES = ("plain", "ckks", "masking")
-SUPPORTED_DP = ("off", "sample")
+SUPPORTED_DP = ("off", "sample", "client")
 #: Ether the admin gives each party for its own transactions (10 ETH: far above a run's gas).
 FUNDING_WEI = 10**19
 
@@ -255,6 +271,15 @@ def split_overrides(text: str) -> tuple[str, ...]:
     return tuple(part for part in parts if part)
 
 
+@dataclass(frozen=True)
+class _Population:
+    """What the runner's privacy layer reads of the data (its size and scaling): the
+    driver holds no data, only the joined hospitals' ids."""
+
+    clients: tuple[int, ...]
+    preprocessing: str
+
+
 @dataclass
 class _Hospital:
     node_id: int
@@ -288,11 +313,15 @@ class RoundDriver:
             )
         if self.cfg.dp.name not in SUPPORTED_DP:
             raise SettingsError(
-                f"dp={self.cfg.dp.name} is not deployed on Flower yet ({list(SUPPORTED_DP)}): "
-                "client-level DP needs the releasing party's accountant across rounds"
+                f"dp={self.cfg.dp.name} is not deployed on Flower yet ({list(SUPPORTED_DP)})"
             )
-        if getattr(self.cfg.dp, "audit", "none") != "none":
-            raise SettingsError("dp.audit=one_run is not deployed on Flower yet (dp.audit=none)")
+        if getattr(self.cfg.dp, "audit", "none") != "none" and self.cfg.dp.name != "client":
+            raise SettingsError(
+                "dp.audit=one_run is deployed with dp=client only: with dp=sample the "
+                "canaries live in each hospital's DP-SGD and no message brings their "
+                "bounds back (dp.audit=none)"
+            )
+        self._check_client_level()
         if self.cfg.chain.name == "none":
             raise SettingsError("a deployment needs a ledger (chain=anvil or chain=rpc)")
         self.commit_mode = commit_mode_of(self.cfg.chain)
@@ -309,6 +338,16 @@ class RoundDriver:
                 "direct rounds): use chain.commit_mode=direct"
             )
         if (
+            self.committee_nodes is not None
+            and self.cfg.dp.name == "client"
+            and not getattr(self.cfg.dp, "distributed", False)
+        ):
+            raise SettingsError(
+                "dp=client with central noise needs a single releasing party that adds the "
+                "noise inside its release; a decryption committee combines partials to the "
+                "exact sum: use dp.distributed=true, or one key holder node"
+            )
+        if (
             scheme_class(self.cfg.secagg.name).releases_via_key_holder
             and not settings.key_holder
             and self.committee_nodes is None
@@ -321,6 +360,9 @@ class RoundDriver:
         self.public_context: bytes | None = None
         self.per_client_accuracy: dict[str, float] = {}
         self.events: dict[int, list[Any]] = {}  # partition -> its privacy events (dp=sample)
+        # dp=client: the federation's accountant (experiments' ClientLevelPrivacy), built
+        # once the hospitals joined (their number is the population it accounts over)
+        self.privacy: PrivacyLayer | None = None
         # partition -> why it joined but takes no part (not registered on the consortium's ledger)
         self.excluded_at_join: dict[int, str] = {}
 
@@ -570,28 +612,19 @@ class RoundDriver:
         from experiments._federation import RoundRecord, RoundSeconds
 
         selected = self._select(round_id)
-        sizes = {c: self.hospitals[c].n_train for c in selected}
-        total_size = sum(sizes.values())
-        weights = {c: n / total_size for c, n in sizes.items()}
-        manifest = RoundManifest(
-            round_id=round_id,
-            scheme=self.cfg.secagg.name,
-            scheme_config=dataclasses.asdict(self.cfg.secagg),
-            dim=int(params.size),
-            clients=tuple(
-                ManifestClient(
-                    client_id=c,
-                    address=self.hospitals[c].address,
-                    weight=weights[c],
-                    expected_steps=None if (p := self.hospitals[c].policy) is None else p.steps,
-                    policy=self.hospitals[c].policy,
-                )
-                for c in selected
-            ),
-            public_material=self.public_material,
-            dp_mode=self.cfg.dp.name,
-        )
-        excluded: dict[int, str] = {}
+        # dp=client: the federation's budget, before any training (dp=sample: each hospital)
+        refused = self.privacy.admit(round_id, selected) if self.privacy is not None else {}
+        admitted = [c for c in selected if c not in refused]
+        if not admitted:
+            return params, self._refused_round(round_id, params, refused)
+        sizes = {c: self.hospitals[c].n_train for c in admitted}
+        if self.privacy is not None:  # dp=client: uniform (the sum's sensitivity is C)
+            weights = self.privacy.weights(sizes)
+        else:
+            total_size = sum(sizes.values())
+            weights = {c: n / total_size for c, n in sizes.items()}
+        manifest = self._manifest(round_id, admitted, weights, dim=int(params.size))
+        excluded: dict[int, str] = dict(refused)
         self.aggregator.open_round(manifest)
         fields: dict[str, Any] = {
             "round": round_id,
@@ -606,7 +639,7 @@ class RoundDriver:
                 manifest,
                 ledger=self.ledger,
                 transport=self.transport,
-                nodes={c: self.hospitals[c].node_id for c in selected},
+                nodes={c: self.hospitals[c].node_id for c in admitted},
                 timeout=self.settings.stage_timeout_s,
                 request=fields,
                 excluded=excluded,
@@ -614,7 +647,7 @@ class RoundDriver:
             own_fields = {c: {"message": d} for c, d in deliveries.items()}
         train = self._exchange(
             TRAIN,
-            selected if own_fields is None else sorted(own_fields),
+            admitted if own_fields is None else sorted(own_fields),
             fields,
             excluded,
             "dropped out before committing",
@@ -661,9 +694,15 @@ class RoundDriver:
             excluded.pop(client_id, None)
         _, findings = self.auditor.audit_round(round_id)
         flagged = self._flag(findings)
+        mean_update: np.ndarray | None = None
         if total is not None and included:
-            included_weight = math.fsum(weights[c] for c in included)
-            step = self.server.step(total / included_weight)
+            mean_update = total / math.fsum(weights[c] for c in included)
+        if self.privacy is not None:  # dp=client: account the release (its noise is in it)
+            mean_update = self.privacy.after_reveal(
+                round_id=round_id, mean_update=mean_update, selected=admitted, survivors=included
+            )
+        if mean_update is not None:
+            step = self.server.step(mean_update)
             params = params + np.asarray(step, dtype=np.float64).astype(params.dtype)
         accuracy, loss, per_client = self._evaluate(params)
         self.per_client_accuracy = per_client
@@ -675,7 +714,7 @@ class RoundDriver:
             auc=None,
             loss=loss,
             n_clients=len(included),
-            dropped=sorted(c for c in selected if c not in train.replies),
+            dropped=sorted(c for c in admitted if c not in train.replies),
             bytes_up=int(sum(session.stats.bytes_up.values())),
             bytes_down=0,
             seconds=RoundSeconds(
@@ -696,6 +735,68 @@ class RoundDriver:
             committee=self.committee_stats.pop(round_id, None),
         )
         return params, record
+
+    def _manifest(
+        self, round_id: int, admitted: Sequence[int], weights: dict[int, float], *, dim: int
+    ) -> RoundManifest:
+        """The round's manifest; with dp=client it commits the federation's policy and the
+        head of its event chain (the releases before this round, put in the store first)."""
+        federation_policy, federation_event = None, None
+        if self.privacy is not None:
+            federation_policy = self.privacy.federation_policy()
+            events = self.privacy.federation_events()
+            for event in events:
+                self.view.store.put(event.canonical_bytes())
+            federation_event = events[-1].digest().hex() if events else None
+        return RoundManifest(
+            round_id=round_id,
+            scheme=self.cfg.secagg.name,
+            scheme_config=dataclasses.asdict(self.cfg.secagg),
+            dim=dim,
+            clients=tuple(
+                ManifestClient(
+                    client_id=c,
+                    address=self.hospitals[c].address,
+                    weight=weights[c],
+                    expected_steps=None if (p := self.hospitals[c].policy) is None else p.steps,
+                    policy=self.hospitals[c].policy,
+                )
+                for c in admitted
+            ),
+            public_material=self.public_material,
+            dp_mode=self.cfg.dp.name,
+            federation_policy=federation_policy,
+            federation_event=federation_event,
+        )
+
+    def _refused_round(self, round_id: int, params: np.ndarray, refused: dict[int, str]) -> Any:
+        """The record of a round the federation's budget refused before any training (as
+        the runner: no round on the ledger, nothing released, nothing accounted)."""
+        from experiments._federation import RoundRecord, RoundSeconds
+
+        accuracy, loss, per_client = self._evaluate(params)
+        self.per_client_accuracy = per_client
+        spent = self._round_privacy()
+        return RoundRecord(
+            round=round_id,
+            accuracy=accuracy,
+            auc=None,
+            loss=loss,
+            n_clients=0,
+            dropped=[],
+            bytes_up=0,
+            bytes_down=0,
+            seconds=RoundSeconds(train=0.0, protect=0.0, combine=0.0, reveal=0.0),
+            gas_used=0,
+            epsilon=spent.epsilon,
+            epsilon_per_client=spent.epsilon_per_client,
+            delta=spent.delta,
+            excluded=dict(refused),
+            reputation={
+                h.name: self.ledger.reputation(h.address).score for h in self.hospitals.values()
+            },
+            flagged={},
+        )
 
     def _exchange(
         self,
@@ -804,8 +905,17 @@ class RoundDriver:
         the sum the aggregator unmasks with the hospitals' shares (no single party
         decrypts, nothing to attest: as the runner)."""
         if not scheme_class(manifest.scheme).releases_via_key_holder:
+            # the driver releases (plain, masking): dp=client's central noise is its own,
+            # added inside the release (masking: refused at construction, distributed only)
             party = KeyHolderParty(consortium=self.view.as_consortium(), attests=False)
-            total, _ = party.reveal(round_id, manifest, session, aggregate, survivors=included)
+            noise = (
+                None
+                if self.privacy is None
+                else self.privacy.release_noise_std(len(manifest.clients))
+            )
+            total, _ = party.reveal(
+                round_id, manifest, session, aggregate, survivors=included, noise_std=noise
+            )
             return np.asarray(total, dtype=np.float64)
         if self.key_holder_node is None and self.committee_nodes is None:
             raise DeploymentError("no key holder")
@@ -826,6 +936,10 @@ class RoundDriver:
             digest = committed[self.view.address_of(client_id).lower()]
             fields[f"blob.{index}"] = self.view.store.get(digest)
         fields["blobs"] = len(included)
+        if self.privacy is not None:  # dp=client: the chain the key holder re-accounts
+            fields["federation_events"] = json.dumps(
+                [e.canonical_bytes().decode("ascii") for e in self.privacy.federation_events()]
+            )
         if self.committee_nodes is not None:
             total, stats = self.committee_nodes.release(
                 self.transport,
@@ -856,6 +970,53 @@ class RoundDriver:
         return total
 
     # ------------------------------------------------------------------------ privacy
+    def _check_client_level(self) -> None:
+        """dp=client: what the runner's :class:`ClientLevelPrivacy` refuses, refused before
+        any node is asked: central noise needs a single releasing party (not masking),
+        distributed noise needs secure aggregation (not plain)."""
+        from dp import DPError, require_secure_aggregation
+
+        dp_cfg = self.cfg.dp
+        if dp_cfg.name != "client":
+            return
+        scheme = self.cfg.secagg.name
+        distributed = bool(getattr(dp_cfg, "distributed", False))
+        refusal = scheme_class(scheme).release_noise_refusal
+        if not distributed and refusal is not None:
+            raise SettingsError(
+                "dp=client with central noise needs a single releasing party that adds the "
+                f"noise inside its release; with secagg={scheme} {refusal}: use "
+                "dp.distributed=true (or secagg=plain|ckks)"
+            )
+        try:
+            require_secure_aggregation(distributed, scheme)
+        except DPError as error:
+            raise SettingsError(f"dp=client: {error}") from error
+
+    def _build_client_level_privacy(self) -> None:
+        """dp=client: the federation's accountant, as the runner builds it, over the
+        hospitals that take part (the population its client sampling rate is over). It
+        lives on the driver, which keeps the federation's event chain; the noise is added
+        by the releasing party (CKKS: the key holder, from the committed federation policy;
+        plain: this driver inside its release; distributed: each hospital's share)."""
+        from experiments._errors import ConfigError
+        from experiments._privacy import build_privacy_layer, preprocessing_for
+
+        if self.cfg.dp.name != "client":
+            return
+        population = _Population(
+            clients=tuple(sorted(self.hospitals)), preprocessing=preprocessing_for(self.cfg.dp)
+        )
+        try:
+            self.privacy = build_privacy_layer(
+                self.cfg.dp,
+                federation=self.cfg.federation,
+                data=population,  # type: ignore[arg-type]  # only its size is read
+                scheme_name=self.cfg.secagg.name,
+            )
+        except ConfigError as error:
+            raise SettingsError(f"dp=client: {error}") from error
+
     def _keep_events(self, client_id: int, round_id: int, text: str) -> None:
         """Store a hospital's chain of privacy events (the auditor follows it through the
         store) and keep it for the epsilon of ``results.json``. The events are public: the
@@ -891,9 +1052,12 @@ class RoundDriver:
 
     def _round_privacy(self) -> Any:
         """The record's cumulative privacy fields, as the runner's ``dp=sample`` reports
-        them (max over hospitals, and each hospital's), from the hospitals' events."""
+        them (max over hospitals, and each hospital's), from the hospitals' events; with
+        ``dp=client`` the federation's accountant's."""
         from experiments._privacy import RoundPrivacy
 
+        if self.privacy is not None:
+            return self.privacy.round_privacy()
         if self.cfg.dp.name != "sample":
             return RoundPrivacy()
         per_client = self._epsilon_per_client()
@@ -904,10 +1068,12 @@ class RoundDriver:
         )
 
     def _final_privacy(self) -> tuple[float | None, float | None, dict[str, Any] | None]:
-        """``(final.epsilon, final.delta, final.privacy)`` as the runner's ``dp=sample``."""
+        """``(final.epsilon, final.delta, final.privacy)`` as the runner's."""
         from dp import summarize_events
         from experiments._privacy import preprocessing_for
 
+        if self.privacy is not None:
+            return self.privacy.final_privacy()
         if self.cfg.dp.name != "sample":
             return None, None, None
         summaries: dict[str, Any] = {}
@@ -984,6 +1150,7 @@ class RoundDriver:
         params = self.join(nodes)
         self.server = ServerOptimizer(server_params(self.cfg.federation), int(params.size))
         self.open_ledger()
+        self._build_client_level_privacy()
         records = []
         self.per_client_accuracy = {}
         for round_id in range(1, self.cfg.federation.rounds + 1):
@@ -992,6 +1159,9 @@ class RoundDriver:
                 "round %d: accuracy=%.4f clients=%d", round_id, record.accuracy, record.n_clients
             )
             records.append(record)
+        if self.privacy is not None:  # the last release's event: no later manifest commits it
+            for event in self.privacy.federation_events():
+                self.view.store.put(event.canonical_bytes())
         report = audit(self.ledger, self.view.store)
         last = records[-1]
         epsilon, delta, privacy = self._final_privacy()
@@ -1013,6 +1183,7 @@ class RoundDriver:
                 "findings": report.to_dict()["findings"],
             },
             privacy=privacy,
+            privacy_audit=None if self.privacy is None else self.privacy.privacy_audit(),
         )
         import torch
 

@@ -21,6 +21,9 @@ It answers four messages (docs/formats.md, "Deployment messages"):
   one per round) and returns the signature; before ``reveal`` it checks its row on chain
   (batched) or its leaf proof against the root on chain (merkle; a leaf left out: it proves
   the omission on chain itself and keeps the blob);
+* with ``dp=client``, ``train`` checks that the manifest commits the federation policy its
+  own config gives and the uniform weight ``1/n``, then clips its update to C here, on its
+  node (and, with ``dp.distributed=true``, adds its noise share) before protecting it;
 * ``secagg.v1.evaluate``: the global model's metrics on its own test set;
 * ``secagg=masking``: ``secagg.v1.mask.advertise`` (the checks of ``train``, then its own
   masking client's signed keys), ``mask.share|rebut|consistency|unmask`` (that client's
@@ -208,9 +211,9 @@ class HospitalSite:
                 f"partition {self.partition_id}: the dataset has "
                 f"{len(federation.data.clients)} clients"
             )
-        if federation.privacy.mode not in ("off", "sample"):
+        if federation.privacy.mode not in ("off", "sample", "client"):
             raise SettingsError(
-                f"dp={federation.privacy.mode} is not deployed on Flower (dp=off or dp=sample)"
+                f"dp={federation.privacy.mode} is not deployed on Flower (dp=off|sample|client)"
             )
         self.federation = federation
         self.scheme_schema = cfg.secagg
@@ -398,7 +401,7 @@ class HospitalSite:
             manifest.public_material or ""
         ):
             raise CommitmentMismatchError(f"round {round_id}: not the manifest's public context")
-        self._check_privacy(round_id, member)
+        self._check_privacy(round_id, member, manifest=manifest)
         self._set_params(message.array("params"))
         federation = self.federation
         update, _, info = federation.train_client(self.partition_id, round_id)
@@ -461,10 +464,17 @@ class HospitalSite:
             return ""
         return json.dumps([e.canonical_bytes().decode("ascii") for e in dp_client.events])
 
-    def _check_privacy(self, round_id: int, member: Any) -> None:
+    def _check_privacy(
+        self, round_id: int, member: Any, *, manifest: RoundManifest | None = None
+    ) -> None:
         """dp=sample: the manifest commits this hospital's own policy and steps (else the
         auditor would hold our events against another policy), and the round fits our
         budget (refused before training: nothing spent)."""
+        if self.federation.privacy.mode == "client":
+            if manifest is None:
+                raise DeploymentError(f"round {round_id}: dp=client checks need the manifest")
+            self._check_client_level(round_id, member, manifest)
+            return
         policy = self.privacy_policy()
         if policy is None:
             if member.policy is not None:
@@ -477,6 +487,29 @@ class HospitalSite:
         refused = self.federation.privacy.admit(round_id, [self.partition_id])
         if refused:
             raise PrivacyBudgetExceededError(refused[self.partition_id])
+
+    def _check_client_level(self, round_id: int, member: Any, manifest: RoundManifest) -> None:
+        """dp=client: the manifest is a client-level round (no per-client policy), commits
+        the federation policy this hospital's own config gives (sigma, clip norm C, delta,
+        accountant, client sampling: a weaker one would be accounted as run), and gives it
+        the uniform weight ``1/n`` (with another weight its clipped update would move the
+        sum by more than C). The clipping to C is done here, on this node, in ``train``."""
+        if manifest.dp_mode != "client" or member.policy is not None:
+            raise CommitmentMismatchError(
+                f"round {round_id}: the manifest is dp={manifest.dp_mode}, this run dp=client"
+            )
+        own = self.federation.privacy.federation_policy()
+        if manifest.federation_policy != own:
+            raise CommitmentMismatchError(
+                f"round {round_id}: the manifest does not commit this run's federation "
+                "privacy policy"
+            )
+        uniform = 1.0 / len(manifest.clients)
+        if member.weight != uniform:
+            raise CommitmentMismatchError(
+                f"round {round_id}: weight {member.weight!r}; dp=client needs the uniform "
+                f"{uniform!r} (the sum's sensitivity is C only with equal weights)"
+            )
 
     # ---------------------------------------------------------------------------- reveal
     def reveal(self, message: WireMessage) -> WireMessage:

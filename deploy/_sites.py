@@ -189,10 +189,11 @@ class SitePolicy:
     update to (default CKKS and masking; ``plain`` sends the update in the clear and
     must be allowed explicitly). ``min_clients``: a hospital refuses a round whose
     manifest selects fewer clients (a sum of one is that client's update).
-    ``require_dp``: a hospital refuses runs without sample-level DP. ``commit_modes``:
-    the ``chain.commit_mode`` values a hospital joins a run with (default every mode: in
-    each, the hospital checks its own commitment on chain before it reveals, and a
-    merkle hospital left out of the root proves it on chain itself).
+    ``require_dp``: a hospital refuses runs without sample-level DP (``dp=off``, and
+    ``dp=client``, whose clipping bounds what one hospital moves, not what one record does).
+    ``commit_modes``: the ``chain.commit_mode`` values a hospital joins a run with (default
+    every mode: in each, the hospital checks its own commitment on chain before it reveals,
+    and a merkle hospital left out of the root proves it on chain itself).
     """
 
     ledger_url: str | None = None

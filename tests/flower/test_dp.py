@@ -159,8 +159,10 @@ def test_a_hospital_refuses_a_manifest_that_commits_another_policy(heart_data):
 
 
 def test_settings_refuse_dp_that_is_not_deployed(heart_settings):
-    with pytest.raises(SettingsError, match="dp=client"):
-        dp_client = heart_settings("ckks", "dp=client", "dp.noise_multiplier=1.0")
+    # dp=client is deployed (tests/flower/test_dp_client.py), but not central noise with
+    # masking (no single releasing party), as in-process
+    with pytest.raises(SettingsError, match="single releasing party"):
+        dp_client = heart_settings("masking", "dp=client", "dp.noise_multiplier=1.0")
         RoundDriver(dp_client, fresh_sites()[1])
     with pytest.raises(SettingsError, match=r"dp\.audit"):
         RoundDriver(heart_settings("ckks", *DP_SAMPLE, "dp.audit=one_run"), fresh_sites()[1])
