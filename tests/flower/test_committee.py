@@ -256,6 +256,25 @@ def test_settings_and_hostile_committee_messages_get_named_errors(tmp_path):
             ),
             InProcessTransport({}),
         )
+    committee_run = {"key_holder": False, "committee": K, "hospitals": 4}
+    with pytest.raises(SettingsError, match="with a decryption committee is not deployed"):
+        RoundDriver(
+            DeploymentSettings(
+                overrides=(*HEART, *COMMITTEE, "chain.commit_mode=merkle"),
+                ledger_url="http://127.0.0.1:1",
+                **committee_run,
+            ),
+            InProcessTransport({}),
+        )
+    with pytest.raises(SettingsError, match="central noise needs a single releasing party"):
+        RoundDriver(
+            DeploymentSettings(
+                overrides=(*HEART, *COMMITTEE, "dp=client"),
+                ledger_url="http://127.0.0.1:1",
+                **committee_run,
+            ),
+            InProcessTransport({}),
+        )
     with pytest.raises(SettingsError, match="replace the key holder"):
         DeploymentSettings(overrides=HEART, ledger_url="http://127.0.0.1:1", committee=3)
     from_run_config = DeploymentSettings.from_run_config(
