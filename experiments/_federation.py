@@ -381,7 +381,7 @@ class Federation:
         chain_phases = None
         committee = None
         if outcome is not None:
-            committee = dict(outcome.committee) or None
+            committee = {k: dict(v) for k, v in outcome.committee.items()} or None
             excluded.update(outcome.excluded)
             flagged = dict(outcome.flagged)
             chain_seconds = outcome.chain_seconds
