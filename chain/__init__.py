@@ -76,6 +76,7 @@ from chain._hydra import (
     register_configs,
 )
 from chain._ledger import DEFAULT_CHALLENGE_WINDOW, Ledger, LedgerInfo, list_hash
+from chain._memory import MEMORY_CHAIN_ID, MemoryLedger
 from chain._merkle import (
     EMPTY_LEAF,
     MERKLE_FORMAT_VERSION,
@@ -115,6 +116,7 @@ __all__ = [
     "DEFAULT_KEY_ENV",
     "EMPTY_LEAF",
     "EPSILON_SCALE",
+    "MEMORY_CHAIN_ID",
     "MERKLE_FORMAT_VERSION",
     "REPUTATION_SCALE",
     "Address",
@@ -160,6 +162,7 @@ __all__ = [
     "LedgerEvent",
     "LedgerInfo",
     "LedgerRevertError",
+    "MemoryLedger",
     "MerkleFormatError",
     "MerkleState",
     "MerkleTree",

@@ -1112,6 +1112,10 @@ class Ledger:
             self._scanned_to = end
             start = end + 1
 
+    def transaction_sender(self, tx_hash: bytes) -> Address:
+        """The account that sent the transaction ``tx_hash`` (who emitted an event)."""
+        return _address(str(self._w3.eth.get_transaction(HexBytes(tx_hash))["from"]))
+
     def gas_by_round(self, round_id: int) -> dict[str, int]:
         """Gas used per contract function by this client's writes for ``round_id``."""
         totals: dict[str, int] = {}

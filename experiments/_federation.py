@@ -7,9 +7,13 @@ a subclass (or the wiring of the dp, secagg and chain layers) can override:
 :meth:`~Federation.apply_update`, :meth:`~Federation.round_extras`.
 
 Aggregation is FedAvg weighted by sample counts, and always goes through the configured
-:class:`~secagg._scheme.ProtectionScheme`: each surviving client protects its *weighted*
-update, the aggregator combines the blobs blindly, and only the sum is revealed. Threat
-model: that of the scheme in use (``plain`` protects nothing; it is the baseline).
+:class:`~secagg._scheme.ProtectionScheme` inside the one round driver,
+:class:`secagg.SecureRoundProtocol`: each surviving client protects its *weighted* update,
+commits to it on the ledger, the aggregator combines the blobs blindly, and only the sum
+is released, attested and audited. The ledger is the run's (``chain=inprocess|anvil|rpc``)
+or, without one (``chain=none``, or a federation built without a ledger layer), a
+:class:`chain.MemoryLedger` with the same rules. Threat model: that of the scheme in use
+(``plain`` protects nothing; it is the baseline).
 """
 
 from __future__ import annotations
@@ -28,14 +32,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from dp import PrivacyEvent, SecureGaussian
+from dp import PrivacyEvent
 from experiments._config import FederationConfig
 from experiments._datasets import FederatedData
 from experiments._errors import ConfigError
 from experiments._privacy import NoPrivacy, PrivacyLayer
 from experiments._strategies import ServerOptimizer, server_params
 from experiments._training import Evaluation, LocalTrainer, SGDTrainer, evaluate
-from secagg import PhaseStats, ProtectionScheme, SecAggError, SecureRoundOutcome
+from secagg import PhaseStats, ProtectionScheme, SecureRoundOutcome
 
 if TYPE_CHECKING:
     from experiments._ledger import LedgerLayer
@@ -197,6 +201,7 @@ class Federation:
         device: torch.device | None = None,
         privacy: PrivacyLayer | None = None,
         ledger: LedgerLayer | None = None,
+        scheme_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.data = data
@@ -210,7 +215,27 @@ class Federation:
         # round id -> {PrivacyEvent.client_id (client name, or "federation"): event}
         self.privacy_events: dict[int, dict[str, PrivacyEvent]] = {}
         self.ledger = ledger
+        # The scheme's public parameters, as the round manifests declare them (the secagg
+        # config group); None: the scheme's own (``ProtectionScheme.manifest_config``).
+        self.scheme_config = dict(scheme_config) if scheme_config is not None else None
         self._skipped: dict[int, dict[int, str]] = {}
+
+    def ledger_layer(self) -> LedgerLayer:
+        """The run's ledger layer; a federation built without one gets a
+        :class:`chain.MemoryLedger` layer on first use (the ``chain=none`` round)."""
+        if self.ledger is None:
+            from experiments._ledger import memory_layer
+
+            self.ledger = memory_layer(
+                n_clients=len(self.data.clients),
+                scheme=self.scheme,
+                scheme_config=self.scheme_config
+                if self.scheme_config is not None
+                else self.scheme.manifest_config(),
+                dim=self.dim,
+                dp_mode=self.privacy.mode,
+            )
+        return self.ledger
 
     # ----- steps a subclass may override ---------------------------------------------
     def select_clients(self, round_id: int) -> list[int]:
@@ -224,10 +249,8 @@ class Federation:
             candidates = sorted(
                 int(c) for c in rng.choice(n_clients, size=n_selected, replace=False)
             )
-        if self.ledger is None:
-            return candidates
         # The aggregator skips clients whose on-chain reputation is below the threshold.
-        selected = self.ledger.protocol.select(candidates)
+        selected = self.ledger_layer().protocol.select(candidates)
         self._skipped[round_id] = {
             c: "reputation below chain.reputation_threshold"
             for c in candidates
@@ -285,44 +308,13 @@ class Federation:
         but not in ``deltas`` dropped out. Each survivor protects ``weight * delta``; the
         revealed sum is divided by the total weight of the clients actually included.
         """
-        if self.ledger is not None:
-            return self._aggregate_on_ledger(round_id, deltas, weights)
-        selected = sorted(weights)
-        survivors = sorted(deltas)
-        dropped = [c for c in selected if c not in deltas]
-        session = self.scheme.start_round(round_id=round_id, client_ids=selected, dim=self.dim)
-        session.setup(dropouts=dropped)
-        if not survivors:
-            return AggregationResult(mean_update=None, included=[], stats=session.stats)
-        blobs = {}
-        for client_id in survivors:
-            try:
-                blobs[client_id] = session.protect(
-                    client_id, weights[client_id] * deltas[client_id]
-                )
-            except SecAggError as error:  # this client's input is refused; the rest go on
-                log.warning("round %d: client %d refused: %s", round_id, client_id, error)
-        if not blobs:
-            return AggregationResult(mean_update=None, included=[], stats=session.stats)
-        aggregate_blob = session.combine(blobs)
-        total = session.reveal(aggregate_blob, survivors=sorted(blobs))
-        noise = self.privacy.release_noise_std(len(weights))
-        if noise is not None:  # central DP: the releasing party (here, the runner) noises
-            total = np.asarray(total, dtype=np.float64) + SecureGaussian().normal(
-                noise, np.shape(total)
-            )
-        included = list(session.combined)
-        included_weight = math.fsum(weights[c] for c in included)
-        return AggregationResult(
-            mean_update=total / included_weight, included=included, stats=session.stats
-        )
+        return self._aggregate_on_ledger(round_id, deltas, weights)
 
     def _aggregate_on_ledger(
         self, round_id: int, deltas: Mapping[int, np.ndarray], weights: Mapping[int, float]
     ) -> AggregationResult:
         """The hardened round: commitments, blind combination, attested reveal, audit."""
-        if self.ledger is None:
-            raise RuntimeError("no ledger layer")
+        layer = self.ledger_layer()
         names = {client.name: i for i, client in enumerate(self.data.clients)}
         events = {
             names[name]: event
@@ -335,8 +327,8 @@ class Federation:
         # opens this round commits their chain's head (the releases before this round).
         federation_events = self.privacy.federation_events()
         for event in federation_events:
-            self.ledger.consortium.store.put(event.canonical_bytes())
-        outcome = self.ledger.protocol.run_round(
+            layer.consortium.store.put(event.canonical_bytes())
+        outcome = layer.protocol.run_round(
             round_id,
             selected=sorted(weights),
             weights=weights,
@@ -380,8 +372,7 @@ class Federation:
         extras = RoundExtras(
             epsilon=spent.epsilon, epsilon_per_client=spent.epsilon_per_client, delta=spent.delta
         )
-        if self.ledger is None:
-            return extras
+        layer = self.ledger_layer()
         outcome = None if aggregation is None else aggregation.ledger_outcome
         excluded = dict(self._skipped.get(round_id, {}))
         flagged = None
@@ -390,18 +381,19 @@ class Federation:
         chain_phases = None
         committee = None
         if outcome is not None:
-            committee = dict(outcome.committee) or None
+            committee = {k: dict(v) for k, v in outcome.committee.items()} or None
             excluded.update(outcome.excluded)
             flagged = dict(outcome.flagged)
-            gas_used = outcome.gas_used
             chain_seconds = outcome.chain_seconds
-            chain_phases = {
-                phase: {"gas": gas, "seconds": outcome.chain_seconds_by_phase.get(phase, 0.0)}
-                for phase, gas in outcome.gas_by_phase.items()
-            }
-        ledger = self.ledger.consortium.ledger
+            if not layer.in_memory:  # a memory ledger has no gas
+                gas_used = outcome.gas_used
+                chain_phases = {
+                    phase: {"gas": gas, "seconds": outcome.chain_seconds_by_phase.get(phase, 0.0)}
+                    for phase, gas in outcome.gas_by_phase.items()
+                }
+        ledger = layer.consortium.ledger
         reputation = {
-            client.name: ledger.reputation(self.ledger.consortium.address_of(i)).score
+            client.name: ledger.reputation(layer.consortium.address_of(i)).score
             for i, client in enumerate(self.data.clients)
         }
         return dataclasses.replace(

@@ -5,7 +5,11 @@ ledger, registers an account for every party (fresh keys held in memory, or keys
 from ``chain.keys_seed_file``, :mod:`secagg._party_keys`) and drives every round through
 :class:`secagg.SecureRoundProtocol`: commitments, blind combination, attested reveal,
 finalization, a per-round audit whose findings flag the culprits, and reputation-based
-selection. ``chain=none`` keeps the plain in-memory aggregation.
+selection. ``chain=none`` runs the same round on a :class:`chain.MemoryLedger` (the
+contract's rules for direct rounds and the decryption committee, kept in memory, no EVM):
+one round driver for every configuration, so ``rounds[]`` has the same fields whichever
+ledger ran; only gas is absent, and ``results.json`` records no ledger (nothing outlives
+the run for an outside auditor; the run's own final audit is in ``final.audit``).
 
 A resumed run (``run.resume``) deploys nothing: it attaches to the checkpoint's contract
 and refuses (:class:`CheckpointError`) unless the node's chain id is the checkpoint's,
@@ -28,6 +32,7 @@ from chain import (
     ChainConfigError,
     ChainError,
     Ledger,
+    MemoryLedger,
     Role,
     WrongRound,
     commit_mode_of,
@@ -35,9 +40,11 @@ from chain import (
 )
 from experiments._errors import CheckpointError, ConfigError
 from secagg import (
+    ArtifactStore,
     AuditReport,
     Consortium,
     LocalDirectoryStore,
+    MemoryStore,
     Parties,
     PartyKeyError,
     ProtectionScheme,
@@ -60,12 +67,20 @@ class LedgerLayer:
     round_states: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
+    def in_memory(self) -> bool:
+        """Whether the ledger is a :class:`chain.MemoryLedger` (``chain=none``): nothing
+        outlives the run, no gas."""
+        return isinstance(self.consortium.ledger, MemoryLedger)
+
+    @property
     def consortium(self) -> Consortium:
         return self.protocol.consortium
 
-    def entry(self) -> dict[str, Any]:
+    def entry(self) -> dict[str, Any] | None:
         """``results.json``'s ``ledger`` entry (addresses only: no keys, no seed, no URL
-        credentials)."""
+        credentials); None for a memory ledger, which no one can consult after the run."""
+        if self.in_memory:
+            return None
         ledger = self.consortium.ledger
         return {
             "backend": self.backend_name,
@@ -79,18 +94,56 @@ class LedgerLayer:
             "parties": self.consortium.parties.addresses(),
         }
 
-    def reference(self, last_round: int) -> dict[str, Any]:
+    def reference(self, last_round: int) -> dict[str, Any] | None:
         """What a checkpoint after ``last_round`` records of the ledger: :meth:`entry` and
-        the on-chain state of every round so far (status and aggregate digest)."""
+        the on-chain state of every round so far (status and aggregate digest); None for a
+        memory ledger (a resumed ``chain=none`` run starts a fresh one)."""
+        entry = self.entry()
+        if entry is None:
+            return None
         for round_id in range(1, last_round + 1):
             if round_id not in self.round_states or round_id == last_round:
                 self.round_states[round_id] = round_state(self.consortium.ledger, round_id)
         rounds = [self.round_states[r] for r in range(1, last_round + 1)]
-        return {**self.entry(), "rounds": rounds}
+        return {**entry, "rounds": rounds}
 
     def final_audit(self) -> AuditReport:
         """A fresh auditor's verdict over every round, from ledger and store alone."""
         return audit(self.consortium.ledger, self.consortium.store)
+
+
+def memory_layer(
+    *,
+    n_clients: int,
+    scheme: ProtectionScheme,
+    scheme_config: Mapping[str, Any],
+    dim: int,
+    dp_mode: str,
+    store: ArtifactStore | None = None,
+    store_dir: Path | None = None,
+    dp_budget: float | None = None,
+) -> LedgerLayer:
+    """The ledger layer of ``chain=none``: fresh parties on a :class:`chain.MemoryLedger`
+    and ``store`` (default: a :class:`secagg.MemoryStore`); the per-client budget on the
+    ledger is ``dp_budget`` (the DP budget each client promises), none without it."""
+    consortium = Consortium.in_memory(
+        n_clients=n_clients,
+        store=store if store is not None else MemoryStore(),
+        epsilon_budget=dp_budget,
+    )
+    protocol = SecureRoundProtocol(
+        consortium=consortium,
+        scheme=scheme,
+        scheme_config=dict(scheme_config),
+        dim=dim,
+        dp_mode=dp_mode,
+    )
+    return LedgerLayer(
+        protocol=protocol,
+        backend_name="none",
+        url=None,
+        store_dir=store_dir if store_dir is not None else Path("(memory)"),
+    )
 
 
 def round_state(ledger: Ledger, round_id: int) -> dict[str, Any]:
@@ -216,7 +269,7 @@ def _attach(
     return ledger
 
 
-def _scheme_config(schema: Any) -> dict[str, Any]:
+def scheme_config_of(schema: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(schema) and not isinstance(schema, type):
         return dataclasses.asdict(schema)
     return dict(schema)
@@ -234,15 +287,28 @@ def open_ledger_layer(
     output_dir: Path | None,
     dp_budget: float | None = None,
     resume: Mapping[str, Any] | None = None,
-) -> Iterator[LedgerLayer | None]:
-    """Open the ledger ``chain_schema`` names (None for ``chain=none``); stops a node it
-    started on exit. The on-chain per-client budget is ``chain.epsilon_budget``, lowered to
-    ``dp_budget`` (the DP budget each client promises) when that is smaller, so the
-    contract and the auditor enforce the run's own privacy promise. ``resume``: the
-    checkpoint's ledger reference (:meth:`LedgerLayer.reference`) to attach to instead of
-    deploying; its artifact store is reused."""
+) -> Iterator[LedgerLayer]:
+    """Open the ledger ``chain_schema`` names (``chain=none``: :func:`memory_layer`);
+    stops a node it started on exit. The on-chain per-client budget is
+    ``chain.epsilon_budget``, lowered to ``dp_budget`` (the DP budget each client
+    promises) when that is smaller, so the contract and the auditor enforce the run's own
+    privacy promise. ``resume``: the checkpoint's ledger reference
+    (:meth:`LedgerLayer.reference`) to attach to instead of deploying; its artifact store
+    is reused."""
     if chain_schema.name == "none":
-        yield None
+        # The blobs go to a temporary directory (bounded memory for large models), deleted
+        # with the run: a memory ledger outlives nothing, so neither need its artifacts.
+        with tempfile.TemporaryDirectory(prefix="secagg-none-") as tmp:
+            yield memory_layer(
+                n_clients=n_clients,
+                scheme=scheme,
+                scheme_config=scheme_config_of(scheme_schema),
+                dim=dim,
+                dp_mode=dp_mode,
+                store=LocalDirectoryStore(tmp),
+                store_dir=Path(tmp),
+                dp_budget=dp_budget,
+            )
         return
     parties = _derive_parties(chain_schema, n_clients)
     if resume is not None:
@@ -301,7 +367,7 @@ def open_ledger_layer(
         protocol = SecureRoundProtocol(
             consortium=consortium,
             scheme=scheme,
-            scheme_config=_scheme_config(scheme_schema),
+            scheme_config=scheme_config_of(scheme_schema),
             dim=dim,
             dp_mode=dp_mode,
         )

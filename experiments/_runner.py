@@ -45,7 +45,7 @@ from experiments._federation import (
     derive_seed,
     resolve_device,
 )
-from experiments._ledger import open_ledger_layer
+from experiments._ledger import open_ledger_layer, scheme_config_of
 from experiments._models import build_model
 from experiments._preflight import check_feasible, check_partition
 from experiments._privacy import build_privacy_layer, preprocessing_for
@@ -120,6 +120,7 @@ def build_federation(cfg: RunConfig) -> Federation:
         scheme=build_scheme(cfg.secagg),
         device=resolve_device(fed.device),
         privacy=privacy,
+        scheme_config=scheme_config_of(cfg.secagg),
     )
 
 
@@ -274,19 +275,17 @@ def run_experiment(
                 bar.close()
                 for handler in _console_handlers():
                     handler.removeFilter(quiet)
-        ledger_entry = None
-        if ledger is not None:
-            report = ledger.final_audit()
-            log.info("audit: %s (%d finding(s))", report.verdict.name.lower(), len(report.findings))
-            final = dataclasses.replace(
-                final,
-                audit={
-                    "verdict": report.to_dict()["verdict"],
-                    "exit_code": report.exit_code,
-                    "findings": report.to_dict()["findings"],
-                },
-            )
-            ledger_entry = ledger.entry()
+        report = ledger.final_audit()
+        log.info("audit: %s (%d finding(s))", report.verdict.name.lower(), len(report.findings))
+        final = dataclasses.replace(
+            final,
+            audit={
+                "verdict": report.to_dict()["verdict"],
+                "exit_code": report.exit_code,
+                "findings": report.to_dict()["findings"],
+            },
+        )
+        ledger_entry = ledger.entry()
     final = dataclasses.replace(final, wall_seconds=seconds_before + time.perf_counter() - start)
     meta = run_metadata(federation.device)
     if checkpoint is not None:

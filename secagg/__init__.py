@@ -41,6 +41,7 @@ from secagg._store import (
     ArtifactNotFoundError,
     ArtifactStore,
     LocalDirectoryStore,
+    MemoryStore,
     UnsafeArtifactError,
 )
 
@@ -68,6 +69,7 @@ __all__ = [
     "LocalDirectoryStore",
     "ManifestClient",
     "ManifestError",
+    "MemoryStore",
     "ParameterMismatchError",
     "Parties",
     "PartyKeyError",

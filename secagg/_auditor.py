@@ -81,7 +81,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
-from hexbytes import HexBytes
 
 from chain import EPSILON_SCALE, ChainError, Commitment, Ledger, RoundInfo, RoundStatus
 from dp import PrivacyEvent, independent_epsilon
@@ -448,7 +447,7 @@ class Auditor:
 
     def _sender_of(self, event_name: str, round_id: int) -> str:
         for event in self.ledger.events(event_name, argument_filters={"round": round_id}):
-            return str(self.ledger.w3.eth.get_transaction(HexBytes(event.tx_hash))["from"])
+            return str(self.ledger.transaction_sender(event.tx_hash))
         return "(unknown)"
 
     def _publisher(self, round_id: int) -> str:

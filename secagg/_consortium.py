@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from chain import COMMIT_MODES, DEFAULT_CHALLENGE_WINDOW, ChainConfigError, Ledger, Role
+from chain import (
+    COMMIT_MODES,
+    DEFAULT_CHALLENGE_WINDOW,
+    ChainConfigError,
+    Ledger,
+    MemoryLedger,
+    Role,
+    budget_to_fixed,
+)
+from chain._types import MAX_UINT64
 from secagg._errors import PartyKeyError
 from secagg._party_keys import derive_party_key
 from secagg._store import ArtifactStore
@@ -166,6 +175,43 @@ class Consortium:
             reputation_threshold=reputation_threshold,
             commit_mode=commit_mode,
             challenge_window=challenge_window,
+        )
+
+    @classmethod
+    def in_memory(
+        cls,
+        *,
+        n_clients: int,
+        store: ArtifactStore,
+        epsilon_budget: float | None = None,
+        deadline_blocks: int = 50,
+        reputation_threshold: float = 0.0,
+        parties: Parties | None = None,
+    ) -> Consortium:
+        """The consortium of a ``chain=none`` run: the same parties and rules on a
+        :class:`chain.MemoryLedger` (direct rounds; ``epsilon_budget`` None: no budget on
+        the ledger beyond what each client's own DP enforces)."""
+        if parties is None:
+            parties = Parties.create(n_clients)
+        elif len(parties.clients) != n_clients:
+            raise PartyKeyError(f"{len(parties.clients)} client accounts for {n_clients} clients")
+        ledger = MemoryLedger(
+            admin=parties.admin.address,
+            epsilon_budget_fixed=MAX_UINT64
+            if epsilon_budget is None
+            else budget_to_fixed(epsilon_budget),
+        )
+        ledger.register(Role.CLIENT, [a.address for a in parties.clients], sender=parties.admin)
+        ledger.register(Role.AGGREGATOR, parties.aggregator.address, sender=parties.admin)
+        ledger.register(Role.KEY_HOLDER, parties.key_holder.address, sender=parties.admin)
+        ledger.register(Role.AUDITOR, parties.auditor.address, sender=parties.admin)
+        return cls(
+            ledger=ledger,
+            store=store,
+            parties=parties,
+            deadline_blocks=deadline_blocks,
+            reputation_threshold=reputation_threshold,
+            commit_mode="direct",
         )
 
     def address_of(self, client_id: int) -> str:

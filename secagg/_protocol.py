@@ -75,6 +75,7 @@ import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -104,17 +105,29 @@ class SecureRoundOutcome:
     round_id: int
     total: np.ndarray | None
     included: tuple[int, ...]
-    excluded: dict[int, str]
+    excluded: Mapping[int, str]
     stats: PhaseStats
     gas_used: int
     chain_seconds: float
     config_digest: Digest
     aggregate_digest: bytes | None
     findings: tuple[Finding, ...] = ()
-    flagged: dict[int, int] = field(default_factory=dict)
-    gas_by_phase: dict[str, int] = field(default_factory=dict)
-    chain_seconds_by_phase: dict[str, float] = field(default_factory=dict)
-    committee: dict[int, dict[str, float]] = field(default_factory=dict)
+    flagged: Mapping[int, int] = field(default_factory=dict)
+    gas_by_phase: Mapping[str, int] = field(default_factory=dict)
+    chain_seconds_by_phase: Mapping[str, float] = field(default_factory=dict)
+    committee: Mapping[int, Mapping[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Frozen all the way down: the mappings are read-only views of private copies, so
+        # no reader of an outcome can change what the round produced.
+        for name in ("excluded", "flagged", "gas_by_phase", "chain_seconds_by_phase"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        committee = {k: MappingProxyType(dict(v)) for k, v in self.committee.items()}
+        object.__setattr__(self, "committee", MappingProxyType(committee))
+        if self.total is not None:  # a read-only view (no copy of a large sum)
+            total = np.asarray(self.total).view()
+            total.flags.writeable = False
+            object.__setattr__(self, "total", total)
 
 
 log = logging.getLogger("secagg")

@@ -153,6 +153,11 @@ class ProtectionScheme(ABC):
     def start_round(self, *, round_id: int, client_ids: Sequence[int], dim: int) -> RoundSession:
         """Begin a round among ``client_ids`` over updates of length ``dim``."""
 
+    def manifest_config(self) -> dict[str, Any]:
+        """The public parameters a round manifest declares for this scheme when no config
+        group gave them (a federation built in code): at least ``name``."""
+        return {"name": self.name}
+
     def public_material(self) -> bytes | None:
         """The public material the round manifest names (None: the scheme has none)."""
         return None

@@ -235,3 +235,59 @@ class LocalDirectoryStore(ArtifactStore):
         for path in sorted(self.root.iterdir()):
             if _HEX_NAME.fullmatch(path.name):
                 yield Digest(bytes.fromhex(path.name))
+
+
+class MemoryStore(ArtifactStore):
+    """Artifacts in a dict, for a run whose ledger is in memory too (``chain=none``,
+    :class:`chain.MemoryLedger`) or a test. Same rules as :class:`LocalDirectoryStore`:
+    immutable names, a size cap on writes and reads."""
+
+    def __init__(self, *, max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES) -> None:
+        if (
+            isinstance(max_artifact_bytes, bool)
+            or not isinstance(max_artifact_bytes, int)
+            or max_artifact_bytes < 1
+        ):
+            raise StoreConfigError(
+                f"max_artifact_bytes must be an integer >= 1, got {max_artifact_bytes!r}"
+            )
+        self.max_artifact_bytes = max_artifact_bytes
+        self._items: dict[bytes, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._items)} artifacts)"
+
+    def put_named(self, digest: bytes, data: bytes) -> None:
+        if not isinstance(digest, bytes) or len(digest) != 32:
+            raise ValueError(f"a digest is 32 bytes, got {digest!r:.80}")
+        if len(data) > self.max_artifact_bytes:
+            raise UnsafeArtifactError(
+                f"an artifact of {len(data)} bytes is over the store's cap of "
+                f"{self.max_artifact_bytes}"
+            )
+        existing = self._items.get(bytes(digest))
+        if existing is not None and existing != data:
+            raise ArtifactConflictError(
+                f"{digest.hex()} already holds different bytes; artifacts are immutable"
+            )
+        self._items[bytes(digest)] = bytes(data)
+
+    def get_unchecked(self, digest: bytes, *, max_bytes: int | None = None) -> bytes:
+        found = self._items.get(bytes(digest))
+        if found is None:
+            raise ArtifactNotFoundError(f"no artifact {bytes(digest).hex()} in memory")
+        cap = self.max_artifact_bytes
+        if max_bytes is not None:
+            cap = min(cap, max_bytes)
+        if len(found) > cap:
+            raise UnsafeArtifactError(
+                f"artifact {bytes(digest).hex()} holds {len(found)} bytes, more than {cap}"
+            )
+        return found
+
+    def __contains__(self, digest: object) -> bool:
+        return isinstance(digest, bytes) and bytes(digest) in self._items
+
+    def digests(self) -> Iterator[Digest]:
+        for digest in sorted(self._items):
+            yield Digest(digest)

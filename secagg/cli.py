@@ -78,7 +78,11 @@ def _targets(args: argparse.Namespace) -> tuple[str | None, str | None, str | No
             raise _CannotAudit(f"cannot read {args.results}: {error}") from error
         ledger = results.get("ledger") if isinstance(results, dict) else None
         if not isinstance(ledger, dict):
-            raise _CannotAudit(f"{args.results} records no ledger (was it run with chain=none?)")
+            raise _CannotAudit(
+                f"{args.results} records no ledger: a chain=none run keeps its ledger in "
+                "memory, gone with the run, so there is nothing to re-check from outside; "
+                "the run's own final audit is its final.audit"
+            )
         url = url or _text_field(args.results, "ledger.url", ledger.get("url"))
         address = address or _text_field(args.results, "ledger.address", ledger.get("address"))
         store = store or _text_field(args.results, "ledger.store", ledger.get("store"))

@@ -255,6 +255,10 @@ class MaskingScheme(ProtectionScheme):
     def __init__(self, params: MaskingParams | None = None) -> None:
         self.params = params or MaskingParams()
 
+    def manifest_config(self) -> dict[str, Any]:
+        """``name`` and every masking parameter (what ``check_manifest_config`` needs)."""
+        return {"name": self.name, **dataclasses.asdict(self.params)}
+
     def ledger_round_kwargs(
         self, *, ledger: Any, accounts: Mapping[int, Any], addresses: Mapping[int, str]
     ) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def test_end_to_end_two_rounds_on_breast_cancer_writes_results_json(
     run_experiment(cfg, resolved_config=resolved, output_dir=tmp_path, progress=False)
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"config", "rounds", "final", "ledger", "meta"}
-    assert results["ledger"] is None  # chain=none
+    assert results["ledger"] is None  # chain=none: a memory ledger, gone with the run
     assert results["config"]["dataset"]["name"] == "breast_cancer"
     assert results["config"]["federation"]["rounds"] == 2
     rounds = results["rounds"]
@@ -133,16 +133,20 @@ def test_end_to_end_two_rounds_on_breast_cancer_writes_results_json(
     for record in rounds:
         assert set(record) == ROUND_KEYS
         assert set(record["seconds"]) == {"train", "protect", "combine", "reveal", "chain"}
-        assert record["seconds"]["train"] > 0 and record["seconds"]["chain"] is None
+        # chain=none runs the same hardened round on a memory ledger: no gas, but the
+        # ledger phases' seconds, reputation, exclusions and flags as with any ledger
+        assert record["seconds"]["train"] > 0 and record["seconds"]["chain"] > 0
         assert record["epsilon"] is None and record["gas_used"] is None
-        assert record["reputation"] is None and record["flagged"] is None
+        assert record["chain_phases"] is None
+        assert sorted(record["reputation"]) == [f"client_{i}" for i in range(5)]
+        assert record["flagged"] == {} and record["excluded"] == {}
         assert record["n_clients"] == 5 and record["dropped"] == []
         assert record["bytes_up"] == 5 * 8 * dim
         assert 0.0 <= record["accuracy"] <= 1.0 and 0.0 <= record["auc"] <= 1.0
     final = results["final"]
     assert set(final) == FINAL_KEYS
     assert final["epsilon"] is None and final["delta"] is None and final["gas_total"] is None
-    assert final["audit"] is None and final["privacy_audit"] is None
+    assert final["audit"]["verdict"] == "clean" and final["privacy_audit"] is None
     assert final["accuracy"] == rounds[-1]["accuracy"]
     assert final["accuracy"] > 0.85  # logistic regression learns this task in two rounds
     per_client = final["per_client_accuracy"]

@@ -183,3 +183,13 @@ def test_a_results_file_with_a_number_for_the_store_exits_2_without_a_traceback(
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     assert "ledger.store must be a string" in result.stdout
+
+
+def test_a_chain_none_results_file_exits_2_and_points_at_its_own_final_audit(tmp_path):
+    """A chain=none run's ledger lived in memory: nothing to re-check from outside."""
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"ledger": None, "final": {"audit": {"verdict": "clean"}}}))
+    result = _cli("--results", str(results))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "chain=none" in result.stdout and "final.audit" in result.stdout
