@@ -82,6 +82,22 @@ class Parties:
             clients=tuple(clients),
         )
 
+    @classmethod
+    def for_clients(cls, n_clients: int, parties: Parties | None) -> Parties:
+        """``parties`` (checked to hold ``n_clients`` clients), or fresh ones."""
+        if parties is None:
+            return cls.create(n_clients)
+        if len(parties.clients) != n_clients:
+            raise PartyKeyError(f"{len(parties.clients)} client accounts for {n_clients} clients")
+        return parties
+
+    def register_on(self, ledger: Ledger) -> None:
+        """The admin gives every party its role on ``ledger`` (four transactions)."""
+        ledger.register(Role.CLIENT, [a.address for a in self.clients], sender=self.admin)
+        ledger.register(Role.AGGREGATOR, self.aggregator.address, sender=self.admin)
+        ledger.register(Role.KEY_HOLDER, self.key_holder.address, sender=self.admin)
+        ledger.register(Role.AUDITOR, self.auditor.address, sender=self.admin)
+
     def addresses(self) -> dict[str, str | list[str]]:
         """Every party's address by role (public; what a checkpoint may record)."""
         return {
@@ -145,10 +161,7 @@ class Consortium:
     ) -> Consortium:
         """Deploy a ledger on ``backend``, fund and register every party (``parties``:
         derived accounts, :meth:`Parties.derive`; None: fresh ones)."""
-        if parties is None:
-            parties = Parties.create(n_clients)
-        elif len(parties.clients) != n_clients:
-            raise PartyKeyError(f"{len(parties.clients)} client accounts for {n_clients} clients")
+        parties = Parties.for_clients(n_clients, parties)
         everyone = [
             parties.admin,
             parties.aggregator,
@@ -162,10 +175,7 @@ class Consortium:
         funding = min(DEFAULT_FUNDING_WEI, int(faucet_wei * _FUNDED_SHARE) // len(everyone))
         backend.fund([a.address for a in everyone], funding)  # type: ignore[attr-defined]
         ledger = Ledger.deploy(backend, admin=parties.admin, epsilon_budget=epsilon_budget)  # type: ignore[arg-type]
-        ledger.register(Role.CLIENT, [a.address for a in parties.clients], sender=parties.admin)
-        ledger.register(Role.AGGREGATOR, parties.aggregator.address, sender=parties.admin)
-        ledger.register(Role.KEY_HOLDER, parties.key_holder.address, sender=parties.admin)
-        ledger.register(Role.AUDITOR, parties.auditor.address, sender=parties.admin)
+        parties.register_on(ledger)
         return cls(
             ledger=ledger,
             store=store,
@@ -191,20 +201,14 @@ class Consortium:
         """The consortium of a ``chain=none`` run: the same parties and rules on a
         :class:`chain.MemoryLedger` (direct rounds; ``epsilon_budget`` None: no budget on
         the ledger beyond what each client's own DP enforces)."""
-        if parties is None:
-            parties = Parties.create(n_clients)
-        elif len(parties.clients) != n_clients:
-            raise PartyKeyError(f"{len(parties.clients)} client accounts for {n_clients} clients")
+        parties = Parties.for_clients(n_clients, parties)
         ledger = MemoryLedger(
             admin=parties.admin.address,
             epsilon_budget_fixed=MAX_UINT64
             if epsilon_budget is None
             else budget_to_fixed(epsilon_budget),
         )
-        ledger.register(Role.CLIENT, [a.address for a in parties.clients], sender=parties.admin)
-        ledger.register(Role.AGGREGATOR, parties.aggregator.address, sender=parties.admin)
-        ledger.register(Role.KEY_HOLDER, parties.key_holder.address, sender=parties.admin)
-        ledger.register(Role.AUDITOR, parties.auditor.address, sender=parties.admin)
+        parties.register_on(ledger)
         return cls(
             ledger=ledger,
             store=store,
