@@ -86,11 +86,8 @@ from secagg._committee_round import (
     combine_attested,
 )
 from secagg._digest import Digest, keccak256
-from secagg._errors import CommitmentMismatchError, InsufficientClientsError
 from secagg._roles import (
-    REFUSAL_AGGREGATE_MISMATCH,
-    REFUSAL_INVALID_AGGREGATE,
-    REFUSAL_TOO_FEW_INPUTS,
+    refusal_code,
 )
 from secagg.ckks import (
     CommitteeMember,
@@ -261,13 +258,7 @@ class CommitteeSite:
         )
 
     def _attach(self, message: WireMessage) -> Ledger:
-        self._ledger = self.policy.ledger(
-            self._ledger,
-            url=message.text("ledger_url"),
-            address=message.text("ledger_address"),
-            start_block=message.integer("start_block"),
-            pinned=self._pinned,
-        )
+        self._ledger = self.policy.ledger_of(self._ledger, message, pinned=self._pinned)
         self._pinned = self._ledger.address
         return self._ledger
 
@@ -401,7 +392,7 @@ class CommitteeSite:
         try:
             fetched = party.check(round_id, manifest, aggregate)
         except (SecAggError, ChainError) as error:
-            code = _refusal_code(error)
+            code = refusal_code(error)
             party.refuse(round_id, code)
             raise CommitteeSiteError(
                 f"round {round_id}: member {self.index} refuses to decrypt: {error}"
@@ -475,14 +466,6 @@ class CommitteeSite:
             },
             arrays={"total": released.astype(np.float64)},
         )
-
-
-def _refusal_code(error: Exception) -> int:
-    if isinstance(error, CommitmentMismatchError):
-        return REFUSAL_AGGREGATE_MISMATCH
-    if isinstance(error, InsufficientClientsError):
-        return REFUSAL_TOO_FEW_INPUTS
-    return REFUSAL_INVALID_AGGREGATE
 
 
 def parse_members(text: str, *, size: int) -> tuple[int, ...]:

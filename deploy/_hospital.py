@@ -326,12 +326,8 @@ class HospitalSite:
         endpoint, the contract of its node config or else the one it joined this run)."""
         address = message.text("ledger_address")
         joined = self._ledger_fields.get("ledger_address")
-        self._ledger = self.policy.ledger(
-            self._ledger,
-            url=message.text("ledger_url"),
-            address=address,
-            start_block=message.integer("start_block"),
-            pinned=str(joined) if joined is not None else None,
+        self._ledger = self.policy.ledger_of(
+            self._ledger, message, pinned=str(joined) if joined is not None else None
         )
         if joined is None:
             self._ledger_fields = {

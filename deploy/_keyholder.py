@@ -156,13 +156,7 @@ class KeyHolderSite:
         # its own ledger endpoint and the contract it serves (node config), never just
         # the driver's word: on a ledger the aggregator controls, "committed" blobs and
         # the one-release reservation would mean nothing
-        self._ledger = self.policy.ledger(
-            self._ledger,
-            url=message.text("ledger_url"),
-            address=message.text("ledger_address"),
-            start_block=message.integer("start_block"),
-            pinned=self._pinned,
-        )
+        self._ledger = self.policy.ledger_of(self._ledger, message, pinned=self._pinned)
         self._pinned = self._ledger.address
         manifest_bytes = message.blob("manifest")
         manifest = RoundManifest.from_bytes(manifest_bytes)

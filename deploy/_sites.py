@@ -23,6 +23,7 @@ from eth_account.signers.local import LocalAccount
 
 from chain import COMMIT_MODES, DEFAULT_CHALLENGE_WINDOW, Ledger
 from deploy._errors import DeploymentError, SettingsError
+from deploy._wire import WireMessage
 from secagg import (
     ArtifactStore,
     Consortium,
@@ -275,6 +276,19 @@ class SitePolicy:
         if current is not None:
             return current
         return attach_ledger(self.ledger_url or url, address, start_block=start_block)
+
+    def ledger_of(
+        self, current: Ledger | None, message: WireMessage, *, pinned: str | None = None
+    ) -> Ledger:
+        """:meth:`ledger` for the ``ledger_url``, ``ledger_address`` and ``start_block``
+        fields of a driver's request."""
+        return self.ledger(
+            current,
+            url=message.text("ledger_url"),
+            address=message.text("ledger_address"),
+            start_block=message.integer("start_block"),
+            pinned=pinned,
+        )
 
     def check_round(self, manifest: RoundManifest, *, dp_mode: str | None = None) -> None:
         """A hospital's check of a round manifest before it trains or hands anything over."""

@@ -45,17 +45,14 @@ from secagg._consortium import Consortium
 from secagg._digest import Digest
 from secagg._errors import (
     CommitmentMismatchError,
-    InsufficientClientsError,
     ProtocolAbortError,
     SecAggError,
 )
 from secagg._manifest import RoundManifest
 from secagg._roles import (
-    REFUSAL_AGGREGATE_MISMATCH,
-    REFUSAL_INVALID_AGGREGATE,
-    REFUSAL_TOO_FEW_INPUTS,
     ReleaseRefusedError,
     participant_blobs,
+    refusal_code,
 )
 from secagg._scheme import ProtectionScheme, RoundSession
 from secagg._store import ArtifactNotFoundError, ArtifactStore
@@ -223,7 +220,7 @@ class DecryptionCommittee:
             except ReleaseRefusedError:
                 raise
             except (SecAggError, ChainError) as error:
-                code = _refusal_code(error)
+                code = refusal_code(error)
                 party.refuse(round_id, code)
                 raise ReleaseRefusedError(
                     f"round {round_id}: committee member {party.index} refused: {error}",
@@ -313,14 +310,6 @@ def combine_attested(
             named.update({j: str(error) for j in fresh})
             continue
         return release.values, release.members, named
-
-
-def _refusal_code(error: Exception) -> int:
-    if isinstance(error, CommitmentMismatchError):
-        return REFUSAL_AGGREGATE_MISMATCH
-    if isinstance(error, InsufficientClientsError):
-        return REFUSAL_TOO_FEW_INPUTS
-    return REFUSAL_INVALID_AGGREGATE
 
 
 def form_committee(consortium: Consortium, scheme: ProtectionScheme) -> DecryptionCommittee:

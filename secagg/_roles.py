@@ -646,7 +646,8 @@ def check_aggregate(
         )
 
 
-def _refusal_code(error: Exception) -> int:
+def refusal_code(error: Exception) -> int:
+    """The reason code a releasing party attests when it refuses because of ``error``."""
     if isinstance(error, CommitmentMismatchError):
         return REFUSAL_AGGREGATE_MISMATCH
     if isinstance(error, InsufficientClientsError):
@@ -733,7 +734,7 @@ class KeyHolderParty:
                 reserved = True
             total = session.reveal(aggregate, survivors=survivors)
         except SecAggError as error:
-            code = _refusal_code(error)
+            code = refusal_code(error)
             if self.attests:
                 # If even the attestation fails, the refusal stands: nothing was released.
                 with contextlib.suppress(ChainError):
