@@ -322,7 +322,7 @@ def _federation_accountant(
     config (target mode: sigma calibrated over ``federation.rounds``). The population is
     not known here: the client sampling rate is 1 when every hospital is asked every round
     (``federation.client_fraction >= 1``), else the committed one (unchecked)."""
-    from experiments._privacy import FEDERATION_ACCOUNT
+    from experiments._privacy import FEDERATION_ACCOUNT, federation_policy_of
 
     config = setup.config
     rounds = int(cfg.federation.rounds)
@@ -337,19 +337,7 @@ def _federation_accountant(
         )
     except DPError as error:
         raise CommitmentMismatchError(f"dp=client: {error}") from error
-    expected = PrivacyPolicy(
-        mechanism="dp-fedavg-client",
-        sample_rate=accountant.client_sample_rate,
-        noise_multiplier=accountant.noise_multiplier,
-        max_grad_norm=accountant.clip_norm,
-        delta=config.delta,
-        accountant=config.accountant,
-        poisson_sampling=accountant.poisson_sampling,
-        steps=1,
-        target_epsilon=config.target_epsilon,
-        planned_steps=None if config.target_epsilon is None else rounds,
-    )
-    return accountant, expected
+    return accountant, federation_policy_of(accountant, config, planned_rounds=rounds)
 
 
 def _lines(text: str) -> list[str]:

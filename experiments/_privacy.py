@@ -561,18 +561,8 @@ class ClientLevelPrivacy(PrivacyLayer):
         return dict(self._round_events.get(round_id, {}))
 
     def federation_policy(self) -> PrivacyPolicy:
-        accountant = self.accountant
-        return PrivacyPolicy(
-            mechanism="dp-fedavg-client",
-            sample_rate=accountant.client_sample_rate,
-            noise_multiplier=accountant.noise_multiplier,
-            max_grad_norm=self.clip_norm,
-            delta=self.config.delta,
-            accountant=self.config.accountant,
-            poisson_sampling=accountant.poisson_sampling,
-            steps=1,
-            target_epsilon=self.config.target_epsilon,
-            planned_steps=None if self.config.target_epsilon is None else self.planned_rounds,
+        return federation_policy_of(
+            self.accountant, self.config, planned_rounds=self.planned_rounds
         )
 
     def federation_events(self) -> list[PrivacyEvent]:
@@ -687,3 +677,24 @@ def build_privacy_layer(
         return SampleLevelPrivacy(setup=setup, federation=federation, data=data)
     layer = AuditedClientLevelPrivacy if setup.audit == "one_run" else ClientLevelPrivacy
     return layer(setup=setup, federation=federation, data=data, scheme_name=scheme_name)
+
+
+def federation_policy_of(
+    accountant: ClientLevelAccountant, config: Any, *, planned_rounds: int
+) -> PrivacyPolicy:
+    """The federation's policy (``dp=client``) as a round manifest commits it: the
+    accountant's sampling, sigma and clip norm, the config's delta, accountant and target
+    (a target plans ``planned_rounds`` releases). The runner and a deployed key holder
+    build it with this one function."""
+    return PrivacyPolicy(
+        mechanism="dp-fedavg-client",
+        sample_rate=accountant.client_sample_rate,
+        noise_multiplier=accountant.noise_multiplier,
+        max_grad_norm=accountant.clip_norm,
+        delta=config.delta,
+        accountant=config.accountant,
+        poisson_sampling=accountant.poisson_sampling,
+        steps=1,
+        target_epsilon=config.target_epsilon,
+        planned_steps=None if config.target_epsilon is None else planned_rounds,
+    )
