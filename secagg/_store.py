@@ -103,6 +103,17 @@ def read_regular_file(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
     return data
 
 
+def _check_cap(max_artifact_bytes: object) -> None:
+    if (
+        isinstance(max_artifact_bytes, bool)
+        or not isinstance(max_artifact_bytes, int)
+        or max_artifact_bytes < 1
+    ):
+        raise StoreConfigError(
+            f"max_artifact_bytes must be an integer >= 1, got {max_artifact_bytes!r}"
+        )
+
+
 class ArtifactStore(ABC):
     """A store of immutable byte strings addressed by their keccak256 digest."""
 
@@ -165,14 +176,7 @@ class LocalDirectoryStore(ArtifactStore):
         *,
         max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
     ) -> None:
-        if (
-            isinstance(max_artifact_bytes, bool)
-            or not isinstance(max_artifact_bytes, int)
-            or max_artifact_bytes < 1
-        ):
-            raise StoreConfigError(
-                f"max_artifact_bytes must be an integer >= 1, got {max_artifact_bytes!r}"
-            )
+        _check_cap(max_artifact_bytes)
         self.root = Path(root)
         self.max_artifact_bytes = max_artifact_bytes
         self.root.mkdir(parents=True, exist_ok=True)
@@ -243,14 +247,7 @@ class MemoryStore(ArtifactStore):
     immutable names, a size cap on writes and reads."""
 
     def __init__(self, *, max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES) -> None:
-        if (
-            isinstance(max_artifact_bytes, bool)
-            or not isinstance(max_artifact_bytes, int)
-            or max_artifact_bytes < 1
-        ):
-            raise StoreConfigError(
-                f"max_artifact_bytes must be an integer >= 1, got {max_artifact_bytes!r}"
-            )
+        _check_cap(max_artifact_bytes)
         self.max_artifact_bytes = max_artifact_bytes
         self._items: dict[bytes, bytes] = {}
 
