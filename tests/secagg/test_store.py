@@ -18,6 +18,7 @@ from secagg._store import (
     ArtifactConflictError,
     ArtifactNotFoundError,
     LocalDirectoryStore,
+    MemoryStore,
     StoreConfigError,
     UnsafeArtifactError,
 )
@@ -177,3 +178,21 @@ def test_reads_never_block_and_fail_only_with_named_errors(kind, content, cap):
             assert kind == "file" and len(content) <= cap
         else:
             raise AssertionError(f"{kind} gave {data!r} for a digest it does not match")
+
+
+def test_the_memory_store_keeps_the_same_rules():
+    """``MemoryStore`` (chain=none's default): digests as names, immutability, the cap."""
+    store = MemoryStore(max_artifact_bytes=8)
+    digest = store.put(b"abc")
+    assert digest == keccak256(b"abc") and digest in store and store.get(digest) == b"abc"
+    assert store.put(b"abc") == digest and list(store.digests()) == [digest]
+    with pytest.raises(ArtifactConflictError):
+        store.put_named(digest, b"abd")
+    with pytest.raises(UnsafeArtifactError):
+        store.put(b"123456789")  # over the cap
+    with pytest.raises(UnsafeArtifactError):
+        store.get(digest, max_bytes=2)
+    with pytest.raises(ArtifactNotFoundError):
+        store.get(keccak256(b"absent"))
+    with pytest.raises(StoreConfigError):
+        MemoryStore(max_artifact_bytes=0)
