@@ -117,13 +117,23 @@ class Federation:
 @pytest.fixture
 def make_federation(tmp_path):  # type: ignore[no-untyped-def]
     def factory(
-        scheme_name: str = "ckks", *, audit: bool = True, **consortium_kw: object
+        scheme_name: str = "ckks",
+        *,
+        audit: bool = True,
+        ledger: str = "evm",
+        **consortium_kw: object,
     ) -> Federation:
+        """``ledger="memory"``: the consortium on chain.MemoryLedger (chain=none)."""
         backend = InProcessBackend()
-        store = LocalDirectoryStore(tmp_path / f"store-{scheme_name}")
-        consortium = Consortium.create(
-            backend, n_clients=N_CLIENTS, store=store, epsilon_budget=10.0, **consortium_kw
-        )
+        store = LocalDirectoryStore(tmp_path / f"store-{scheme_name}-{ledger}")
+        if ledger == "memory":
+            consortium = Consortium.in_memory(
+                n_clients=N_CLIENTS, store=store, epsilon_budget=10.0, **consortium_kw
+            )
+        else:
+            consortium = Consortium.create(
+                backend, n_clients=N_CLIENTS, store=store, epsilon_budget=10.0, **consortium_kw
+            )
         if scheme_name == "plain":
             scheme, config = PlainScheme(), {"name": "plain"}
         else:

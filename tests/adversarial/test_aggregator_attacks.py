@@ -71,8 +71,10 @@ def test_one_clients_ciphertext_under_an_honest_header_is_refused(make_federatio
         assert fed.ledger.reputation(fed.address(c)).negative == 0
 
 
-def test_publishing_before_the_commit_phase_closes_reverts(make_federation):
-    fed = make_federation()
+# The same attack against chain=none's memory ledger: the round's guarantees hold there too.
+@pytest.mark.parametrize("ledger", ["evm", "memory"])
+def test_publishing_before_the_commit_phase_closes_reverts(make_federation, ledger):
+    fed = make_federation(ledger=ledger)
     _, session = fed.open(1)
     updates = fed.updates()
     for c in (0, 1):
@@ -128,10 +130,12 @@ class _ExcludingAggregator(AggregatorParty):
         return super().combine_and_publish(round_id, session, collected)
 
 
+# The same attack against chain=none's memory ledger: the round's guarantees hold there too.
+@pytest.mark.parametrize("ledger", ["evm", "memory"])
 def test_excluded_committed_client_is_not_penalized_and_the_aggregator_is_named(
-    make_federation,
+    make_federation, ledger
 ):
-    fed = make_federation()
+    fed = make_federation(ledger=ledger)
     fed.protocol.aggregator = _ExcludingAggregator(consortium=fed.consortium)
     updates = fed.updates()
     outcome = fed.run(1, updates)
@@ -148,8 +152,10 @@ def test_excluded_committed_client_is_not_penalized_and_the_aggregator_is_named(
     assert fed.address(3) in finding.detail
 
 
-def test_a_wrong_manifest_blames_the_aggregator_not_the_clients(make_federation):
-    fed = make_federation()
+# The same attack against chain=none's memory ledger: the round's guarantees hold there too.
+@pytest.mark.parametrize("ledger", ["evm", "memory"])
+def test_a_wrong_manifest_blames_the_aggregator_not_the_clients(make_federation, ledger):
+    fed = make_federation(ledger=ledger)
     honest_manifest = fed.protocol.manifest
 
     def wrong_dim(round_id, **kwargs):  # a well-formed manifest with the wrong dimension

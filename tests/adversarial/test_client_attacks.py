@@ -40,8 +40,10 @@ def test_the_negation_attack_works_without_commit_then_reveal(make_federation):
     np.testing.assert_allclose(scheme.key_holder.reveal(copied), 2 * updates[2], atol=ATOL)
 
 
-def test_last_client_cannot_read_a_blob_before_the_commit_phase_closes(make_federation):
-    fed = make_federation()
+# The same attack against chain=none's memory ledger: the round's guarantees hold there too.
+@pytest.mark.parametrize("ledger", ["evm", "memory"])
+def test_last_client_cannot_read_a_blob_before_the_commit_phase_closes(make_federation, ledger):
+    fed = make_federation(ledger=ledger)
     scheme, ledger, store = fed.protocol.scheme, fed.ledger, fed.store
     _, session = fed.open(1)
     updates = fed.updates()
@@ -76,8 +78,10 @@ def test_last_client_cannot_read_a_blob_before_the_commit_phase_closes(make_fede
     assert (rep.positive, rep.negative) == (0, 1)  # the silent attacker is a dropout
 
 
-def test_a_client_that_committed_cannot_recommit_a_copy_or_a_cancellation(make_federation):
-    fed = make_federation()
+# The same attack against chain=none's memory ledger: the round's guarantees hold there too.
+@pytest.mark.parametrize("ledger", ["evm", "memory"])
+def test_a_client_that_committed_cannot_recommit_a_copy_or_a_cancellation(make_federation, ledger):
+    fed = make_federation(ledger=ledger)
     scheme, ledger, store = fed.protocol.scheme, fed.ledger, fed.store
     _, session = fed.open(1)
     updates = fed.updates()
@@ -103,10 +107,12 @@ def test_a_client_that_committed_cannot_recommit_a_copy_or_a_cancellation(make_f
     assert outcome.findings == ()
 
 
-def test_copied_commitment_digest_is_rejected_and_the_copier_named(make_federation):
+# The same attack against chain=none's memory ledger: the round's guarantees hold there too.
+@pytest.mark.parametrize("ledger", ["evm", "memory"])
+def test_copied_commitment_digest_is_rejected_and_the_copier_named(make_federation, ledger):
     """The digests are public in the commit phase; a client that commits another client's
     digest (hoping to reveal the same bytes later) is found by commit order."""
-    fed = make_federation()
+    fed = make_federation(ledger=ledger)
     ledger = fed.ledger
     _, session = fed.open(1)
     updates = fed.updates()
