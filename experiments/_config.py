@@ -69,6 +69,11 @@ class FederationConfig:
     # Client learning rate over rounds: constant, or cosine-decayed from ``lr`` in round 1
     # towards 0 after the last round (the noisy late steps of DP-SGD then move the model less).
     lr_schedule: str = "constant"
+    # Evaluation: true averages the predicted class probabilities over each image and its
+    # horizontal flip (test-time augmentation; images only). Training is unchanged.
+    eval_tta: bool = False
+    # Label smoothing of the plain (non-private) trainer's cross-entropy, in [0, 1); 0 off.
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -313,6 +318,16 @@ def validate_federation(fed: FederationConfig) -> None:
     )
     _check_int("federation.augmult", fed.augmult, 0)
     _check_choice("federation.lr_schedule", fed.lr_schedule, LR_SCHEDULES)
+    if not isinstance(fed.eval_tta, bool):
+        raise _fail("federation.eval_tta", "true or false", fed.eval_tta)
+    _check_float(
+        "federation.label_smoothing",
+        fed.label_smoothing,
+        0.0,
+        1.0,
+        low_open=False,
+        high_open=True,
+    )
 
 
 def validate_dataset(dataset: Any) -> None:
@@ -417,6 +432,11 @@ def validate_local(*, dataset: Any, model: Any, federation: FederationConfig) ->
             f"federation.augmult={federation.augmult} augments images (dataset one of "
             f"{list(IMAGE_DATASETS)}), got dataset={dataset.name}; use federation.augmult=0"
         )
+    if federation.eval_tta and dataset.name not in IMAGE_DATASETS:
+        raise ConfigError(
+            "federation.eval_tta=true flips images at evaluation (dataset one of "
+            f"{list(IMAGE_DATASETS)}), got dataset={dataset.name}; use federation.eval_tta=false"
+        )
     if model.name in IMAGE_MODELS and dataset.name not in IMAGE_DATASETS:
         raise ConfigError(
             f"model={model.name} needs 28x28 images (dataset one of "
@@ -503,6 +523,12 @@ def validate(cfg: RunConfig) -> None:
         committee_size=int(getattr(cfg.secagg, "committee_size", 1) or 1),
     )
     _check_choice("secagg.name", getattr(cfg.secagg, "name", None), tuple(SCHEMES))
+    if cfg.federation.label_smoothing and getattr(cfg.dp, "name", None) == "sample":
+        raise ConfigError(
+            f"federation.label_smoothing={cfg.federation.label_smoothing} applies to the plain "
+            "trainer only, got dp=sample (DP-SGD trains with its own loss); use "
+            "federation.label_smoothing=0"
+        )
     for group in ("dp", "chain"):
         if not isinstance(getattr(getattr(cfg, group), "name", None), str):
             raise _fail(f"{group}.name", "a string", getattr(getattr(cfg, group), "name", None))

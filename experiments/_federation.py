@@ -531,11 +531,18 @@ class Federation:
 
     def evaluate_pooled(self) -> Evaluation:
         """The global model on the pooled test set."""
-        return evaluate(self.model, self.data.pooled_test, device=self.device)
+        return evaluate(
+            self.model,
+            self.data.pooled_test,
+            device=self.device,
+            flip_tta=self.config.eval_tta,
+        )
 
     def evaluate_clients(self) -> dict[str, Evaluation]:
         """The global model on each client's own test set."""
         return {
-            client.name: evaluate(self.model, client.test, device=self.device)
+            client.name: evaluate(
+                self.model, client.test, device=self.device, flip_tta=self.config.eval_tta
+            )
             for client in self.data.clients
         }

@@ -72,7 +72,8 @@ class SGDTrainer:
     """Plain (non-private) local training: ``local_steps`` mini-batch steps if set,
     else ``local_epochs`` shuffled passes. A fresh optimiser is made every round. With
     ``augmult = K >= 1`` each batch is replaced by K random crop-and-flip views of each of
-    its images (:func:`dp.augment_views`, drawn from ``generator``). With
+    its images (:func:`dp.augment_views`, drawn from ``generator``). The cross-entropy
+    uses ``label_smoothing`` (0: none). With
     ``proximal_mu > 0`` (FedProx) the loss adds ``mu / 2 * ||w - w_global||^2``, where
     ``w_global`` are the weights the client received this round."""
 
@@ -94,7 +95,7 @@ class SGDTrainer:
         optimizer = make_optimizer(
             config.optimizer, model.parameters(), lr=round_lr(config, round_id)
         )
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         model.train()
         total_loss, steps = 0.0, 0
         max_steps = config.local_steps or config.local_epochs * len(loader)
@@ -135,22 +136,33 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: TensorDataset, *, device: torch.device, batch_size: int = 1024
+    model: nn.Module,
+    data: TensorDataset,
+    *,
+    device: torch.device,
+    batch_size: int = 1024,
+    flip_tta: bool = False,
 ) -> Evaluation:
     """Accuracy, ROC AUC (binary: P(class 1); multiclass: one-vs-rest) and mean
-    cross-entropy of ``model`` on ``data``."""
+    cross-entropy of ``model`` on ``data``. With ``flip_tta`` the predicted class
+    probabilities are the mean over each image and its horizontal flip (last axis)."""
     model.eval()
-    logits_parts = []
+    log_prob_parts = []
     labels_parts = []
     for features, labels in DataLoader(data, batch_size=batch_size, shuffle=False):
-        logits_parts.append(model(features.to(device)).float().cpu())
+        inputs = features.to(device)
+        log_probs = torch.log_softmax(model(inputs).float(), dim=1)
+        if flip_tta:
+            flipped = torch.log_softmax(model(torch.flip(inputs, dims=(-1,))).float(), dim=1)
+            log_probs = torch.logsumexp(torch.stack((log_probs, flipped)), dim=0) - math.log(2)
+        log_prob_parts.append(log_probs.cpu())
         labels_parts.append(labels)
-    logits = torch.cat(logits_parts)
+    log_probs = torch.cat(log_prob_parts)
     labels = torch.cat(labels_parts)
-    loss = float(nn.functional.cross_entropy(logits, labels))
-    probabilities = torch.softmax(logits, dim=1).double().numpy()
+    loss = float(nn.functional.nll_loss(log_probs, labels))
+    probabilities = log_probs.exp().double().numpy()
     truth = labels.numpy()
-    accuracy = float((logits.argmax(dim=1) == labels).double().mean())
+    accuracy = float((log_probs.argmax(dim=1) == labels).double().mean())
     auc: float | None = None
     present = np.unique(truth)
     if len(present) > 1:

@@ -48,14 +48,20 @@ def test_imaging_presets_select_random_features_sgd_and_large_batches(
 
 
 @pytest.mark.parametrize(
-    ("preset", "subset", "rounds", "local_epochs", "batch_size"),
+    ("preset", "subset", "rounds", "local_epochs", "batch_size", "smoothing"),
     [
-        ("breastmnist_nonprivate", "breastmnist", 30, 4, 32),
-        ("pneumoniamnist_nonprivate", "pneumoniamnist", 20, 1, 64),
+        ("breastmnist_nonprivate", "breastmnist", 30, 4, 32, 0.1),
+        ("pneumoniamnist_nonprivate", "pneumoniamnist", 20, 1, 64, 0.0),
     ],
 )
 def test_nonprivate_imaging_presets_train_the_cnn_with_augmentation_and_adam(
-    run_cfg: ToRun, preset: str, subset: str, rounds: int, local_epochs: int, batch_size: int
+    run_cfg: ToRun,
+    preset: str,
+    subset: str,
+    rounds: int,
+    local_epochs: int,
+    batch_size: int,
+    smoothing: float,
 ) -> None:
     cfg = run_cfg(f"+experiment={preset}")
     validate(cfg)
@@ -68,6 +74,7 @@ def test_nonprivate_imaging_presets_train_the_cnn_with_augmentation_and_adam(
     assert (fed.rounds, fed.local_steps, fed.local_epochs) == (rounds, None, local_epochs)
     assert (fed.optimizer, fed.lr, fed.lr_schedule) == ("adam", 0.001, "cosine")
     assert (fed.batch_size, fed.augmult) == (batch_size, 1)
+    assert (fed.label_smoothing, fed.eval_tta) == (smoothing, False)
     # Hyperparameters are chosen on the val split; the model group stays free.
     assert run_cfg(f"+experiment={preset}", "dataset.eval_split=val").dataset.eval_split == "val"
     narrow = run_cfg(f"+experiment={preset}", "model=resnet18_w16").model
@@ -123,7 +130,8 @@ def test_breastmnist_nonprivate_preset_runs_a_round_and_its_cnn_trains_under_dp(
         "chain=none",
     ]
     if dp == "sample":  # the same CNN is Opacus-valid: it also trains with DP-SGD
-        overrides += ["dp=sample", "dp.target_epsilon=8"]
+        # (label smoothing is the plain trainer's: DP-SGD trains with its own loss)
+        overrides += ["dp=sample", "dp.target_epsilon=8", "federation.label_smoothing=0"]
     results = run_experiment(run_cfg(*overrides), resolved_config={}, progress=False)
     (record,) = results.rounds
     assert 0.0 <= record.accuracy <= 1.0
