@@ -53,8 +53,8 @@ class RecordingDriver(RoundDriver):
         super().__init__(*args, **kwargs)
         self.released: dict[int, np.ndarray] = {}
 
-    def _release(self, round_id, manifest, session, aggregate, included):
-        total = super()._release(round_id, manifest, session, aggregate, included)
+    def _release(self, round_id, manifest, session, aggregate, included, **kwargs):
+        total = super()._release(round_id, manifest, session, aggregate, included, **kwargs)
         self.released[round_id] = np.array(total)
         return total
 
