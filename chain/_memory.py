@@ -297,22 +297,23 @@ class MemoryLedger(Ledger):
             raise ChainConfigError(f"deadline must be a block number >= 0, got {deadline}")
         if reveal_deadline is None:
             reveal_deadline = deadline + max(1, deadline - self.block_number())
+        # The contract's order: role, round, list size, deadlines, then each client in
+        # turn (strictly ascending, registered).
         self._require_role(sender.address, Role.AGGREGATOR)
         if round_id in self._rounds:
             self._revert("RoundExists", round=round_id)
-        if len(ordered) > _MAX_CLIENTS or len(set(a.lower() for a in ordered)) != len(ordered):
-            if len(ordered) > _MAX_CLIENTS:
-                self._revert("BadClientList", round=round_id)
-            repeated = next(
-                i for i in range(1, len(ordered)) if ordered[i].lower() == ordered[i - 1].lower()
-            )
-            self._revert("ClientsNotSorted", position=repeated)
+        if len(ordered) > _MAX_CLIENTS:
+            self._revert("BadClientList", round=round_id)
         block = self._next_block()
         if deadline < block:
             self._revert("DeadlineInPast", deadline=deadline, blockNumber=block)
         if reveal_deadline <= deadline:
             self._revert("BadRevealDeadline", deadline=deadline, revealDeadline=reveal_deadline)
-        for client in ordered:
+        previous = 0
+        for position, client in enumerate(ordered):
+            if int(client, 16) <= previous:
+                self._revert("ClientsNotSorted", position=position)
+            previous = int(client, 16)
             if not self._member(client).roles & int(Role.CLIENT):
                 self._revert("NotRegistered", account=client, role=int(Role.CLIENT))
         self._rounds[round_id] = _Round(
@@ -447,8 +448,8 @@ class MemoryLedger(Ledger):
         )
 
     def reserve_release(self, round_id: int, *, sender: LocalAccount) -> TxResult:
-        rd = self._round(round_id)
         self._require_releaser(sender.address)
+        rd = self._round(round_id)
         if rd.status != RoundStatus.AGGREGATED:
             self._revert("WrongRound", round=round_id, status=int(rd.status))
         rd.status = RoundStatus.RELEASING
@@ -458,8 +459,8 @@ class MemoryLedger(Ledger):
         self, round_id: int, *, reveal_digest: bytes, sender: LocalAccount
     ) -> TxResult:
         digest = as_digest(reveal_digest, field="reveal_digest")
-        rd = self._round(round_id)
         self._require_releaser(sender.address)
+        rd = self._round(round_id)
         if rd.status != RoundStatus.RELEASING:
             self._revert("WrongRound", round=round_id, status=int(rd.status))
         rd.status = RoundStatus.REVEALED
@@ -470,8 +471,8 @@ class MemoryLedger(Ledger):
     def attest_refusal(self, round_id: int, *, reason_code: int, sender: LocalAccount) -> TxResult:
         if not 0 < reason_code < 2**32:
             raise ChainConfigError(f"reason_code must be in [1, 2**32), got {reason_code}")
-        rd = self._round(round_id)
         self._require_releaser(sender.address)
+        rd = self._round(round_id)
         if rd.status not in (RoundStatus.AGGREGATED, RoundStatus.RELEASING):
             self._revert("WrongRound", round=round_id, status=int(rd.status))
         rd.status = RoundStatus.REFUSED

@@ -261,6 +261,33 @@ def _direct_round(s: Script) -> list[int]:
     s.open(1, [c0], by=agg)  # RoundExists
     s.open(2, [c0, c0], by=agg)  # ClientsNotSorted
     s.open(3, [c0, p.outsider], by=agg)  # NotRegistered (the outsider is no client)
+    # several faults at once: the first the contract checks is the one reported
+    s.open(3, [p.outsider, c0, c0], by=agg)  # an unregistered account before a repeated one
+    s.open(3, [c1, c1, p.outsider], by=p.outsider)  # not the aggregator first
+    for label, call in (
+        (
+            "reserve an unknown round by outsider",
+            lambda: s.ledger.reserve_release(42, sender=p.outsider),
+        ),
+        (
+            "attest an unknown round by outsider",
+            lambda: s.ledger.attest_reveal(42, reveal_digest=_config(1), sender=p.outsider),
+        ),
+        (
+            "refuse an unknown round by outsider",
+            lambda: s.ledger.attest_refusal(42, reason_code=2, sender=p.outsider),
+        ),
+        ("reserve an unknown round", lambda: s.ledger.reserve_release(42, sender=kh)),
+        (
+            "publish an unknown round by outsider",
+            lambda: s.ledger.publish_aggregate(
+                42, aggregate_digest=_config(1), participants=[c0.address], sender=p.outsider
+            ),
+        ),
+        ("finalize an unknown round by outsider", lambda: s.ledger.finalize(42, sender=p.outsider)),
+        ("reveal an unknown round", lambda: s.ledger.reveal(42, sender=c0)),
+    ):
+        s.step(label, call)
     s.commit(1, c3)  # NotSelected
     s.commit(1, p.outsider)  # NotRegistered
     s.commit(1, c0, manifest=_config(9), label="other manifest")  # WrongManifest
