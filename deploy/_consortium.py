@@ -16,8 +16,14 @@ is refused by the site.
   JSON the sites need: address, chain id, deployment block, admin;
 * ``secagg consortium register --rpc URL --address A --admin-key-file F --role ROLE ADDR...
   [--fund-wei N]``: a new hospital (or key holder...) joins: its address gets the role;
+* ``secagg consortium committee --rpc URL --address A --admin-key-file F --threshold T
+  MEMBER... [--fund-wei N]``: a CKKS decryption committee instead of one key holder: the
+  members (member j is the j-th address, the index its node's ``member=j`` names) get the
+  committee role and the committee is set up on the contract, once (the contract fixes
+  the seed of the common random polynomial then; the members make their key shares when
+  a run starts);
 * ``secagg consortium roles --rpc URL --address A ADDR...`` prints each address's roles
-  (anyone can read them).
+  (anyone can read them) and, for a committee member, its index.
 
 ``--fund-wei`` sends that much ether from the admin's account to each registered address
 (for their own transactions) when the chain needs it. Exit codes: 0 done, 2 a named
@@ -40,7 +46,7 @@ from chain import ChainError, Ledger, Role, redact_url
 from deploy._errors import DeploymentError, SettingsError
 from deploy._sites import attach_ledger, load_key_file
 
-__all__ = ["ROLE_NAMES", "deploy_consortium", "main", "register_parties"]
+__all__ = ["ROLE_NAMES", "deploy_consortium", "main", "register_parties", "setup_committee"]
 
 #: Role names of the command line -> role bits of the contract.
 ROLE_NAMES: dict[str, Role] = {
@@ -48,6 +54,7 @@ ROLE_NAMES: dict[str, Role] = {
     "aggregator": Role.AGGREGATOR,
     "key-holder": Role.KEY_HOLDER,
     "auditor": Role.AUDITOR,
+    "committee": Role.COMMITTEE,
 }
 
 
@@ -106,6 +113,24 @@ def deploy_consortium(
     return ledger
 
 
+def setup_committee(
+    ledger: Ledger,
+    admin: LocalAccount,
+    members: Sequence[str],
+    *,
+    threshold: int,
+    fund_wei: int = 0,
+) -> None:
+    """Register ``members`` (member j is ``members[j-1]``) with the committee role and set
+    the decryption committee up on ``ledger`` with ``threshold`` (admin only, once)."""
+    if len(set(a.lower() for a in members)) != len(members):
+        raise SettingsError("a committee member is listed twice")
+    if not 0 < threshold <= len(members):
+        raise SettingsError(f"threshold must be in [1, {len(members)}], got {threshold}")
+    register_parties(ledger, admin, {Role.COMMITTEE: list(members)}, fund_wei=fund_wei)
+    ledger.setup_committee(members, threshold=threshold, sender=admin)
+
+
 def _address(text: str) -> str:
     if not is_address(text):
         raise argparse.ArgumentTypeError(f"not an address: {text!r}")
@@ -127,10 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="action", required=True)
     deploy = commands.add_parser("deploy", help="deploy the consortium's ledger")
     register = commands.add_parser("register", help="give a role to addresses (admin only)")
+    committee = commands.add_parser(
+        "committee", help="set up a CKKS decryption committee (admin only, once)"
+    )
     roles = commands.add_parser("roles", help="print the roles of addresses")
-    for command in (deploy, register, roles):
+    for command in (deploy, register, committee, roles):
         command.add_argument("--rpc", required=True, help="the ledger node's JSON-RPC URL")
-    for command in (deploy, register):
+    for command in (deploy, register, committee):
         command.add_argument(
             "--admin-key-file", required=True, type=Path, help="the admin's key (hex), mode 600"
         )
@@ -141,10 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ROLE_NAMES:
         deploy.add_argument(f"--{name}", type=_address, action="append", default=[])
     deploy.add_argument("--out", type=Path, help="also write the ledger's JSON here")
-    for command in (register, roles):
+    for command in (register, committee, roles):
         command.add_argument("--address", required=True, type=_address, help="the ledger")
     register.add_argument("--role", required=True, choices=sorted(ROLE_NAMES))
-    for command in (register, roles):
+    committee.add_argument("--threshold", required=True, type=int, help="members needed (T)")
+    for command in (register, committee, roles):
         command.add_argument("addresses", nargs="+", type=_address, metavar="ADDR")
     return parser
 
@@ -164,10 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.action == "roles":
             ledger = attach_ledger(args.rpc, args.address)
-            shown = {
+            shown: dict[str, Any] = {
                 a: [name for name, role in ROLE_NAMES.items() if role in ledger.roles_of(a)]
                 for a in args.addresses
             }
+            info = ledger.committee()
+            if info is not None:
+                for a in args.addresses:
+                    if any(m.lower() == a.lower() for m in info.members):
+                        shown[a] = {"roles": shown[a], "committee_member": info.index_of(a)}
             print(json.dumps(shown, indent=2))
             return 0
         admin = load_key_file(args.admin_key_file)
@@ -189,6 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(text)
             return 0
         ledger = attach_ledger(args.rpc, args.address)
+        if args.action == "committee":
+            setup_committee(
+                ledger,
+                admin,
+                list(args.addresses),
+                threshold=args.threshold,
+                fund_wei=args.fund_wei,
+            )
+            members = {str(j): a for j, a in enumerate(args.addresses, start=1)}
+            print(json.dumps({"committee": members, "threshold": args.threshold}))
+            return 0
         register_parties(
             ledger, admin, {ROLE_NAMES[args.role]: list(args.addresses)}, fund_wei=args.fund_wei
         )

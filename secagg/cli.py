@@ -18,9 +18,9 @@ stops the node on SIGINT or SIGTERM (exit 0) and exits 1 if the node dies.
 ``secagg data fetch`` downloads (or ``--from DIR`` imports) the real datasets into the
 folder the experiment loaders read; it lives in :mod:`experiments._fetch`.
 
-``secagg consortium deploy|register|roles`` is the consortium admin's ledger tool for a
-deployment across sites (deploy the contract, register each party's address); it lives
-in :mod:`deploy._consortium`.
+``secagg consortium deploy|register|committee|roles`` is the consortium admin's ledger
+tool for a deployment across sites (deploy the contract, register each party's address,
+set up a decryption committee); it lives in :mod:`deploy._consortium`.
 """
 
 from __future__ import annotations
@@ -209,10 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     consortium_cmd = commands.add_parser(
         "consortium",
         help="the consortium admin's ledger: deploy, register parties (--help for more)",
-        description="secagg consortium deploy|register|roles ...; see secagg consortium --help",
+        description="secagg consortium deploy|register|committee|roles ...; see --help",
         add_help=False,
     )
-    consortium_cmd.add_argument("args", nargs=argparse.REMAINDER, metavar="deploy|register|roles")
+    consortium_cmd.add_argument(
+        "args", nargs=argparse.REMAINDER, metavar="deploy|register|committee|roles"
+    )
     return parser
 
 

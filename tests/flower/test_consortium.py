@@ -15,6 +15,7 @@ from eth_account.signers.local import LocalAccount
 
 from chain import AnvilBackend, ChainError, Role
 from deploy import (
+    CommitteeSite,
     DeploymentError,
     DeploymentSettings,
     HospitalSite,
@@ -26,6 +27,7 @@ from deploy import (
 from deploy._consortium import main as consortium
 from deploy._sites import SitePolicy, attach_ledger
 from tests.flower.conftest import HEART, scheme_overrides
+from tests.flower.test_inprocess import audit_cli
 
 pytestmark = pytest.mark.anvil
 
@@ -216,3 +218,64 @@ def test_settings_need_the_aggregator_key_with_a_ledger_address(tmp_path: Path) 
     )
     assert parsed.ledger_address == address and parsed.ledger_start_block == 7
     assert parsed.aggregator_key_file == tmp_path / "k"
+
+
+def test_the_admin_sets_up_a_committee_and_the_driver_runs_it(
+    heart_data, consortium_ledger: Consortium, tmp_path: Path, capsys
+) -> None:
+    """``secagg consortium committee``: only the admin, once; member j on chain is the
+    node ``member=j``; a deployed run on the consortium's contract releases through it."""
+    c = consortium_ledger
+    keys = {j: Account.create() for j in (1, 2, 3)}
+    members = [keys[j].address for j in (1, 2, 3)]
+    common = ["--rpc", c.url, "--address", c.address, "--threshold", "2"]
+    intruder = key_file(tmp_path, "intruder", Account.create())
+    assert consortium(["committee", *common, "--admin-key-file", str(intruder), *members]) == 2
+    assert "not the admin" in capsys.readouterr().err
+    admin = ["--admin-key-file", str(c.admin_key), "--fund-wei", FUND]
+    twice = [*members[:2], members[0]]
+    assert consortium(["committee", *common, *admin, *twice]) == 2
+    assert "listed twice" in capsys.readouterr().err
+    assert consortium(["committee", *common, *admin, *members]) == 0
+    printed = json.loads(capsys.readouterr().out)["committee"]
+    assert printed == dict(zip("123", members, strict=True))
+    assert consortium(["committee", *common, *admin, *members]) == 2  # once per contract
+    assert "BadCommittee" in capsys.readouterr().err
+    assert consortium(["roles", "--rpc", c.url, "--address", c.address, members[1]]) == 0
+    shown = json.loads(capsys.readouterr().out)[members[1]]
+    assert shown == {"roles": ["committee"], "committee_member": 2}
+
+    policy = SitePolicy(ledger_address=c.address, schemes=("plain", "ckks"))
+    sites = {
+        100 + p: HospitalSite(partition_id=p, account=account, policy=policy).handle
+        for p, account in enumerate(c.hospitals)
+    }
+    for j in (1, 2, 3):
+        sites[j] = CommitteeSite(member=j, account=keys[j], policy=policy).handle
+    committee_run = DeploymentSettings(
+        overrides=(
+            *HEART,
+            "secagg=ckks",
+            "secagg.committee_size=3",
+            "secagg.committee_threshold=2",
+            "chain.epsilon_budget=8",
+        ),
+        ledger_url=c.url,
+        output_dir=tmp_path / "run",
+        hospitals=4,
+        key_holder=False,
+        committee=3,
+        stage_timeout_s=60.0,
+        ledger_address=c.address,
+        aggregator_key_file=c.aggregator_key,
+    )
+    run = RoundDriver(committee_run, InProcessTransport(sites)).run()
+    assert [r.n_clients for r in run.results.rounds] == [3, 3]  # hospital 3 is not registered
+    assert all(set(r.committee) == {1, 2, 3} for r in run.results.rounds)
+    info = attach_ledger(c.url, c.address).committee()
+    assert (
+        info is not None and list(info.members) == members and set(info.share_digests) == {1, 2, 3}
+    )
+    assert run.results.final.audit["exit_code"] == 0
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
