@@ -406,3 +406,33 @@ def test_the_key_holder_refuses_a_manifest_that_commits_less_noise(heart_setting
         for reason in record.excluded.values():
             assert "CommitmentMismatchError" in reason and "federation privacy policy" in reason
     assert driver.privacy.federation_events() == []  # nothing released, nothing accounted
+
+
+@pytest.mark.parametrize(
+    ("scheme", "mode"),
+    [("plain", "batched"), ("ckks", "merkle")],
+    ids=["plain-batched", "ckks-merkle"],
+)
+def test_dp_client_with_signed_commit_modes_accounts_as_the_runner(heart_settings, scheme, mode):
+    """Client-level DP and the hospitals' signed commitments together: the manifests still
+    commit the federation's policy and chain, the key holder still noises a merkle
+    round's release (sent with its reservation), the epsilon is the runner's."""
+    transport, key_holder = sites_with_key_holder()
+    driver = RecordingDriver(
+        heart_settings(scheme, *DP_CLIENT, f"chain.commit_mode={mode}"), transport
+    )
+    run = driver.run()
+    assert [r.n_clients for r in run.results.rounds] == [HOSPITALS, HOSPITALS]
+    assert driver.ledger.round_info(1).mode == mode
+    # the released sum is noised (here too, not the exact sum of the clipped updates)
+    noise = np.concatenate([driver.released[r] - exact_sum(driver, key_holder, r) for r in (1, 2)])
+    low, high = chi2.ppf([1e-6, 1 - 1e-6], df=noise.size) / noise.size
+    assert low < float(np.mean(noise**2)) / (SIGMA * CLIP / HOSPITALS) ** 2 < high
+    records, final_record = runner_records(scheme, *DP_CLIENT)
+    assert [r.epsilon for r in run.results.rounds] == pytest.approx(
+        [r.epsilon for r in records], rel=1e-12
+    )
+    assert run.results.final.epsilon == pytest.approx(final_record.epsilon, rel=1e-12)
+    assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
