@@ -4,6 +4,7 @@ transport; real TenSEAL ciphertexts, the real contract on anvil, the real audito
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -418,3 +419,31 @@ def test_the_driver_cannot_swap_a_box_key_or_forge_a_sealed_share(
         RoundDriver(committee_settings(anvil_url, tmp_path, "mitm"), transport).run()
     assert [type(e) for e in recording.errors] == [CommitteeSiteError]
     assert why in str(recording.errors[0])
+
+
+@pytest.mark.parametrize(
+    "dp",
+    [
+        ("dp=sample", "dp.noise_multiplier=1.0", "dp.max_grad_norm=1.0"),
+        ("dp=client", "dp.distributed=true", "dp.noise_multiplier=2.0", "dp.max_grad_norm=0.001"),
+    ],
+    ids=["sample", "client-distributed"],
+)
+def test_a_committee_with_dp_releases_every_round_and_audits_clean(
+    heart_data, anvil_url, tmp_path, dp
+):
+    """DP with a committee: sample-level DP-SGD on each hospital, or client-level DP whose
+    noise each hospital adds on its node (no single releasing party): epsilon per round in
+    results.json, every round released by the committee, audit exit 0."""
+    overrides = [o for o in HEART if not o.startswith("dp=")]
+    settings = dataclasses.replace(
+        committee_settings(anvil_url, tmp_path, "dp"), overrides=(*overrides, *COMMITTEE, *dp)
+    )
+    run = RoundDriver(settings, committee_transport()).run()
+    assert [r.n_clients for r in run.results.rounds] == [4, 4]
+    assert all(set(r.committee) == {1, 2, 3} for r in run.results.rounds)
+    epsilons = [r.epsilon for r in run.results.rounds]
+    assert all(e is not None and e > 0 for e in epsilons) and epsilons[1] > epsilons[0]
+    assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
+    audit = audit_cli(run.results_path)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
