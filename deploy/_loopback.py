@@ -57,6 +57,8 @@ class Loopback:
     workdir: Path
     hospital_data_dirs: Sequence[str | None]
     key_holder: bool = True
+    #: K > 0: K committee members (``role='committee' member=j``) instead of a key holder
+    committee: int = 0
     startup_timeout_s: float = 60.0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ledger_url: str = ""
@@ -64,6 +66,11 @@ class Loopback:
 
     def start(self) -> Loopback:
         from chain import find_anvil
+
+        if self.committee < 0 or self.committee == 1:
+            raise DeploymentError(f"a committee has K >= 2 members, got {self.committee}")
+        if self.committee and self.key_holder:
+            raise DeploymentError("a committee replaces the key holder (key_holder=False)")
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         anvil = find_anvil()
@@ -107,6 +114,14 @@ class Loopback:
                 "keyholder",
                 fleet,
                 f"role='keyholder' key-file='{key_file}' ledger-url='{self.ledger_url}'",
+            )
+        for member in range(1, self.committee + 1):
+            key_file = self._key_file(f"committee-{member}")
+            self._supernode(
+                f"committee-{member}",
+                fleet,
+                f"role='committee' member={member} key-file='{key_file}' "
+                f"ledger-url='{self.ledger_url}'",
             )
         self._write_flower_config()
         return self

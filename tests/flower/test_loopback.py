@@ -4,8 +4,10 @@ SuperNode is killed once round 2 is open (a dropout, left out), and ``secagg aud
 --results`` from another process exits 0. Every process is stopped at the end.
 
 The masking variant (two masking rounds planned for one dropout in four; the killed
-hospital's masks are recovered) is opt-in, ``SECAGG_LOOPBACK_MASKING=1``, so the suite
-runs one loopback deployment only."""
+hospital's masks are recovered) is opt-in, ``SECAGG_LOOPBACK_MASKING=1``, and so is the
+decryption committee variant (three ``role='committee'`` SuperNodes instead of the key
+holder, threshold 2), ``SECAGG_LOOPBACK_COMMITTEE=1``, so the suite runs one loopback
+deployment only."""
 
 from __future__ import annotations
 
@@ -53,14 +55,36 @@ def _round_opened(url: str, round_id: int) -> bool:
                 reason="opt-in: SECAGG_LOOPBACK_MASKING=1 (one loopback run in the suite)",
             ),
         ),
+        pytest.param(
+            "committee",
+            marks=pytest.mark.skipif(
+                os.environ.get("SECAGG_LOOPBACK_COMMITTEE") != "1",
+                reason="opt-in: SECAGG_LOOPBACK_COMMITTEE=1 (one loopback run in the suite)",
+            ),
+        ),
     ],
 )
 def test_loopback_two_rounds_with_a_killed_hospital(heart_data, tmp_path, scheme):
     data_dir = str(resolve_data_dir(None, "heart_disease", HEART_DISEASE_HOWTO))
+    committee = 3 if scheme == "committee" else 0
+    if committee:
+        schemes: tuple[str, ...] = (
+            "secagg=ckks",
+            f"secagg.committee_size={committee}",
+            "secagg.committee_threshold=2",
+        )
+    else:
+        schemes = scheme_overrides(scheme)
     extra = ("secagg.max_dropout_fraction=0.25",) if scheme == "masking" else ()
-    overrides = ",".join((*HEART, *scheme_overrides(scheme), *extra))
+    overrides = ",".join((*HEART, *schemes, *extra))
     output = tmp_path / "out"
-    loopback = Loopback(workdir=tmp_path / "sites", hospital_data_dirs=[data_dir] * 4)
+    loopback = Loopback(
+        workdir=tmp_path / "sites",
+        hospital_data_dirs=[data_dir] * 4,
+        key_holder=not committee,
+        committee=committee,
+    )
+    nodes = f" key-holder=false committee={committee}" if committee else ""
     try:
         loopback.start()
         run = subprocess.Popen(
@@ -72,7 +96,7 @@ def test_loopback_two_rounds_with_a_killed_hospital(heart_data, tmp_path, scheme
                 "--stream",
                 "--run-config",
                 f'overrides="{overrides}" ledger-url="{loopback.ledger_url}" '
-                f'output-dir="{output}" stage-timeout=90.0',
+                f'output-dir="{output}" stage-timeout=90.0{nodes}',
             ],
             env=loopback.env(),
             stdout=subprocess.PIPE,
@@ -93,6 +117,8 @@ def test_loopback_two_rounds_with_a_killed_hospital(heart_data, tmp_path, scheme
         rounds = json.loads(results.read_text())["rounds"]
         assert [r["n_clients"] for r in rounds] == [4, 3]
         assert rounds[1]["dropped"] == [LOST_PARTITION]
+        if committee:  # every member on its own SuperNode took part in both releases
+            assert all(set(r["committee"]) == {"1", "2", "3"} for r in rounds)
         audit = audit_cli(results)  # another process, against the live anvil node
         assert audit.returncode == 0, audit.stdout + audit.stderr
     finally:
