@@ -353,6 +353,24 @@ class Ledger:
             )
         if mode not in COMMIT_MODES:
             raise ChainConfigError(f"commit_mode must be one of {COMMIT_MODES}, got {mode!r}")
+        digest, ordered, reveal_deadline = self._opening_args(
+            config_digest, clients, deadline, reveal_deadline
+        )
+        args = [round_id, digest, ordered, deadline, reveal_deadline, mode == "batched"]
+        result = self._transact("openRound", args, sender, round_id)
+        self._clients_cache[round_id] = tuple(ordered)
+        return result
+
+    def _opening_args(
+        self,
+        config_digest: bytes,
+        clients: Sequence[str],
+        deadline: int,
+        reveal_deadline: int | None,
+    ) -> tuple[Digest, list[Address], int]:
+        """A direct or batched opening's checked arguments: the config digest, the clients
+        in ascending order (non-empty) and the reveal deadline (default: as many blocks
+        after the commit deadline as the commit phase has from now)."""
         digest = as_digest(config_digest, field="config_digest")
         ordered = _sort_addresses(clients)
         if not ordered:
@@ -361,10 +379,7 @@ class Ledger:
             raise ChainConfigError(f"deadline must be a block number >= 0, got {deadline}")
         if reveal_deadline is None:
             reveal_deadline = deadline + max(1, deadline - self.block_number())
-        args = [round_id, digest, ordered, deadline, reveal_deadline, mode == "batched"]
-        result = self._transact("openRound", args, sender, round_id)
-        self._clients_cache[round_id] = tuple(ordered)
-        return result
+        return digest, ordered, reveal_deadline
 
     def open_merkle_round(
         self,

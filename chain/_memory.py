@@ -289,14 +289,9 @@ class MemoryLedger(Ledger):
             raise ChainConfigError(f"commit_mode must be one of {COMMIT_MODES}, got {mode!r}")
         if mode != "direct":
             raise ChainConfigError(_UNSUPPORTED)
-        digest = as_digest(config_digest, field="config_digest")
-        ordered = _sort_addresses(clients)
-        if not ordered:
-            raise ChainConfigError("clients must not be empty")
-        if deadline < 0:
-            raise ChainConfigError(f"deadline must be a block number >= 0, got {deadline}")
-        if reveal_deadline is None:
-            reveal_deadline = deadline + max(1, deadline - self.block_number())
+        digest, ordered, reveal_deadline = self._opening_args(
+            config_digest, clients, deadline, reveal_deadline
+        )
         # The contract's order: role, round, list size, deadlines, then each client in
         # turn (strictly ascending, registered).
         self._require_role(sender.address, Role.AGGREGATOR)
