@@ -5,8 +5,9 @@ atomically (a temporary file in the same folder, fsync, rename, fsync of the fol
 crash leaves either the previous checkpoint or the new one, never a torn file. It holds
 what the next round depends on and nothing secret:
 
-* the round index, the global model's state and the server optimizer's moments
-  (``fedadam``/``fedyogi``/``fedadagrad``);
+* the round index, the global model's state, the server optimizer's moments
+  (``fedadam``/``fedyogi``/``fedadagrad``) and the moving average of the model
+  (``federation.ema``);
 * every accountant's state (:meth:`~experiments._privacy.PrivacyLayer.state_dict`: the
   hash-linked privacy-event chains and sigma, so the next round's events, and a ledger
   manifest, extend the same chain heads) and the privacy events of every round so far;
@@ -105,6 +106,8 @@ class Checkpoint:
     records: list[dict[str, Any]]
     wall_seconds: float
     ledger: dict[str, Any] | None = None
+    # federation.ema > 0: the moving average of the global parameters (flat)
+    ema_state: torch.Tensor | None = None
 
     def round_records(self) -> list[RoundRecord]:
         """The round records so far, as the federation returns them."""
@@ -209,6 +212,7 @@ def capture(
         records=[dataclasses.asdict(r) for r in records],
         wall_seconds=wall_seconds,
         ledger=ledger_reference,
+        ema_state=None if federation.ema is None else federation.ema.detach().cpu().clone(),
     )
 
 
@@ -346,8 +350,17 @@ def restore(federation: Federation, checkpoint: Checkpoint, *, data_sha256: str)
             f"run.resume: the checkpoint's round {checkpoint.round} record claims epsilon "
             f"{claimed}, its accountants' event chains give {restored}"
         )
+    ema = checkpoint.ema_state
+    if (ema is not None) != (federation.config.ema > 0) or (
+        ema is not None and tuple(ema.shape) != (federation.dim,)
+    ):
+        raise CheckpointError(
+            "run.resume: the checkpoint's moving average of the model does not fit "
+            f"federation.ema={federation.config.ema}"
+        )
     server.m = m
     server.v = v
+    federation.ema = None if ema is None else ema.to(federation.device)
     federation.privacy_events = {
         int(round_number): {
             name: PrivacyEvent.from_bytes(raw.encode("ascii")) for name, raw in by.items()

@@ -74,6 +74,12 @@ class FederationConfig:
     eval_tta: bool = False
     # Label smoothing of the plain (non-private) trainer's cross-entropy, in [0, 1); 0 off.
     label_smoothing: float = 0.0
+    # Exponential moving average of the global model over rounds, in [0, 1); 0 off. After
+    # each round ema = decay * ema + (1 - decay) * global (started at round 1's model);
+    # evaluation and model.pt use the average, clients keep training the global model.
+    # It reads only released aggregates, so it costs no privacy (De et al. 2022's
+    # parameter averaging, here over rounds).
+    ema: float = 0.0
 
 
 @dataclass
@@ -328,6 +334,7 @@ def validate_federation(fed: FederationConfig) -> None:
         low_open=False,
         high_open=True,
     )
+    _check_float("federation.ema", fed.ema, 0.0, 1.0, low_open=False, high_open=True)
 
 
 def validate_dataset(dataset: Any) -> None:

@@ -219,6 +219,9 @@ class Federation:
         # config group); None: the scheme's own (``ProtectionScheme.manifest_config``).
         self.scheme_config = dict(scheme_config) if scheme_config is not None else None
         self._skipped: dict[int, dict[int, str]] = {}
+        # federation.ema > 0: the moving average of the global parameters (flat), from the
+        # first round on; None before it and when the option is off.
+        self.ema: torch.Tensor | None = None
 
     def ledger_layer(self) -> LedgerLayer:
         """The run's ledger layer; a federation built without one gets a
@@ -363,6 +366,28 @@ class Federation:
             update = torch.as_tensor(step, dtype=current.dtype, device=current.device)
             vector_to_parameters(current + update, self.model.parameters())
 
+    def update_average(self) -> None:
+        """One step of ``federation.ema``'s moving average of the global parameters."""
+        decay = self.config.ema
+        if decay <= 0:
+            return
+        with torch.no_grad():
+            current = parameters_to_vector(self.model.parameters()).detach().clone()
+            if self.ema is None:
+                self.ema = current
+            else:
+                self.ema.mul_(decay).add_(current, alpha=1.0 - decay)
+
+    def evaluation_model(self) -> nn.Module:
+        """The model that is evaluated and saved: the global model, or with
+        ``federation.ema`` a copy of it holding the moving average of its parameters."""
+        if self.ema is None:
+            return self.model
+        averaged = copy.deepcopy(self.model)
+        with torch.no_grad():
+            vector_to_parameters(self.ema.to(self.device), averaged.parameters())
+        return averaged
+
     def round_extras(
         self, round_id: int, aggregation: AggregationResult | None = None
     ) -> RoundExtras:
@@ -453,6 +478,7 @@ class Federation:
             self.privacy_events[round_id] = events
         if mean_update is not None:
             self.apply_update(mean_update)
+        self.update_average()
         evaluation = self.evaluate_pooled()
         extras = self.round_extras(round_id, result)
         stats = result.stats
@@ -530,19 +556,20 @@ class Federation:
         return float(torch.bincount(labels.long()).max()) / labels.numel()
 
     def evaluate_pooled(self) -> Evaluation:
-        """The global model on the pooled test set."""
+        """The evaluated model (:meth:`evaluation_model`) on the pooled test set."""
         return evaluate(
-            self.model,
+            self.evaluation_model(),
             self.data.pooled_test,
             device=self.device,
             flip_tta=self.config.eval_tta,
         )
 
     def evaluate_clients(self) -> dict[str, Evaluation]:
-        """The global model on each client's own test set."""
+        """The evaluated model (:meth:`evaluation_model`) on each client's own test set."""
+        model = self.evaluation_model()
         return {
             client.name: evaluate(
-                self.model, client.test, device=self.device, flip_tta=self.config.eval_tta
+                model, client.test, device=self.device, flip_tta=self.config.eval_tta
             )
             for client in self.data.clients
         }

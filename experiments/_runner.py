@@ -303,7 +303,7 @@ def run_experiment(
         output_dir.mkdir(parents=True, exist_ok=True)
         dp_fix = bool(getattr(cfg.dp, "fix_model", False))
         save_model(
-            federation.model,
+            federation.evaluation_model(),
             model_config=cfg.model,
             data=federation.data,
             dp_fix=dp_fix if federation.privacy.mode == "sample" else None,

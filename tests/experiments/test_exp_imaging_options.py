@@ -1,6 +1,7 @@
-"""Evaluation and loss options of the non-private imaging recipe: ``federation.eval_tta``
-(class probabilities averaged over each image and its horizontal flip) and
-``federation.label_smoothing`` (the plain trainer's cross-entropy), validated at start."""
+"""Evaluation and loss options of the imaging recipes: ``federation.eval_tta`` (class
+probabilities averaged over each image and its horizontal flip),
+``federation.label_smoothing`` (the plain trainer's cross-entropy) and ``federation.ema``
+(a moving average of the global model over rounds), validated at start."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from torch.utils.data import TensorDataset
 
 from experiments._config import FederationConfig, RunConfig, validate
@@ -166,3 +168,45 @@ def test_federation_evaluates_with_flip_tta_when_configured(
     client = tta.data.clients[0]
     assert per_client[client.name] == evaluate(tta.model, client.test, device=CPU, flip_tta=True)
     assert sum(e.n_samples for e in per_client.values()) == len(test_set)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, True, "x", math.nan])
+def test_ema_must_be_in_zero_one(run_cfg: Callable[..., RunConfig], value: object) -> None:
+    cfg = run_cfg()
+    cfg.federation.ema = value  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match=r"federation\.ema"):
+        validate(cfg)
+
+
+def test_ema_averages_the_global_models_and_leaves_training_alone(
+    run_cfg: Callable[..., RunConfig],
+) -> None:
+    overrides = ("dp=off", "secagg=plain", "chain=none", "federation.rounds=4")
+    decay = 0.6
+    raw = build_federation(run_cfg(*overrides))
+    averaged = build_federation(run_cfg(*overrides, f"federation.ema={decay}"))
+    assert averaged.ema is None and averaged.evaluation_model() is averaged.model
+    expected: torch.Tensor | None = None
+    for round_id in range(1, 5):
+        raw.run_round(round_id)
+        record = averaged.run_round(round_id)
+        global_now = parameters_to_vector(averaged.model.parameters()).detach()
+        # clients train the global model, which the average never feeds back into
+        assert torch.equal(global_now, parameters_to_vector(raw.model.parameters()).detach())
+        expected = (
+            global_now.clone() if expected is None else decay * expected + (1 - decay) * global_now
+        )
+        assert averaged.ema is not None
+        assert torch.allclose(averaged.ema, expected, rtol=0, atol=1e-6)
+        # the round's record is the average's evaluation, not the global model's
+        reference = build_federation(run_cfg(*overrides)).model
+        vector_to_parameters(averaged.ema, reference.parameters())
+        evaluation = evaluate(reference, averaged.data.pooled_test, device=CPU)
+        assert record.accuracy == evaluation.accuracy
+    assert averaged.evaluate_pooled() != raw.evaluate_pooled()
+    assert not torch.equal(averaged.ema, parameters_to_vector(averaged.model.parameters()))
+
+
+def test_ema_is_allowed_under_dp_as_post_processing(run_cfg: Callable[..., RunConfig]) -> None:
+    validate(run_cfg("dp=sample", "federation.ema=0.9"))
+    validate(run_cfg("dp=client", "federation.ema=0.9"))

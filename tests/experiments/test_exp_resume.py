@@ -157,6 +157,21 @@ def test_plain_fedadam_without_dp_resumes_bit_for_bit_without_any_patching(
     assert checkpoint.round == 2 and float(checkpoint.server_state["v"].abs().sum()) > 0
 
 
+def test_the_moving_average_of_the_model_resumes_bit_for_bit(
+    compose_cfg: Compose, tmp_path: Path
+) -> None:
+    straight, resumed = _straight_and_resumed(
+        compose_cfg, tmp_path, None, "dp=off", "secagg=plain", "federation.ema=0.5"
+    )
+    a, _ = _assert_same_run(straight, resumed)  # model.pt is the average: equal bit for bit
+    checkpoint = read_checkpoint(tmp_path / "first")
+    assert checkpoint.ema_state is not None and checkpoint.ema_state.ndim == 1
+    # the average is what was evaluated: another final accuracy than the raw model's
+    raw = _run(compose_cfg, tmp_path / "raw", *TINY, "dp=off", "secagg=plain")
+    assert [r.accuracy for r in raw.rounds] != [r["accuracy"] for r in a["rounds"]]
+    assert read_checkpoint(tmp_path / "raw").ema_state is None
+
+
 @pytest.mark.parametrize("secagg", ["plain", "masking"])
 def test_dp_sample_resumes_bit_for_bit_with_the_same_epsilon(
     compose_cfg: Compose,
