@@ -29,7 +29,10 @@ dealer-free: every member draws its own secret on its own node.
 * ``secagg.v1.committee.combine``: one member (the lowest that answered) combines the
   attested partials (:func:`secagg._committee_round.combine_attested`, no secret needed),
   attests the released sum's digest, or, with fewer than T usable partials, attests the
-  refusal (codes 4 and 5 of :mod:`secagg._committee_round`).
+  refusal (codes 4 and 5 of :mod:`secagg._committee_round`). The driver does not take the
+  combiner's word: it combines the attested partials itself (public data only) and
+  leaves the round out, naming the combiner, when the released sum is not theirs, before
+  the sum reaches the model (the auditor names that round afterwards as well).
 
 Who sees what: the member's secret, its Shamir shares and its key share never leave its
 node (:meth:`CommitteeSite.export_state` into the SuperNode's ``Context.state``, read
@@ -94,6 +97,7 @@ from secagg.ckks import (
     CommitteeParams,
     InsufficientPartialsError,
     PartialMismatchError,
+    RevealPolicy,
 )
 from secagg.ckks._config import build_ckks_scheme
 
@@ -489,8 +493,9 @@ class CommitteeNodes:
     """The driver's view of the K committee nodes: who joined as which member, and the
     stages it runs with them (key setup, each round's release)."""
 
-    def __init__(self, committee: CommitteeParams) -> None:
+    def __init__(self, committee: CommitteeParams, policy: RevealPolicy) -> None:
         self.committee = committee
+        self.policy = policy  # the release policy the combined sum is checked under
         self.nodes: dict[int, int] = {}  # member -> node id
         self.addresses: dict[int, str] = {}
         self._box: dict[int, tuple[bytes, bytes]] = {}  # member -> (box key, signature)
@@ -682,11 +687,60 @@ class CommitteeNodes:
             parse_members(reply.text("members"), size=self.committee.size)
             if j in stats:
                 stats[j]["seconds"] += reply.number("seconds")
-            return reply.array("total").astype(np.float64), stats
+            total = reply.array("total").astype(np.float64)
+            self._check_combined(
+                round_id, j, total, aggregate=fields["aggregate"], ledger=ledger, store=store
+            )
+            return total, stats
         raise CommitteeReleaseError(
             f"round {round_id}: no committee member combined the partials (the round stays "
             "reserved on chain and cannot be finalized)"
         )
+
+    def _check_combined(
+        self,
+        round_id: int,
+        combiner: int,
+        total: np.ndarray,
+        *,
+        aggregate: bytes,
+        ledger: Ledger,
+        store: Any,
+    ) -> None:
+        """The combiner's sum must be what the attested partials release (the combination
+        is deterministic and public: :func:`combine_attested`, as the auditor runs it);
+        :class:`CommitteeReleaseError` otherwise, so the round's clients are left out."""
+        if self.public_context is None:
+            raise DeploymentError("the committee's collective key was never formed")
+        try:
+            expected, _, _ = combine_attested(
+                aggregate,
+                attested_partials(ledger, store, round_id),
+                public_context=self.public_context,
+                committee=self.committee,
+                policy=self.policy,
+            )
+        except (InsufficientPartialsError, PartialMismatchError) as error:
+            raise CommitteeReleaseError(
+                f"round {round_id}: committee member {combiner} released a sum, but the "
+                f"attested partials release nothing: {error}"
+            ) from error
+        # both kept: whichever the chain names, the auditor can check it
+        store.put(np.asarray(expected, dtype="<f8").tobytes())
+        released = np.asarray(total, dtype="<f8").tobytes()
+        digest = store.put(released)
+        who = f"committee member {combiner} ({self.addresses.get(combiner)})"
+        if np.asarray(expected, dtype="<f8").tobytes() != released:
+            raise CommitteeReleaseError(
+                f"round {round_id}: {who} released a sum that is not what the attested "
+                "partials release; the round is left out"
+            )
+        attested = ledger.round_info(round_id).reveal_digest
+        if attested is None or bytes(attested) != bytes(digest):
+            raise CommitteeReleaseError(
+                f"round {round_id}: {who} attested another sum than the one it returned; "
+                "the round is left out"
+            )
 
 
 __all__ = [

@@ -125,7 +125,7 @@ from secagg import (
 from secagg._auditor import DEFAULT_EPSILON_TOLERANCE, culprits
 from secagg._hydra import scheme_class
 from secagg._merkle_round import check_inclusion, round_commitments
-from secagg.ckks._config import committee_from_schema, params_from_schema
+from secagg.ckks._config import committee_from_schema, params_from_schema, policy_from_schema
 
 if TYPE_CHECKING:
     from experiments._privacy import PrivacyLayer
@@ -243,7 +243,7 @@ def committee_nodes_for(schema: Any, settings: DeploymentSettings) -> CommitteeN
             f"secagg.committee_size={size}: the run waits for {size} committee nodes "
             f"(committee={size} and key_holder false), got committee={settings.committee}"
         )
-    return CommitteeNodes(committee_from_schema(schema))
+    return CommitteeNodes(committee_from_schema(schema), policy_from_schema(schema))
 
 
 def split_overrides(text: str) -> tuple[str, ...]:

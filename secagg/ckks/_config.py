@@ -73,14 +73,19 @@ def _as_int(value: Any, field: str) -> int:
     return value
 
 
+def policy_from_schema(schema: Any) -> RevealPolicy:
+    """The release policy a :class:`CKKSSchema` instance configures."""
+    return RevealPolicy(
+        min_clients=int(schema.min_clients),
+        precision_bits=int(schema.precision_bits),
+        flood_std_bits=int(schema.flood_std_bits),
+    )
+
+
 def build_ckks_scheme(schema: Any) -> CKKSScheme:
     """Validate a :class:`CKKSSchema` instance and build the scheme (keys are generated)."""
     if schema.name != "ckks":
         raise InsecureParametersError(f"name must be 'ckks', got {schema.name!r}")
     committee = committee_from_schema(schema)
-    policy = RevealPolicy(
-        min_clients=int(schema.min_clients),
-        precision_bits=int(schema.precision_bits),
-        flood_std_bits=int(schema.flood_std_bits),
-    )
+    policy = policy_from_schema(schema)
     return CKKSScheme(params=params_from_schema(schema), policy=policy, committee=committee)

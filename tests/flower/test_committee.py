@@ -212,6 +212,77 @@ def test_a_member_refuses_an_aggregate_that_is_not_the_published_one(
     assert driver.ledger.round_info(1).refusal_code == REFUSAL_AGGREGATE_MISMATCH
 
 
+class LyingCombiner:
+    """Member 1 (the lowest that answers, so the one asked to combine) lies in round 1:
+    it attests on chain the sum of the attested partials plus 0.25 (``attests``) and/or
+    returns that shifted sum to the driver (``returns``), the honest sum otherwise."""
+
+    def __init__(self, handler, *, attests: bool, returns: bool) -> None:
+        self.handler = handler
+        self.attests = attests
+        self.returns = returns
+
+    def __call__(self, message: WireMessage) -> WireMessage:
+        if message.type != COMMITTEE_COMBINE or message.integer("round") != 1:
+            return self.handler(message)
+        import deploy._committee as module
+
+        honest = module.combine_attested
+        sums = {}
+
+        def combine(*args, **kwargs):
+            total, members, named = honest(*args, **kwargs)
+            sums["honest"], sums["shifted"] = np.asarray(total), np.asarray(total) + 0.25
+            return (sums["shifted"] if self.attests else sums["honest"]), members, named
+
+        module.combine_attested = combine
+        try:
+            reply = self.handler(message)
+        finally:
+            module.combine_attested = honest
+        total = sums["shifted"] if self.returns else sums["honest"]
+        return WireMessage(reply.type, fields=reply.fields, arrays={"total": total})
+
+
+@pytest.mark.parametrize(
+    ("attests", "returns", "why"),
+    [
+        (True, True, "not what the attested partials release"),
+        (False, True, "not what the attested partials release"),
+        (True, False, "attested another sum"),
+    ],
+    ids=["attests-and-returns", "returns-only", "attests-only"],
+)
+def test_a_lying_combiner_leaves_its_round_out_before_the_sum_reaches_the_model(
+    heart_data, anvil_url, tmp_path, attests, returns, why
+):
+    """The driver recombines the attested partials itself (public data): a combiner whose
+    sum is not theirs, or not the one it attested, is named, its round's clients are left
+    out, the next round releases as usual; a lie on chain is named by the auditor too."""
+    transport = committee_transport()
+    transport.sites[1] = LyingCombiner(transport.sites[1], attests=attests, returns=returns)
+    driver = RoundDriver(committee_settings(anvil_url, tmp_path, "liar"), transport)
+    run = driver.run()
+    first, second = run.results.rounds
+    assert first.n_clients == 0 and first.committee is None
+    assert len(first.excluded) == 4
+    assert all(
+        why in reason and "committee member 1" in reason for reason in first.excluded.values()
+    )
+    assert second.n_clients == 4 and set(second.committee) == {1, 2, 3}
+    assert first.flagged == {}  # no hospital is at fault
+    details = [f["detail"] for f in run.results.final.audit["findings"]]
+    if attests:  # the lie is on chain: the auditor names the round afterwards
+        assert run.results.final.audit["exit_code"] == 1
+        assert [f["round_id"] for f in run.results.final.audit["findings"]] == [1]
+        if returns:  # the driver kept the bytes the chain names
+            assert details == ["the attested reveal is not the sum the attested partials release"]
+        else:  # nobody but the liar has the bytes the chain names
+            assert details[0].startswith("attested reveal not verifiable: 'no artifact")
+    else:  # the chain holds the honest sum; the driver alone saw the lie, and refused it
+        assert run.results.final.audit["exit_code"] == 0, details
+
+
 def test_join_refuses_a_missing_or_doubled_member_and_a_doubled_hospital_address(heart_data):
     settings = DeploymentSettings(
         overrides=(*HEART, *COMMITTEE),
