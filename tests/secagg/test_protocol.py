@@ -26,6 +26,27 @@ def test_round_reveals_the_sum_and_passes_its_audit(make_federation, scheme):
     assert [r.round_id for r in report.rounds] == [1, 2]
 
 
+def test_a_rounds_outcome_cannot_be_changed_by_its_readers(make_federation):
+    """What a round produced is what every reader sees: the outcome is frozen, its
+    mappings are read-only views and its revealed sum a read-only array."""
+    import dataclasses
+
+    fed = make_federation("plain")
+    outcome, _ = fed.round(1, drop=[2])
+    assert 2 in outcome.excluded and outcome.flagged is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outcome.included = (0, 1, 2, 3)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        outcome.excluded[2] = "rewritten"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        outcome.flagged[0] = 1  # type: ignore[index]
+    with pytest.raises(TypeError):
+        outcome.gas_by_phase["open"] = 0  # type: ignore[index]
+    with pytest.raises(ValueError, match="read-only"):
+        outcome.total[0] = 1.0  # type: ignore[index]
+    assert outcome.excluded[2] != "rewritten"
+
+
 def test_batched_commits_round_passes_audit(make_federation):
     fed = make_federation("ckks", batch_commits=True)
     outcome, updates = fed.round(1)
