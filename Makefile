@@ -1,13 +1,14 @@
 # Two commands for a fresh machine (python3, pip, node/npm):
 #   make run   - create the environment and run the default federation
-#   make test  - create the environment and run the whole test suite
+#   make test  - create the environment and run the test suite (all but the cases marked
+#                slow, in parallel); make test-slow runs those, .ci/run runs both
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: env run test test-fast lint bench clean
+.PHONY: env run test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +24,16 @@ env: $(STAMP) $(NODE_STAMP)
 run: env
 	$(PY) -m experiments.run $(ARGS)
 
+# One pytest-xdist worker per CPU (at most 4): the cases are independent (each its own
+# temporary folders, anvil nodes on free ports).
 test: env
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -m "not slow" -n auto --maxprocesses=4 $(ARGS)
 
-test-fast: env
-	$(PY) -m pytest -m "not slow" $(ARGS)
+# The cases marked slow (loopback deployments, the Flower simulation engine, the contract
+# recompiled with solc, fuzz campaigns, whole command-line runs), one at a time: several
+# of them wait on stage timeouts that a loaded CPU would stretch.
+test-slow: env
+	$(PY) -m pytest -m slow $(ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check .

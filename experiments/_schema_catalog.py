@@ -6,7 +6,7 @@ SOURCES: dict[str, str] = {
     "chain/_hydra.py": "21ea8857cc3adf86114c06104b3ecb22d40e95c9a4e32c88b177c2e9d3be4b8a",
     "dp/_hydra.py": "e5cd4d1f4e0aef9b5f94c93fdc6bb883c7d9f267e8982af769d0d7b328c98e40",
     "secagg/_hydra.py": "1b08aaf7c73a36d9be7ad046cc45df2fa11af259c5c1fa434a4723d85760e903",
-    "secagg/ckks/_config.py": "8c94b4d087afea94a9784f2a2222dc85d240eea11a0f5f06537a134f1f022df1",
+    "secagg/ckks/_config.py": "0f4fb7babc8417e0ec23cc10ef0b9453e6d7aad155f2e3d3272751abf410989a",
     "secagg/masking/_params.py": "87232e9d6f818cdf582b0bf431c661b650cdad590ddced1bfc71658a67bdc9e2",
 }
 

@@ -453,6 +453,7 @@ _EVENT_PAYLOADS = (
 )
 
 
+@pytest.mark.slow
 def test_fuzzed_privacy_events_in_real_rounds_name_only_their_client(tmp_path):
     protocol = _protocol(tmp_path)
     culprit = protocol.consortium.address_of(HOSTILE).lower()
@@ -473,6 +474,7 @@ def test_fuzzed_privacy_events_in_real_rounds_name_only_their_client(tmp_path):
 _MUTATIONS = st.sampled_from(["garbage", "fifo", "directory", "symlink", "huge", "delete"])
 
 
+@pytest.mark.slow
 def test_fuzzed_store_contents_never_crash_or_hang_the_audit(tmp_path):
     protocol = _protocol(tmp_path, audit_each_round=False, dp_mode="sample")
     _run(protocol, 1, events={c: _honest_event(c, 1) for c in range(N_CLIENTS)})

@@ -36,6 +36,7 @@ def test_stale_artifact_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         load_artifact("ConsortiumLedger")
 
 
+@pytest.mark.slow
 def test_recompiled_bytecode_matches_artifact() -> None:
     if not compiler_available():
         if os.environ.get("CI"):

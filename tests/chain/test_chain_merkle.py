@@ -620,6 +620,7 @@ def test_settling_rounds_in_one_call_matches_settling_them_one_by_one(env: Env) 
     assert [ledger.round_info(r).committed for r in batched] == [3, 4, 3]
 
 
+@pytest.mark.slow
 def test_one_bad_round_reverts_the_whole_settlement(env: Env) -> None:
     ledger, members = env.ledger, env.clients[:4]
     accounts = [c.address for c in members]

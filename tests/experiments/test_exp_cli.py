@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,6 +22,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_run_with_the_documented_overrides_writes_results_in_the_run_dir(tmp_path: Path) -> None:
     out = tmp_path / "x"
     overrides = (
@@ -53,6 +56,7 @@ def test_bad_value_exits_naming_the_field(tmp_path: Path) -> None:
     assert not (tmp_path / "bad" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_sweep_then_report_gives_csv_png_and_table(tmp_path: Path) -> None:
     sweep = [
         "-m",

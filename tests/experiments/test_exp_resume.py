@@ -389,6 +389,7 @@ def _command(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_command_line_stops_and_resumes_in_the_same_run_directory(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [*TINY, "dp=off", "secagg=plain", f"hydra.run.dir={out}"]

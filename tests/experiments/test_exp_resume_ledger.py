@@ -139,6 +139,7 @@ def _command(module: str, args: list[str], cwd: Path) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow
 def test_a_ledger_run_resumes_on_the_same_contract_and_passes_the_audit(
     compose_cfg: object, node: _Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,6 +55,7 @@ def fresh_sites(hospitals: int) -> InProcessTransport:
 
 
 @pytest.mark.parametrize("scheme", ["plain", "ckks"])
+@pytest.mark.slow
 def test_batched_and_merkle_give_the_direct_modes_aggregate(heart_settings, scheme):
     """dp=off, same seed: every mode ends on the direct mode's model (bit for bit for
     plain; CKKS to the release grid), every hospital in every round, audit clean.

@@ -377,6 +377,7 @@ def test_settings_and_hostile_committee_messages_get_named_errors(tmp_path):
         CommitteeSite(member=0)
 
 
+@pytest.mark.slow
 def test_a_committee_on_the_simulation_engine(heart_data, anvil_url, tmp_path):
     """Seven SuperNodes on Flower's simulation engine: the last three partitions are the
     committee's members 1..3 (chosen at join from the run's committee size)."""

@@ -168,6 +168,7 @@ def test_settings_refuse_dp_that_is_not_deployed(heart_settings):
         RoundDriver(heart_settings("ckks", *DP_SAMPLE, "dp.audit=one_run"), fresh_sites()[1])
 
 
+@pytest.mark.slow
 def test_dp_sample_on_the_simulation_engine(heart_settings):
     """The same on Flower's simulation engine: the accountants ride in ``Context.state``."""
     from deploy.flower_app import run_in_simulation

@@ -359,6 +359,7 @@ def test_dp_client_over_fresh_processes(heart_settings):
     assert run.results.final.audit["exit_code"] == 0, run.results.final.audit
 
 
+@pytest.mark.slow
 def test_dp_client_on_the_simulation_engine(heart_settings):
     """The same on Flower's simulation engine: the run config selects dp=client."""
     from deploy.flower_app import run_in_simulation

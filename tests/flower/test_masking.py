@@ -142,6 +142,7 @@ def lose_a_hospital_before_its_masked_input(message: Message, context: Context) 
     return handle(message, context)
 
 
+@pytest.mark.slow
 def test_masking_on_the_simulation_engine_recovers_a_lost_hospital(heart_settings):
     """Four heart-disease hospitals (and a key holder node, unused by masking) on Flower's
     simulation engine; round 2 loses a hospital after it shared its keys."""

@@ -50,6 +50,7 @@ def flaky_client_app() -> ClientApp:
     return app
 
 
+@pytest.mark.slow
 def test_ckks_on_flower_equals_in_process_and_a_lost_hospital_is_a_dropout(heart_settings):
     flower = run_in_simulation(heart_settings("ckks", name="flower"), client=flaky_client_app())
     transport = in_process_sites(4)
@@ -75,6 +76,7 @@ def test_plain_on_flower_is_the_in_process_runners_model_bit_for_bit(heart_setti
     assert audit_cli(flower.results_path).returncode == 0
 
 
+@pytest.mark.slow
 def test_twenty_supernodes(anvil_url, tmp_path):
     """19 hospitals and a key holder on 20 SuperNodes (synthetic data), one CKKS round."""
     settings = DeploymentSettings(

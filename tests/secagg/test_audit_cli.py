@@ -116,6 +116,7 @@ def test_anvil_restart_loses_nothing(tmp_path):
         assert [r.round_id for r in report.rounds] == [1, 2]
 
 
+@pytest.mark.slow
 def test_runner_on_a_live_node_then_audit_from_results_json(tmp_path):
     _anvil_or_skip()
     with AnvilBackend() as node:
