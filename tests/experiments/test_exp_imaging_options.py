@@ -124,13 +124,14 @@ def test_label_smoothing_is_the_plain_trainers_loss() -> None:
     assert results[eps] == pytest.approx(float(expected), rel=1e-5)
 
 
+@pytest.mark.parametrize("field", ["label_smoothing", "ema"])
 @pytest.mark.parametrize("value", [-0.1, 1.0, True, "x", math.nan])
-def test_label_smoothing_must_be_in_zero_one(
-    run_cfg: Callable[..., RunConfig], value: object
+def test_label_smoothing_and_ema_must_be_in_zero_one(
+    run_cfg: Callable[..., RunConfig], field: str, value: object
 ) -> None:
     cfg = run_cfg()
-    cfg.federation.label_smoothing = value  # type: ignore[assignment]
-    with pytest.raises(ConfigError, match=r"federation\.label_smoothing"):
+    setattr(cfg.federation, field, value)
+    with pytest.raises(ConfigError, match=rf"federation\.{field}"):
         validate(cfg)
 
 
@@ -168,14 +169,6 @@ def test_federation_evaluates_with_flip_tta_when_configured(
     client = tta.data.clients[0]
     assert per_client[client.name] == evaluate(tta.model, client.test, device=CPU, flip_tta=True)
     assert sum(e.n_samples for e in per_client.values()) == len(test_set)
-
-
-@pytest.mark.parametrize("value", [-0.1, 1.0, True, "x", math.nan])
-def test_ema_must_be_in_zero_one(run_cfg: Callable[..., RunConfig], value: object) -> None:
-    cfg = run_cfg()
-    cfg.federation.ema = value  # type: ignore[assignment]
-    with pytest.raises(ConfigError, match=r"federation\.ema"):
-        validate(cfg)
 
 
 def test_ema_averages_the_global_models_and_leaves_training_alone(
