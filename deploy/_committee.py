@@ -726,11 +726,12 @@ class CommitteeNodes:
                 f"attested partials release nothing: {error}"
             ) from error
         # both kept: whichever the chain names, the auditor can check it
-        store.put(np.asarray(expected, dtype="<f8").tobytes())
+        combined = np.asarray(expected, dtype="<f8").tobytes()
+        store.put(combined)
         released = np.asarray(total, dtype="<f8").tobytes()
         digest = store.put(released)
         who = f"committee member {combiner} ({self.addresses.get(combiner)})"
-        if np.asarray(expected, dtype="<f8").tobytes() != released:
+        if combined != released:
             raise CommitteeReleaseError(
                 f"round {round_id}: {who} released a sum that is not what the attested "
                 "partials release; the round is left out"
