@@ -24,10 +24,10 @@ env: $(STAMP) $(NODE_STAMP)
 run: env
 	$(PY) -m experiments.run $(ARGS)
 
-# One pytest-xdist worker per CPU (at most 4): the cases are independent (each its own
+# One pytest-xdist worker per logical CPU (at most 4): the cases are independent (each its own
 # temporary folders, anvil nodes on free ports).
 test: env
-	$(PY) -m pytest -m "not slow" -n auto --maxprocesses=4 $(ARGS)
+	$(PY) -m pytest -m "not slow" -n logical --maxprocesses=4 $(ARGS)
 
 # The cases marked slow (loopback deployments, the Flower simulation engine, the contract
 # recompiled with solc, fuzz campaigns, whole command-line runs), one at a time: several
