@@ -694,7 +694,7 @@ class CommitteeNodes:
             return total, stats
         raise CommitteeReleaseError(
             f"round {round_id}: no committee member combined the partials (the round stays "
-            "reserved on chain and cannot be finalized)"
+            "reserved on chain, unfinalized)"
         )
 
     def _check_combined(

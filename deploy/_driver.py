@@ -83,6 +83,7 @@ from chain import (
     ChainError,
     Ledger,
     Role,
+    RoundStatus,
     SignedCommit,
     SignedPublication,
     budget_to_fixed,
@@ -689,7 +690,17 @@ class RoundDriver:
                 total, included = None, ()
             for client_id, reason in collected.rejected.items():
                 excluded.setdefault(client_id, reason)
-            self.aggregator.finalize(round_id)
+            if self.ledger.round_info(round_id).status is RoundStatus.RELEASING:
+                # a committee reserved the release and no member ended it (all lost before
+                # the combine): only a member can, so the round stays reserved, unfinalized
+                # (no reputation event), the auditor names it, and the next round goes on
+                log.warning(
+                    "round %d: the committee reserved its release and no member ended it; "
+                    "the round stays reserved on chain, unfinalized",
+                    round_id,
+                )
+            else:
+                self.aggregator.finalize(round_id)
         for client_id in included:
             excluded.pop(client_id, None)
         _, findings = self.auditor.audit_round(round_id)

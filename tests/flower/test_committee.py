@@ -174,6 +174,34 @@ def test_t_members_release_a_round_fewer_refuse_it_and_the_run_goes_on(
         member_3(combine)
 
 
+def test_members_lost_before_the_combine_leave_their_round_reserved_and_the_run_goes_on(
+    heart_data, anvil_url, tmp_path
+):
+    """Round 1: every member publishes its partial, then none answers the combine (all
+    lost). Only a member can end a reserved release, so the round stays reserved and
+    unfinalized, its hospitals are left out with the reason, the auditor names the round,
+    and round 2 releases as usual."""
+    transport = committee_transport()
+    for j in range(1, K + 1):
+        transport.sites[j] = AbsentIn(
+            transport.sites[j], message_type=COMMITTEE_COMBINE, rounds={1}
+        )
+    driver = RoundDriver(committee_settings(anvil_url, tmp_path, "lost"), transport)
+    run = driver.run()
+    first, second = run.results.rounds
+    assert first.n_clients == 0 and len(first.excluded) == 4
+    assert all("no committee member combined" in why for why in first.excluded.values())
+    assert driver.ledger.round_info(1).status is RoundStatus.RELEASING
+    assert set(driver.ledger.partial_attestations(1)) == {1, 2, 3}
+    assert second.n_clients == 4 and set(second.committee) == {1, 2, 3}
+    assert driver.ledger.round_info(2).status is RoundStatus.FINALIZED
+    findings = run.results.final.audit["findings"]
+    assert run.results.final.audit["exit_code"] == 1
+    assert [(f["round_id"], f["detail"]) for f in findings] == [
+        (1, "the committee reserved the release but attested neither a reveal nor a refusal")
+    ]
+
+
 def test_a_member_refuses_an_aggregate_that_is_not_the_published_one(
     heart_data, anvil_url, tmp_path
 ):
