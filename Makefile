@@ -24,10 +24,11 @@ env: $(STAMP) $(NODE_STAMP)
 run: env
 	$(PY) -m experiments.run $(ARGS)
 
-# One pytest-xdist worker per logical CPU (at most 4): the cases are independent (each its own
-# temporary folders, anvil nodes on free ports).
+# One pytest-xdist worker per logical CPU (at most 4); each test file runs on one worker in
+# its own order, as in a serial run (module-scoped fixtures stay shared); files are
+# independent (their own temporary folders, anvil nodes on free ports).
 test: env
-	$(PY) -m pytest -m "not slow" -n logical --maxprocesses=4 $(ARGS)
+	$(PY) -m pytest -m "not slow" -n logical --maxprocesses=4 --dist loadfile $(ARGS)
 
 # The cases marked slow (loopback deployments, the Flower simulation engine, the contract
 # recompiled with solc, fuzz campaigns, whole command-line runs), one at a time: several
