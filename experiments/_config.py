@@ -35,7 +35,7 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 PARTITIONS = ("iid", "dirichlet", "quantity")
 DEVICES = ("auto", "cpu", "cuda")
 MEDMNIST_SUBSETS = ("breastmnist", "pneumoniamnist")
-MEDMNIST_EVAL_SPLITS = ("test", "val")
+MEDMNIST_EVAL_SPLITS = ("test", "val", "cv")
 
 
 @dataclass
@@ -108,9 +108,13 @@ class MedMNISTConfig:
     subset: str = "breastmnist"
     data_dir: str | None = None  # else $SECAGG_DATA_DIR/medmnist, else ../shared/data
     verify_checksums: bool = True
-    # The split the model is evaluated on: the official test split, or the official val
-    # split (to choose hyperparameters without looking at the test split).
+    # The split the model is evaluated on: the official test split, the official val split,
+    # or "cv": fold cv_fold of a stratified cv_folds-fold split of the official train + val
+    # splits, trained on the other folds (both to choose hyperparameters without looking at
+    # the test split; cv evaluates on all train + val images over its folds).
     eval_split: str = "test"
+    cv_folds: int = 5
+    cv_fold: int = 0
 
 
 @dataclass
@@ -372,6 +376,12 @@ def validate_dataset(dataset: Any) -> None:
     if isinstance(dataset, MedMNISTConfig):
         _check_choice("dataset.subset", dataset.subset, MEDMNIST_SUBSETS)
         _check_choice("dataset.eval_split", dataset.eval_split, MEDMNIST_EVAL_SPLITS)
+        _check_int("dataset.cv_folds", dataset.cv_folds, 2)
+        _check_int("dataset.cv_fold", dataset.cv_fold, 0)
+        if dataset.cv_fold >= dataset.cv_folds:
+            raise _fail(
+                "dataset.cv_fold", f"< dataset.cv_folds ({dataset.cv_folds})", dataset.cv_fold
+            )
 
 
 def validate_model(model: Any) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 from sklearn.datasets import load_breast_cancer, make_classification
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch.utils.data import TensorDataset
 
 from experiments._config import (
@@ -497,8 +497,11 @@ def load_medmnist_data(
     """A MedMNIST 28x28 task: the official train split partitioned across K clients with
     the configured scheme, the official test split dealt IID to the clients (pooled, it is
     the official test set). With ``cfg.eval_split="val"`` the official val split takes the
-    test split's place (for choosing hyperparameters; the test split is then not read).
-    Pixels are scaled to [0, 1] by the public constant 255 under every ``preprocessing``."""
+    test split's place; with ``"cv"`` the official train and val splits are pooled, cut into
+    ``cfg.cv_folds`` stratified folds (fixed by :data:`MEDMNIST_CV_SEED`, the same for every
+    run), and fold ``cfg.cv_fold`` is evaluated on while the others are trained on. Both are
+    for choosing hyperparameters: the test split is then not read. Pixels are scaled to
+    [0, 1] by the public constant 255 under every ``preprocessing``."""
     check_preprocessing(preprocessing)
     data_dir = resolve_data_dir(cfg.data_dir, "medmnist", MEDMNIST_HOWTO)
     path = _require(data_dir / f"{cfg.subset}.npz", MEDMNIST_HOWTO)
@@ -507,10 +510,14 @@ def load_medmnist_data(
     with np.load(path) as archive:
         try:
             train_x, train_y = archive["train_images"], archive["train_labels"]
-            split = cfg.eval_split
+            split = "val" if cfg.eval_split == "cv" else cfg.eval_split
             test_x, test_y = archive[f"{split}_images"], archive[f"{split}_labels"]
         except KeyError as error:
             raise ChecksumError(f"{path} lacks MedMNIST key {error}") from error
+    if cfg.eval_split == "cv":
+        train_x, train_y, test_x, test_y = _cv_fold(
+            np.concatenate([train_x, test_x]), np.concatenate([train_y, test_y]), cfg
+        )
 
     def to_arrays(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pixels = images.astype(np.float32).reshape(len(images), 1, 28, 28) / 255.0
@@ -538,6 +545,21 @@ def load_medmnist_data(
         input_shape=(1, 28, 28),
         preprocessing="public",
     )
+
+
+MEDMNIST_CV_SEED = 0
+"""Seeds the fold split of ``dataset.eval_split=cv``: a constant, so the folds are the same
+for every candidate and training seed and each pool image is evaluated exactly once."""
+
+
+def _cv_fold(
+    images: np.ndarray, labels: np.ndarray, cfg: MedMNISTConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fold ``cfg.cv_fold`` of a stratified ``cfg.cv_folds``-fold split: train, then eval."""
+    folds = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=MEDMNIST_CV_SEED)
+    flat = labels.reshape(-1)
+    train_index, eval_index = list(folds.split(np.zeros(len(flat)), flat))[cfg.cv_fold]
+    return images[train_index], labels[train_index], images[eval_index], labels[eval_index]
 
 
 DatasetLoader = Callable[..., FederatedData]

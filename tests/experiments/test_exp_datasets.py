@@ -165,12 +165,61 @@ def test_medmnist_eval_split_val_evaluates_on_the_official_val_split(
         assert torch.equal(a.train.tensors[0], b.train.tensors[0])
 
 
+def _image_rows(images: torch.Tensor | np.ndarray) -> list[bytes]:
+    pixels = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+    return sorted(row.tobytes() for row in pixels)
+
+
+def test_medmnist_cv_folds_evaluate_every_train_and_val_image_once(medmnist_dir: Path) -> None:
+    def load(fold: int, seed: int = 0) -> FederatedData:
+        return load_medmnist_data(
+            MedMNISTConfig(
+                subset="breastmnist", data_dir=str(medmnist_dir), eval_split="cv", cv_fold=fold
+            ),
+            FederationConfig(clients=3),
+            np.random.default_rng(seed),
+        )
+
+    with np.load(medmnist_dir / "breastmnist.npz") as archive:
+        pool = np.concatenate([archive["train_images"], archive["val_images"]])
+        pool_labels = np.concatenate([archive["train_labels"], archive["val_labels"]]).ravel()
+    folds = [load(fold) for fold in range(5)]
+    held_out: list[bytes] = []
+    for data in folds:
+        evaluated = _image_rows(data.pooled_test.tensors[0])
+        trained = _image_rows(torch.cat([c.train.tensors[0] for c in data.clients]))
+        assert len(evaluated) + len(trained) == len(pool) == 624
+        assert not set(evaluated) & set(trained)  # a fold never trains on what it evaluates
+        # stratified: each fold's positive share is the pool's to within one image
+        share = float(data.pooled_test.tensors[1].float().mean())
+        assert abs(share - pool_labels.mean()) <= 1.0 / len(evaluated)
+        held_out += evaluated
+    # over the folds, every train and val image is evaluated exactly once (and nothing else:
+    # the official test split is not read)
+    assert sorted(held_out) == _image_rows(pool.astype(np.float32) / 255.0)
+    # the folds do not depend on the training seed
+    other_seed = load(2, seed=7)
+    assert _image_rows(other_seed.pooled_test.tensors[0]) == _image_rows(
+        folds[2].pooled_test.tensors[0]
+    )
+
+
 def test_medmnist_eval_split_is_validated(run_cfg: Callable[..., RunConfig]) -> None:
     validate(run_cfg("dataset=medmnist", "dataset.eval_split=val"))
+    validate(run_cfg("dataset=medmnist", "dataset.eval_split=cv", "dataset.cv_fold=4"))
     cfg = run_cfg("dataset=medmnist")
     cfg.dataset.eval_split = "train"
     with pytest.raises(ConfigError, match=r"dataset\.eval_split"):
         validate(cfg)
+    for field, value, expected in (
+        ("cv_fold", 5, r"dataset\.cv_fold.*< dataset\.cv_folds \(5\)"),
+        ("cv_fold", -1, r"dataset\.cv_fold"),
+        ("cv_folds", 1, r"dataset\.cv_folds.*>= 2"),
+    ):
+        cfg = run_cfg("dataset=medmnist", "dataset.eval_split=cv")
+        setattr(cfg.dataset, field, value)
+        with pytest.raises(ConfigError, match=expected):
+            validate(cfg)
 
 
 def test_missing_medmnist_file_names_the_path(tmp_path: Path) -> None:
