@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,33 @@ def test_restarted_anvil_keeps_every_round(tmp_path: Path) -> None:
             2, aggregate_digest=keccak(text="agg2"), participants=[], sender=aggregator
         )
         assert again.round_info(2).status is RoundStatus.AGGREGATED
+
+
+def test_state_survives_an_anvil_that_dies_of_the_stop_signal_without_dumping(
+    tmp_path: Path,
+) -> None:
+    """On a loaded machine anvil can die of SIGINT before its handler dumps --state
+    (seen in CI); the backend reads the state first and writes it itself."""
+    _anvil_or_skip()
+    state = tmp_path / "anvil-state.json"
+    aggregator = Account.create()
+    with AnvilBackend(state_file=state) as node:
+        admin = node.faucet
+        node.fund([aggregator.address], 10**18)
+        ledger = Ledger.deploy(node, admin=admin, epsilon_budget=5.0)
+        ledger.register(Role.AGGREGATOR, aggregator.address, sender=admin)
+        block, address = ledger.block_number(), ledger.address
+        proc = node._proc
+        assert proc is not None
+        # the failure: the process ends on the signal, no handler, no dump
+        proc.send_signal = lambda _sig: os.kill(proc.pid, signal.SIGKILL)  # type: ignore[method-assign]
+    assert proc.returncode == -signal.SIGKILL
+    assert state.is_file() and not state.with_name(state.name + ".partial").exists()
+
+    with AnvilBackend(state_file=state) as restarted:
+        again = Ledger.attach(restarted, address)
+        assert again.block_number() >= block
+        assert Role.AGGREGATOR in again.roles_of(aggregator.address)
 
 
 def test_rpc_backend_signs_with_env_key_and_never_shows_it(
