@@ -98,10 +98,13 @@ def small_cnn() -> nn.Module:
 
 
 def preset_cnn() -> nn.Module:
-    """``model=cnn_medmnist`` (conf/model/cnn_medmnist.yaml) for a binary task."""
+    """``model=cnn_medmnist`` as conf/model/cnn_medmnist.yaml sets it, for a binary task."""
+    from omegaconf import OmegaConf
+
     from experiments import SmallCNN
 
-    return SmallCNN(2, [32, 64, 128], 8, 128)
+    preset = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/model/cnn_medmnist.yaml")
+    return SmallCNN(2, list(preset.channels), int(preset.groups), int(preset.hidden))
 
 
 def resnet18() -> nn.Module:
