@@ -59,8 +59,9 @@ STEPS = {
     "cnn_medmnist": 8,
     "resnet18": 3,
 }
-# Models measured at batch 64 only on the CPU (a DP step of the full ResNet takes seconds).
-CPU_BATCH_64_ONLY = frozenset({"resnet18"})
+# Slow models (a DP step of the full ResNet takes seconds on the CPU): batch 64 only on the
+# CPU, and a longer timeout per configuration.
+SLOW_MODELS = frozenset({"resnet18"})
 IMAGING = ("cnn_medmnist", "resnet18")
 CLIP = 1.0
 
@@ -351,7 +352,7 @@ def main() -> None:
     for device in devices:
         for model_name in MODELS:
             on_gpu = device == "cuda"
-            batches = (64,) if model_name in CPU_BATCH_64_ONLY and not on_gpu else (64, 256)
+            batches = (64,) if model_name in SLOW_MODELS and not on_gpu else (64, 256)
             for batch in batches:
                 steps = 3 if args.quick else (50 if on_gpu else STEPS[model_name])
                 base = dict(
@@ -360,7 +361,7 @@ def main() -> None:
                     batch=batch,
                     threads=args.threads,
                     steps=steps,
-                    timeout=600 if model_name == "resnet18" else 120,
+                    timeout=600 if model_name in SLOW_MODELS else 120,
                 )
                 plain = _run_forked({**base, "mode": "nonprivate", "check": False})
                 row: dict[str, Any] = {
